@@ -1,0 +1,103 @@
+// The PacketCapture CRD on a real API server: what it accepts, what it rejects (with the
+// API server's own message), defaults, printer columns, and status owned per node.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { KubeClient } from '../../src/kube/client.js';
+import { applyNodeStatus, getPacketCapture, summarizeStates } from '../../src/kube/packetcapture.js';
+import { cluster } from '../harness/cluster.js';
+import { REPO_ROOT } from '../harness/control-plane.js';
+import { installCrd } from '../harness/crd.js';
+
+const examples = join(REPO_ROOT, 'deploy', 'examples');
+
+function manifest(ns: string, name: string, spec: string): string {
+  return `apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${name}, namespace: ${ns}}\nspec:\n${spec}\n`;
+}
+
+const c = await cluster(t);
+await installCrd(c);
+const ns = await c.createNamespace('crd');
+const client = await KubeClient.fromKubeConfig(c.kc);
+t.teardown(() => client.close());
+
+t.test('the seed manifests are accepted', async (t) => {
+  for (const file of ['pc-storefront-logging-dns.yaml', 'pc-nginx-http.yaml', 'pc-all-pods.yaml']) {
+    const text = await readFile(join(examples, file), 'utf8');
+    const res = await c.kubectl(['apply', '-f', '-'], { input: text.replace(/namespace: storefront/, `namespace: ${ns}`) });
+    t.equal(res.code, 0, `${file}: ${res.stderr}`);
+  }
+  const dns = await c.custom.getNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: ns, plural: 'packetcaptures', name: 'pc-storefront-logging-dns' }) as { spec: unknown };
+  t.same(dns.spec, { selector: 'app == "logging"', filters: [{ protocol: 'UDP', ports: [53] }] });
+});
+
+t.test('selector defaults to all()', async (t) => {
+  await c.applyManifest(manifest(ns, 'no-selector', '  filters: [{protocol: 1}]'));
+  const pc = await c.custom.getNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: ns, plural: 'packetcaptures', name: 'no-selector' }) as { spec: { selector: string } };
+  t.equal(pc.spec.selector, 'all()');
+});
+
+const rejected: [string, string, RegExp][] = [
+  ['a protocol that does not exist', '  filters: [{protocol: HTTP}]', /protocol must be one of TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite, or a number from 1 to 255/],
+  ['protocol number 256', '  filters: [{protocol: 256}]', /protocol must be one of .* or a number from 1 to 255/],
+  ['port 70000', '  filters: [{protocol: TCP, ports: [70000]}]', /spec\.filters\[0\]\.ports\[0\]: Invalid value.*a port must be a number from 1 to 65535/],
+  ['port range upside down', '  filters: [{protocol: TCP, ports: ["90:80"]}]', /a port must be a number from 1 to 65535 or a range "from:to"/],
+  ['port range beyond 65535', '  filters: [{protocol: TCP, ports: ["1:70000"]}]', /a port must be a number from 1 to 65535 or a range/],
+  ['endTime before startTime', '  startTime: "2026-01-01T12:00:00Z"\n  endTime: "2026-01-01T11:00:00Z"', /spec\.endTime: Invalid value.*endTime must be after startTime/],
+  ['a startTime that is not RFC 3339', '  startTime: "yesterday"', /spec\.startTime: Invalid value: "yesterday"/],
+];
+for (const [what, spec, message] of rejected) {
+  t.test(`rejected: ${what}`, async (t) => {
+    const res = await c.kubectl(['apply', '-f', '-'], { input: manifest(ns, 'bad', spec) });
+    t.not(res.code, 0, 'kubectl apply fails');
+    t.match(res.stderr, message, 'with the API server\'s validation message');
+    t.match(res.stderr, /is invalid/);
+  });
+}
+
+t.test('two agents applying their own status.files entries both keep them (server-side apply)', async (t) => {
+  await c.applyManifest(manifest(ns, 'ssa', '  selector: all()'));
+  const ref = { namespace: ns, name: 'ssa' };
+  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-a', { node: 'node-a', directory: '/var/lib/kube-pcap/x', fileNames: ['a.pcap'], state: 'Capturing' }));
+  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-b', { node: 'node-b', directory: '/var/lib/kube-pcap/x', fileNames: [], state: 'WaitingForTraffic' }));
+  // node-a moves on; node-b's entry must be untouched.
+  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-a', { node: 'node-a', directory: '/var/lib/kube-pcap/x', fileNames: ['a-1.pcap', 'a.pcap'], state: 'Finished' }));
+  let pc = await getPacketCapture(client, ns, 'ssa');
+  const byNode = Object.fromEntries((pc?.status?.files ?? []).map((f) => [f.node, f]));
+  t.same(Object.keys(byNode).sort(), ['node-a', 'node-b']);
+  t.equal(byNode['node-a']?.state, 'Finished');
+  t.same(byNode['node-a']?.fileNames, ['a-1.pcap', 'a.pcap']);
+  t.equal(byNode['node-b']?.state, 'WaitingForTraffic');
+
+  // An agent that stops owning a capture removes only its own entry.
+  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-a', undefined));
+  pc = await getPacketCapture(client, ns, 'ssa');
+  t.same(pc?.status?.files?.map((f) => f.node), ['node-b']);
+
+  // A state outside the enum is refused by the schema.
+  await t.rejects(applyNodeStatus(client, ref, 'kube-pcap-agent/node-c', { node: 'node-c', state: 'Sleeping' as never }), /Unsupported value: "Sleeping"/);
+
+  const gone = await applyNodeStatus(client, { namespace: ns, name: 'does-not-exist' }, 'kube-pcap-agent/node-a', { node: 'node-a', state: 'Capturing' });
+  t.equal(gone, false, 'applying to a deleted capture reports false rather than throwing');
+});
+
+t.test('kubectl get packetcaptures shows selector, state summary and age', async (t) => {
+  await c.applyManifest(manifest(ns, 'cols', '  selector: app == "web"'));
+  const n1 = { node: 'n1', state: 'Capturing' } as const;
+  const n2 = { node: 'n2', state: 'WaitingForTraffic' } as const;
+  await applyNodeStatus(client, { namespace: ns, name: 'cols' }, 'kube-pcap-agent/n1', n1, summarizeStates([n1]));
+  await applyNodeStatus(client, { namespace: ns, name: 'cols' }, 'kube-pcap-agent/n2', n2, summarizeStates([n1, n2]));
+  const res = await c.kubectl(['get', 'packetcaptures', '-n', ns, 'cols']);
+  t.equal(res.code, 0, res.stderr);
+  const [header, row] = res.stdout.trim().split('\n');
+  t.match(header, /^NAME\s+SELECTOR\s+STATE\s+AGE$/);
+  t.match(row, /^cols\s+app == "web"\s+1 WaitingForTraffic, 1 Capturing\s+\d+s$/);
+  const wide = await c.kubectl(['get', 'packetcaptures', '-n', ns, 'cols', '-o', 'wide']);
+  t.match(wide.stdout.split('\n')[0], /STATE\s+START\s+END\s+AGE/, '-o wide adds the schedule');
+});
+
+t.test('summarizeStates counts nodes per state in a fixed order', async (t) => {
+  t.equal(summarizeStates([]), '');
+  t.equal(summarizeStates([{ node: 'a', state: 'Error' }, { node: 'b', state: 'Capturing' }, { node: 'c', state: 'Capturing' }]), '2 Capturing, 1 Error');
+  t.equal(summarizeStates([{ node: 'a' }]), '1 Unknown');
+});

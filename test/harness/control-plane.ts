@@ -1,0 +1,215 @@
+// A real Kubernetes control plane for tests (the envtest pattern): etcd and kube-apiserver
+// on this machine, RBAC authorization, a client-certificate admin in system:masters and a
+// ServiceAccount issuer, so that TokenRequest, TokenReview and SubjectAccessReview are the
+// API server's own. No controller-manager: tests create what controllers would.
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Agent, fetch } from 'undici';
+import { createCertificateAuthority, createRsaKey, issueCertificate, readPair, type KeyPair } from '../../src/tls/certificates.js';
+import { OwnedProcess } from './processes.js';
+import { waitFor } from './wait.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export interface ControlPlaneInfo {
+  /** https://host:port of the API server as seen from the test processes. */
+  server: string;
+  caFile: string;
+  adminCertFile: string;
+  adminKeyFile: string;
+  /** kubeconfig for the admin (system:masters). */
+  kubeconfig: string;
+  /** Directory holding kube-apiserver, etcd and kubectl. */
+  binDir: string;
+  /** The ServiceAccount token issuer. */
+  issuer: string;
+  /** Addresses (besides 127.0.0.1) at which the API server is reachable, e.g. from node namespaces. */
+  extraAddresses: string[];
+  port: number;
+}
+
+export interface ControlPlaneOptions {
+  /** Address the API server listens on; 127.0.0.1 unless node namespaces must reach it. */
+  bindAddress?: string;
+  /** Further IPs for the serving certificate (how node namespaces reach the API server). */
+  extraAddresses?: string[];
+  binDir?: string;
+}
+
+/** The directory with the binaries: KUBE_PCAP_CONTROL_PLANE_BIN, else build/find them. */
+export function controlPlaneBinDir(): string {
+  const fromEnv = process.env.KUBE_PCAP_CONTROL_PLANE_BIN;
+  if (fromEnv) return fromEnv;
+  const script = join(REPO_ROOT, 'test', 'controlplane', 'build-binaries.sh');
+  return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}
+
+async function freePort(host: string): Promise<number> {
+  return await new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolvePort(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+export class ControlPlane {
+  private etcd: OwnedProcess | undefined;
+  private apiserver: OwnedProcess | undefined;
+  private apiserverArgs: string[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly info: ControlPlaneInfo,
+    private readonly etcdArgs: string[],
+  ) {}
+
+  static async start(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
+    const started = Date.now();
+    const binDir = opts.binDir ?? controlPlaneBinDir();
+    const root = join(process.env.KUBE_PCAP_TMP ?? tmpdir(), 'kube-pcap-test');
+    await mkdir(root, { recursive: true });
+    const dir = await mkdtemp(join(root, 'control-plane-'));
+    try {
+      const bind = opts.bindAddress ?? '127.0.0.1';
+      const extra = opts.extraAddresses ?? [];
+      const pki = join(dir, 'pki');
+      const ca = await createCertificateAuthority(pki, 'ca', 'kube-pcap-test-ca');
+      const serving = await issueCertificate(pki, 'apiserver', ca, {
+        commonName: 'kube-apiserver',
+        usage: 'server',
+        dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc'],
+        ipAddresses: ['127.0.0.1', '10.96.0.1', ...extra],
+      });
+      const admin = await issueCertificate(pki, 'admin', ca, {
+        commonName: 'kube-pcap-test-admin',
+        organizations: ['system:masters'],
+        usage: 'client',
+      });
+      const saKey = await createRsaKey(join(pki, 'service-account.key'));
+      const [etcdClient, etcdPeer, apiPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1'), await freePort(bind)];
+      const etcdUrl = `http://127.0.0.1:${etcdClient}`;
+      const etcdArgs = [
+        '--name', 'default',
+        '--data-dir', join(dir, 'etcd'),
+        '--listen-client-urls', etcdUrl,
+        '--advertise-client-urls', etcdUrl,
+        '--listen-peer-urls', `http://127.0.0.1:${etcdPeer}`,
+        '--initial-advertise-peer-urls', `http://127.0.0.1:${etcdPeer}`,
+        '--initial-cluster', `default=http://127.0.0.1:${etcdPeer}`,
+        // Test data is thrown away: fsync would only make every test slower.
+        '--unsafe-no-fsync',
+        '--log-level', 'warn',
+      ];
+      const issuer = 'https://kube-pcap-test.invalid';
+      const server = `https://127.0.0.1:${apiPort}`;
+      const kubeconfig = join(dir, 'admin.kubeconfig');
+      await writeFile(kubeconfig, adminKubeconfig(server, ca, admin));
+      const cp = new ControlPlane(dir, {
+        server, caFile: ca.certFile, adminCertFile: admin.certFile, adminKeyFile: admin.keyFile,
+        kubeconfig, binDir, issuer, extraAddresses: extra, port: apiPort,
+      }, etcdArgs);
+      cp.apiserverArgs = [
+        '--etcd-servers', etcdUrl,
+        '--bind-address', bind,
+        '--advertise-address', extra[0] ?? '10.96.0.2',
+        '--secure-port', String(apiPort),
+        '--tls-cert-file', serving.certFile,
+        '--tls-private-key-file', serving.keyFile,
+        '--client-ca-file', ca.certFile,
+        '--authorization-mode', 'RBAC',
+        '--service-account-issuer', issuer,
+        '--service-account-key-file', saKey,
+        '--service-account-signing-key-file', saKey,
+        '--service-cluster-ip-range', '10.96.0.0/16',
+        '--allow-privileged=true',
+        // The controller that would repair the "kubernetes" Service endpoints is not run here.
+        '--endpoint-reconciler-type', 'none',
+        '--v', '1',
+      ];
+      await cp.startEtcd();
+      await cp.startApiServer();
+      cp.startupMs = Date.now() - started;
+      return cp;
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** How long start() took, for the README's figure and the suite's summary. */
+  startupMs = 0;
+
+  private async startEtcd(): Promise<void> {
+    this.etcd = new OwnedProcess(join(this.info.binDir, 'etcd'), this.etcdArgs, {
+      name: 'etcd', logFile: join(this.dir, 'etcd.log'),
+    });
+    const url = this.etcdArgs[this.etcdArgs.indexOf('--listen-client-urls') + 1];
+    await waitFor(async () => {
+      if (!this.etcd?.running) throw await this.etcd!.failure('exited during start-up');
+      const res = await fetch(`${url}/health`).catch(() => undefined);
+      return res?.ok ?? false;
+    }, { what: 'etcd to be healthy', timeoutMs: 30_000 });
+  }
+
+  /** Starts (or restarts) kube-apiserver on the same port, with the same etcd and keys. */
+  async startApiServer(): Promise<void> {
+    if (this.apiserver?.running) return;
+    this.apiserver = new OwnedProcess(join(this.info.binDir, 'kube-apiserver'), this.apiserverArgs, {
+      name: 'kube-apiserver', logFile: join(this.dir, 'kube-apiserver.log'),
+    });
+    const { cert, key } = await readPair({ certFile: this.info.adminCertFile, keyFile: this.info.adminKeyFile });
+    const dispatcher = new Agent({ connect: { ca: await readFile(this.info.caFile), cert, key } });
+    try {
+      await waitFor(async () => {
+        if (!this.apiserver?.running) throw await this.apiserver!.failure('exited during start-up');
+        const res = await fetch(`${this.info.server}/readyz`, { dispatcher }).catch(() => undefined);
+        await res?.body?.cancel();
+        return res?.status === 200;
+      }, { what: 'kube-apiserver /readyz', timeoutMs: 90_000, intervalMs: 200 });
+    } catch (err) {
+      throw await this.apiserver.failure((err as Error).message);
+    } finally {
+      await dispatcher.close();
+    }
+  }
+
+  /** Stops kube-apiserver only: clients then see a refused connection, as in an outage. */
+  async stopApiServer(): Promise<void> {
+    await this.apiserver?.stop(10_000);
+  }
+
+  async stop(): Promise<void> {
+    await this.apiserver?.stop(10_000);
+    await this.etcd?.stop(10_000);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function adminKubeconfig(server: string, ca: KeyPair, admin: KeyPair): string {
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: test',
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority: ${ca.certFile}`,
+    'users:',
+    '- name: admin',
+    '  user:',
+    `    client-certificate: ${admin.certFile}`,
+    `    client-key: ${admin.keyFile}`,
+    'contexts:',
+    '- name: test',
+    '  context: {cluster: test, user: admin}',
+    'current-context: test',
+    '',
+  ].join('\n');
+}
