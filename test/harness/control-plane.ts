@@ -25,8 +25,10 @@ export interface ControlPlaneInfo {
   kubeconfig: string;
   /** Directory holding kube-apiserver, etcd and kubectl. */
   binDir: string;
-  /** The ServiceAccount token issuer. */
+  /** The ServiceAccount token issuer: the API server's own URL, so it is also a real OIDC issuer. */
   issuer: string;
+  /** The key that signs ServiceAccount tokens (to mint an already-expired one, which TokenRequest refuses to). */
+  saKeyFile: string;
   /** Addresses (besides 127.0.0.1) at which the API server is reachable, e.g. from node namespaces. */
   extraAddresses: string[];
   port: number;
@@ -107,13 +109,13 @@ export class ControlPlane {
         '--unsafe-no-fsync',
         '--log-level', 'warn',
       ];
-      const issuer = 'https://kube-pcap-test.invalid';
       const server = `https://127.0.0.1:${apiPort}`;
+      const issuer = server;
       const kubeconfig = join(dir, 'admin.kubeconfig');
       await writeFile(kubeconfig, adminKubeconfig(server, ca, admin));
       const cp = new ControlPlane(dir, {
         server, caFile: ca.certFile, adminCertFile: admin.certFile, adminKeyFile: admin.keyFile,
-        kubeconfig, binDir, issuer, extraAddresses: extra, port: apiPort,
+        kubeconfig, binDir, issuer, saKeyFile: saKey, extraAddresses: extra, port: apiPort,
       }, etcdArgs);
       cp.apiserverArgs = [
         '--etcd-servers', etcdUrl,

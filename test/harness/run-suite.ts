@@ -17,6 +17,7 @@ interface FileResult {
   failed: { name: string; diag: unknown }[];
   skipped: string[];
   ok: boolean;
+  seconds: number;
 }
 
 async function main(): Promise<number> {
@@ -86,24 +87,14 @@ async function runTap(files: string[], infoFile: string, results: FileResult[]):
   const parser = new Parser();
   const leafFailures = new Map<string, Result[]>();
   parser.on('child', (child: Parser) => {
-    const file: FileResult = { file: child.name, passed: 0, failed: [], skipped: [], ok: true };
-    const started = Date.now();
+    const file: FileResult = { file: child.name, passed: 0, failed: [], skipped: [], ok: true, seconds: 0 };
     child.on('assert', (res: Result) => {
       if (res.skip) file.skipped.push(`${res.name}${typeof res.skip === 'string' ? ` (${res.skip})` : ''}`);
       else if (res.todo) return;
       else if (res.ok) file.passed += 1;
       else file.failed.push({ name: res.name, diag: res.diag });
     });
-    child.on('complete', () => {
-      results.push(file);
-      const secs = ((Date.now() - started) / 1000).toFixed(1);
-      const mark = file.failed.length === 0 ? '✔' : '✗';
-      process.stdout.write(`${mark} ${relative(REPO_ROOT, file.file) || file.file}  ${file.passed} passed, ${file.failed.length} failed${file.skipped.length ? `, ${file.skipped.length} skipped` : ''} (${secs} s)\n`);
-      for (const f of leafFailures.get(file.file) ?? []) {
-        process.stdout.write(`    ✗ ${f.fullname.split(' > ').slice(1).join(' > ')}\n`);
-        if (f.diag) process.stdout.write(indent(stringify(f.diag).trimEnd(), 8) + '\n');
-      }
-    });
+    child.on('complete', () => results.push(file));
   });
   // Leaf failures at any depth, with the assertion's own message and diagnostics.
   parser.on('fail', (res: Result) => {
@@ -112,10 +103,22 @@ async function runTap(files: string[], infoFile: string, results: FileResult[]):
     list.push(res);
     leafFailures.set(file, list);
   });
+  // The file's own test point comes after its subtests: now its verdict is known.
   parser.on('assert', (res: Result) => {
-    const file = results.find((r) => r.file === res.name);
-    if (file) file.ok = res.ok;
-    else if (!res.ok) results.push({ file: res.name, passed: 0, failed: [], skipped: [], ok: false });
+    let file = results.find((r) => r.file === res.name);
+    if (!file) {
+      file = { file: res.name, passed: 0, failed: [], skipped: [], ok: res.ok, seconds: 0 };
+      results.push(file);
+    }
+    file.ok = res.ok;
+    file.seconds = (res.time ?? 0) / 1000;
+    const mark = file.ok && file.failed.length === 0 ? '✔' : '✗';
+    process.stdout.write(`${mark} ${relative(REPO_ROOT, file.file) || file.file}  ${file.passed} passed, ${file.failed.length} failed${file.skipped.length ? `, ${file.skipped.length} skipped` : ''} (${file.seconds.toFixed(1)} s)\n`);
+    for (const f of leafFailures.get(file.file) ?? []) {
+      process.stdout.write(`    ✗ ${f.fullname.split(' > ').slice(1).join(' > ')}\n`);
+      if (f.diag) process.stdout.write(indent(stringify(f.diag).trimEnd(), 8) + '\n');
+    }
+    if (!file.ok && file.failed.length === 0) process.stdout.write('    ✗ the file failed outside any test (crash or timeout); its output is in .tap/last-run.tap\n');
   });
 
   const tapBin = join(REPO_ROOT, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs');

@@ -1,0 +1,58 @@
+// The agent's HTTPS application: the file API for the gateway (routes/agent), health and
+// metrics. Callers authenticate with a token for the agent's audience and must be allowed
+// packetcaptures/files in the capture's namespace, exactly like users at the gateway.
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autoload from '@fastify/autoload';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
+import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
+import { countLookups } from '../auth/review-cache.js';
+import { authorizeFilesPlugin } from '../http/plugins/authorize-files.js';
+import { errorsPlugin } from '../http/plugins/errors.js';
+import { healthPlugin } from '../http/plugins/health.js';
+import { metricsPlugin } from '../http/plugins/metrics.js';
+import { createHttpsServer } from '../http/server-options.js';
+import type { TlsMaterial } from '../http/tls.js';
+import type { KubeClient } from '../kube/client.js';
+import type { CaptureStore } from './capture-store.js';
+import type { CaptureActivity } from './decorators.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export interface AgentAppDeps {
+  kube: KubeClient;
+  log: Logger;
+  tls: TlsMaterial;
+  registry: Registry;
+  store: CaptureStore;
+  activity: CaptureActivity;
+  authAudience: string;
+  apiTimeoutMs: number;
+  notReadyReason: () => Promise<string | undefined>;
+}
+
+export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance> {
+  const app = createHttpsServer(deps.tls, deps.log);
+  const lookups = new Counter({ name: 'kube_pcap_review_cache_lookups_total', help: 'Review cache lookups by review and result (hit, miss, coalesced).', labelNames: ['review', 'result'], registers: [deps.registry] });
+  const reviewSeconds = new Histogram({ name: 'kube_pcap_review_duration_seconds', help: 'Latency of reviews sent to the API server.', labelNames: ['review', 'outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [deps.registry] });
+  // The only caller is the gateway, with one token: short TTLs cost little.
+  const tokenReview = new TokenReviewAuthenticator(deps.kube, {
+    audiences: [deps.authAudience], successTtlMs: 10_000, failureTtlMs: 5_000, maxEntries: 1000, timeoutMs: deps.apiTimeoutMs,
+    onLookup: countLookups(lookups, 'tokenreview'), onReview: (s, outcome) => reviewSeconds.observe({ review: 'tokenreview', outcome }, s),
+  });
+  const reviewer = new SubjectAccessReviewer(deps.kube, {
+    allowTtlMs: 10_000, denyTtlMs: 5_000, maxEntries: 10_000, timeoutMs: deps.apiTimeoutMs,
+    onLookup: countLookups(lookups, 'subjectaccessreview'), onReview: (s, outcome) => reviewSeconds.observe({ review: 'subjectaccessreview', outcome }, s),
+  });
+  app.decorate('captureStore', deps.store);
+  app.decorate('captureActivity', deps.activity);
+  await app.register(errorsPlugin);
+  await app.register(metricsPlugin, { registry: deps.registry, prefix: 'kube_pcap_agent' });
+  await app.register(healthPlugin, { notReadyReason: deps.notReadyReason });
+  await app.register(authorizeFilesPlugin, { tokenReview, reviewer });
+  await app.register(autoload, { dir: join(ROOT, 'dist', 'routes', 'agent') });
+  return app;
+}

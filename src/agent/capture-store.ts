@@ -1,0 +1,126 @@
+// The capture directory on a node: <root>/<namespace>/<capture>/<pod>_<iface>.pcap is the
+// file being written; <pod>_<iface>-<unixMicros>.pcap are rotated ones.
+//
+// Serving files from a host directory is where path tricks bite, so a requested name is
+// used only if it is a plain name of the expected form, present in the directory listing,
+// and a regular file opened without following symlinks; the directories on the way are
+// checked to be real directories inside the root.
+import { constants } from 'node:fs';
+import { lstat, open, readdir, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import { completePrefixLength } from '../pcap/format.js';
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
+
+/** What a served file name may look like: no separators, no dot-dot, no NUL, no tricks. */
+export const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,250}\.pcap$/;
+export const FILE_NAME_PATTERN = FILE_NAME.source;
+/** Rotated files end in -<unix microseconds>.pcap; the others may still be growing. */
+const ROTATED = /-\d{13,19}\.pcap$/;
+
+const NAMESPACE = new RegExp(DNS1123_LABEL);
+const CAPTURE = new RegExp(DNS1123_SUBDOMAIN);
+
+export interface StoredFile {
+  name: string;
+  size: number;
+  modified: string;
+}
+
+export interface OpenedFile {
+  handle: FileHandle;
+  /** Bytes that may be served: for a growing file, up to its last complete record. */
+  size: number;
+  modified: Date;
+}
+
+export function isRotatedName(file: string): boolean {
+  return ROTATED.test(file);
+}
+
+export class CaptureStore {
+  constructor(
+    readonly root: string,
+    /** Committed length of a file the agent is writing right now (exact, no scan needed). */
+    private readonly liveLength: (path: string) => number | undefined = () => undefined,
+  ) {}
+
+  /** The directory of a capture; throws on names Kubernetes would never allow. */
+  captureDir(namespace: string, name: string): string {
+    if (!NAMESPACE.test(namespace) || namespace.length > 63) throw new Error(`invalid namespace "${namespace}"`);
+    if (!CAPTURE.test(name) || name.length > 253) throw new Error(`invalid capture name "${name}"`);
+    return join(this.root, namespace, name);
+  }
+
+  /** The capture directory if it exists as a real directory inside the root. */
+  private async existingDir(namespace: string, name: string): Promise<string | undefined> {
+    const dir = this.captureDir(namespace, name);
+    for (const d of [join(this.root, namespace), dir]) {
+      const st = await lstat(d).catch(() => undefined);
+      if (!st?.isDirectory()) return undefined;
+    }
+    const [realRoot, realDir] = await Promise.all([realpath(this.root), realpath(dir)]);
+    if (!realDir.startsWith(realRoot + sep)) return undefined;
+    return dir;
+  }
+
+  private async servableLength(path: string, file: string, statSize: number): Promise<number> {
+    if (isRotatedName(file)) return statSize;
+    return this.liveLength(path) ?? (await completePrefixLength(path));
+  }
+
+  async list(namespace: string, name: string): Promise<StoredFile[]> {
+    const dir = await this.existingDir(namespace, name);
+    if (!dir) return [];
+    const out: StoredFile[] = [];
+    for (const file of (await readdir(dir)).sort()) {
+      if (!FILE_NAME.test(file)) continue;
+      const path = join(dir, file);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st?.isFile()) continue;
+      const size = await this.servableLength(path, file, st.size).catch(() => undefined);
+      if (size === undefined) continue; // deleted by rotation while we looked
+      out.push({ name: file, size, modified: st.mtime.toISOString() });
+    }
+    return out;
+  }
+
+  /** The file, opened for reading, or undefined when it is not a servable file of this capture. */
+  async openFile(namespace: string, name: string, file: string): Promise<OpenedFile | undefined> {
+    if (!FILE_NAME.test(file)) return undefined;
+    const dir = await this.existingDir(namespace, name);
+    if (!dir || !(await readdir(dir)).includes(file)) return undefined;
+    const path = join(dir, file);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch {
+      return undefined;
+    }
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new Error('not a regular file');
+      const size = isRotatedName(file) ? st.size : (this.liveLength(path) ?? (await completePrefixLength(path)));
+      return { handle, size: Math.min(size, st.size), modified: st.mtime };
+    } catch {
+      await handle.close();
+      return undefined;
+    }
+  }
+
+  /** Deletes every file of the capture on this node; returns the names removed. */
+  async removeAll(namespace: string, name: string): Promise<string[]> {
+    const dir = await this.existingDir(namespace, name);
+    if (!dir) return [];
+    const removed: string[] = [];
+    for (const file of (await readdir(dir)).sort()) {
+      const path = join(dir, file);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st || st.isDirectory()) continue;
+      await unlink(path).catch(() => undefined);
+      if (FILE_NAME.test(file)) removed.push(file);
+    }
+    await rmdir(dir).catch(() => undefined);
+    await rmdir(join(this.root, namespace)).catch(() => undefined);
+    return removed;
+  }
+}

@@ -1,0 +1,16 @@
+// What the agent's routes can reach on the fastify instance.
+import type { CaptureStore } from './capture-store.js';
+
+export interface CaptureActivity {
+  /** Whether this node is still writing files of the capture. */
+  isCapturing(namespace: string, name: string): boolean;
+  /** Called after files were deleted, so status can follow at once. */
+  filesDeleted(namespace: string, name: string): void;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    captureStore: CaptureStore;
+    captureActivity: CaptureActivity;
+  }
+}

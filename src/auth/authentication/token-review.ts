@@ -1,0 +1,90 @@
+// Authentication by TokenReview: the API server says whether a bearer token is valid (for
+// the given audiences) and whose it is. Answers are cached by token digest, never past the
+// token's own expiry; API server failures are never cached and become 503 (fail closed).
+import { KubeApiError, KubeUnavailableError, type KubeClient } from '../../kube/client.js';
+import { serviceUnavailable, unauthorized } from '../../http/status.js';
+import { ReviewCache, type CacheOutcome } from '../review-cache.js';
+import type { UserInfo } from '../user.js';
+import { tokenDigest, type UnverifiedJwt } from './bearer.js';
+
+export interface TokenReviewOptions {
+  /** Audiences the token must be bound to; empty: the API server's own audiences. */
+  audiences: string[];
+  successTtlMs: number;
+  failureTtlMs: number;
+  maxEntries: number;
+  timeoutMs: number;
+  onLookup?: (outcome: CacheOutcome) => void;
+  onReview?: (seconds: number, outcome: 'authenticated' | 'rejected' | 'error') => void;
+}
+
+interface TokenReviewResponse {
+  status?: {
+    authenticated?: boolean;
+    user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+    audiences?: string[];
+    error?: string;
+  };
+}
+
+type Answer = { ok: true; user: UserInfo } | { ok: false; message: string };
+
+export class TokenReviewAuthenticator {
+  private readonly cache: ReviewCache<Answer>;
+
+  constructor(private readonly kube: KubeClient, private readonly opts: TokenReviewOptions, private readonly now: () => number = Date.now) {
+    this.cache = new ReviewCache<Answer>(opts.maxEntries, opts.onLookup, now);
+  }
+
+  /** The user, or HttpError 401 (rejected) / 503 (could not ask). */
+  async authenticate(token: string, jwt: UnverifiedJwt): Promise<UserInfo> {
+    const answer = await this.cache.get(tokenDigest(token), async () => {
+      const value = await this.review(token);
+      const exp = typeof jwt.claims.exp === 'number' ? jwt.claims.exp * 1000 - this.now() : Infinity;
+      return { value, ttlMs: value.ok ? Math.min(this.opts.successTtlMs, exp) : this.opts.failureTtlMs };
+    });
+    if (!answer.ok) throw unauthorized(answer.message);
+    return answer.user;
+  }
+
+  private async review(token: string): Promise<Answer> {
+    const started = process.hrtime.bigint();
+    const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
+    let res: TokenReviewResponse;
+    try {
+      res = await this.kube.request<TokenReviewResponse>({
+        method: 'POST',
+        path: '/apis/authentication.k8s.io/v1/tokenreviews',
+        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: this.opts.audiences } },
+        timeoutMs: this.opts.timeoutMs,
+      });
+    } catch (err) {
+      this.opts.onReview?.(seconds(), 'error');
+      if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot authenticate: the API server is unavailable (${err.message})`);
+      if (err instanceof KubeApiError) throw serviceUnavailable(`cannot authenticate: the API server refused the TokenReview (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
+      throw err;
+    }
+    const s = res.status ?? {};
+    if (s.authenticated !== true || !s.user?.username) {
+      this.opts.onReview?.(seconds(), 'rejected');
+      // The API server's reason (e.g. "token has expired", "service account ... not found")
+      // says nothing secret and tells the caller what to fix.
+      return { ok: false, message: `invalid bearer token${s.error ? `: ${s.error}` : ''}` };
+    }
+    if (this.opts.audiences.length > 0 && !(s.audiences ?? []).some((a) => this.opts.audiences.includes(a))) {
+      this.opts.onReview?.(seconds(), 'rejected');
+      return { ok: false, message: 'invalid bearer token: not issued for this audience' };
+    }
+    this.opts.onReview?.(seconds(), 'authenticated');
+    return {
+      ok: true,
+      user: {
+        username: s.user.username,
+        ...(s.user.uid ? { uid: s.user.uid } : {}),
+        groups: s.user.groups ?? [],
+        ...(s.user.extra ? { extra: s.user.extra } : {}),
+        via: 'tokenreview',
+      },
+    };
+  }
+}

@@ -1,0 +1,18 @@
+// Request -> the attributes a SubjectAccessReview asks about. One place decides what each
+// API operation means in RBAC terms: packetcaptures/files in projectcalico.org/v3, with the
+// capture's namespace and name, and the verb of the operation.
+export type FilesVerb = 'get' | 'delete';
+
+export interface ResourceAttributes {
+  group: string;
+  version: string;
+  resource: string;
+  subresource: string;
+  verb: FilesVerb;
+  namespace: string;
+  name: string;
+}
+
+export function captureFilesAttributes(verb: FilesVerb, namespace: string, name: string): ResourceAttributes {
+  return { group: 'projectcalico.org', version: 'v3', resource: 'packetcaptures', subresource: 'files', verb, namespace, name };
+}

@@ -1,0 +1,9 @@
+// Who the caller is, as the API server (or an OIDC issuer) vouches for it.
+export interface UserInfo {
+  username: string;
+  uid?: string;
+  groups: string[];
+  extra?: Record<string, string[]>;
+  /** How the identity was established: "tokenreview" or "oidc". */
+  via: 'tokenreview' | 'oidc';
+}

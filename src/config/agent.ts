@@ -1,0 +1,51 @@
+// `kube-pcap agent` configuration.
+import { serverConfig, serverOptions, type ServerConfig } from './common.js';
+import { type OptionTable, type OptionValues, UsageError } from './options.js';
+
+const C = 'kube-pcap agent';
+
+export const agentOptions: OptionTable = {
+  ...serverOptions(9444),
+  'node-name': { type: 'string', metavar: 'NAME', env: 'NODE_NAME', help: 'The node this agent serves (required; from the downward API in a pod).' },
+  'capture-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/kube-pcap', help: 'Where pcap files are written: <dir>/<namespace>/<capture>/<pod>_<iface>.pcap.' },
+  'capture-max-size-bytes': { type: 'integer', default: 10_000_000, min: 4096, max: 1 << 40, help: 'Rotate a file when it reaches this size.' },
+  'capture-rotation-seconds': { type: 'integer', default: 3600, min: 1, max: 7 * 86400, help: 'Rotate a file when it is this old.' },
+  'capture-max-files': { type: 'integer', default: 2, min: 0, max: 1000, help: 'Rotated files kept per pod and interface; the oldest is deleted first.' },
+  tcpdump: { type: 'string', metavar: 'PATH', default: 'tcpdump', help: 'The tcpdump binary.' },
+  'auth-audience': { type: 'string', metavar: 'AUDIENCE', default: 'kube-pcap-agent', help: 'Audience the gateway\'s token must carry.' },
+  'resync-seconds': { type: 'integer', default: 300, min: 5, max: 86400, help: 'Full reconciliation at least this often, whatever the watches say.' },
+  'status-interval-ms': { type: 'integer', default: 1000, min: 100, max: 60_000, help: 'At most one status update per capture per this interval.' },
+  'api-timeout-seconds': { type: 'integer', default: 5, min: 1, max: 60, help: 'Timeout of each request to the API server.' },
+};
+
+export interface AgentConfig extends ServerConfig {
+  nodeName: string;
+  captureDir: string;
+  maxSizeBytes: number;
+  rotationSeconds: number;
+  maxFiles: number;
+  tcpdump: string;
+  authAudience: string;
+  resyncMs: number;
+  statusIntervalMs: number;
+  apiTimeoutMs: number;
+}
+
+export function agentConfig(v: OptionValues): AgentConfig {
+  const base = serverConfig(C, v);
+  const nodeName = v['node-name'] as string | undefined;
+  if (!nodeName) throw new UsageError(`${C}: --node-name is required (or NODE_NAME)`);
+  return {
+    ...base,
+    nodeName,
+    captureDir: v['capture-dir'] as string,
+    maxSizeBytes: v['capture-max-size-bytes'] as number,
+    rotationSeconds: v['capture-rotation-seconds'] as number,
+    maxFiles: v['capture-max-files'] as number,
+    tcpdump: v.tcpdump as string,
+    authAudience: v['auth-audience'] as string,
+    resyncMs: (v['resync-seconds'] as number) * 1000,
+    statusIntervalMs: v['status-interval-ms'] as number,
+    apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
+  };
+}

@@ -1,0 +1,46 @@
+// Options every kube-pcap server shares: where it listens, its TLS, its API server, its logs.
+import { type OptionTable, type OptionValues, UsageError, parseListen } from './options.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export function serverOptions(defaultPort: number): OptionTable {
+  return {
+    listen: { type: 'string', metavar: 'HOST:PORT', default: `0.0.0.0:${defaultPort}`, help: 'Address and port to serve HTTPS on.' },
+    'tls-cert-file': { type: 'string', metavar: 'FILE', help: 'Serving certificate (PEM); reloaded when the file changes.' },
+    'tls-key-file': { type: 'string', metavar: 'FILE', help: 'Private key of the serving certificate (PEM); reloaded when the file changes.' },
+    'dev-self-signed': { type: 'boolean', default: false, help: 'Development only: serve a throwaway self-signed certificate instead of --tls-cert-file/--tls-key-file.' },
+    kubeconfig: { type: 'string', metavar: 'FILE', env: 'KUBECONFIG', help: 'kubeconfig to reach the API server; in a pod the ServiceAccount is used.' },
+    'log-level': { type: 'string', metavar: 'LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.` },
+  };
+}
+
+export interface ServerConfig {
+  listen: { host: string; port: number };
+  tls: { certFile: string; keyFile: string } | { selfSigned: true };
+  kubeconfig: string | undefined;
+  logLevel: LogLevel;
+}
+
+export function serverConfig(command: string, v: OptionValues): ServerConfig {
+  const level = v['log-level'] as string;
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`${command}: --log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const listen = parseListen(command, v.listen as string);
+  const cert = v['tls-cert-file'] as string | undefined;
+  const key = v['tls-key-file'] as string | undefined;
+  let tls: ServerConfig['tls'];
+  if (v['dev-self-signed']) {
+    if (cert || key) throw new UsageError(`${command}: --dev-self-signed and --tls-cert-file/--tls-key-file exclude each other`);
+    tls = { selfSigned: true };
+  } else if (cert && key) {
+    tls = { certFile: cert, keyFile: key };
+  } else {
+    throw new UsageError(`${command}: TLS is required: give --tls-cert-file and --tls-key-file (or --dev-self-signed for development)`);
+  }
+  return {
+    listen,
+    tls,
+    kubeconfig: v.kubeconfig as string | undefined,
+    logLevel: level as LogLevel,
+  };
+}

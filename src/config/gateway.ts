@@ -1,0 +1,122 @@
+// `kube-pcap gateway` configuration.
+import { serverConfig, serverOptions, type ServerConfig } from './common.js';
+import { type OptionTable, type OptionValues, UsageError } from './options.js';
+
+const C = 'kube-pcap gateway';
+
+export const gatewayOptions: OptionTable = {
+  ...serverOptions(9443),
+  'token-audiences': { type: 'list', default: [], help: 'Audiences a bearer token must have for TokenReview; empty means the API server\'s own.' },
+  'oidc-issuer-url': { type: 'string', metavar: 'URL', help: 'Also accept OIDC ID tokens from this issuer, verified locally against its JWKS.' },
+  'oidc-client-id': { type: 'string', metavar: 'ID', help: 'The audience OIDC tokens must carry (required with --oidc-issuer-url).' },
+  'oidc-username-claim': { type: 'string', metavar: 'CLAIM', default: 'sub', help: 'Claim holding the user name.' },
+  'oidc-username-prefix': { type: 'string', metavar: 'PREFIX', help: 'Prefix for OIDC user names; default "<issuer>#" unless the claim is email; "-" for none.' },
+  'oidc-groups-claim': { type: 'string', metavar: 'CLAIM', help: 'Claim holding the groups (a string or a list).' },
+  'oidc-groups-prefix': { type: 'string', metavar: 'PREFIX', help: 'Prefix for OIDC group names.' },
+  'oidc-ca-file': { type: 'string', metavar: 'FILE', help: 'CA bundle for the issuer\'s HTTPS endpoints.' },
+  'agent-service': { type: 'string', metavar: 'NAMESPACE/NAME', default: 'kube-pcap/kube-pcap-agent', help: 'The agents\' Service, whose EndpointSlices map nodes to agents.' },
+  'agent-port-name': { type: 'string', metavar: 'NAME', default: 'https', help: 'Port name of the agents\' Service.' },
+  'agent-ca-file': { type: 'string', metavar: 'FILE', help: 'CA that signed the agents\' serving certificates (required).' },
+  'agent-server-name': { type: 'string', metavar: 'NAME', default: 'kube-pcap-agent.kube-pcap.svc', help: 'Name the agents\' certificates are checked against.' },
+  'agent-token-file': { type: 'string', metavar: 'FILE', help: 'ServiceAccount token with audience kube-pcap-agent, presented to agents (re-read when it changes).' },
+  'agent-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 300, help: 'How long to wait for an agent to start answering.' },
+  'authn-cache-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long a successful token review is reused (never past the token\'s expiry).' },
+  'authn-failure-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 300, help: 'How long a rejected token is remembered.' },
+  'authz-allow-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long an allowing SubjectAccessReview is reused.' },
+  'authz-deny-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 3600, help: 'How long a denying SubjectAccessReview is reused.' },
+  'cache-max-entries': { type: 'integer', default: 10_000, min: 1, max: 10_000_000, help: 'Bound of each review cache.' },
+  'api-timeout-seconds': { type: 'integer', default: 5, min: 1, max: 60, help: 'Timeout of each review and read sent to the API server.' },
+};
+
+export interface OidcConfig {
+  issuerUrl: string;
+  clientId: string;
+  usernameClaim: string;
+  usernamePrefix: string;
+  groupsClaim: string | undefined;
+  groupsPrefix: string;
+  caFile: string | undefined;
+}
+
+export interface GatewayConfig extends ServerConfig {
+  tokenAudiences: string[];
+  oidc: OidcConfig | undefined;
+  agents: {
+    service: { namespace: string; name: string };
+    portName: string;
+    caFile: string;
+    serverName: string;
+    tokenFile: string;
+    timeoutMs: number;
+  };
+  cache: {
+    authnTtlMs: number;
+    authnFailureTtlMs: number;
+    authzAllowTtlMs: number;
+    authzDenyTtlMs: number;
+    maxEntries: number;
+  };
+  apiTimeoutMs: number;
+}
+
+export function gatewayConfig(v: OptionValues): GatewayConfig {
+  const base = serverConfig(C, v);
+  const service = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)$/.exec(v['agent-service'] as string);
+  if (!service) throw new UsageError(`${C}: --agent-service must be NAMESPACE/NAME`);
+  const caFile = v['agent-ca-file'] as string | undefined;
+  const tokenFile = v['agent-token-file'] as string | undefined;
+  if (!caFile) throw new UsageError(`${C}: --agent-ca-file is required (the CA of the agents' certificates)`);
+  if (!tokenFile) throw new UsageError(`${C}: --agent-token-file is required (a token with audience kube-pcap-agent)`);
+
+  let oidc: OidcConfig | undefined;
+  const issuer = v['oidc-issuer-url'] as string | undefined;
+  if (issuer) {
+    let url: URL;
+    try {
+      url = new URL(issuer);
+    } catch {
+      throw new UsageError(`${C}: --oidc-issuer-url must be a URL`);
+    }
+    if (url.protocol !== 'https:') throw new UsageError(`${C}: --oidc-issuer-url must use https`);
+    const clientId = v['oidc-client-id'] as string | undefined;
+    if (!clientId) throw new UsageError(`${C}: --oidc-client-id is required with --oidc-issuer-url`);
+    const usernameClaim = v['oidc-username-claim'] as string;
+    const givenPrefix = v['oidc-username-prefix'] as string | undefined;
+    // The API server's rule: claims other than email are prefixed with the issuer, so an
+    // OIDC user can never impersonate a ServiceAccount or another issuer's users.
+    const usernamePrefix = givenPrefix === '-' ? '' : (givenPrefix ?? (usernameClaim === 'email' ? '' : `${issuer}#`));
+    oidc = {
+      issuerUrl: issuer,
+      clientId,
+      usernameClaim,
+      usernamePrefix,
+      groupsClaim: v['oidc-groups-claim'] as string | undefined,
+      groupsPrefix: (v['oidc-groups-prefix'] as string | undefined) ?? '',
+      caFile: v['oidc-ca-file'] as string | undefined,
+    };
+  } else if (v['oidc-client-id']) {
+    throw new UsageError(`${C}: --oidc-client-id needs --oidc-issuer-url`);
+  }
+
+  return {
+    ...base,
+    tokenAudiences: v['token-audiences'] as string[],
+    oidc,
+    agents: {
+      service: { namespace: service[1]!, name: service[3]! },
+      portName: v['agent-port-name'] as string,
+      caFile,
+      serverName: v['agent-server-name'] as string,
+      tokenFile,
+      timeoutMs: (v['agent-timeout-seconds'] as number) * 1000,
+    },
+    cache: {
+      authnTtlMs: (v['authn-cache-ttl-seconds'] as number) * 1000,
+      authnFailureTtlMs: (v['authn-failure-ttl-seconds'] as number) * 1000,
+      authzAllowTtlMs: (v['authz-allow-ttl-seconds'] as number) * 1000,
+      authzDenyTtlMs: (v['authz-deny-ttl-seconds'] as number) * 1000,
+      maxEntries: v['cache-max-entries'] as number,
+    },
+    apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
+  };
+}

@@ -1,0 +1,112 @@
+// The gateway's side of the agent API (DESIGN.md, "Agent ⇄ gateway"): HTTPS to the agent's
+// address, the agent's certificate checked against the agents' CA and service name, and the
+// gateway's own ServiceAccount token (audience kube-pcap-agent) as the credential.
+import { readFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { Agent, request, type Dispatcher } from 'undici';
+import type { AgentEndpoint } from './agent-directory.js';
+
+export interface AgentFile {
+  name: string;
+  size: number;
+  modified: string;
+}
+
+/** The agent could not be asked, or did not answer as the contract says. */
+export class AgentError extends Error {
+  constructor(readonly node: string, message: string, readonly status?: number) {
+    super(`agent of node ${node}: ${message}`);
+    this.name = 'AgentError';
+  }
+}
+
+export interface AgentClientOptions {
+  caFile: string;
+  serverName: string;
+  tokenFile: string;
+  /** Time allowed for an agent to start answering. */
+  timeoutMs: number;
+  /** Longest pause inside a file transfer (a stalled client pauses us too). */
+  idleTimeoutMs?: number;
+}
+
+export class AgentClient {
+  private readonly dispatcher: Dispatcher;
+  private token: { value: string; mtimeMs: number } | undefined;
+
+  constructor(private readonly opts: AgentClientOptions) {
+    this.dispatcher = new Agent({
+      connect: { ca: readFileSync(opts.caFile), servername: opts.serverName, rejectUnauthorized: true },
+      headersTimeout: opts.timeoutMs,
+      bodyTimeout: opts.idleTimeoutMs ?? 120_000,
+      keepAliveTimeout: 30_000,
+    });
+  }
+
+  /** The projected token file is rotated by the kubelet: re-read it whenever it changes. */
+  private async bearer(): Promise<string> {
+    const { mtimeMs } = await stat(this.opts.tokenFile);
+    if (!this.token || this.token.mtimeMs !== mtimeMs) {
+      this.token = { value: (await readFile(this.opts.tokenFile, 'utf8')).trim(), mtimeMs };
+    }
+    return this.token.value;
+  }
+
+  private url(ep: AgentEndpoint, path: string): string {
+    const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address;
+    return `https://${host}:${ep.port}${path}`;
+  }
+
+  private async call(ep: AgentEndpoint, method: 'GET' | 'DELETE', path: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(this.url(ep, path), {
+        method,
+        dispatcher: this.dispatcher,
+        headers: { authorization: `Bearer ${await this.bearer()}` },
+        signal,
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string }; code?: string }).cause;
+      throw new AgentError(ep.node, `${(err as { code?: string }).code ?? cause?.code ?? ''} ${(err as Error).message}`.trim());
+    }
+    if (res.statusCode >= 300) {
+      const text = await res.body.text().catch(() => '');
+      let message = text.slice(0, 300);
+      try {
+        message = (JSON.parse(text) as { message?: string }).message ?? message;
+      } catch {
+        // not a Status object: keep the text
+      }
+      throw new AgentError(ep.node, `${method} ${path} answered ${res.statusCode}: ${message}`, res.statusCode);
+    }
+    return res;
+  }
+
+  async list(ep: AgentEndpoint, namespace: string, name: string): Promise<AgentFile[]> {
+    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
+    const body = (await res.body.json()) as unknown;
+    if (!Array.isArray(body)) throw new AgentError(ep.node, 'the file listing is not a list');
+    return body as AgentFile[];
+  }
+
+  /** The file's bytes as a stream that errors if the transfer is cut short. */
+  async open(ep: AgentEndpoint, namespace: string, name: string, file: string, signal?: AbortSignal): Promise<{ body: Readable; length: number | undefined }> {
+    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files/${enc(file)}`, signal);
+    const len = Number(res.headers['content-length']);
+    return { body: res.body, length: Number.isFinite(len) ? len : undefined };
+  }
+
+  async deleteFiles(ep: AgentEndpoint, namespace: string, name: string): Promise<string[]> {
+    const res = await this.call(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
+    const body = (await res.body.json()) as { removed?: string[] };
+    return body.removed ?? [];
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+}
+
+const enc = encodeURIComponent;

@@ -1,0 +1,101 @@
+// The gateway's HTTP application: plugins as small named units, routes loaded from
+// routes/gateway (served both under /packet-capture, as Calico's URLs have it, and without,
+// as Calico's proxy strips it), one error handler.
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autoload from '@fastify/autoload';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { Counter, Histogram, Registry } from 'prom-client';
+import { oidcPlugin } from '../auth/authentication/oidc.js';
+import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
+import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
+import { countLookups } from '../auth/review-cache.js';
+import type { GatewayConfig } from '../config/gateway.js';
+import { authorizeFilesPlugin } from '../http/plugins/authorize-files.js';
+import { errorsPlugin } from '../http/plugins/errors.js';
+import { healthPlugin } from '../http/plugins/health.js';
+import { metricsPlugin } from '../http/plugins/metrics.js';
+import { createHttpsServer } from '../http/server-options.js';
+import type { TlsMaterial } from '../http/tls.js';
+import type { KubeClient } from '../kube/client.js';
+import { AgentClient } from './agent-client.js';
+import { AgentDirectory } from './agent-directory.js';
+import { CaptureFiles } from './capture-files.js';
+import './decorators.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const OPENAPI_FILE = join(ROOT, 'openapi.yaml');
+export const CAPTURE_PREFIX = '/packet-capture';
+
+export interface GatewayDeps {
+  config: GatewayConfig;
+  kube: KubeClient;
+  log: Logger;
+  tls: TlsMaterial;
+}
+
+export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): Promise<FastifyInstance> {
+  const app = createHttpsServer(tls, log);
+  const registry = new Registry();
+  const cacheLookups = new Counter({ name: 'kube_pcap_review_cache_lookups_total', help: 'Review cache lookups by review and result (hit, miss, coalesced).', labelNames: ['review', 'result'], registers: [registry] });
+  const reviewSeconds = new Histogram({ name: 'kube_pcap_review_duration_seconds', help: 'Latency of TokenReviews and SubjectAccessReviews sent to the API server.', labelNames: ['review', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [registry] });
+  const agentErrors = new Counter({ name: 'kube_pcap_gateway_agent_errors_total', help: 'Failed calls to agents, by operation.', labelNames: ['operation'], registers: [registry] });
+  const gatewayMetrics = {
+    bytesStreamed: new Counter({ name: 'kube_pcap_gateway_bytes_streamed_total', help: 'Bytes of files.zip sent to clients.', registers: [registry] }),
+    downloads: new Counter({ name: 'kube_pcap_gateway_downloads_total', help: 'files.zip downloads by result (complete, aborted).', labelNames: ['result'], registers: [registry] }),
+    agentErrors,
+  };
+
+  const tokenReview = new TokenReviewAuthenticator(kube, {
+    audiences: config.tokenAudiences,
+    successTtlMs: config.cache.authnTtlMs,
+    failureTtlMs: config.cache.authnFailureTtlMs,
+    maxEntries: config.cache.maxEntries,
+    timeoutMs: config.apiTimeoutMs,
+    onLookup: countLookups(cacheLookups, 'tokenreview'),
+    onReview: (s, outcome) => reviewSeconds.observe({ review: 'tokenreview', outcome }, s),
+  });
+  const reviewer = new SubjectAccessReviewer(kube, {
+    allowTtlMs: config.cache.authzAllowTtlMs,
+    denyTtlMs: config.cache.authzDenyTtlMs,
+    maxEntries: config.cache.maxEntries,
+    timeoutMs: config.apiTimeoutMs,
+    onLookup: countLookups(cacheLookups, 'subjectaccessreview'),
+    onReview: (s, outcome) => reviewSeconds.observe({ review: 'subjectaccessreview', outcome }, s),
+  });
+  const directory = new AgentDirectory(kube, config.agents.service, config.agents.portName, log.child({ component: 'agent-directory' }));
+  const agents = new AgentClient({ caFile: config.agents.caFile, serverName: config.agents.serverName, tokenFile: config.agents.tokenFile, timeoutMs: config.agents.timeoutMs });
+  const captureFiles = new CaptureFiles(kube, directory, agents, config.apiTimeoutMs, log.child({ component: 'capture-files' }), (op) => agentErrors.inc({ operation: op }));
+  directory.start();
+  app.addHook('onClose', async () => {
+    await directory.stop();
+    await agents.close();
+  });
+
+  app.decorate('captureFiles', captureFiles);
+  app.decorate('gatewayMetrics', gatewayMetrics);
+  await app.register(errorsPlugin);
+  await app.register(metricsPlugin, { registry, prefix: 'kube_pcap_gateway' });
+  await app.register(healthPlugin, {
+    notReadyReason: async () => {
+      if (!directory.synced) return `agent endpoints not synced${directory.lastError ? ` (${directory.lastError})` : ''}`;
+      try {
+        await kube.request({ path: '/version', timeoutMs: 2000 });
+        return undefined;
+      } catch (err) {
+        return `the API server does not answer (${(err as Error).message})`;
+      }
+    },
+  });
+  const openapi = await readFile(OPENAPI_FILE, 'utf8');
+  app.get('/openapi.yaml', { logLevel: 'warn' }, async (_request, reply) => reply.type('application/yaml').send(openapi));
+  if (config.oidc) await app.register(oidcPlugin, { config: config.oidc, timeoutMs: config.apiTimeoutMs });
+  await app.register(authorizeFilesPlugin, { tokenReview, reviewer });
+
+  const routes = join(ROOT, 'dist', 'routes', 'gateway');
+  await app.register(autoload, { dir: routes, options: { prefix: CAPTURE_PREFIX } });
+  await app.register(autoload, { dir: routes, options: { prefix: '' } });
+  return app;
+}

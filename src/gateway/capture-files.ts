@@ -1,0 +1,77 @@
+// Finding a capture's files: the PacketCapture says which nodes have an entry; each of
+// those nodes' agents is asked for its listing before anything is streamed, so that a
+// missing agent is a clean 502 naming the nodes, never a zip that silently lacks files.
+import type { Logger } from 'pino';
+import { badGateway, notFound, serviceUnavailable } from '../http/status.js';
+import { KubeApiError, KubeUnavailableError, type KubeClient } from '../kube/client.js';
+import { getPacketCapture, type CaptureState, type PacketCapture } from '../kube/packetcapture.js';
+import { AgentError, type AgentClient, type AgentFile } from './agent-client.js';
+import type { AgentDirectory, AgentEndpoint } from './agent-directory.js';
+
+export interface NodeFiles {
+  node: string;
+  state: CaptureState | undefined;
+  endpoint: AgentEndpoint;
+  files: AgentFile[];
+}
+
+export class CaptureFiles {
+  constructor(
+    private readonly kube: KubeClient,
+    readonly directory: AgentDirectory,
+    readonly agents: AgentClient,
+    private readonly apiTimeoutMs: number,
+    private readonly log: Logger,
+    private readonly onAgentError: (operation: string) => void = () => undefined,
+  ) {}
+
+  /** The PacketCapture, read with the gateway's own identity; 404 when there is none. */
+  async capture(namespace: string, name: string): Promise<PacketCapture> {
+    let pc: PacketCapture | undefined;
+    try {
+      pc = await getPacketCapture(this.kube, namespace, name, this.apiTimeoutMs);
+    } catch (err) {
+      if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot read the PacketCapture: the API server is unavailable (${err.message})`);
+      if (err instanceof KubeApiError) throw serviceUnavailable(`cannot read the PacketCapture (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
+      throw err;
+    }
+    if (!pc) throw notFound(`packetcaptures.projectcalico.org "${name}" not found in namespace "${namespace}"`);
+    return pc;
+  }
+
+  /**
+   * Every node's current files. A node whose entry lists files but whose agent cannot be
+   * reached fails the whole request (502, naming the nodes). A node whose entry lists none
+   * is asked too (its status may lag a first file by a second) but may be skipped.
+   */
+  async collect(pc: PacketCapture, signal?: AbortSignal): Promise<NodeFiles[]> {
+    const { namespace, name } = pc.metadata;
+    const entries = pc.status?.files ?? [];
+    const unreachable: string[] = [];
+    const results = await Promise.all(entries.map(async (entry): Promise<NodeFiles | undefined> => {
+      const holdsFiles = (entry.fileNames?.length ?? 0) > 0;
+      const endpoint = this.directory.endpointFor(entry.node);
+      if (!endpoint) {
+        if (holdsFiles) unreachable.push(entry.node);
+        this.log.warn({ node: entry.node, holdsFiles }, 'no agent endpoint for node');
+        return undefined;
+      }
+      try {
+        const files = await this.agents.list(endpoint, namespace, name);
+        if (signal?.aborted) return undefined;
+        return { node: entry.node, state: entry.state, endpoint, files: [...files].sort((a, b) => a.name.localeCompare(b.name)) };
+      } catch (err) {
+        if (!(err instanceof AgentError)) throw err;
+        this.onAgentError('list');
+        this.log.warn({ node: entry.node, holdsFiles, err: err.message }, 'agent listing failed');
+        if (holdsFiles) unreachable.push(entry.node);
+        return undefined;
+      }
+    }));
+    if (unreachable.length > 0) {
+      unreachable.sort();
+      throw badGateway(`the agents of these nodes hold files of ${namespace}/${name} but cannot be reached: ${unreachable.join(', ')}`, unreachable);
+    }
+    return results.filter((r): r is NodeFiles => r !== undefined).sort((a, b) => a.node.localeCompare(b.node));
+  }
+}

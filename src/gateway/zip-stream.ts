@@ -1,0 +1,93 @@
+// files.zip as a stream: one agent file at a time is read into the archive, so memory stays
+// flat whatever the capture's size, and back-pressure runs end to end (a slow client slows
+// the archive, which slows the read from the agent). Any failure destroys the stream; the
+// HTTP layer then cuts the connection, so the client sees a truncated transfer rather than
+// a valid-looking zip that silently lacks files.
+import { once } from 'node:events';
+import { pipeline, Transform, type Readable } from 'node:stream';
+import { ZipArchive } from 'archiver';
+
+export interface ZipSource {
+  /** Path inside the zip, e.g. "<node>/<file>". */
+  name: string;
+  modified: Date;
+  /** Expected size when known; a shorter transfer is an error. */
+  size?: number;
+  open(signal: AbortSignal): Promise<{ body: Readable; length: number | undefined }>;
+}
+
+export interface ZipOptions {
+  deflate: boolean;
+  onBytes?: (n: number) => void;
+  onError?: (err: Error) => void;
+}
+
+/** Zip64 records from this total on: the 32-bit fields of classic zip end at 4 GiB. */
+const ZIP64_FROM_BYTES = 0xffffffff - 64 * 1024 * 1024;
+
+export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
+  const total = sources.reduce((n, s) => n + (s.size ?? 0), 0);
+  const archive = new ZipArchive({
+    store: !opts.deflate,
+    zlib: { level: 6 },
+    forceZip64: total >= ZIP64_FROM_BYTES,
+    highWaterMark: 1 << 20,
+  });
+  const abort = new AbortController();
+  let bytes = 0;
+  const counter = new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _enc, done) {
+      bytes += chunk.length;
+      opts.onBytes?.(chunk.length);
+      done(null, chunk);
+    },
+  });
+  const fail = (err: Error): void => {
+    if (abort.signal.aborted) return;
+    abort.abort(err);
+    opts.onError?.(err);
+    archive.abort();
+    counter.destroy(err);
+  };
+  archive.on('error', fail);
+  archive.on('warning', fail);
+  // The client went away (the HTTP layer destroys what it was sending): stop reading agents.
+  counter.on('close', () => {
+    if (!counter.writableFinished) abort.abort(new Error('client gone'));
+  });
+  archive.pipe(counter);
+
+  void (async () => {
+    for (const src of sources) {
+      if (abort.signal.aborted) return;
+      const { body, length } = await src.open(abort.signal);
+      const checked = lengthChecked(body, src.name, length ?? src.size);
+      const failed = new Promise<never>((_, reject) => checked.once('error', reject));
+      failed.catch(() => undefined);
+      archive.append(checked, { name: src.name, date: src.modified, store: !opts.deflate });
+      await Promise.race([once(archive, 'entry', { signal: abort.signal }), failed]);
+    }
+    await archive.finalize();
+  })().catch((err: unknown) => fail(err instanceof Error ? err : new Error(String(err))));
+
+  Object.defineProperty(counter, 'bytesWritten', { get: () => bytes });
+  return counter;
+}
+
+/** Passes the body through, failing when it errors or ends short of the expected length. */
+function lengthChecked(body: Readable, name: string, expected: number | undefined): Transform {
+  let received = 0;
+  const check = new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _enc, done) {
+      received += chunk.length;
+      done(null, chunk);
+    },
+    flush(done) {
+      done(expected !== undefined && received !== expected ? new Error(`${name}: the agent sent ${received} of ${expected} bytes`) : null);
+    },
+  });
+  pipeline(body, check, () => undefined);
+  return check;
+}

@@ -1,0 +1,33 @@
+// The one error handler: every failure leaves as a Kubernetes Status object.
+import type { FastifyError, FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { badRequest, HttpError, statusObject } from '../status.js';
+
+export const errorsPlugin = fp(async (app: FastifyInstance) => {
+  app.setErrorHandler((err: FastifyError | HttpError, request, reply) => {
+    if (reply.sent || reply.raw.headersSent) {
+      // A streamed body already started: the only honest signal left is to cut the connection.
+      request.log.error({ err }, 'failure after the response started; aborting the connection');
+      reply.raw.destroy(err);
+      return;
+    }
+    let e: HttpError;
+    if (err instanceof HttpError) {
+      e = err;
+    } else if ((err as FastifyError).validation) {
+      const fe = err as FastifyError;
+      e = badRequest(`invalid request: ${fe.message}`, fe.validation?.map((v) => ({ reason: 'FieldValueInvalid', field: `${fe.validationContext ?? ''}${v.instancePath}`, message: v.message ?? 'invalid' })));
+    } else if (typeof (err as FastifyError).statusCode === 'number' && (err as FastifyError).statusCode! < 500) {
+      const code = (err as FastifyError).statusCode!;
+      e = new HttpError(code, code === 413 ? 'RequestEntityTooLarge' : 'BadRequest', err.message);
+    } else {
+      request.log.error({ err }, 'unexpected error');
+      e = new HttpError(500, 'InternalError', 'internal error; see the server log');
+    }
+    if (e.code >= 500) request.log.warn({ code: e.code, reason: e.reason, msg: e.message }, 'request failed');
+    void reply.code(e.code).headers(e.headers).type('application/json').send(e.toStatus());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).type('application/json').send(statusObject(404, 'NotFound', `no such path: ${request.method} ${request.url.split('?')[0]}`));
+  });
+}, { name: 'kube-pcap-errors' });

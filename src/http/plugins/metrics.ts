@@ -1,0 +1,29 @@
+// Prometheus metrics: one registry per server (several servers can share a process in
+// tests), request counts and latency by route and code, and the default process metrics.
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    metrics: Registry;
+  }
+}
+
+export const metricsPlugin = fp(async (app: FastifyInstance, opts: { registry: Registry; prefix: string }) => {
+  const { registry, prefix } = opts;
+  collectDefaultMetrics({ register: registry });
+  const requests = new Counter({ name: `${prefix}_http_requests_total`, help: 'HTTP requests by route, method and status code.', labelNames: ['route', 'method', 'code'], registers: [registry] });
+  const duration = new Histogram({ name: `${prefix}_http_request_duration_seconds`, help: 'Time to the end of the response, by route.', labelNames: ['route'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120], registers: [registry] });
+  app.decorate('metrics', registry);
+  app.addHook('onResponse', async (request, reply) => {
+    // The route template, never the concrete URL: bounded label values.
+    const route = request.routeOptions.url ?? 'unmatched';
+    requests.inc({ route, method: request.method, code: String(reply.statusCode) });
+    duration.observe({ route }, reply.elapsedTime / 1000);
+  });
+  app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
+    void reply.type(registry.contentType);
+    return await registry.metrics();
+  });
+}, { name: 'kube-pcap-metrics' });

@@ -1,0 +1,36 @@
+// Fastify/Node server settings both HTTPS servers share: limits and timeouts that keep a
+// slow or hostile client from holding resources, TLS 1.2+ only.
+import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:https';
+import Fastify, { type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { TlsMaterial } from './tls.js';
+
+/** Longest URL parameter: a capture name may be a 253-character DNS subdomain. */
+const MAX_PARAM_LENGTH = 300;
+
+function serverOptions(tls: TlsMaterial): FastifyHttpsOptions<Server, FastifyBaseLogger> {
+  return {
+    https: { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', maxHeaderSize: 32 * 1024 } as FastifyHttpsOptions<Server, FastifyBaseLogger>['https'],
+    // No route takes a body; anything beyond this is refused with 413.
+    bodyLimit: 16 * 1024,
+    // Idle socket: a client that stops reading a download for this long is cut off.
+    connectionTimeout: 120_000,
+    keepAliveTimeout: 5_000,
+    // Time to receive a whole request (headers and body), against slow-loris clients.
+    requestTimeout: 15_000,
+    maxRequestsPerSocket: 1000,
+    return503OnClosing: true,
+    // Unknown query parameters are an error (a mistyped option must not be silently ignored).
+    ajv: { customOptions: { removeAdditional: false } },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+  };
+}
+
+/** An HTTPS fastify instance with those settings, logging through `log` with request ids. */
+export function createHttpsServer(tls: TlsMaterial, log: Logger): FastifyInstance {
+  const app = Fastify({ ...serverOptions(tls), loggerInstance: log as FastifyBaseLogger, genReqId: () => randomUUID() });
+  // Fastify types an instance by its server class; routes and plugins here are written
+  // against the default instance type, whose API is the same for an https.Server.
+  return app as unknown as FastifyInstance;
+}

@@ -1,0 +1,129 @@
+// Classic libpcap files (what tcpdump -w writes and every tool reads): a 24-byte global
+// header, then records of a 16-byte header and incl_len bytes of packet. kube-pcap writes
+// and serves classic pcap, never pcapng.
+import { open } from 'node:fs/promises';
+
+export const GLOBAL_HEADER_LENGTH = 24;
+export const RECORD_HEADER_LENGTH = 16;
+/** Larger records than this are taken as corruption (tcpdump's maximum snaplen is 262144). */
+export const MAX_RECORD_LENGTH = 262_144;
+
+export interface PcapHeader {
+  littleEndian: boolean;
+  nanoseconds: boolean;
+  snaplen: number;
+  linktype: number;
+}
+
+/** The global header, or undefined when the bytes are not the start of a classic pcap file. */
+export function parseGlobalHeader(buf: Buffer): PcapHeader | undefined {
+  if (buf.length < GLOBAL_HEADER_LENGTH) return undefined;
+  const le = buf.readUInt32LE(0);
+  const be = buf.readUInt32BE(0);
+  let littleEndian: boolean;
+  let nanoseconds: boolean;
+  if (le === 0xa1b2c3d4 || le === 0xa1b23c4d) {
+    littleEndian = true;
+    nanoseconds = le === 0xa1b23c4d;
+  } else if (be === 0xa1b2c3d4 || be === 0xa1b23c4d) {
+    littleEndian = false;
+    nanoseconds = be === 0xa1b23c4d;
+  } else {
+    return undefined;
+  }
+  const u32 = (o: number): number => (littleEndian ? buf.readUInt32LE(o) : buf.readUInt32BE(o));
+  return { littleEndian, nanoseconds, snaplen: u32(16), linktype: u32(20) };
+}
+
+/** incl_len of the record header at `offset` of `buf`. */
+export function recordLength(buf: Buffer, offset: number, header: PcapHeader): number {
+  return header.littleEndian ? buf.readUInt32LE(offset + 8) : buf.readUInt32BE(offset + 8);
+}
+
+/**
+ * Splits a byte stream of a pcap file into the global header and whole records, however
+ * the bytes arrive (a pipe delivers arbitrary pieces). `push` returns the complete records
+ * now available (one Buffer per record, header included); a partial record is kept until
+ * the rest arrives. Throws on bytes that are not pcap.
+ */
+export class RecordSplitter {
+  header: PcapHeader | undefined;
+  headerBytes: Buffer | undefined;
+  private pending: Buffer[] = [];
+  private pendingLength = 0;
+
+  push(chunk: Buffer): Buffer[] {
+    this.pending.push(chunk);
+    this.pendingLength += chunk.length;
+    let buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLength);
+    let offset = 0;
+    if (!this.header) {
+      if (buf.length < GLOBAL_HEADER_LENGTH) {
+        this.pending = [buf];
+        return [];
+      }
+      const header = parseGlobalHeader(buf);
+      if (!header) throw new Error('the capture stream is not a classic pcap stream');
+      this.header = header;
+      this.headerBytes = Buffer.from(buf.subarray(0, GLOBAL_HEADER_LENGTH));
+      offset = GLOBAL_HEADER_LENGTH;
+    }
+    const records: Buffer[] = [];
+    while (buf.length - offset >= RECORD_HEADER_LENGTH) {
+      const len = recordLength(buf, offset, this.header);
+      if (len > MAX_RECORD_LENGTH) throw new Error(`corrupt pcap stream: a record claims ${len} bytes`);
+      const end = offset + RECORD_HEADER_LENGTH + len;
+      if (end > buf.length) break;
+      records.push(buf.subarray(offset, end));
+      offset = end;
+    }
+    buf = buf.subarray(offset);
+    this.pending = buf.length > 0 ? [buf] : [];
+    this.pendingLength = buf.length;
+    return records;
+  }
+
+  /** Bytes received but not yet part of a complete record. */
+  get partialBytes(): number {
+    return this.pendingLength;
+  }
+}
+
+/**
+ * Length of the longest prefix of a pcap file that ends on a complete record: what a reader
+ * may be given while a writer is still appending, and what a crashed writer's file is cut
+ * back to. 0 when not even the global header is complete or the file is not pcap.
+ */
+export async function completePrefixLength(path: string): Promise<number> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    if (size < GLOBAL_HEADER_LENGTH) return 0;
+    const first = Buffer.alloc(GLOBAL_HEADER_LENGTH);
+    await fh.read(first, 0, GLOBAL_HEADER_LENGTH, 0);
+    const header = parseGlobalHeader(first);
+    if (!header) return 0;
+    const chunkSize = 1 << 20;
+    const buf = Buffer.alloc(chunkSize + RECORD_HEADER_LENGTH);
+    let good = GLOBAL_HEADER_LENGTH;
+    // Walk record headers; read a chunk at a time so a 10 MB file costs ten reads.
+    let bufStart = -1;
+    let bufLen = 0;
+    while (good + RECORD_HEADER_LENGTH <= size) {
+      if (bufStart < 0 || good + RECORD_HEADER_LENGTH > bufStart + bufLen) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, good);
+        bufStart = good;
+        bufLen = bytesRead;
+        if (bytesRead < RECORD_HEADER_LENGTH) break;
+      }
+      const len = recordLength(buf, good - bufStart, header);
+      if (len > MAX_RECORD_LENGTH) break;
+      const end = good + RECORD_HEADER_LENGTH + len;
+      if (end > size) break;
+      good = end;
+    }
+    return good;
+  } finally {
+    await fh.close();
+  }
+}

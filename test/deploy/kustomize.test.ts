@@ -1,0 +1,108 @@
+// deploy/ against a real API server: the kustomize base applies (server-side dry run and
+// for real), its workloads carry the security settings we promise, and the components'
+// RBAC is least privilege, as the API server's authorizer sees it.
+import { join } from 'node:path';
+import t from 'tap';
+import { loadAllYaml } from '@kubernetes/client-node';
+import { cluster } from '../harness/cluster.js';
+import { REPO_ROOT } from '../harness/control-plane.js';
+
+const deploy = join(REPO_ROOT, 'deploy');
+const c = await cluster(t);
+
+// Manifests are free-form YAML; the test walks them by path and fails loudly on a wrong one.
+type Json = any;
+interface Obj { kind: string; metadata: { name: string; namespace?: string }; spec?: Json }
+
+t.test('kubectl apply --dry-run=server -k deploy/ passes', async (t) => {
+  // A server-side dry run cannot create the namespace its other objects go into; with the
+  // namespace present, everything else is checked by the API server for real.
+  await c.applyYaml(join(deploy, 'namespace.yaml'));
+  const res = await c.kubectl(['apply', '--dry-run=server', '-k', deploy]);
+  t.equal(res.code, 0, res.stderr);
+  for (const obj of ['customresourcedefinition.apiextensions.k8s.io/packetcaptures.projectcalico.org', 'deployment.apps/kube-pcap-gateway', 'daemonset.apps/kube-pcap-agent', 'service/kube-pcap-agent', 'clusterrole.rbac.authorization.k8s.io/kube-pcap-gateway']) {
+    t.match(res.stdout, new RegExp(`${obj.replace(/\./g, '\\.')} (created|configured|unchanged) \\(server dry run\\)`), obj);
+  }
+});
+
+t.test('the rendered workloads carry the promised security settings', async (t) => {
+  const res = await c.kubectl(['kustomize', deploy]);
+  t.equal(res.code, 0, res.stderr);
+  const objs = loadAllYaml(res.stdout) as Obj[];
+  const find = (kind: string, name: string): Json => objs.find((o) => o.kind === kind && o.metadata.name === name);
+  for (const o of objs) if (o.kind !== 'Namespace' && o.kind !== 'CustomResourceDefinition' && !o.kind.startsWith('Cluster')) t.equal(o.metadata.namespace, 'kube-pcap', `${o.kind}/${o.metadata.name} in kube-pcap`);
+
+  const gw = find('Deployment', 'kube-pcap-gateway');
+  t.equal(gw.spec.replicas, 2);
+  const gwPod = gw.spec.template.spec;
+  const gwc = gwPod.containers[0];
+  t.equal(gwPod.securityContext.runAsNonRoot, true);
+  t.equal(gwc.securityContext.readOnlyRootFilesystem, true);
+  t.equal(gwc.securityContext.allowPrivilegeEscalation, false);
+  t.same(gwc.securityContext.capabilities.drop, ['ALL']);
+  t.ok(gwc.readinessProbe?.httpGet && gwc.livenessProbe?.httpGet, 'probes');
+  t.ok(gwc.resources.requests.cpu && gwc.resources.requests.memory && gwc.resources.limits.memory, 'requests and limits');
+  t.match(gwc.image, /^ghcr\.io\/kube-pcap\/gateway:\d+\.\d+\.\d+$/);
+  t.same(gwc.ports, [{ name: 'https', containerPort: 9443, protocol: 'TCP' }]);
+  const token = gwPod.volumes.find((v: Json) => v.name === 'agent-token');
+  t.equal(token.projected.sources[0].serviceAccountToken.audience, 'kube-pcap-agent');
+  const agentCa = gwPod.volumes.find((v: Json) => v.name === 'agent-ca');
+  t.same(agentCa.secret.items, [{ key: 'ca.crt', path: 'ca.crt' }], 'the gateway mounts the agents\' CA, never their key');
+
+  const ds = find('DaemonSet', 'kube-pcap-agent');
+  const agPod = ds.spec.template.spec;
+  const agc = agPod.containers[0];
+  t.equal(agPod.hostNetwork, true);
+  t.same(agc.securityContext.capabilities, { drop: ['ALL'], add: ['NET_RAW', 'NET_ADMIN'] });
+  t.equal(agc.securityContext.privileged, undefined, 'not privileged');
+  t.equal(agc.securityContext.readOnlyRootFilesystem, true);
+  t.equal(agPod.volumes.find((v: Json) => v.name === 'captures').hostPath.path, '/var/lib/kube-pcap');
+  t.match(agc.image, /^ghcr\.io\/kube-pcap\/agent:\d+\.\d+\.\d+$/);
+
+  const svc = find('Service', 'kube-pcap-agent');
+  t.equal(svc.spec.clusterIP, 'None', 'the agent Service is headless');
+  t.equal(find('Service', 'kube-pcap-gateway').spec.ports[0].port, 9443);
+});
+
+t.test('applied for real, each component can do its job and nothing more', async (t) => {
+  const res = await c.kubectl(['apply', '--server-side', '--force-conflicts', '-k', deploy]);
+  t.equal(res.code, 0, res.stderr);
+  const can = async (sa: string, attrs: Record<string, string>) =>
+    (await c.authz.createSubjectAccessReview({ body: { spec: { user: `system:serviceaccount:kube-pcap:${sa}`, groups: ['system:serviceaccounts', 'system:serviceaccounts:kube-pcap', 'system:authenticated'], resourceAttributes: attrs } } })).status?.allowed === true;
+  const pc = { group: 'projectcalico.org', resource: 'packetcaptures' };
+
+  const gatewayMay = [
+    { ...pc, verb: 'get', namespace: 'storefront' },
+    { ...pc, subresource: 'files', verb: 'get', namespace: 'storefront' },
+    { ...pc, subresource: 'files', verb: 'delete', namespace: 'storefront' },
+    { group: 'authentication.k8s.io', resource: 'tokenreviews', verb: 'create' },
+    { group: 'authorization.k8s.io', resource: 'subjectaccessreviews', verb: 'create' },
+    { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'watch', namespace: 'kube-pcap' },
+  ];
+  const gatewayMayNot = [
+    { ...pc, verb: 'list', namespace: 'storefront' },
+    { ...pc, verb: 'create', namespace: 'storefront' },
+    { ...pc, subresource: 'status', verb: 'patch', namespace: 'storefront' },
+    { group: '', resource: 'secrets', verb: 'get', namespace: 'kube-pcap' },
+    { group: '', resource: 'pods', verb: 'list', namespace: 'storefront' },
+    { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'list', namespace: 'default' },
+  ];
+  for (const a of gatewayMay) t.ok(await can('kube-pcap-gateway', a), `gateway may ${a.verb} ${a.resource}${'subresource' in a ? `/${a.subresource}` : ''}`);
+  for (const a of gatewayMayNot) t.notOk(await can('kube-pcap-gateway', a), `gateway may not ${a.verb} ${a.resource}${'subresource' in a ? `/${a.subresource}` : ''} in ${a.namespace}`);
+
+  const agentMay = [
+    { ...pc, verb: 'watch', namespace: 'storefront' },
+    { ...pc, subresource: 'status', verb: 'patch', namespace: 'storefront' },
+    { group: '', resource: 'pods', verb: 'watch' },
+    { group: 'authentication.k8s.io', resource: 'tokenreviews', verb: 'create' },
+  ];
+  const agentMayNot = [
+    { ...pc, verb: 'update', namespace: 'storefront' },
+    { ...pc, verb: 'delete', namespace: 'storefront' },
+    { ...pc, subresource: 'files', verb: 'get', namespace: 'storefront' },
+    { group: '', resource: 'secrets', verb: 'list' },
+    { group: '', resource: 'pods', verb: 'delete', namespace: 'storefront' },
+  ];
+  for (const a of agentMay) t.ok(await can('kube-pcap-agent', a), `agent may ${a.verb} ${a.resource}${'subresource' in a ? `/${a.subresource}` : ''}`);
+  for (const a of agentMayNot) t.notOk(await can('kube-pcap-agent', a), `agent may not ${a.verb} ${a.resource}${'subresource' in a ? `/${a.subresource}` : ''}`);
+});

@@ -1,0 +1,171 @@
+// Every row of DESIGN.md's status-code table, each with its own test, against real tokens,
+// real RBAC and real agents. (The API-server-down row needs its own control plane:
+// api-outage.test.ts.) Every error body is a Kubernetes Status that openapi.yaml describes.
+import { createSign } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { cluster } from '../harness/cluster.js';
+import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
+import { https, type Response } from '../harness/http.js';
+import { checkResponse } from '../harness/openapi.js';
+import type { TapTest } from '../harness/tap.js';
+import { REPO_ROOT } from '../harness/control-plane.js';
+import { startAgent } from '../harness/kube-pcap.js';
+import { waitFor } from '../harness/wait.js';
+
+const c = await cluster(t);
+const w = await storefrontWorld(t, c);
+await w.grantFiles();
+const ca = w.pki.ca.certFile;
+const DOWNLOAD = '/packet-capture/download/{namespace}/{name}/files.zip';
+const FILES = '/packet-capture/files/{namespace}/{name}';
+
+function url(template: string, ns = w.ns, name = CAPTURE): string {
+  return w.gateway.url + template.replace('{namespace}', ns).replace('{name}', name);
+}
+
+async function expectStatus(t: TapTest, res: Response, code: number, reason: string, template = DOWNLOAD, method = 'GET'): Promise<{ message: string; details?: { causes?: { field?: string }[] } }> {
+  t.equal(res.status, code, `HTTP ${code}: ${res.body.subarray(0, 300).toString()}`);
+  const body = res.json<{ kind: string; status: string; code: number; reason: string; message: string }>();
+  t.equal(body.kind, 'Status');
+  t.equal(body.status, 'Failure');
+  t.equal(body.code, code);
+  t.equal(body.reason, reason);
+  await checkResponse(method, template, res.status, res.headers['content-type'] as string, res.body);
+  return body;
+}
+
+/** A correctly signed ServiceAccount token that expired an hour ago (TokenRequest will not issue one). */
+async function expiredToken(): Promise<string> {
+  const key = await readFile(c.info.saKeyFile, 'utf8');
+  const now = Math.floor(Date.now() / 1000);
+  const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const unsigned = `${enc({ alg: 'RS256', typ: 'JWT' })}.${enc({ iss: c.info.issuer, sub: `system:serviceaccount:${w.ns}:devops-sa`, aud: [c.info.issuer], iat: now - 7200, nbf: now - 7200, exp: now - 3600 })}`;
+  return `${unsigned}.${createSign('RSA-SHA256').update(unsigned).sign(key).toString('base64url')}`;
+}
+
+t.test('200 for the allowed user, to compare the failures against', async (t) => {
+  const res = await waitFor(async () => {
+    const r = await https(url(DOWNLOAD), { caFile: ca, token: w.devopsToken });
+    return r.status === 200 ? r : undefined;
+  }, { what: 'the files grant to apply', timeoutMs: 15_000 });
+  t.equal(res.body.subarray(0, 2).toString(), 'PK');
+});
+
+t.test('400: a namespace or name that is not a valid Kubernetes name', async (t) => {
+  for (const [ns, name] of [['Storefront', CAPTURE], [w.ns, 'UPPER'], ['a'.repeat(64), CAPTURE], [w.ns, 'bad_name'], ['-x', CAPTURE]]) {
+    const res = await https(url(DOWNLOAD, ns!, name!), { caFile: ca, token: w.devopsToken });
+    await expectStatus(t, res, 400, 'BadRequest');
+  }
+  const res = await https(`${url(DOWNLOAD)}?unknown=1`, { caFile: ca, token: w.devopsToken });
+  await expectStatus(t, res, 400, 'BadRequest');
+});
+
+t.test('401: no token', async (t) => {
+  const res = await https(url(DOWNLOAD), { caFile: ca });
+  const body = await expectStatus(t, res, 401, 'Unauthorized');
+  t.match(res.headers['www-authenticate'], /^Bearer/);
+  t.match(body.message, /no bearer token/);
+});
+
+t.test('401: a malformed Authorization header or a token that is not a JWT', async (t) => {
+  for (const header of ['Basic dXNlcjpwYXNz', 'Bearer', 'Bearer a b', 'Bearer garbage', 'Bearer abc.def', `Bearer ${'x'.repeat(20_000)}`]) {
+    const res = await https(url(DOWNLOAD), { caFile: ca, headers: { authorization: header } });
+    await expectStatus(t, res, 401, 'Unauthorized');
+    t.match(res.headers['www-authenticate'], /^Bearer/);
+  }
+});
+
+t.test('401: a token for another audience', async (t) => {
+  const token = await c.tokenFor(w.ns, 'devops-sa', { audience: 'some-other-service' });
+  const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token }), 401, 'Unauthorized');
+  t.match(body.message, /invalid bearer token/);
+});
+
+t.test('401: an expired token', async (t) => {
+  const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token: await expiredToken() }), 401, 'Unauthorized');
+  t.match(body.message, /expired/);
+});
+
+t.test('401: a well-formed token the API server does not know (bad signature)', async (t) => {
+  const [h, p] = w.devopsToken.split('.');
+  const forged = `${h}.${p}.${Buffer.from('not the signature').toString('base64url')}`;
+  await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token: forged }), 401, 'Unauthorized');
+});
+
+t.test('401: the token of a deleted ServiceAccount', async (t) => {
+  await c.createServiceAccount(w.ns, 'leaver');
+  await c.applyManifest(`apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: leaver-files, namespace: ${w.ns}}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: packetcapture-files-reader}\nsubjects: [{kind: ServiceAccount, name: leaver, namespace: ${w.ns}}]\n`);
+  const token = await c.tokenFor(w.ns, 'leaver');
+  await c.core.deleteNamespacedServiceAccount({ name: 'leaver', namespace: w.ns });
+  const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token }), 401, 'Unauthorized');
+  t.match(body.message, /invalid bearer token/);
+});
+
+t.test('403: an authenticated user of another namespace', async (t) => {
+  const other = await c.createNamespace('payments');
+  await c.createServiceAccount(other, 'devops-sa');
+  const token = await c.tokenFor(other, 'devops-sa');
+  const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token }), 403, 'Forbidden');
+  t.match(body.message, new RegExp(`system:serviceaccount:${other}:devops-sa" cannot get packetcaptures/files`));
+  // The same user is refused for listing and deletion too.
+  await expectStatus(t, await https(url(FILES), { caFile: ca, token }), 403, 'Forbidden', FILES);
+  await expectStatus(t, await https(url(FILES), { caFile: ca, token, method: 'DELETE' }), 403, 'Forbidden', FILES, 'DELETE');
+});
+
+t.test('403: get is not delete', async (t) => {
+  const body = await expectStatus(t, await https(url(FILES), { caFile: ca, token: w.devopsToken, method: 'DELETE' }), 403, 'Forbidden', FILES, 'DELETE');
+  t.match(body.message, /cannot delete packetcaptures\/files/);
+});
+
+t.test('404: no such PacketCapture', async (t) => {
+  const body = await expectStatus(t, await https(url(DOWNLOAD, w.ns, 'no-such-capture'), { caFile: ca, token: w.devopsToken }), 404, 'NotFound');
+  t.match(body.message, /"no-such-capture" not found/);
+  await expectStatus(t, await https(url(FILES, w.ns, 'no-such-capture'), { caFile: ca, token: w.devopsToken }), 404, 'NotFound', FILES);
+});
+
+t.test('404 with another reason: a capture that has no files yet', async (t) => {
+  await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: fresh, namespace: ${w.ns}}\nspec: {selector: all()}\n`);
+  const body = await expectStatus(t, await https(url(DOWNLOAD, w.ns, 'fresh'), { caFile: ca, token: w.devopsToken }), 404, 'NoFiles');
+  t.match(body.message, /has no files yet/);
+  const list = await https(url(FILES, w.ns, 'fresh'), { caFile: ca, token: w.devopsToken });
+  t.equal(list.status, 200, 'the listing of such a capture is simply empty');
+  t.same(list.json<{ files: unknown[] }>().files, []);
+});
+
+t.test('409: DELETE while a node is still capturing', async (t) => {
+  await c.applyYaml(join(REPO_ROOT, 'rbac-examples', 'files-delete-role.yaml'), { renameNamespace: { from: 'storefront', to: w.ns } });
+  await w.setNodeStatus('node-2', 'Capturing');
+  const body = await waitFor(async () => {
+    const res = await https(url(FILES), { caFile: ca, token: w.devopsToken, method: 'DELETE' });
+    return res.status === 409 ? await expectStatus(t, res, 409, 'Conflict', FILES, 'DELETE') : undefined;
+  }, { what: 'DELETE to be authorized and refused with 409', timeoutMs: 15_000 });
+  t.match(body.message, /still capturing on node-2/);
+  // Nothing was deleted.
+  const list = await https(url(FILES), { caFile: ca, token: w.devopsToken });
+  t.equal(list.json<{ files: unknown[] }>().files.length, w.files.size);
+  await w.setNodeStatus('node-2', 'Finished');
+});
+
+t.test('502 naming the node: an agent that holds files cannot be reached', async (t) => {
+  const agent = w.agents[1]!;
+  await agent.proc.kill();
+  const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway');
+  t.match(body.message, new RegExp(`cannot be reached: ${agent.node}$`));
+  t.same(body.details?.causes?.map((cause) => cause.field), [agent.node]);
+  await expectStatus(t, await https(url(FILES), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway', FILES);
+});
+
+t.test('502 for DELETE too; once the agent is back, DELETE removes every node\'s files', async (t) => {
+  const failed = await https(url(FILES), { caFile: ca, token: w.devopsToken, method: 'DELETE' });
+  await expectStatus(t, failed, 502, 'BadGateway', FILES, 'DELETE');
+  const down = w.agents[1]!;
+  await startAgent(t, c, { node: down.node, address: down.address, port: down.port, captureDir: down.captureDir, pki: w.pki, logDir: w.logDir });
+  const res = await https(url(FILES), { caFile: ca, token: w.devopsToken, method: 'DELETE' });
+  t.equal(res.status, 200, res.body.toString());
+  await checkResponse('DELETE', FILES, res.status, res.headers['content-type'] as string, res.body);
+  const removed = res.json<{ removed: { node: string; file: string }[] }>().removed.map((r) => `${r.node}/${r.file}`);
+  t.same(removed, [...w.files.keys()].sort(), 'every file of every node, reported');
+  await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token: w.devopsToken }), 404, 'NoFiles');
+});

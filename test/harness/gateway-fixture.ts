@@ -1,0 +1,84 @@
+// The gateway tests' world: a storefront-like namespace set up from rbac-examples/ (renamed,
+// so test files can share one control plane), devops-sa with a real token, the seed
+// PacketCapture, two agents ("nodes") serving capture directories with pcap files, their
+// status entries as agents write them, and a gateway in front.
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { KubeClient } from '../../src/kube/client.js';
+import { applyNodeStatus, summarizeStates, type CaptureState, type NodeCaptureStatus } from '../../src/kube/packetcapture.js';
+import { bridgeAddress } from './addresses.js';
+import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
+import { REPO_ROOT } from './control-plane.js';
+import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, startGateway, type AgentHandle, type GatewayHandle, type Pki } from './kube-pcap.js';
+import { writeDnsPcap } from './pcap-fixtures.js';
+
+export const CAPTURE = 'pc-storefront-logging-dns';
+const RBAC = join(REPO_ROOT, 'rbac-examples');
+
+export interface StorefrontWorld {
+  ns: string;
+  pki: Pki;
+  logDir: string;
+  agents: AgentHandle[];
+  agentService: string;
+  gateway: GatewayHandle;
+  devopsToken: string;
+  /** The pcap bytes written on each node, by "<node>/<file>". */
+  files: Map<string, Buffer>;
+  kube: KubeClient;
+  /** Grants devops-sa get on packetcaptures/files (rbac-examples/files-role.yaml). */
+  grantFiles(): Promise<void>;
+  setNodeStatus(node: string, state: CaptureState, fileNames?: string[]): Promise<void>;
+  downloadUrl(prefix?: boolean): string;
+}
+
+export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes?: string[]; gatewayArgs?: string[]; filesPerNode?: number } = {}): Promise<StorefrontWorld> {
+  await installKubePcap(c);
+  const pki = await makePki(t);
+  const logDir = await scratchDir(t, 'logs');
+  const ns = await c.createNamespace('storefront');
+  const rename = { renameNamespace: { from: 'storefront', to: ns } };
+  await c.applyYaml(join(RBAC, 'devops-serviceaccount.yaml'), rename);
+  await c.applyYaml(join(RBAC, 'capture-role.yaml'), rename);
+  const devopsToken = await c.tokenFor(ns, 'devops-sa');
+  // The engineer applies the capture with their own token, as in the story.
+  await c.applyYaml(join(REPO_ROOT, 'deploy', 'examples', 'pc-storefront-logging-dns.yaml'), { ...rename, token: devopsToken });
+
+  const kube = await KubeClient.fromKubeConfig(c.kc);
+  t.teardown(() => kube.close());
+  const nodes = opts.nodes ?? ['node-1', 'node-2'];
+  const files = new Map<string, Buffer>();
+  const agents: AgentHandle[] = [];
+  const statuses: NodeCaptureStatus[] = [];
+  for (const [i, node] of nodes.entries()) {
+    const captureDir = await scratchDir(t, `captures-${node}`);
+    const dir = join(captureDir, ns, CAPTURE);
+    await mkdir(dir, { recursive: true });
+    const names: string[] = [];
+    for (let f = 0; f < (opts.filesPerNode ?? 2); f++) {
+      const name = f === 0 ? `logging-${i}_cali${i}.pcap` : `logging-${i}_cali${i}-${1_700_000_000_000_000 + f}.pcap`;
+      files.set(`${node}/${name}`, await writeDnsPcap(join(dir, name), 20 + 10 * f + i, { src: `192.0.2.${10 + i}` }));
+      names.push(name);
+    }
+    const address = await bridgeAddress(t);
+    agents.push(await startAgent(t, c, { node, address, captureDir, pki, logDir }));
+    statuses.push({ node, directory: dir, fileNames: names.sort(), state: 'Finished' });
+  }
+  const setNodeStatus = async (node: string, state: CaptureState, fileNames?: string[]): Promise<void> => {
+    const entry = statuses.find((s) => s.node === node)!;
+    entry.state = state;
+    if (fileNames) entry.fileNames = fileNames;
+    await applyNodeStatus(kube, { namespace: ns, name: CAPTURE }, `kube-pcap-agent/${node}`, { ...entry }, summarizeStates(statuses));
+  };
+  for (const s of statuses) await setNodeStatus(s.node, 'Finished');
+  const agentService = uniqueName('agents');
+  await publishAgents(c, agentService, agents);
+  const gateway = await startGateway(t, c, { pki, logDir, agentService, extraArgs: opts.gatewayArgs });
+  return {
+    ns, pki, logDir, agents, agentService, gateway, devopsToken, files, kube, setNodeStatus,
+    grantFiles: async () => {
+      await c.applyYaml(join(RBAC, 'files-role.yaml'), rename);
+    },
+    downloadUrl: (prefix = true) => `${gateway.url}${prefix ? '/packet-capture' : ''}/download/${ns}/${CAPTURE}/files.zip`,
+  };
+}

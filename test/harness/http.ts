@@ -1,0 +1,51 @@
+// HTTPS from tests: undici with the test CA, and the real curl.
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { Agent, request } from 'undici';
+
+export interface Response {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+  json<T = Record<string, unknown>>(): T;
+}
+
+const agents = new Map<string, Agent>();
+
+async function dispatcher(caFile: string): Promise<Agent> {
+  let a = agents.get(caFile);
+  if (!a) {
+    a = new Agent({ connect: { ca: await readFile(caFile) } });
+    agents.set(caFile, a);
+  }
+  return a;
+}
+
+export async function https(url: string, opts: { caFile: string; token?: string; method?: 'GET' | 'DELETE' | 'POST'; headers?: Record<string, string>; body?: string }): Promise<Response> {
+  const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+  if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
+  const res = await request(url, { method: opts.method ?? 'GET', headers, body: opts.body, dispatcher: await dispatcher(opts.caFile) });
+  const body = Buffer.from(await res.body.arrayBuffer());
+  return {
+    status: res.statusCode,
+    headers: res.headers,
+    body,
+    json: <T>() => JSON.parse(body.toString('utf8')) as T,
+  };
+}
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion (stdout/stderr captured, never a shell). */
+export async function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; maxBuffer?: number } = {}): Promise<CommandResult> {
+  return await new Promise((resolve) => {
+    execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 120_000, maxBuffer: opts.maxBuffer ?? 64 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}

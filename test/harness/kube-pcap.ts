@@ -1,0 +1,174 @@
+// kube-pcap's own components as real processes against the test control plane: agents and
+// gateways started from dist/src/cli.js with their ServiceAccounts' real tokens, the RBAC
+// of deploy/, TLS from a test CA, and the EndpointSlices the EndpointSlice controller would
+// publish for the agents' headless Service.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createCertificateAuthority, issueCertificate, type KeyPair } from '../../src/tls/certificates.js';
+import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
+import { REPO_ROOT } from './control-plane.js';
+import { installCrd } from './crd.js';
+import { https } from './http.js';
+import { OwnedProcess } from './processes.js';
+import { waitFor } from './wait.js';
+
+export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
+export const SYSTEM_NAMESPACE = 'kube-pcap';
+export const AGENT_SERVER_NAME = 'kube-pcap-agent.kube-pcap.svc';
+
+/** A scratch directory under the sandbox's /tmp, removed on teardown. */
+export async function scratchDir(t: Teardown, prefix: string): Promise<string> {
+  const root = join(process.env.KUBE_PCAP_TMP ?? '/tmp', 'kube-pcap-test');
+  await mkdir(root, { recursive: true });
+  const dir = await mkdtemp(join(root, `${prefix}-`));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface Pki {
+  dir: string;
+  ca: KeyPair;
+  gateway: KeyPair;
+  agent: KeyPair;
+}
+
+/** A CA with a gateway certificate (localhost) and the agents' certificate (service name). */
+export async function makePki(t: Teardown): Promise<Pki> {
+  const dir = await scratchDir(t, 'pki');
+  const ca = await createCertificateAuthority(dir, 'ca', 'kube-pcap test CA');
+  const gateway = await issueCertificate(dir, 'gateway', ca, { commonName: 'kube-pcap-gateway', usage: 'server', dnsNames: ['localhost', 'kube-pcap-gateway.kube-pcap.svc'], ipAddresses: ['127.0.0.1'] });
+  const agent = await issueCertificate(dir, 'agent', ca, { commonName: AGENT_SERVER_NAME, usage: 'server', dnsNames: [AGENT_SERVER_NAME] });
+  return { dir, ca, gateway, agent };
+}
+
+/** deploy/'s namespace, ServiceAccounts and RBAC for the gateway and the agents (idempotent). */
+export async function installKubePcap(c: TestCluster): Promise<void> {
+  await installCrd(c);
+  for (const f of ['namespace.yaml', 'gateway/serviceaccount.yaml', 'gateway/rbac.yaml', 'agent/serviceaccount.yaml', 'agent/rbac.yaml']) {
+    await c.applyYaml(join(REPO_ROOT, 'deploy', f));
+  }
+}
+
+/** A kubeconfig that authenticates as a ServiceAccount with a real token. */
+export async function serviceAccountKubeconfig(c: TestCluster, dir: string, namespace: string, sa: string, server = c.info.server): Promise<string> {
+  const token = await c.tokenFor(namespace, sa, { expirationSeconds: 7200 });
+  const file = join(dir, `${sa}.kubeconfig`);
+  await writeFile(file, [
+    'apiVersion: v1', 'kind: Config',
+    'clusters:', '- name: test', '  cluster:', `    server: ${server}`, `    certificate-authority: ${c.info.caFile}`,
+    'users:', `- name: ${sa}`, '  user:', `    token: ${token}`,
+    'contexts:', '- name: test', `  context: {cluster: test, user: ${sa}}`,
+    'current-context: test', '',
+  ].join('\n'));
+  return file;
+}
+
+/** Waits for the "Server listening at https://host:port" log line and returns the port. */
+async function listeningPort(proc: OwnedProcess): Promise<number> {
+  return await waitFor(async () => {
+    if (!proc.running) throw await proc.failure('exited before listening');
+    const log = await readFile(proc.opts.logFile, 'utf8').catch(() => '');
+    const m = /Server listening at https:\/\/[^"]*:(\d+)"/.exec(log);
+    return m ? Number(m[1]) : undefined;
+  }, { what: `${proc.opts.name} to listen`, timeoutMs: 20_000, intervalMs: 50 });
+}
+
+export interface AgentHandle {
+  node: string;
+  address: string;
+  port: number;
+  captureDir: string;
+  logFile: string;
+  proc: OwnedProcess;
+}
+
+export interface AgentOptions {
+  node: string;
+  /** Address to listen on (a node address: EndpointSlices refuse loopback). */
+  address: string;
+  port?: number;
+  captureDir: string;
+  pki: Pki;
+  /** Run inside this network namespace (the node's). */
+  netnsPid?: number;
+  /** How the agent reaches the API server (from a node namespace: the bridge address). */
+  apiServer?: string;
+  extraArgs?: string[];
+  logDir: string;
+}
+
+export async function startAgent(t: Teardown, c: TestCluster, o: AgentOptions): Promise<AgentHandle> {
+  const kubeconfig = await serviceAccountKubeconfig(c, o.logDir, SYSTEM_NAMESPACE, 'kube-pcap-agent', o.apiServer);
+  const logFile = join(o.logDir, `${uniqueName(`agent-${o.node}`)}.log`);
+  const proc = new OwnedProcess(process.execPath, [
+    '--enable-source-maps', CLI, 'agent',
+    `--node-name=${o.node}`,
+    `--listen=${o.address}:${o.port ?? 0}`,
+    `--capture-dir=${o.captureDir}`,
+    `--tls-cert-file=${o.pki.agent.certFile}`,
+    `--tls-key-file=${o.pki.agent.keyFile}`,
+    `--kubeconfig=${kubeconfig}`,
+    '--log-level=debug',
+    ...(o.extraArgs ?? []),
+  ], { name: `agent ${o.node}`, logFile, netnsPid: o.netnsPid, env: { ...process.env, KUBECONFIG: '' } });
+  t.teardown(() => proc.stop());
+  const port = await listeningPort(proc);
+  return { node: o.node, address: o.address, port, captureDir: o.captureDir, logFile, proc };
+}
+
+/** Publishes agents as the EndpointSlice controller would for the agents' headless Service. */
+export async function publishAgents(c: TestCluster, service: string, agents: { node: string; address: string; port: number }[]): Promise<void> {
+  for (const a of agents) {
+    await c.applyManifest(JSON.stringify({
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${service}-${a.node}`, namespace: SYSTEM_NAMESPACE, labels: { 'kubernetes.io/service-name': service } },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: [a.address], nodeName: a.node, conditions: { ready: true } }],
+      ports: [{ name: 'https', port: a.port, protocol: 'TCP' }],
+    }));
+  }
+}
+
+export interface GatewayHandle {
+  url: string;
+  port: number;
+  logFile: string;
+  proc: OwnedProcess;
+  agentService: string;
+}
+
+export interface GatewayOptions {
+  pki: Pki;
+  logDir: string;
+  agentService: string;
+  /** A private control plane's cluster when the test stops the API server. */
+  extraArgs?: string[];
+  name?: string;
+}
+
+export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOptions): Promise<GatewayHandle> {
+  const kubeconfig = await serviceAccountKubeconfig(c, o.logDir, SYSTEM_NAMESPACE, 'kube-pcap-gateway');
+  const tokenFile = join(o.logDir, 'gateway-agent-token');
+  await writeFile(tokenFile, await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent', expirationSeconds: 7200 }));
+  const name = o.name ?? uniqueName('gateway');
+  const logFile = join(o.logDir, `${name}.log`);
+  const proc = new OwnedProcess(process.execPath, [
+    '--enable-source-maps', CLI, 'gateway',
+    '--listen=127.0.0.1:0',
+    `--tls-cert-file=${o.pki.gateway.certFile}`,
+    `--tls-key-file=${o.pki.gateway.keyFile}`,
+    `--kubeconfig=${kubeconfig}`,
+    `--agent-service=${SYSTEM_NAMESPACE}/${o.agentService}`,
+    `--agent-ca-file=${o.pki.ca.certFile}`,
+    `--agent-server-name=${AGENT_SERVER_NAME}`,
+    `--agent-token-file=${tokenFile}`,
+    '--log-level=debug',
+    ...(o.extraArgs ?? []),
+  ], { name, logFile, env: { ...process.env, KUBECONFIG: '' } });
+  t.teardown(() => proc.stop());
+  const port = await listeningPort(proc);
+  const url = `https://127.0.0.1:${port}`;
+  await waitFor(async () => (await https(`${url}/readyz`, { caFile: o.pki.ca.certFile })).status === 200, { what: `${name} /readyz`, timeoutMs: 20_000 });
+  return { url, port, logFile, proc, agentService: o.agentService };
+}
