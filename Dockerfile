@@ -36,7 +36,8 @@ WORKDIR /app
 COPY --from=app /app /app
 USER 65532:65532
 EXPOSE 9443
-ENTRYPOINT ["node", "--enable-source-maps", "/app/dist/src/cli.js"]
+# Node flags: see src/node-flags.ts (a test keeps the two in step).
+ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/src/cli.js"]
 CMD ["gateway"]
 
 # --- agent: tcpdump and iproute2 for capturing on the node ---
@@ -50,5 +51,5 @@ COPY --from=app /app /app
 # Runs as root with every capability dropped but NET_RAW and NET_ADMIN (see deploy/agent).
 USER 0:0
 EXPOSE 9444
-ENTRYPOINT ["node", "--enable-source-maps", "/app/dist/src/cli.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/src/cli.js"]
 CMD ["agent"]

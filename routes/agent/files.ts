@@ -8,6 +8,7 @@ import { FILE_NAME_PATTERN } from '../../src/agent/capture-store.js';
 import '../../src/agent/decorators.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { parseRange } from '../../src/http/range.js';
+import { sendFileRange } from '../../src/agent/send-file.js';
 import { conflict, HttpError, notFound } from '../../src/http/status.js';
 
 const fileParams = {
@@ -47,17 +48,26 @@ export default async function agentFileRoutes(app: FastifyInstance): Promise<voi
       }
       const start = range.kind === 'partial' ? range.start : 0;
       const end = range.kind === 'partial' ? range.end : size - 1;
-      void reply
-        .header('content-type', 'application/vnd.tcpdump.pcap')
-        .header('accept-ranges', 'bytes')
-        .header('last-modified', modified.toUTCString())
-        .header('content-length', String(end - start + 1));
-      if (range.kind === 'partial') void reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`);
-      if (size === 0 || end < start) {
+      const headers: Record<string, string> = {
+        'content-type': 'application/vnd.tcpdump.pcap',
+        'accept-ranges': 'bytes',
+        'last-modified': modified.toUTCString(),
+        'content-length': String(Math.max(0, end - start + 1)),
+      };
+      if (range.kind === 'partial') headers['content-range'] = `bytes ${start}-${end}/${size}`;
+      // The bytes go out through reused buffers (see send-file.ts), outside fastify's reply.
+      reply.hijack();
+      reply.raw.writeHead(range.kind === 'partial' ? 206 : 200, headers);
+      try {
+        if (end >= start) await sendFileRange(handle, reply.raw, start, end);
+        else reply.raw.end();
+      } catch (err) {
+        request.log.warn({ namespace, name, file, err: (err as Error).message }, 'file transfer cut short');
+        // Headers are out: cutting the connection is the only way to say "incomplete".
+        reply.raw.destroy();
+      } finally {
         await handle.close();
-        return reply.send('');
       }
-      return reply.send(handle.createReadStream({ start, end, highWaterMark: 1 << 20, autoClose: true }));
     },
   );
 

@@ -2,7 +2,7 @@
 // files of one capture, streamed as one zip with entries <node>/<file>.
 import type { FastifyInstance } from 'fastify';
 import '../../src/gateway/decorators.js';
-import { zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
+import { CLIENT_GONE, zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { notFound } from '../../src/http/status.js';
 
@@ -39,7 +39,7 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
         onBytes: (n) => m.bytesStreamed.inc(n),
         onError: (err) => {
           m.downloads.inc({ result: 'aborted' });
-          if (err.message !== 'client gone') m.agentErrors.inc({ operation: 'stream' });
+          if (err.message !== CLIENT_GONE) m.agentErrors.inc({ operation: 'stream' });
           request.log.warn({ namespace, name, err: err.message }, 'files.zip aborted');
         },
       });

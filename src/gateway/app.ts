@@ -8,7 +8,6 @@ import autoload from '@fastify/autoload';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Counter, Histogram, Registry } from 'prom-client';
-import { oidcPlugin } from '../auth/authentication/oidc.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
 import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
 import { countLookups } from '../auth/review-cache.js';
@@ -91,7 +90,11 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   });
   const openapi = await readFile(OPENAPI_FILE, 'utf8');
   app.get('/openapi.yaml', { logLevel: 'warn' }, async (_request, reply) => reply.type('application/yaml').send(openapi));
-  if (config.oidc) await app.register(oidcPlugin, { config: config.oidc, timeoutMs: config.apiTimeoutMs });
+  if (config.oidc) {
+    // Loaded only when configured: @fastify/jwt and key handling cost memory otherwise unused.
+    const { oidcPlugin } = await import('../auth/authentication/oidc.js');
+    await app.register(oidcPlugin, { config: config.oidc, timeoutMs: config.apiTimeoutMs });
+  }
   await app.register(authorizeFilesPlugin, { tokenReview, reviewer });
 
   const routes = join(ROOT, 'dist', 'routes', 'gateway');

@@ -1,14 +1,13 @@
 // A small Kubernetes REST client over one keep-alive connection pool.
 //
-// @kubernetes/client-node loads the configuration (kubeconfig, in-cluster ServiceAccount,
-// exec plugins); the requests go through here because its generated clients open a new
-// connection pool for every request, which is too slow for a review on every download,
-// and because callers need to tell "the API server said no" (KubeApiError) from "the API
-// server could not be asked" (KubeUnavailableError): the gateway fails closed with 503 on
-// the second, and nothing retried is ever treated as an answer.
+// Requests go through here rather than @kubernetes/client-node's generated clients because
+// those open a new connection pool for every request (too slow for a review on every
+// download), and because callers need to tell "the API server said no" (KubeApiError) from
+// "the API server could not be asked" (KubeUnavailableError): the gateway fails closed with
+// 503 on the second, and nothing retried is ever treated as an answer.
 import { Readable } from 'node:stream';
-import type { KubeConfig } from '@kubernetes/client-node';
 import { Agent, fetch, type Dispatcher } from 'undici';
+import type { Connection } from './config.js';
 
 export interface KubeStatus {
   kind?: string;
@@ -50,48 +49,32 @@ export interface KubeRequest {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-// Authorization headers are re-read this often, so rotated ServiceAccount tokens are used.
-const AUTH_REFRESH_MS = 60_000;
 
 export class KubeClient {
-  private authHeaders: Record<string, string> = {};
-  private authReadAt = 0;
-
   private constructor(
     readonly server: string,
-    private readonly kc: KubeConfig,
+    private readonly authorization: Connection['authorization'],
     private readonly dispatcher: Dispatcher,
   ) {}
 
-  static async fromKubeConfig(kc: KubeConfig): Promise<KubeClient> {
-    const cluster = kc.getCurrentCluster();
-    if (!cluster) throw new Error('the kubeconfig has no current cluster');
-    const opts: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized?: boolean; servername?: string } = {};
-    await kc.applyToHTTPSOptions(opts);
+  static fromConnection(conn: Connection): KubeClient {
     const dispatcher = new Agent({
       connect: {
-        ca: opts.ca,
-        cert: opts.cert,
-        key: opts.key,
-        servername: opts.servername,
-        rejectUnauthorized: opts.rejectUnauthorized ?? true,
+        ca: conn.ca,
+        cert: conn.cert,
+        key: conn.key,
+        servername: conn.tlsServerName,
+        rejectUnauthorized: !conn.insecureSkipTlsVerify,
       },
       keepAliveTimeout: 30_000,
       connections: 32,
     });
-    return new KubeClient(cluster.server.replace(/\/+$/, ''), kc, dispatcher);
+    return new KubeClient(conn.server.replace(/\/+$/, ''), conn.authorization, dispatcher);
   }
 
   private async headers(): Promise<Record<string, string>> {
-    if (Date.now() - this.authReadAt > AUTH_REFRESH_MS) {
-      const opts: { headers?: Record<string, string | number | string[]> } = {};
-      await this.kc.applyToHTTPSOptions(opts);
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(opts.headers ?? {})) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
-      this.authHeaders = headers;
-      this.authReadAt = Date.now();
-    }
-    return this.authHeaders;
+    const auth = await this.authorization();
+    return auth ? { authorization: auth } : {};
   }
 
   url(path: string, query?: KubeRequest['query']): string {

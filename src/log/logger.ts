@@ -1,6 +1,7 @@
 // pino, configured so that credentials never reach a log line: the Authorization header
-// and anything named like a token are redacted wherever they appear, and requests are
-// logged by path only (a query string is the other place a careless client puts secrets).
+// and anything named like a token are redacted wherever they appear, and a request is
+// logged by its route template, never its concrete URL (a query string or a path segment
+// is where a careless client pastes a token; handlers log the validated names they use).
 import pino, { type Logger, type LoggerOptions } from 'pino';
 
 export const REDACT_PATHS = [
@@ -19,10 +20,9 @@ export const REDACT_PATHS = [
 ];
 
 export interface RequestLike {
-  id?: string;
   method?: string;
-  url?: string;
   ip?: string;
+  routeOptions?: { url?: string };
   socket?: { remoteAddress?: string };
 }
 
@@ -34,7 +34,7 @@ export function loggerOptions(level: string, name: string): LoggerOptions {
     serializers: {
       req: (req: RequestLike) => ({
         method: req.method,
-        path: (req.url ?? '').split('?')[0],
+        route: req.routeOptions?.url ?? '(no route)',
         remoteAddress: req.ip ?? req.socket?.remoteAddress,
       }),
       err: pino.stdSerializers.err,

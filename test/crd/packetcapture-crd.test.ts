@@ -3,7 +3,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { KubeClient } from '../../src/kube/client.js';
+import { connect } from '../../src/kube/config.js';
 import { applyNodeStatus, getPacketCapture, summarizeStates } from '../../src/kube/packetcapture.js';
 import { cluster } from '../harness/cluster.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
@@ -18,7 +18,7 @@ function manifest(ns: string, name: string, spec: string): string {
 const c = await cluster(t);
 await installCrd(c);
 const ns = await c.createNamespace('crd');
-const client = await KubeClient.fromKubeConfig(c.kc);
+const client = await connect(c.info.kubeconfig);
 t.teardown(() => client.close());
 
 t.test('the seed manifests are accepted', async (t) => {

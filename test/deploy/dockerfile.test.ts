@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import ast from 'dockerfile-ast';
 import utils from 'dockerfile-utils';
+import { NODE_FLAGS } from '../../src/node-flags.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 
 const text = await readFile(join(REPO_ROOT, 'Dockerfile'), 'utf8');
@@ -65,4 +66,11 @@ t.test('no HEALTHCHECK anywhere', async (t) => {
 t.test('.dockerignore keeps local builds and modules out of the context', async (t) => {
   const ignore = (await readFile(join(REPO_ROOT, '.dockerignore'), 'utf8')).split('\n');
   for (const entry of ['node_modules', 'dist', '.git']) t.ok(ignore.includes(entry), entry);
+});
+
+t.test('both images start Node with the flags the servers are tested and measured with', async (t) => {
+  for (const s of ['gateway', 'agent']) {
+    const entrypoint = stage(s).filter(([k]) => k === 'ENTRYPOINT').map(([, a]) => JSON.parse(a) as string[]).pop();
+    t.same(entrypoint, ['node', ...NODE_FLAGS, '/app/dist/src/cli.js'], `${s} ENTRYPOINT`);
+  }
 });

@@ -1,6 +1,6 @@
 // The seed's story at the gateway: devops-sa with only the capture Role gets 403; once the
 // files Role is bound, the same curl gets a zip of every node's files, byte for byte.
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
@@ -82,7 +82,7 @@ t.test('compression=deflate gives a smaller zip with the same files', async (t) 
   t.equal(deflated.status, 200);
   t.ok(deflated.body.length < stored.body.length, `deflate ${deflated.body.length} < store ${stored.body.length}`);
   const cwd = await scratchDir(t, 'deflate');
-  await (await import('node:fs/promises')).writeFile(join(cwd, 'd.zip'), deflated.body);
+  await writeFile(join(cwd, 'd.zip'), deflated.body);
   const listing = await run('unzip', ['-v', 'd.zip'], { cwd });
   t.match(listing.stdout, /Defl:N/);
   t.equal((await run('unzip', ['-t', 'd.zip'], { cwd })).code, 0);

@@ -4,7 +4,8 @@
 // status entries as agents write them, and a gateway in front.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { KubeClient } from '../../src/kube/client.js';
+import { connect } from '../../src/kube/config.js';
+import type { KubeClient } from '../../src/kube/client.js';
 import { applyNodeStatus, summarizeStates, type CaptureState, type NodeCaptureStatus } from '../../src/kube/packetcapture.js';
 import { bridgeAddress } from './addresses.js';
 import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
@@ -44,7 +45,7 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
   // The engineer applies the capture with their own token, as in the story.
   await c.applyYaml(join(REPO_ROOT, 'deploy', 'examples', 'pc-storefront-logging-dns.yaml'), { ...rename, token: devopsToken });
 
-  const kube = await KubeClient.fromKubeConfig(c.kc);
+  const kube = await connect(c.info.kubeconfig);
   t.teardown(() => kube.close());
   const nodes = opts.nodes ?? ['node-1', 'node-2'];
   const files = new Map<string, Buffer>();

@@ -4,6 +4,7 @@
 // publish for the agents' headless Service.
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { NODE_FLAGS } from '../../src/node-flags.js';
 import { createCertificateAuthority, issueCertificate, type KeyPair } from '../../src/tls/certificates.js';
 import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
 import { REPO_ROOT } from './control-plane.js';
@@ -95,13 +96,15 @@ export interface AgentOptions {
   apiServer?: string;
   extraArgs?: string[];
   logDir: string;
+  /** Source-mapped stack traces (default); benchmarks turn them off, as the images do. */
+  sourceMaps?: boolean;
 }
 
 export async function startAgent(t: Teardown, c: TestCluster, o: AgentOptions): Promise<AgentHandle> {
   const kubeconfig = await serviceAccountKubeconfig(c, o.logDir, SYSTEM_NAMESPACE, 'kube-pcap-agent', o.apiServer);
   const logFile = join(o.logDir, `${uniqueName(`agent-${o.node}`)}.log`);
   const proc = new OwnedProcess(process.execPath, [
-    '--enable-source-maps', CLI, 'agent',
+    ...NODE_FLAGS, ...(o.sourceMaps === false ? [] : ['--enable-source-maps']), CLI, 'agent',
     `--node-name=${o.node}`,
     `--listen=${o.address}:${o.port ?? 0}`,
     `--capture-dir=${o.captureDir}`,
@@ -145,6 +148,7 @@ export interface GatewayOptions {
   /** A private control plane's cluster when the test stops the API server. */
   extraArgs?: string[];
   name?: string;
+  sourceMaps?: boolean;
 }
 
 export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOptions): Promise<GatewayHandle> {
@@ -154,7 +158,7 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
   const name = o.name ?? uniqueName('gateway');
   const logFile = join(o.logDir, `${name}.log`);
   const proc = new OwnedProcess(process.execPath, [
-    '--enable-source-maps', CLI, 'gateway',
+    ...NODE_FLAGS, ...(o.sourceMaps === false ? [] : ['--enable-source-maps']), CLI, 'gateway',
     '--listen=127.0.0.1:0',
     `--tls-cert-file=${o.pki.gateway.certFile}`,
     `--tls-key-file=${o.pki.gateway.keyFile}`,

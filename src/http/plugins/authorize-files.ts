@@ -9,6 +9,7 @@ import type { TokenReviewAuthenticator } from '../../auth/authentication/token-r
 import { captureFilesAttributes, type FilesVerb } from '../../auth/authorization/attributes.js';
 import type { SubjectAccessReviewer } from '../../auth/authorization/subject-access-review.js';
 import type { UserInfo } from '../../auth/user.js';
+import { HttpError } from '../status.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -29,8 +30,19 @@ export const authorizeFilesPlugin = fp(async (app: FastifyInstance, opts: Author
   async function authenticate(request: FastifyRequest): Promise<UserInfo> {
     const token = bearerToken(request.headers.authorization);
     const jwt = precheckJwt(token);
-    if (app.oidc?.handles(jwt)) return await app.oidc.verify(request);
-    return await opts.tokenReview.authenticate(token, jwt);
+    if (!app.oidc?.handles(jwt)) return await opts.tokenReview.authenticate(token, jwt);
+    try {
+      return await app.oidc.verify(request);
+    } catch (oidcError) {
+      // Like the API server's union of authenticators: a token the OIDC verifier rejects may
+      // still be one the API server accepts (e.g. when both trust the same issuer).
+      if (!(oidcError instanceof HttpError) || oidcError.code !== 401) throw oidcError;
+      try {
+        return await opts.tokenReview.authenticate(token, jwt);
+      } catch (reviewError) {
+        throw reviewError instanceof HttpError && reviewError.code === 401 ? oidcError : reviewError;
+      }
+    }
   }
   // preHandler runs after parameter validation: a malformed name is a 400 for anyone.
   app.addHook('preHandler', async (request) => {

@@ -28,6 +28,7 @@ export const errorsPlugin = fp(async (app: FastifyInstance) => {
     void reply.code(e.code).headers(e.headers).type('application/json').send(e.toStatus());
   });
   app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).type('application/json').send(statusObject(404, 'NotFound', `no such path: ${request.method} ${request.url.split('?')[0]}`));
+    // The path is not echoed: it may be anything, including a pasted credential.
+    void reply.code(404).type('application/json').send(statusObject(404, 'NotFound', `no such path (${request.method}); see /openapi.yaml`));
   });
 }, { name: 'kube-pcap-errors' });

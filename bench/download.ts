@@ -1,0 +1,223 @@
+// npm run bench:download — the gateway's files.zip against nginx serving the same files as
+// plain HTTPS static files, on loopback, in one run, with the same client (curl).
+//
+// Prints: throughput of each and their ratio (targets: ratio >= 0.8), the gateway's peak
+// RSS (target < 150 MB for 2 GiB), the latency of an authorized request with warm caches
+// against an unauthenticated one (p50/p99), and how many TokenReviews and
+// SubjectAccessReviews the API server received for 1000 requests with one token.
+//
+//   npm run bench:download [-- --nodes 2 --files 4 --file-mib 256 --rounds 3]
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Agent, request } from 'undici';
+import { connect } from '../src/kube/config.js';
+import { applyNodeStatus } from '../src/kube/packetcapture.js';
+import { bridgeAddress } from '../test/harness/addresses.js';
+import { apiServerRequests } from '../test/harness/apiserver-metrics.js';
+import { TestCluster } from '../test/harness/cluster.js';
+import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
+import { run } from '../test/harness/http.js';
+import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, startGateway, type AgentHandle } from '../test/harness/kube-pcap.js';
+import { writeLargePcap } from '../test/harness/pcap-fixtures.js';
+import { OwnedProcess } from '../test/harness/processes.js';
+import { waitFor } from '../test/harness/wait.js';
+import { Teardowns, cpuSeconds, peakRssBytes, percentile, portOpen } from './lib.js';
+
+const { values: args } = parseArgs({
+  options: {
+    nodes: { type: 'string', default: '2' },
+    files: { type: 'string', default: '4' },
+    'file-mib': { type: 'string', default: '256' },
+    rounds: { type: 'string', default: '3' },
+    requests: { type: 'string', default: '1000' },
+  },
+});
+const NODES = Number(args.nodes);
+const FILES = Number(args.files);
+const FILE_BYTES = Number(args['file-mib']) * 1024 * 1024;
+const ROUNDS = Number(args.rounds);
+const REQUESTS = Number(args.requests);
+const CAPTURE = 'bench-capture';
+
+async function main(): Promise<void> {
+  const td = new Teardowns();
+  try {
+    process.stdout.write(`kube-pcap download benchmark: ${NODES} nodes x ${FILES} files x ${args['file-mib']} MiB = ${((NODES * FILES * FILE_BYTES) / 2 ** 30).toFixed(2)} GiB\n`);
+    const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: process.env.KUBE_PCAP_BRIDGE_IP ? [process.env.KUBE_PCAP_BRIDGE_IP] : [] });
+    td.teardown(() => cp.stop());
+    const c = new TestCluster(cp.info, cp);
+    await installKubePcap(c);
+    const pki = await makePki(td);
+    const logDir = await scratchDir(td, 'bench-logs');
+    const ns = await c.createNamespace('storefront');
+    const rename = { renameNamespace: { from: 'storefront', to: ns } };
+    for (const f of ['devops-serviceaccount.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
+    await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${CAPTURE}, namespace: ${ns}}\nspec: {selector: all()}\n`);
+    await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: empty, namespace: ${ns}}\nspec: {selector: all()}\n`);
+    const kube = await connect(c.info.kubeconfig);
+    td.teardown(() => kube.close());
+
+    // The files: on disk under one root per node, the layout agents and nginx both serve.
+    const webRoot = await scratchDir(td, 'bench-files');
+    const agents: AgentHandle[] = [];
+    const nginxPaths: string[] = [];
+    for (let n = 0; n < NODES; n++) {
+      const node = `node-${n + 1}`;
+      const root = join(webRoot, node);
+      const dir = join(root, ns, CAPTURE);
+      await mkdir(dir, { recursive: true });
+      const names: string[] = [];
+      for (let f = 0; f < FILES; f++) {
+        const name = `pod-${n}_cali${n}-${1_700_000_000_000_000 + f}.pcap`;
+        await writeLargePcap(join(dir, name), FILE_BYTES);
+        names.push(name);
+        nginxPaths.push(`/${node}/${ns}/${CAPTURE}/${name}`);
+      }
+      agents.push(await startAgent(td, c, { node, address: await bridgeAddress(td), captureDir: root, pki, logDir, extraArgs: ['--log-level=info'], sourceMaps: false }));
+      await applyNodeStatus(kube, { namespace: ns, name: CAPTURE }, `kube-pcap-agent/${node}`, { node, fileNames: names, state: 'Finished' });
+    }
+    await publishAgents(c, 'bench-agents', agents);
+    const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', extraArgs: ['--log-level=info'], sourceMaps: false });
+    const token = await c.tokenFor(ns, 'devops-sa');
+
+    const nginxPort = 18443;
+    const conf = join(logDir, 'nginx.conf');
+    // Its worker reads the same 0700 scratch directories the agents read: run it as root too.
+    await writeFile(conf, `user root root;
+worker_processes 1;
+# One process, so that its CPU time is that of the process we measure.
+master_process off;
+pid ${join(logDir, 'nginx.pid')};
+error_log ${join(logDir, 'nginx-error.log')} warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  client_body_temp_path ${logDir}/nginx-body;
+  proxy_temp_path ${logDir}/nginx-proxy;
+  fastcgi_temp_path ${logDir}/nginx-fastcgi;
+  uwsgi_temp_path ${logDir}/nginx-uwsgi;
+  scgi_temp_path ${logDir}/nginx-scgi;
+  server {
+    listen 127.0.0.1:${nginxPort} ssl;
+    ssl_certificate ${pki.gateway.certFile};
+    ssl_certificate_key ${pki.gateway.keyFile};
+    root ${webRoot};
+  }
+}
+`);
+    const nginx = new OwnedProcess('nginx', ['-c', conf, '-p', logDir, '-g', 'daemon off;'], { name: 'nginx', logFile: join(logDir, 'nginx.out') });
+    td.teardown(() => nginx.stop());
+    const curlArgs = ['-sS', '--fail', '--cacert', pki.ca.certFile, '-w', '%{size_download} %{time_total}\\n'];
+
+    async function viaNginx(): Promise<{ bytes: number; seconds: number }> {
+      const n0 = await cpuOf([nginx.pid]);
+      try {
+        return await downloadStatic();
+      } finally {
+        nginxCpu.push(((await cpuOf([nginx.pid])) - n0) / ((NODES * FILES * FILE_BYTES) / 2 ** 30));
+      }
+    }
+    async function downloadStatic(): Promise<{ bytes: number; seconds: number }> {
+      const urls = nginxPaths.flatMap((p) => [`https://127.0.0.1:${nginxPort}${p}`, '-o', '/dev/null']);
+      const r = await run('curl', [...curlArgs, ...urls], { timeoutMs: 600_000 });
+      if (r.code !== 0) throw new Error(`curl via nginx failed: ${r.stderr}`);
+      return r.stdout.trim().split('\n').map((l) => l.split(' ').map(Number)).reduce((a, [b, s]) => ({ bytes: a.bytes + b!, seconds: a.seconds + s! }), { bytes: 0, seconds: 0 });
+    }
+    const cpuOf = async (pids: number[]) => (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+    const gwCpu: number[] = [];
+    const agentCpu: number[] = [];
+    const nginxCpu: number[] = [];
+    async function viaGateway(): Promise<{ bytes: number; seconds: number }> {
+      const [g0, a0] = [await cpuOf([gw.proc.pid]), await cpuOf(agents.map((a) => a.proc.pid))];
+      try {
+        return await downloadZip();
+      } finally {
+        const gib = (NODES * FILES * FILE_BYTES) / 2 ** 30;
+        gwCpu.push(((await cpuOf([gw.proc.pid])) - g0) / gib);
+        agentCpu.push(((await cpuOf(agents.map((a) => a.proc.pid))) - a0) / gib);
+      }
+    }
+    async function downloadZip(): Promise<{ bytes: number; seconds: number }> {
+      const r = await run('curl', [...curlArgs, '-H', `Authorization: Bearer ${token}`, `${gw.url}/packet-capture/download/${ns}/${CAPTURE}/files.zip`, '-o', '/dev/null'], { timeoutMs: 600_000 });
+      if (r.code !== 0) throw new Error(`curl via the gateway failed: ${r.stderr}`);
+      const [bytes, seconds] = r.stdout.trim().split(' ').map(Number);
+      return { bytes: bytes!, seconds: seconds! };
+    }
+    await waitFor(() => portOpen('127.0.0.1', nginxPort), { what: 'nginx to listen', timeoutMs: 10_000, intervalMs: 50 });
+    const mibs = (x: { bytes: number; seconds: number }) => x.bytes / 2 ** 20 / x.seconds;
+    const rssNow = async (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+    process.stdout.write(`  idle RSS before downloading: gateway ${((await rssNow(gw.proc.pid)) / 2 ** 20).toFixed(0)} MiB, agents ${(await Promise.all(agents.map(async (a) => ((await rssNow(a.proc.pid)) / 2 ** 20).toFixed(0)))).join(', ')} MiB\n`);
+    const samples: number[] = [];
+    const sampler = setInterval(() => void rssNow(gw.proc.pid).then((r) => samples.push(r), () => undefined), 100);
+    td.teardown(() => clearInterval(sampler));
+    const gwRuns: number[] = [];
+    const ngRuns: number[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      // Alternate, so that neither side always runs on a warmer machine.
+      const g = await viaGateway();
+      const n = await viaNginx();
+      gwRuns.push(mibs(g));
+      ngRuns.push(mibs(n));
+      process.stdout.write(`  round ${i + 1}: gateway ${mibs(g).toFixed(0)} MiB/s (${(g.bytes / 2 ** 30).toFixed(2)} GiB zip), nginx ${mibs(n).toFixed(0)} MiB/s\n`);
+    }
+    const best = (xs: number[]) => Math.max(...xs);
+    const median = (xs: number[]) => percentile(xs, 50);
+    clearInterval(sampler);
+    process.stdout.write(`  gateway RSS while downloading (sampled every 100 ms): p50 ${(percentile(samples, 50) / 2 ** 20).toFixed(0)} MiB, max ${(Math.max(...samples) / 2 ** 20).toFixed(0)} MiB\n`);
+    const gwPeak = await peakRssBytes(gw.proc.pid);
+    const agentPeak = Math.max(...(await Promise.all(agents.map((a) => peakRssBytes(a.proc.pid)))));
+
+    // Latency with warm caches: an authorized request vs. an unauthenticated one, keep-alive.
+    const dispatcher = new Agent({ connect: { ca: await readFile(pki.ca.certFile) }, connections: 1 });
+    td.teardown(() => dispatcher.close());
+    async function timed(url: string, auth: boolean): Promise<number> {
+      const t0 = process.hrtime.bigint();
+      const res = await request(url, { dispatcher, headers: auth ? { authorization: `Bearer ${token}` } : {} });
+      await res.body.dump();
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    }
+    const authorizedUrl = `${gw.url}/packet-capture/files/${ns}/empty`;
+    const publicUrl = `${gw.url}/healthz`;
+    for (let i = 0; i < 50; i++) {
+      await timed(authorizedUrl, true);
+      await timed(publicUrl, false);
+    }
+    const tr0 = await apiServerRequests(c, 'tokenreviews');
+    const sar0 = await apiServerRequests(c, 'subjectaccessreviews');
+    const authorized: number[] = [];
+    const open: number[] = [];
+    const fresh = await c.tokenFor(ns, 'devops-sa');
+    for (let i = 0; i < REQUESTS; i++) {
+      const t0 = process.hrtime.bigint();
+      const res = await request(authorizedUrl, { dispatcher, headers: { authorization: `Bearer ${fresh}` } });
+      await res.body.dump();
+      authorized.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      open.push(await timed(publicUrl, false));
+    }
+    const trs = (await apiServerRequests(c, 'tokenreviews')) - tr0;
+    const sars = (await apiServerRequests(c, 'subjectaccessreviews')) - sar0;
+
+    const ratio = median(gwRuns) / median(ngRuns);
+    process.stdout.write([
+      '',
+      `throughput (median of ${ROUNDS}): gateway files.zip ${median(gwRuns).toFixed(0)} MiB/s (best ${best(gwRuns).toFixed(0)}), nginx static ${median(ngRuns).toFixed(0)} MiB/s (best ${best(ngRuns).toFixed(0)})`,
+      `ratio gateway/nginx: ${ratio.toFixed(2)}  (target >= 0.80)`,
+      `CPU seconds per GiB served (median): gateway ${median(gwCpu).toFixed(2)} + agents ${median(agentCpu).toFixed(2)}, vs nginx ${median(nginxCpu).toFixed(2)} (curl, the client, runs on the same ${(await import('node:os')).availableParallelism()} cores)`,
+      `gateway peak RSS: ${(gwPeak / 2 ** 20).toFixed(0)} MiB for ${((NODES * FILES * FILE_BYTES) / 2 ** 30).toFixed(2)} GiB streamed ${ROUNDS} times  (target < 150 MB); agents' peak RSS: ${(agentPeak / 2 ** 20).toFixed(0)} MiB`,
+      `latency, warm caches, keep-alive, ${REQUESTS} requests: authorized listing p50 ${percentile(authorized, 50).toFixed(2)} ms p99 ${percentile(authorized, 99).toFixed(2)} ms; /healthz p50 ${percentile(open, 50).toFixed(2)} ms p99 ${percentile(open, 99).toFixed(2)} ms; added p50 ${(percentile(authorized, 50) - percentile(open, 50)).toFixed(2)} ms p99 ${(percentile(authorized, 99) - percentile(open, 99)).toFixed(2)} ms (includes one GET of the PacketCapture from the API server)`,
+      `API server received for ${REQUESTS} requests with one token: ${trs} TokenReview(s), ${sars} SubjectAccessReview(s)`,
+      '',
+    ].join('\n'));
+  } finally {
+    await td.run();
+  }
+}
+
+main().then(() => process.exit(0), (err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,54 @@
+// Small helpers the benchmark scripts share.
+import { readFile } from 'node:fs/promises';
+import { createConnection } from 'node:net';
+
+/** Collects cleanups like a test's teardown, run in reverse order. */
+export class Teardowns {
+  private fns: (() => unknown)[] = [];
+  teardown(fn: () => unknown): void {
+    this.fns.push(fn);
+  }
+  async run(): Promise<void> {
+    for (const fn of this.fns.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        process.stderr.write(`cleanup failed: ${(err as Error).message}\n`);
+      }
+    }
+    this.fns = [];
+  }
+}
+
+/** Peak resident set size of a process (VmHWM), in bytes. */
+export async function peakRssBytes(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmHWM:\s+(\d+) kB$/m.exec(status);
+  if (!m) throw new Error(`no VmHWM for ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/** CPU time (user + system) a process has used so far, in seconds. */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of /proc/<pid>/stat (1-based), in clock ticks.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export async function portOpen(host: string, port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const s = createConnection({ host, port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}

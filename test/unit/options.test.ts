@@ -1,0 +1,49 @@
+import t from 'tap';
+import { agentConfig, agentOptions } from '../../src/config/agent.js';
+import { gatewayConfig, gatewayOptions } from '../../src/config/gateway.js';
+import { helpText, parseListen, parseOptions } from '../../src/config/options.js';
+
+const gw = (...args: string[]) => gatewayConfig(parseOptions('gw', gatewayOptions, ['--dev-self-signed', '--agent-ca-file=/ca', '--agent-token-file=/t', ...args], {}).values);
+
+t.test('gateway defaults', async (t) => {
+  const c = gw();
+  t.same(c.listen, { host: '0.0.0.0', port: 9443 });
+  t.same(c.agents.service, { namespace: 'kube-pcap', name: 'kube-pcap-agent' });
+  t.equal(c.cache.authnTtlMs, 10_000);
+  t.equal(c.oidc, undefined);
+  t.same(c.tokenAudiences, []);
+});
+
+t.test('OIDC: issuer must be https, client id required, username prefix as the API server does it', async (t) => {
+  t.throws(() => gw('--oidc-issuer-url=http://idp'), /must use https/);
+  t.throws(() => gw('--oidc-issuer-url=https://idp'), /--oidc-client-id is required/);
+  t.throws(() => gw('--oidc-client-id=x'), /needs --oidc-issuer-url/);
+  t.equal(gw('--oidc-issuer-url=https://idp', '--oidc-client-id=x').oidc?.usernamePrefix, 'https://idp#');
+  t.equal(gw('--oidc-issuer-url=https://idp', '--oidc-client-id=x', '--oidc-username-claim=email').oidc?.usernamePrefix, '');
+  t.equal(gw('--oidc-issuer-url=https://idp', '--oidc-client-id=x', '--oidc-username-prefix=-').oidc?.usernamePrefix, '');
+  t.equal(gw('--oidc-issuer-url=https://idp', '--oidc-client-id=x', '--oidc-username-prefix=corp:').oidc?.usernamePrefix, 'corp:');
+});
+
+t.test('lists, integers, environment fallbacks', async (t) => {
+  t.same(gw('--token-audiences=a, b,,c').tokenAudiences, ['a', 'b', 'c']);
+  const v = parseOptions('agent', agentOptions, ['--dev-self-signed', '--capture-max-files=5'], { NODE_NAME: 'n7' }).values;
+  const a = agentConfig(v);
+  t.equal(a.nodeName, 'n7', 'NODE_NAME from the environment');
+  t.equal(a.maxFiles, 5);
+  t.equal(a.maxSizeBytes, 10_000_000);
+  t.equal(a.rotationSeconds, 3600);
+  t.throws(() => parseOptions('agent', agentOptions, ['--capture-max-files=two'], {}), /must be an integer/);
+});
+
+t.test('listen addresses', async (t) => {
+  t.same(parseListen('x', '127.0.0.1:9443'), { host: '127.0.0.1', port: 9443 });
+  t.same(parseListen('x', '[::1]:9443'), { host: '::1', port: 9443 });
+  t.same(parseListen('x', ':9443'), { host: '0.0.0.0', port: 9443 });
+  for (const bad of ['9443', 'host', 'host:99999', '[::1]', 'a:b']) t.throws(() => parseListen('x', bad), /HOST:PORT/, bad);
+});
+
+t.test('help text shows defaults and environment variables', async (t) => {
+  const text = helpText('kube-pcap agent [options]', 'summary', agentOptions);
+  t.match(text, /--node-name=NAME\s+.*\(env NODE_NAME\)/);
+  t.match(text, /--capture-max-files=N\s+.*\(default 2\)/);
+});

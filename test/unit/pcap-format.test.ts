@@ -1,0 +1,51 @@
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { completePrefixLength, parseGlobalHeader, RecordSplitter } from '../../src/pcap/format.js';
+import { scratchDir } from '../harness/kube-pcap.js';
+import { dnsQueryFrame, pcapGlobalHeader, pcapRecord } from '../harness/pcap-fixtures.js';
+
+const records = Array.from({ length: 50 }, (_, i) => pcapRecord(dnsQueryFrame('192.0.2.1', '192.0.2.53', 40000 + i, i, `r${i}.example`), 1_700_000_000_000_000 + i));
+const file = Buffer.concat([pcapGlobalHeader(), ...records]);
+
+t.test('global header: both byte orders, micro- and nanosecond magic', async (t) => {
+  t.same(parseGlobalHeader(pcapGlobalHeader(65535, 1)), { littleEndian: true, nanoseconds: false, snaplen: 65535, linktype: 1 });
+  const be = Buffer.alloc(24);
+  be.writeUInt32BE(0xa1b23c4d, 0);
+  be.writeUInt32BE(262144, 16);
+  be.writeUInt32BE(113, 20);
+  t.same(parseGlobalHeader(be), { littleEndian: false, nanoseconds: true, snaplen: 262144, linktype: 113 });
+  t.equal(parseGlobalHeader(Buffer.from('0a0d0d0a' + '00'.repeat(20), 'hex')), undefined, 'pcapng is not classic pcap');
+});
+
+t.test('RecordSplitter yields whole records however the bytes are cut', async (t) => {
+  for (const chunk of [1, 7, 16, 17, 100, 4096]) {
+    const s = new RecordSplitter();
+    const out: Buffer[] = [];
+    for (let i = 0; i < file.length; i += chunk) out.push(...s.push(file.subarray(i, i + chunk)));
+    t.equal(out.length, records.length, `chunks of ${chunk}`);
+    t.ok(Buffer.concat(out).equals(Buffer.concat(records)), 'byte for byte');
+    t.equal(s.partialBytes, 0);
+    t.ok(s.headerBytes?.equals(pcapGlobalHeader()));
+  }
+  const s = new RecordSplitter();
+  t.throws(() => s.push(Buffer.alloc(64, 0x41)), /not a classic pcap stream/);
+  const huge = new RecordSplitter();
+  huge.push(pcapGlobalHeader());
+  const h = Buffer.alloc(16);
+  h.writeUInt32LE(10_000_000, 8);
+  t.throws(() => huge.push(h), /corrupt/);
+});
+
+t.test('completePrefixLength stops at the last complete record', async (t) => {
+  const dir = await scratchDir(t, 'prefix');
+  const p = join(dir, 'f.pcap');
+  for (const cut of [0, 10, 24, 30, 24 + records[0]!.length, file.length - 5, file.length]) {
+    await writeFile(p, file.subarray(0, cut));
+    let expected = cut < 24 ? 0 : 24;
+    for (const r of records) if (expected + r.length <= cut && expected >= 24) expected += r.length;
+    t.equal(await completePrefixLength(p), expected, `file cut at ${cut}`);
+  }
+  await writeFile(p, Buffer.alloc(100, 1));
+  t.equal(await completePrefixLength(p), 0, 'not pcap at all');
+});
