@@ -11,7 +11,15 @@ const MAX_PARAM_LENGTH = 300;
 
 function serverOptions(tls: TlsMaterial): FastifyHttpsOptions<Server, FastifyBaseLogger> {
   return {
-    https: { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', maxHeaderSize: 32 * 1024 } as FastifyHttpsOptions<Server, FastifyBaseLogger>['https'],
+    https: {
+      cert: tls.cert,
+      key: tls.key,
+      minVersion: 'TLSv1.2',
+      maxHeaderSize: 32 * 1024,
+      // Headers must be complete within 10 s; overdue requests are found every 5 s.
+      headersTimeout: 10_000,
+      connectionsCheckingInterval: 5_000,
+    } as FastifyHttpsOptions<Server, FastifyBaseLogger>['https'],
     // No route takes a body; anything beyond this is refused with 413.
     bodyLimit: 16 * 1024,
     // Idle socket: a client that stops reading a download for this long is cut off.
