@@ -84,6 +84,17 @@ export class CaptureStore {
     return out;
   }
 
+  /** Names of the capture's files on this node, sorted (what status.files[].fileNames lists). */
+  async fileNames(namespace: string, name: string): Promise<string[]> {
+    const dir = await this.existingDir(namespace, name);
+    if (!dir) return [];
+    const out: string[] = [];
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      if (entry.isFile() && FILE_NAME.test(entry.name)) out.push(entry.name);
+    }
+    return out.sort();
+  }
+
   /** The file, opened for reading, or undefined when it is not a servable file of this capture. */
   async openFile(namespace: string, name: string, file: string): Promise<OpenedFile | undefined> {
     if (!FILE_NAME.test(file)) return undefined;

@@ -8,7 +8,7 @@ export const agentOptions: OptionTable = {
   ...serverOptions(9444),
   'node-name': { type: 'string', metavar: 'NAME', env: 'NODE_NAME', help: 'The node this agent serves (required; from the downward API in a pod).' },
   'capture-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/kube-pcap', help: 'Where pcap files are written: <dir>/<namespace>/<capture>/<pod>_<iface>.pcap.' },
-  'capture-max-size-bytes': { type: 'integer', default: 10_000_000, min: 4096, max: 1 << 40, help: 'Rotate a file when it reaches this size.' },
+  'capture-max-size-bytes': { type: 'integer', default: 10_000_000, min: 4096, max: 2 ** 40, help: 'Rotate a file when it reaches this size.' },
   'capture-rotation-seconds': { type: 'integer', default: 3600, min: 1, max: 7 * 86400, help: 'Rotate a file when it is this old.' },
   'capture-max-files': { type: 'integer', default: 2, min: 0, max: 1000, help: 'Rotated files kept per pod and interface; the oldest is deleted first.' },
   tcpdump: { type: 'string', metavar: 'PATH', default: 'tcpdump', help: 'The tcpdump binary.' },

@@ -22,6 +22,8 @@ import {
   type KubernetesObject,
   type V1ResourceAttributes,
 } from '@kubernetes/client-node';
+import type { KubeClient } from '../../src/kube/client.js';
+import { connect } from '../../src/kube/config.js';
 import { ControlPlane, type ControlPlaneInfo, type ControlPlaneOptions } from './control-plane.js';
 
 export interface Teardown {
@@ -61,6 +63,14 @@ export class TestCluster {
     this.authz = this.kc.makeApiClient(AuthorizationV1Api);
     this.discovery = this.kc.makeApiClient(DiscoveryV1Api);
     this.objects = KubernetesObjectApi.makeApiClient(this.kc);
+  }
+
+  private restClient: Promise<KubeClient> | undefined;
+
+  /** kube-pcap's own REST client, as the admin (for subresources such as pods/status). */
+  async rest(): Promise<KubeClient> {
+    this.restClient ??= connect(this.info.kubeconfig);
+    return await this.restClient;
   }
 
   /** A KubeConfig that authenticates with a bearer token (e.g. a ServiceAccount's). */

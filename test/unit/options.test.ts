@@ -33,6 +33,7 @@ t.test('lists, integers, environment fallbacks', async (t) => {
   t.equal(a.maxSizeBytes, 10_000_000);
   t.equal(a.rotationSeconds, 3600);
   t.throws(() => parseOptions('agent', agentOptions, ['--capture-max-files=two'], {}), /must be an integer/);
+  t.equal(agentConfig(parseOptions('agent', agentOptions, ['--dev-self-signed', '--node-name=n', '--capture-max-size-bytes=5000000000'], {}).values).maxSizeBytes, 5_000_000_000, 'sizes beyond 32 bits');
 });
 
 t.test('listen addresses', async (t) => {

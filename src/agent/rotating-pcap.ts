@@ -1,0 +1,166 @@
+// One pod interface's pcap files: <base>.pcap being written, <base>-<unixMicros>.pcap rotated.
+//
+// Only whole records are ever written, each batch with one write; a failed or short write
+// is cut back to the last whole record. So every file is valid pcap at any moment, also
+// after a crash: at open, a leftover current file is cut back to its last complete record
+// and rotated, and capture continues in a new file. Rotation happens between records, so
+// no packet is lost or written twice across it; the oldest rotated files beyond maxFiles
+// are deleted first.
+import { open, readdir, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { completePrefixLength, GLOBAL_HEADER_LENGTH } from '../pcap/format.js';
+
+export interface RotationPolicy {
+  maxSizeBytes: number;
+  rotationSeconds: number;
+  maxFiles: number;
+}
+
+export class DiskFullError extends Error {
+  constructor(path: string) {
+    super(`no space left on the device holding ${path}`);
+    this.name = 'DiskFullError';
+  }
+}
+
+let lastMicros = 0;
+/** Unix microseconds, strictly increasing within this process (unique rotated names). */
+function unixMicros(nowMs: number): number {
+  const micros = Math.max(Math.floor(nowMs * 1000), lastMicros + 1);
+  lastMicros = micros;
+  return micros;
+}
+
+export class RotatingPcapFile {
+  readonly currentPath: string;
+  private fh: FileHandle | undefined;
+  /** Bytes of the current file that are whole records (what readers may be given). */
+  private committed = 0;
+  private openedAt = 0;
+  private header: Buffer | undefined;
+
+  constructor(
+    readonly dir: string,
+    /** "<pod>_<iface>" */
+    readonly base: string,
+    private readonly policy: RotationPolicy,
+    private readonly onRotate: () => void = () => undefined,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.currentPath = join(dir, `${base}.pcap`);
+  }
+
+  get liveLength(): number | undefined {
+    return this.fh ? this.committed : undefined;
+  }
+
+  /** Makes a leftover current file (e.g. from before a crash) whole and rotates it away. */
+  async recover(): Promise<void> {
+    const st = await stat(this.currentPath).catch(() => undefined);
+    if (!st) return;
+    const good = await completePrefixLength(this.currentPath);
+    if (good < st.size) await truncate(this.currentPath, good);
+    if (good > GLOBAL_HEADER_LENGTH) await this.rotateFile(this.currentPath);
+    else await unlink(this.currentPath).catch(() => undefined);
+  }
+
+  /**
+   * Appends whole records. The first call (and the first after a rotation) writes
+   * `header`, the stream's global header. Throws DiskFullError with the file still valid.
+   */
+  async append(header: Buffer, records: Buffer[]): Promise<void> {
+    if (this.header && !this.header.equals(header)) {
+      // A restarted tcpdump with another link type or snap length: new file.
+      await this.rotate();
+    }
+    this.header = header;
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      await this.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+      batch = [];
+      batchBytes = 0;
+    };
+    for (const record of records) {
+      if (!this.fh) await this.openNew(header);
+      const size = this.committed + batchBytes;
+      if (size > GLOBAL_HEADER_LENGTH && size + record.length > this.policy.maxSizeBytes) {
+        await flush();
+        await this.rotate();
+        await this.openNew(header);
+      }
+      batch.push(record);
+      batchBytes += record.length;
+    }
+    await flush();
+  }
+
+  /** Rotates when the current file holds packets and is older than the rotation period. */
+  async rotateIfOld(): Promise<boolean> {
+    if (!this.fh || this.committed <= GLOBAL_HEADER_LENGTH) return false;
+    if (this.now() - this.openedAt < this.policy.rotationSeconds * 1000) return false;
+    await this.rotate();
+    return true;
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close();
+  }
+
+  private async openNew(header: Buffer): Promise<void> {
+    this.fh = await open(this.currentPath, 'w', 0o600);
+    this.committed = 0;
+    this.openedAt = this.now();
+    await this.write(header);
+  }
+
+  private async write(bytes: Buffer): Promise<void> {
+    const fh = this.fh!;
+    try {
+      let done = 0;
+      while (done < bytes.length) {
+        const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, this.committed + done);
+        if (bytesWritten === 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+        done += bytesWritten;
+      }
+      this.committed += bytes.length;
+    } catch (err) {
+      // Whatever part of the batch reached the disk is cut away again.
+      await fh.truncate(this.committed).catch(() => undefined);
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC' || (err as NodeJS.ErrnoException).code === 'EDQUOT') throw new DiskFullError(this.currentPath);
+      throw err;
+    }
+  }
+
+  private async rotate(): Promise<void> {
+    const hadPackets = this.committed > GLOBAL_HEADER_LENGTH;
+    await this.close();
+    if (hadPackets) await this.rotateFile(this.currentPath);
+    else await unlink(this.currentPath).catch(() => undefined);
+  }
+
+  private async rotateFile(path: string): Promise<void> {
+    await rename(path, join(this.dir, `${this.base}-${unixMicros(this.now())}.pcap`));
+    this.onRotate();
+    await this.prune();
+  }
+
+  /** Deletes the oldest rotated files beyond maxFiles. */
+  private async prune(): Promise<void> {
+    const pattern = new RegExp(`^${escapeRegExp(this.base)}-(\\d+)\\.pcap$`);
+    const rotated = (await readdir(this.dir))
+      .map((f) => ({ f, m: pattern.exec(f) }))
+      .filter((x): x is { f: string; m: RegExpExecArray } => x.m !== null)
+      .sort((a, b) => (BigInt(a.m[1]!) < BigInt(b.m[1]!) ? -1 : 1));
+    for (const { f } of rotated.slice(0, Math.max(0, rotated.length - this.policy.maxFiles))) {
+      await unlink(join(this.dir, f)).catch(() => undefined);
+    }
+  }
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -1,0 +1,83 @@
+// Rotation by size and by time, and captureMaxFiles: exactly the expected files, each
+// readable by tshark, no packet lost or written twice across a rotation.
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { cluster } from '../harness/cluster.js';
+import { allPackets, captureFiles, captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
+import { queryCounts, startDnsSender } from '../harness/dns-sender.js';
+import type { TapTest } from '../harness/tap.js';
+import { waitFor } from '../harness/wait.js';
+
+const c = await cluster(t);
+const w = await captureWorld(t, c, { nodes: 1, agents: false });
+const node = w.nodes[0]!;
+// The DNS server is on the only node: capture only the client's side.
+const client = await w.addPod(node, 'logging-a', { app: 'logging' });
+const ROTATED = /^logging-a_cali[0-9a-f]{11}-(\d{16})\.pcap$/;
+
+async function withAgent(t: TapTest, args: string[], capture: string): Promise<string> {
+  const agent = await w.startAgent(node, args);
+  t.teardown(() => agent.proc.stop());
+  await w.applyCapture(capture, '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]');
+  await w.waitForState(capture, 'node-1', 'WaitingForTraffic');
+  return w.captureDir('node-1', capture);
+}
+
+t.test('by size: every packet exactly once across many rotations, every file valid and within the limit', async (t) => {
+  const dir = await withAgent(t, ['--capture-max-size-bytes=4096', '--capture-max-files=1000'], 'by-size');
+  const N = 400;
+  const sender = startDnsSender(t, client, w.dns.ip, 'size', N, 2, w.logDir);
+  await sender.exited;
+  const counts = await waitFor(async () => {
+    const q = queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'size');
+    // Each query and its answer: two packets per name.
+    return [...q.values()].filter((n) => n === 2).length === N ? q : undefined;
+  }, { what: `all ${N} queries and answers to be written`, timeoutMs: 20_000 });
+  t.equal(counts.size, N, 'every query is there');
+  t.ok([...counts.values()].every((n) => n === 2), 'each exactly twice (query and answer): none lost, none duplicated');
+  const files = await captureFiles(dir);
+  const rotated = files.filter((f) => ROTATED.test(f));
+  t.ok(rotated.length >= 10, `${rotated.length} rotations`);
+  t.equal(files.length, rotated.length + 1, 'plus the file being written');
+  for (const f of files) t.ok((await stat(join(dir, f))).size <= 4096, `${f} within 4096 bytes`);
+  const order = rotated.map((f) => BigInt(ROTATED.exec(f)![1]!));
+  t.same(order, [...order].sort((a, b) => (a < b ? -1 : 1)), 'rotated names sort in time order');
+  // The queries (sent in order) are in order, file after file.
+  const seqs = await readCaptureDir(dir);
+  const sent = [...rotated, files.find((f) => !ROTATED.test(f))!].flatMap((f) => seqs.get(f)!.filter((p) => p.dstPort === 53).map((p) => Number(/^size-(\d{6})\./.exec(p.query)?.[1] ?? -1)));
+  t.same(sent, Array.from({ length: N }, (_, i) => i), 'queries in sending order across all files');
+});
+
+t.test('captureMaxFiles: only the newest rotated files are kept', async (t) => {
+  const dir = await withAgent(t, ['--capture-max-size-bytes=4096', '--capture-max-files=2'], 'max-files');
+  const N = 200;
+  await startDnsSender(t, client, w.dns.ip, 'max', N, 2, w.logDir).exited;
+  await waitFor(async () => queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'max').has(N - 1), { what: 'the last query to be written', timeoutMs: 20_000 });
+  const files = await captureFiles(dir);
+  t.equal(files.filter((f) => ROTATED.test(f)).length, 2, `exactly 2 rotated files: ${files.join(', ')}`);
+  t.equal(files.length, 3, 'and the current one');
+  const seen = [...queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'max').keys()].sort((a, b) => a - b);
+  t.ok(seen[0]! > 0 && seen[seen.length - 1] === N - 1, `the newest packets are kept (${seen[0]}..${seen[seen.length - 1]}), the oldest were deleted first`);
+  for (let i = 1; i < seen.length; i++) t.equal(seen[i], seen[i - 1]! + 1, 'a contiguous tail: nothing missing in what is kept');
+});
+
+t.test('by time: a file is rotated once it is older than captureRotationSeconds', async (t) => {
+  const dir = await withAgent(t, ['--capture-rotation-seconds=1', '--capture-max-files=100'], 'by-time');
+  const sender = startDnsSender(t, client, w.dns.ip, 'time', 0, 100, w.logDir);
+  const rotated = await waitFor(async () => {
+    const r = (await captureFiles(dir)).filter((f) => ROTATED.test(f));
+    return r.length >= 3 ? r : undefined;
+  }, { what: 'three rotations by time', timeoutMs: 15_000 });
+  await sender.stop();
+  const files = await readCaptureDir(dir);
+  for (const f of rotated) {
+    const packets = files.get(f) ?? [];
+    t.ok(packets.length > 0, `${f}: ${packets.length} packets, readable`);
+    const span = packets[packets.length - 1]!.time - packets[0]!.time;
+    t.ok(span < 2.5, `${f} spans ${span.toFixed(2)} s of traffic (rotated about every second)`);
+  }
+  const counts = queryCounts(allPackets(files).map((p) => p.query), 'time');
+  const max = Math.max(...counts.keys());
+  for (let i = 0; i < max; i++) t.equal(counts.get(i), 2, `query ${i} once, with its answer`);
+});

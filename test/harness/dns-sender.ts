@@ -1,0 +1,45 @@
+// A DNS client inside a pod that sends numbered queries ("<prefix>-<n>.storefront.example"),
+// so tests can count exactly which packets were captured. Real UDP/53 packets to a real
+// DNS server (dnsmasq answers them).
+import type { Teardown } from './cluster.js';
+import type { OwnedProcess } from './processes.js';
+import type { TopoPod } from './topology.js';
+
+const SCRIPT = `
+import dgram from 'node:dgram';
+const [server, count, intervalMs, prefix] = process.argv.slice(1);
+const sock = dgram.createSocket('udp4');
+sock.on('message', () => {});
+let n = 0;
+function query(name, id) {
+  const labels = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
+  return Buffer.concat([Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), labels, Buffer.from([0, 1, 0, 1])]);
+}
+async function send() {
+  const name = prefix + '-' + String(n).padStart(6, '0') + '.storefront.example';
+  await new Promise((r) => sock.send(query(name, n & 0xffff), 53, server, r));
+  n++;
+}
+const total = Number(count);
+const step = Number(intervalMs);
+if (step === 0) { for (let i = 0; i < total; i++) await send(); sock.close(); }
+else {
+  const timer = setInterval(async () => { if (total > 0 && n >= total) { clearInterval(timer); setTimeout(() => sock.close(), 200); return; } await send(); }, step);
+}
+`;
+
+/** Starts sending `count` queries (0: until stopped), one every intervalMs (0: at once). */
+export function startDnsSender(t: Teardown, pod: TopoPod, server: string, prefix: string, count: number, intervalMs: number, logDir: string): OwnedProcess {
+  return pod.ns.spawn(t, `dns-sender-${prefix}`, process.execPath, ['--input-type=module', '-e', SCRIPT, server, String(count), String(intervalMs), prefix], logDir);
+}
+
+/** Names of queries in captured packets with the prefix, with how often each was seen. */
+export function queryCounts(queries: string[], prefix: string): Map<number, number> {
+  const counts = new Map<number, number>();
+  const re = new RegExp(`^${prefix}-(\\d{6})\\.storefront\\.example$`);
+  for (const q of queries) {
+    const m = re.exec(q);
+    if (m) counts.set(Number(m[1]), (counts.get(Number(m[1])) ?? 0) + 1);
+  }
+  return counts;
+}

@@ -1,0 +1,169 @@
+// "Nodes" and "pods" as network namespaces, wired the way a routed CNI (Calico) wires them:
+//
+//   sandbox netns: bridge kpt-br0 198.51.100.254/24 (API server, gateway, tests)
+//     └─ veth ── node netns: eth0 198.51.100.N/24, ip_forward, routes to other nodes' pods
+//                  └─ cali<hash> (proxy ARP) ── pod netns: eth0 192.0.2.X/32,
+//                                               default via 169.254.1.1 (Calico's trick)
+//
+// Each namespace is held open by a process that dies with the test process, so the
+// kernel removes namespaces and veths even if the test is killed. Agents run inside
+// their node's namespace, like a hostNetwork DaemonSet pod.
+import { execFile } from 'node:child_process';
+import { readlink } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { allocateAddress, requireSandbox } from './addresses.js';
+import type { Teardown, TestCluster } from './cluster.js';
+import { OwnedProcess } from './processes.js';
+import { waitFor } from './wait.js';
+
+const run = promisify(execFile);
+
+export class Netns {
+  private constructor(readonly name: string, readonly holder: OwnedProcess) {}
+
+  static async create(t: Teardown, name: string, logDir: string): Promise<Netns> {
+    const holder = new OwnedProcess('unshare', ['--net', '--', 'sleep', 'infinity'], { name: `netns ${name}`, logFile: join(logDir, `netns-${name}.log`) });
+    t.teardown(() => holder.kill());
+    const ns = new Netns(name, holder);
+    // unshare execs sleep once the namespace exists: wait until it is no longer ours.
+    const own = await readlink('/proc/self/ns/net');
+    await waitFor(async () => {
+      const theirs = await readlink(`/proc/${holder.pid}/ns/net`).catch(() => own);
+      return theirs !== own;
+    }, { what: `network namespace ${name}`, timeoutMs: 5000, intervalMs: 10 });
+    await ns.exec('ip', ['link', 'set', 'lo', 'up']);
+    return ns;
+  }
+
+  get pid(): number {
+    return this.holder.pid;
+  }
+
+  /** Runs a command inside the namespace to completion. */
+  async exec(cmd: string, args: string[]): Promise<string> {
+    try {
+      const { stdout } = await run('nsenter', [`--net=/proc/${this.pid}/ns/net`, '--', cmd, ...args], { timeout: 30_000 });
+      return stdout;
+    } catch (err) {
+      const e = err as { stderr?: string; message: string };
+      throw new Error(`[${this.name}] ${cmd} ${args.join(' ')}: ${e.stderr?.trim() || e.message}`);
+    }
+  }
+
+  /** A long-running process inside the namespace. */
+  spawn(t: Teardown, name: string, cmd: string, args: string[], logDir: string, opts: { pipeStdout?: boolean } = {}): OwnedProcess {
+    const p = new OwnedProcess(cmd, args, { name, logFile: join(logDir, `${name.replace(/[^\w.-]/g, '_')}.log`), netnsPid: this.pid, ...opts });
+    t.teardown(() => p.stop(3000));
+    return p;
+  }
+
+  async sysctl(key: string, value: string): Promise<void> {
+    await this.exec('sysctl', ['-q', '-w', `${key}=${value}`]);
+  }
+}
+
+export interface TopoNode {
+  name: string;
+  ns: Netns;
+  ip: string;
+  /** e.g. 192.0.2.0/26 */
+  podCidr: string;
+  nextPodHost: number;
+}
+
+export interface TopoPod {
+  name: string;
+  namespace: string;
+  node: TopoNode;
+  ns: Netns;
+  ip: string;
+  /** The host-side interface, as Calico names it: cali + 11 hex of a hash. */
+  hostIface: string;
+}
+
+/** Calico names a pod's host interface "cali" + the first 11 hex digits of sha1(namespace.pod). */
+export function caliName(namespace: string, pod: string): string {
+  return `cali${createHash('sha1').update(`${namespace}.${pod}`).digest('hex').slice(0, 11)}`;
+}
+
+export class Topology {
+  readonly nodes = new Map<string, TopoNode>();
+
+  constructor(private readonly t: Teardown, readonly logDir: string) {
+    requireSandbox();
+  }
+
+  async addNode(name: string): Promise<TopoNode> {
+    const index = this.nodes.size;
+    if (index >= 4) throw new Error('at most 4 nodes per topology (192.0.2.0/24 in /26 pod ranges)');
+    const ns = await Netns.create(this.t, name, this.logDir);
+    const ip = await allocateAddress(this.t);
+    const uplink = `kn${randomBytes(5).toString('hex')}`;
+    await run('ip', ['link', 'add', 'name', uplink, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
+    await run('ip', ['link', 'set', uplink, 'master', process.env.KUBE_PCAP_BRIDGE!, 'up']);
+    await ns.exec('ip', ['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+    await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
+    // A default route, as every node has: proxy ARP answers the pods' 169.254.1.1 only for
+    // addresses the node can route elsewhere. (The sandbox side forwards nothing.)
+    await ns.exec('ip', ['route', 'add', 'default', 'via', process.env.KUBE_PCAP_BRIDGE_IP!]);
+    await ns.sysctl('net.ipv4.ip_forward', '1');
+    const node: TopoNode = { name, ns, ip, podCidr: `192.0.2.${index * 64}/26`, nextPodHost: index * 64 + 10 };
+    // Routes between nodes' pod ranges, both ways.
+    for (const other of this.nodes.values()) {
+      await ns.exec('ip', ['route', 'add', other.podCidr, 'via', other.ip]);
+      await other.ns.exec('ip', ['route', 'add', node.podCidr, 'via', ip]);
+    }
+    this.nodes.set(name, node);
+    return node;
+  }
+
+  /** A pod's network on a node; `ip` defaults to the next free address of the node's range. */
+  async addPod(node: TopoNode, namespace: string, name: string, ip?: string): Promise<TopoPod> {
+    const podIp = ip ?? `192.0.2.${node.nextPodHost++}`;
+    const ns = await Netns.create(this.t, `${node.name}-${name}`, this.logDir);
+    const hostIface = caliName(namespace, name);
+    await node.ns.exec('ip', ['link', 'add', 'name', hostIface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
+    await node.ns.sysctl(`net.ipv4.conf.${hostIface}.proxy_arp`, '1');
+    await node.ns.sysctl(`net.ipv4.neigh.${hostIface}.proxy_delay`, '0');
+    await node.ns.exec('ip', ['link', 'set', hostIface, 'up']);
+    await node.ns.exec('ip', ['route', 'add', `${podIp}/32`, 'dev', hostIface, 'scope', 'link']);
+    await ns.exec('ip', ['addr', 'add', `${podIp}/32`, 'dev', 'eth0']);
+    await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
+    await ns.exec('ip', ['route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link']);
+    await ns.exec('ip', ['route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0']);
+    return { name, namespace, node, ns, ip: podIp, hostIface };
+  }
+
+  /** Takes a pod's network away, as a CNI DEL does: its namespace and veth disappear. */
+  async removePod(pod: TopoPod): Promise<void> {
+    await pod.ns.holder.kill();
+    await waitFor(async () => !(await pod.node.ns.exec('ip', ['-o', 'link']).then((o) => o.includes(pod.hostIface))), { what: `${pod.hostIface} to disappear`, timeoutMs: 5000 });
+  }
+}
+
+/** The Pod object a kubelet would report: bound to the node, Running, with its IP. */
+export async function createPodObject(c: TestCluster, pod: { namespace: string; name: string; node: string; ip: string; labels: Record<string, string> }): Promise<void> {
+  await c.core.createNamespacedPod({
+    namespace: pod.namespace,
+    body: {
+      metadata: { name: pod.name, labels: pod.labels },
+      spec: { nodeName: pod.node, containers: [{ name: 'app', image: 'registry.invalid/app:1' }], automountServiceAccountToken: false },
+    },
+  });
+  await setPodIp(c, pod.namespace, pod.name, pod.ip);
+}
+
+export async function setPodIp(c: TestCluster, namespace: string, name: string, ip: string): Promise<void> {
+  await (await c.rest()).request({
+    method: 'PATCH',
+    path: `/api/v1/namespaces/${namespace}/pods/${name}/status`,
+    contentType: 'application/merge-patch+json',
+    body: { status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] } },
+  });
+}
+
+export async function deletePodObject(c: TestCluster, namespace: string, name: string): Promise<void> {
+  await c.core.deleteNamespacedPod({ namespace, name, gracePeriodSeconds: 0 });
+}
