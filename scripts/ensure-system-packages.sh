@@ -9,7 +9,7 @@ declare -A pkg=(
   [openssl]=openssl [dig]=dnsutils [dnsmasq]=dnsmasq-base [setpriv]=util-linux
   [unshare]=util-linux [nsenter]=util-linux [ps]=procps [socat]=socat
 )
-[[ "${1:-}" == "--with-bench" ]] && pkg[nginx]=nginx-light
+[[ "${1:-}" == "--with-bench" ]] && pkg[nginx]=nginx-light && pkg[iperf3]=iperf3
 
 missing=()
 for cmd in "${!pkg[@]}"; do

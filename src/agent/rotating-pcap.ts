@@ -78,7 +78,13 @@ export class RotatingPcapFile {
     let batchBytes = 0;
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return;
-      await this.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+      try {
+        await this.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+      } catch (err) {
+        if (!(err instanceof DiskFullError) || batch.length === 1) throw err;
+        // The disk is full: keep every whole record that still fits, then give up.
+        for (const record of batch) await this.write(record);
+      }
       batch = [];
       batchBytes = 0;
     };

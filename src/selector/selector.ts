@@ -191,7 +191,8 @@ class Parser {
         this.next();
         return { kind: 'notin', key, values: this.set() };
       }
-      if ((op.v === 'starts' || op.v === 'ends') && second.t === 'ident' && second.v === 'with') {
+      if (op.v === 'starts' || op.v === 'ends') {
+        if (!(second.t === 'ident' && second.v === 'with')) this.fail(second, `expected "with" after "${op.v}"`);
         this.next();
         return { kind: op.v, key, value: this.string() };
       }

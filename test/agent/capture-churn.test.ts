@@ -22,7 +22,7 @@ t.test('a pod created after the capture started is captured within 2 s of gettin
   const pod = await w.topo.addPod(node1, w.ns, 'logging-scaled');
   startDnsSender(t, pod, w.dns.ip, 'scaled', 0, 50, w.logDir);
   const ipKnownAt = Date.now() / 1000;
-  await createPodObject(c, { namespace: w.ns, name: pod.name, node: 'node-1', ip: pod.ip, labels: { app: 'logging' } });
+  await createPodObject(c, { namespace: w.ns, name: pod.name, node: w.nodeName('node-1'), ip: pod.ip, labels: { app: 'logging' } });
   const file = `logging-scaled_${pod.hostIface}.pcap`;
   await waitFor(async () => (await captureFiles(dir)).includes(file), { what: 'the new pod\'s file', timeoutMs: 10_000 });
   const first = await waitFor(async () => {

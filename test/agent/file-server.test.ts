@@ -31,6 +31,8 @@ await writeFile(join(root, ns, 'secret.pcap'), 'outside the capture');
 await symlink(join(root, 'secret.pcap'), join(dir, 'link-out.pcap'));
 await writeFile(join(dir, 'notes.txt'), 'not a pcap name');
 
+// The capture the directory belongs to: an agent removes files of captures that do not exist.
+await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${capture}, namespace: ${ns}}\nspec: {selector: all()}\n`);
 const address = await bridgeAddress(t);
 const agent = await startAgent(t, c, { node: 'node-a', address, captureDir: root, pki, logDir });
 const base = `https://${address}:${agent.port}`;

@@ -100,7 +100,7 @@ t.test('the listing shows node, file, size, modified and state, as openapi.yaml 
     t.same(body.files.map((f) => `${f.node}/${f.file}`).sort(), [...w.files.keys()].sort());
     for (const f of body.files) {
       t.equal(f.size, w.files.get(`${f.node}/${f.file}`)!.length, `${f.file} size`);
-      t.equal(f.state, 'Finished');
+      t.equal(f.state, 'Capturing', 'the node\'s state');
     }
   }
 });

@@ -5,20 +5,29 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
-import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
+import { CAPTURE, storefrontWorld, type StorefrontWorld } from '../harness/gateway-fixture.js';
 import { https, run } from '../harness/http.js';
 import { scratchDir } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
+/** The status every node should report once the agent has seen a new file on `node`. */
+function filesWith(node: string, file: string): Record<string, string[]> {
+  const byNode: Record<string, string[]> = {};
+  for (const key of w.files.keys()) (byNode[key.split('/')[0]!] ??= []).push(key.split('/')[1]!);
+  byNode[node] = [...(byNode[node] ?? []), file];
+  for (const n of Object.keys(byNode)) byNode[n]!.sort();
+  return byNode;
+}
+
 const c = await cluster(t);
-const w = await storefrontWorld(t, c, { nodes: ['node-1'] });
+const w: StorefrontWorld = await storefrontWorld(t, c, { nodes: ['node-1'] });
 await w.grantFiles();
 const huge = 'logging-0_cali0-1699999999999999.pcap';
 const size = 4.25 * 2 ** 30;
 const fh = await open(join(w.agents[0]!.captureDir, w.ns, CAPTURE, huge), 'w');
 await fh.truncate(size);
 await fh.close();
-await w.setNodeStatus('node-1', 'Finished', [huge, 'logging-0_cali0-1700000000000001.pcap', 'logging-0_cali0.pcap']);
+await w.waitForStatus('Capturing', filesWith(w.nodeName('node-1'), huge));
 
 t.test('a 4.25 GiB capture downloads as a valid zip64 archive', { timeout: 600_000 }, async (t) => {
   await waitFor(async () => (await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: w.pki.ca.certFile, token: w.devopsToken })).status === 200, { what: 'the grant', timeoutMs: 15_000 });
@@ -33,5 +42,5 @@ t.test('a 4.25 GiB capture downloads as a valid zip64 archive', { timeout: 600_0
   const test = await run('unzip', ['-t', out], { timeoutMs: 300_000 });
   t.equal(test.code, 0, test.stdout.slice(-500) + test.stderr);
   t.match(test.stdout, /No errors detected in compressed data/);
-  t.match(test.stdout, new RegExp(`testing: node-1/${huge.replace(/\./g, '\\.')}\\s+OK`));
+  t.match(test.stdout, new RegExp(`testing: ${w.nodeName('node-1')}/${huge.replace(/\./g, '\\.')}\\s+OK`));
 });

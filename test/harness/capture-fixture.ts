@@ -1,6 +1,7 @@
 // The capture tests' world: a two-node topology of network namespaces, an agent in each
 // node's namespace (like the hostNetwork DaemonSet), a DNS server pod, client pods, and
 // helpers to make traffic and to read what was captured with tshark.
+import { randomBytes } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from '../../src/kube/config.js';
@@ -24,16 +25,18 @@ export interface CaptureWorld {
   agentService: string;
   dns: TopoPod;
   addPod(node: TopoNode, name: string, labels: Record<string, string>, opts?: { namespace?: string; ip?: string }): Promise<TopoPod>;
-  startAgent(node: TopoNode, extraArgs?: string[]): Promise<AgentHandle>;
+  startAgent(node: TopoNode, extraArgs?: string[], captureDir?: string): Promise<AgentHandle>;
   applyCapture(name: string, spec: string): Promise<void>;
   waitForState(capture: string, node: string, state: CaptureState, timeoutMs?: number): Promise<NodeCaptureStatus>;
   captureDir(node: string, capture: string): string;
+  /** The cluster's name of node-1, node-2, ... in this world. */
+  nodeName(short: string): string;
 }
 
 export interface CaptureWorldOptions {
   nodes?: number;
   agentArgs?: string[];
-  /** Start agents right away (default) or leave it to the test. */
+  /** Start agents right away (default) or leave it to the test. Nodes are called node-1, node-2, ... in the helpers. */
   agents?: boolean;
 }
 
@@ -46,10 +49,18 @@ export async function captureWorld(t: Teardown, c: TestCluster, opts: CaptureWor
   t.teardown(() => kube.close());
   const topo = new Topology(t, logDir);
   const nodes: TopoNode[] = [];
-  for (let i = 1; i <= (opts.nodes ?? 2); i++) nodes.push(await topo.addNode(`node-${i}`));
+  // Node names are unique per world: test files share one API server, and agents (which
+  // watch every namespace, as in a real cluster) must never take another world's node for theirs.
+  const suffix = randomBytes(3).toString('hex');
+  const fullName = new Map<string, string>();
+  for (let i = 1; i <= (opts.nodes ?? 2); i++) {
+    fullName.set(`node-${i}`, `node-${i}-${suffix}`);
+    nodes.push(await topo.addNode(`node-${i}-${suffix}`));
+  }
+  const shortName = (n: TopoNode): string => n.name.replace(`-${suffix}`, '');
   const agents = new Map<string, AgentHandle>();
   const captureDirs = new Map<string, string>();
-  for (const n of nodes) captureDirs.set(n.name, await scratchDir(t, `captures-${n.name}`));
+  for (const n of nodes) captureDirs.set(shortName(n), await scratchDir(t, `captures-${shortName(n)}`));
   const agentService = uniqueName('agents');
   const apiServer = `https://${process.env.KUBE_PCAP_BRIDGE_IP}:${c.info.port}`;
 
@@ -62,22 +73,25 @@ export async function captureWorld(t: Teardown, c: TestCluster, opts: CaptureWor
       await createPodObject(c, { namespace, name, node: node.name, ip: pod.ip, labels });
       return pod;
     },
-    async startAgent(node, extraArgs = []) {
+    async startAgent(node, extraArgs = [], captureDir) {
+      if (captureDir) captureDirs.set(shortName(node), captureDir);
       const agent = await startAgent(t, c, {
-        node: node.name, address: node.ip, captureDir: captureDirs.get(node.name)!, pki, logDir,
+        node: node.name, address: node.ip, captureDir: captureDirs.get(shortName(node))!, pki, logDir,
         netnsPid: node.ns.pid, apiServer, extraArgs: ['--status-interval-ms=200', ...(opts.agentArgs ?? []), ...extraArgs],
       });
-      agents.set(node.name, agent);
+      agents.set(shortName(node), agent);
       await publishAgents(c, agentService, [...agents.values()]);
       return agent;
     },
     async applyCapture(name, spec) {
       await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${name}, namespace: ${ns}}\nspec:\n${spec}\n`);
     },
+    nodeName: (short) => fullName.get(short) ?? short,
     async waitForState(capture, node, state, timeoutMs = 20_000) {
+      const full = fullName.get(node) ?? node;
       return await waitFor(async () => {
         const pc = await getPacketCapture(kube, ns, capture);
-        const entry = pc?.status?.files?.find((f) => f.node === node);
+        const entry = pc?.status?.files?.find((f) => f.node === full);
         if (entry?.state === state) return entry;
         // Reported on timeout: what the status said instead.
         throw new Error(`status of ${node}: ${JSON.stringify(entry ?? null)}`);

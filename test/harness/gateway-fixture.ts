@@ -1,17 +1,20 @@
 // The gateway tests' world: a storefront-like namespace set up from rbac-examples/ (renamed,
 // so test files can share one control plane), devops-sa with a real token, the seed
-// PacketCapture, two agents ("nodes") serving capture directories with pcap files, their
-// status entries as agents write them, and a gateway in front.
+// PacketCapture, two agents ("nodes") whose capture directories already hold pcap files
+// (no pods run here, so nothing new is captured; the agents report the files in status
+// themselves), and a gateway in front.
+import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from '../../src/kube/config.js';
 import type { KubeClient } from '../../src/kube/client.js';
-import { applyNodeStatus, summarizeStates, type CaptureState, type NodeCaptureStatus } from '../../src/kube/packetcapture.js';
+import { getPacketCapture, type CaptureState } from '../../src/kube/packetcapture.js';
 import { bridgeAddress } from './addresses.js';
 import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
 import { REPO_ROOT } from './control-plane.js';
 import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, startGateway, type AgentHandle, type GatewayHandle, type Pki } from './kube-pcap.js';
 import { writeDnsPcap } from './pcap-fixtures.js';
+import { waitFor } from './wait.js';
 
 export const CAPTURE = 'pc-storefront-logging-dns';
 const RBAC = join(REPO_ROOT, 'rbac-examples');
@@ -29,7 +32,12 @@ export interface StorefrontWorld {
   kube: KubeClient;
   /** Grants devops-sa get on packetcaptures/files (rbac-examples/files-role.yaml). */
   grantFiles(): Promise<void>;
-  setNodeStatus(node: string, state: CaptureState, fileNames?: string[]): Promise<void>;
+  /** The cluster's name of node-1, node-2 in this world. */
+  nodeName(short: string): string;
+  /** Sets spec.endTime in the past, as `kubectl pcap stop` does: the agents report Finished. */
+  stopCapture(): Promise<void>;
+  /** Waits until every node's entry has this state and lists exactly these files. */
+  waitForStatus(state: CaptureState, fileNames?: Record<string, string[]>): Promise<void>;
   downloadUrl(prefix?: boolean): string;
 }
 
@@ -47,10 +55,13 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
 
   const kube = await connect(c.info.kubeconfig);
   t.teardown(() => kube.close());
-  const nodes = opts.nodes ?? ['node-1', 'node-2'];
+  // Unique node names: test files share one API server and agents watch every namespace.
+  const suffix = randomBytes(3).toString('hex');
+  const nodeName = (short: string): string => `${short}-${suffix}`;
+  const nodes = (opts.nodes ?? ['node-1', 'node-2']).map(nodeName);
   const files = new Map<string, Buffer>();
   const agents: AgentHandle[] = [];
-  const statuses: NodeCaptureStatus[] = [];
+  const expected: Record<string, string[]> = {};
   for (const [i, node] of nodes.entries()) {
     const captureDir = await scratchDir(t, `captures-${node}`);
     const dir = join(captureDir, ns, CAPTURE);
@@ -61,22 +72,34 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
       files.set(`${node}/${name}`, await writeDnsPcap(join(dir, name), 20 + 10 * f + i, { src: `192.0.2.${10 + i}` }));
       names.push(name);
     }
+    expected[node] = names.sort();
     const address = await bridgeAddress(t);
-    agents.push(await startAgent(t, c, { node, address, captureDir, pki, logDir }));
-    statuses.push({ node, directory: dir, fileNames: names.sort(), state: 'Finished' });
+    agents.push(await startAgent(t, c, { node, address, captureDir, pki, logDir, extraArgs: ['--status-interval-ms=200'] }));
   }
-  const setNodeStatus = async (node: string, state: CaptureState, fileNames?: string[]): Promise<void> => {
-    const entry = statuses.find((s) => s.node === node)!;
-    entry.state = state;
-    if (fileNames) entry.fileNames = fileNames;
-    await applyNodeStatus(kube, { namespace: ns, name: CAPTURE }, `kube-pcap-agent/${node}`, { ...entry }, summarizeStates(statuses));
+  const waitForStatus = async (state: CaptureState, fileNames: Record<string, string[]> = expected): Promise<void> => {
+    await waitFor(async () => {
+      const pc = await getPacketCapture(kube, ns, CAPTURE);
+      const entries = pc?.status?.files ?? [];
+      const ok = nodes.every((n) => {
+        const e = entries.find((x) => x.node === n);
+        return e?.state === state && JSON.stringify(e.fileNames ?? []) === JSON.stringify(fileNames[n] ?? []);
+      });
+      if (!ok) throw new Error(`status: ${JSON.stringify(entries)}`);
+      return true;
+    }, { what: `every node to report ${state} with its files`, timeoutMs: 20_000 });
   };
-  for (const s of statuses) await setNodeStatus(s.node, 'Finished');
+  // The capture runs and has captured (its files are there), though no pod matches now.
+  await waitForStatus('Capturing');
   const agentService = uniqueName('agents');
   await publishAgents(c, agentService, agents);
   const gateway = await startGateway(t, c, { pki, logDir, agentService, extraArgs: opts.gatewayArgs });
   return {
-    ns, pki, logDir, agents, agentService, gateway, devopsToken, files, kube, setNodeStatus,
+    ns, pki, logDir, agents, agentService, gateway, devopsToken, files, kube, waitForStatus, nodeName,
+    stopCapture: async () => {
+      const pc = await getPacketCapture(kube, ns, CAPTURE);
+      await c.applyManifest(JSON.stringify({ apiVersion: 'projectcalico.org/v3', kind: 'PacketCapture', metadata: { name: CAPTURE, namespace: ns }, spec: { ...pc?.spec, endTime: new Date(Date.now() - 1000).toISOString() } }));
+      await waitForStatus('Finished');
+    },
     grantFiles: async () => {
       await c.applyYaml(join(RBAC, 'files-role.yaml'), rename);
     },

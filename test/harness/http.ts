@@ -12,19 +12,20 @@ export interface Response {
 
 const agents = new Map<string, Agent>();
 
-async function dispatcher(caFile: string): Promise<Agent> {
-  let a = agents.get(caFile);
+async function dispatcher(caFile: string, servername?: string): Promise<Agent> {
+  const key = `${caFile}|${servername ?? ''}`;
+  let a = agents.get(key);
   if (!a) {
-    a = new Agent({ connect: { ca: await readFile(caFile) } });
-    agents.set(caFile, a);
+    a = new Agent({ connect: { ca: await readFile(caFile), ...(servername ? { servername } : {}) } });
+    agents.set(key, a);
   }
   return a;
 }
 
-export async function https(url: string, opts: { caFile: string; token?: string; method?: 'GET' | 'DELETE' | 'POST'; headers?: Record<string, string>; body?: string }): Promise<Response> {
+export async function https(url: string, opts: { caFile: string; token?: string; method?: 'GET' | 'DELETE' | 'POST'; headers?: Record<string, string>; body?: string; servername?: string }): Promise<Response> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
-  const res = await request(url, { method: opts.method ?? 'GET', headers, body: opts.body, dispatcher: await dispatcher(opts.caFile) });
+  const res = await request(url, { method: opts.method ?? 'GET', headers, body: opts.body, dispatcher: await dispatcher(opts.caFile, opts.servername) });
   const body = Buffer.from(await res.body.arrayBuffer());
   return {
     status: res.statusCode,

@@ -1,0 +1,63 @@
+// Restarts: the agent killed with SIGKILL mid-capture leaves only valid files and goes on
+// in a new file when it is back; the API server restarting mid-capture costs nothing: the
+// capture goes on, the watches recover, and a pod created afterwards is captured.
+import { readFile } from 'node:fs/promises';
+import t from 'tap';
+import { privateCluster } from '../harness/cluster.js';
+import { allPackets, captureFiles, captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
+import { queryCounts, startDnsSender } from '../harness/dns-sender.js';
+import { waitFor } from '../harness/wait.js';
+
+// Its own control plane: this file stops the API server.
+const c = await privateCluster(t);
+const w = await captureWorld(t, c, { nodes: 1 });
+const node = w.nodes[0]!;
+const client = await w.addPod(node, 'logging-a', { app: 'logging' });
+await w.applyCapture('dns', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]');
+await w.waitForState('dns', 'node-1', 'WaitingForTraffic');
+const dir = w.captureDir('node-1', 'dns');
+const sender = startDnsSender(t, client, w.dns.ip, 'steady', 0, 20, w.logDir);
+const seqs = async () => queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'steady');
+
+t.test('agent killed with SIGKILL mid-capture and restarted', async (t) => {
+  await w.waitForState('dns', 'node-1', 'Capturing');
+  await waitFor(async () => (await seqs()).size > 20, { what: 'capture under way', timeoutMs: 10_000 });
+  await w.agents.get('node-1')!.proc.kill();
+  const before = await captureFiles(dir);
+  t.same(before, [`logging-a_${client.hostIface}.pcap`], 'one file was being written');
+  // Every file on disk is valid pcap right now (tshark reads them without complaint).
+  const atKill = allPackets(await readCaptureDir(dir));
+  t.ok(atKill.length > 0, `${atKill.length} packets readable after the kill`);
+
+  await w.startAgent(node);
+  const after = await waitFor(async () => {
+    const files = await captureFiles(dir);
+    return files.length === 2 ? files : undefined;
+  }, { what: 'a new file next to the old one', timeoutMs: 15_000 });
+  t.match(after[0], new RegExp(`^logging-a_${client.hostIface}-\\d{16}\\.pcap$`), 'the file of before the kill was rotated');
+  t.equal(after[1], `logging-a_${client.hostIface}.pcap`, 'capture continues in a new file');
+  const last = Math.max(...(await seqs()).keys());
+  await waitFor(async () => Math.max(...(await seqs()).keys()) > last + 10, { what: 'the new file to grow', timeoutMs: 10_000 });
+  const entry = await w.waitForState('dns', 'node-1', 'Capturing');
+  t.same(entry.fileNames, after, 'status converged on both files');
+  for (const [f, packets] of await readCaptureDir(dir)) t.ok(packets.length > 0, `${f} valid`);
+});
+
+t.test('API server restarted mid-capture: capture goes on, watches recover, no pod missed', async (t) => {
+  const before = Math.max(...(await seqs()).keys());
+  await c.controlPlane!.stopApiServer();
+  await waitFor(async () => Math.max(...(await seqs()).keys()) > before + 20, { what: 'capture to go on while the API server is down', timeoutMs: 10_000 });
+  await c.controlPlane!.startApiServer();
+  // A pod scheduled right after the restart: the agent's re-established pod watch sees it.
+  const late = await w.addPod(node, 'logging-late', { app: 'logging' });
+  startDnsSender(t, late, w.dns.ip, 'late', 0, 50, w.logDir);
+  await waitFor(async () => queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'late').size > 0, { what: 'the pod created after the restart to be captured', timeoutMs: 30_000 });
+  const entry = await waitFor(async () => {
+    const e = await w.waitForState('dns', 'node-1', 'Capturing');
+    return e.pods === 2 ? e : undefined;
+  }, { what: 'status to show both pods', timeoutMs: 20_000 });
+  t.equal(entry.pods, 2, 'status written again after the outage');
+  const log = await readFile(w.agents.get('node-1')!.logFile, 'utf8');
+  t.match(log, /list\/watch failed; will list again/, 'the agent noticed the outage');
+  await sender.stop();
+});
