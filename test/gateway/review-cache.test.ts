@@ -30,8 +30,11 @@ t.test('100 concurrent requests with one token: one TokenReview, one SubjectAcce
   t.same([...new Set(answers.map((a) => a.status))], [404], 'every request was authorized (404 NoFiles)');
   t.equal(await apiServerRequests(c, 'tokenreviews') - tr0, 1, 'one TokenReview');
   t.equal(await apiServerRequests(c, 'subjectaccessreviews') - sar0, 1, 'one SubjectAccessReview');
+  // Whether a given request waited for the one review in flight (coalesced) or found its
+  // answer cached (hit) depends on timing; that none asked again does not.
   const metrics = (await https(`${w.gateway.url}/metrics`, { caFile: ca })).body.toString();
-  t.match(metrics, /kube_pcap_review_cache_lookups_total\{review="tokenreview",result="coalesced"\} [1-9]/, 'identical concurrent reviews were coalesced');
+  const lookups = (result: string) => Number(new RegExp(`kube_pcap_review_cache_lookups_total\\{review="tokenreview",result="${result}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
+  t.ok(lookups('hit') + lookups('coalesced') >= 99, `the other 99 were served by the cache or the review in flight (${lookups('hit')} hits, ${lookups('coalesced')} coalesced)`);
 });
 
 t.test('after the TTL, the next request is reviewed again', async (t) => {
