@@ -17,7 +17,7 @@ import { AGENT_SERVER_NAME, scratchDir } from '../test/harness/kube-pcap.js';
 import { startDnsSender } from '../test/harness/dns-sender.js';
 import { createPodObject } from '../test/harness/topology.js';
 import { waitFor } from '../test/harness/wait.js';
-import { Teardowns, cpuSeconds, percentile } from './lib.js';
+import { runBench, Teardowns, cpuSeconds, percentile } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -149,7 +149,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+runBench(main);

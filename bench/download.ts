@@ -22,7 +22,7 @@ import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, startG
 import { writeLargePcap } from '../test/harness/pcap-fixtures.js';
 import { OwnedProcess } from '../test/harness/processes.js';
 import { waitFor } from '../test/harness/wait.js';
-import { Teardowns, cpuSeconds, peakRssBytes, percentile, portOpen } from './lib.js';
+import { runBench, Teardowns, cpuSeconds, peakRssBytes, percentile, portOpen } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -217,7 +217,4 @@ http {
   }
 }
 
-main().then(() => process.exit(0), (err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -52,3 +52,11 @@ export async function portOpen(host: string, port: number): Promise<boolean> {
     s.on('error', () => resolve(false));
   });
 }
+
+/** Runs a benchmark's main and exits with its outcome (the harness's processes die with us). */
+export function runBench(main: () => Promise<void>): void {
+  main().then(() => process.exit(0), (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}

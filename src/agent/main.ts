@@ -1,11 +1,10 @@
 // `kube-pcap agent`: one per node. Captures the traffic of the pods on this node that
 // PacketCaptures select, reports this node's status, and serves the files to the gateway.
 import { mkdir } from 'node:fs/promises';
-import type { Server } from 'node:https';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { AgentConfig } from '../config/agent.js';
-import { waitForSignal } from '../gateway/main.js';
-import { loadTls, watchTls } from '../http/tls.js';
+import { serveUntilSignal } from '../http/serve.js';
+import { loadTls } from '../http/tls.js';
 import { connect } from '../kube/config.js';
 import { capturesPath, type PacketCapture } from '../kube/packetcapture.js';
 import { Reflector } from '../kube/reflector.js';
@@ -78,13 +77,13 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   captures.start();
   pods.start();
   running.start();
-  const stopTlsWatch = watchTls(app.server as Server, tls, log);
-  await app.listen({ host: config.listen.host, port: config.listen.port });
-  await waitForSignal(log);
-  stopTlsWatch();
-  await app.close();
-  await running.stop();
-  await captures.stop();
-  await pods.stop();
-  await kube.close();
+  try {
+    await serveUntilSignal(app, config.listen, tls, log);
+  } finally {
+    // Captures stop, files stay: a restarted agent continues in new files.
+    await running.stop();
+    await captures.stop();
+    await pods.stop();
+    await kube.close();
+  }
 }

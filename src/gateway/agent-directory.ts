@@ -21,7 +21,7 @@ export interface AgentEndpoint {
 export class AgentDirectory {
   private readonly reflector: Reflector<EndpointSlice>;
 
-  constructor(kube: KubeClient, private readonly service: { namespace: string; name: string }, private readonly portName: string, log: Logger) {
+  constructor(kube: KubeClient, service: { namespace: string; name: string }, private readonly portName: string, log: Logger) {
     this.reflector = new Reflector<EndpointSlice>(kube, {
       path: `/apis/discovery.k8s.io/v1/namespaces/${encodeURIComponent(service.namespace)}/endpointslices`,
       labelSelector: `kubernetes.io/service-name=${service.name}`,

@@ -5,30 +5,20 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
-import { CAPTURE, storefrontWorld, type StorefrontWorld } from '../harness/gateway-fixture.js';
+import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https, run } from '../harness/http.js';
 import { scratchDir, startAgent } from '../harness/kube-pcap.js';
 import { writeLargePcap } from '../harness/pcap-fixtures.js';
 import { OwnedProcess } from '../harness/processes.js';
 import { waitFor } from '../harness/wait.js';
 
-/** The status every node should report once the agent has seen a new file on `node`. */
-function filesWith(node: string, file: string): Record<string, string[]> {
-  const byNode: Record<string, string[]> = {};
-  for (const key of w.files.keys()) (byNode[key.split('/')[0]!] ??= []).push(key.split('/')[1]!);
-  byNode[node] = [...(byNode[node] ?? []), file];
-  for (const n of Object.keys(byNode)) byNode[n]!.sort();
-  return byNode;
-}
-
 const c = await cluster(t);
-const w: StorefrontWorld = await storefrontWorld(t, c);
+const w = await storefrontWorld(t, c);
 await w.grantFiles();
 const ca = w.pki.ca.certFile;
 // node-1 holds a large rotated file, first in the zip.
 const big = 'logging-0_cali0-1699999999999999.pcap';
-await writeLargePcap(join(w.agents[0]!.captureDir, w.ns, CAPTURE, big), 256 << 20);
-await w.waitForStatus('Capturing', filesWith(w.nodeName('node-1'), big));
+await w.addFileOnFirstNode(big, (path) => writeLargePcap(path, 256 << 20));
 await waitFor(async () => (await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: ca, token: w.devopsToken })).status === 200, { what: 'the grant', timeoutMs: 15_000 });
 
 t.test('an agent killed mid-stream: curl fails and the partial zip does not test OK', async (t) => {

@@ -5,29 +5,21 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
-import { CAPTURE, storefrontWorld, type StorefrontWorld } from '../harness/gateway-fixture.js';
+import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https, run } from '../harness/http.js';
 import { scratchDir } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
-/** The status every node should report once the agent has seen a new file on `node`. */
-function filesWith(node: string, file: string): Record<string, string[]> {
-  const byNode: Record<string, string[]> = {};
-  for (const key of w.files.keys()) (byNode[key.split('/')[0]!] ??= []).push(key.split('/')[1]!);
-  byNode[node] = [...(byNode[node] ?? []), file];
-  for (const n of Object.keys(byNode)) byNode[n]!.sort();
-  return byNode;
-}
-
 const c = await cluster(t);
-const w: StorefrontWorld = await storefrontWorld(t, c, { nodes: ['node-1'] });
+const w = await storefrontWorld(t, c, { nodes: ['node-1'] });
 await w.grantFiles();
 const huge = 'logging-0_cali0-1699999999999999.pcap';
 const size = 4.25 * 2 ** 30;
-const fh = await open(join(w.agents[0]!.captureDir, w.ns, CAPTURE, huge), 'w');
-await fh.truncate(size);
-await fh.close();
-await w.waitForStatus('Capturing', filesWith(w.nodeName('node-1'), huge));
+await w.addFileOnFirstNode(huge, async (path) => {
+  const fh = await open(path, 'w');
+  await fh.truncate(size);
+  await fh.close();
+});
 
 t.test('a 4.25 GiB capture downloads as a valid zip64 archive', { timeout: 600_000 }, async (t) => {
   await waitFor(async () => (await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: w.pki.ca.certFile, token: w.devopsToken })).status === 200, { what: 'the grant', timeoutMs: 15_000 });

@@ -34,6 +34,10 @@ export interface StorefrontWorld {
   grantFiles(): Promise<void>;
   /** The cluster's name of node-1, node-2 in this world. */
   nodeName(short: string): string;
+  /** Every node's expected fileNames once `file` is added on `node` (a cluster node name). */
+  filesWith(node: string, file: string): Record<string, string[]>;
+  /** Adds a file on the first node (written by `make`) and waits until its agent lists it. */
+  addFileOnFirstNode(file: string, make: (path: string) => Promise<unknown>): Promise<void>;
   /** Sets spec.endTime in the past, as `kubectl pcap stop` does: the agents report Finished. */
   stopCapture(): Promise<void>;
   /** Waits until every node's entry has this state and lists exactly these files. */
@@ -93,8 +97,19 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
   const agentService = uniqueName('agents');
   await publishAgents(c, agentService, agents);
   const gateway = await startGateway(t, c, { pki, logDir, agentService, extraArgs: opts.gatewayArgs });
-  return {
+  const world: StorefrontWorld = {
     ns, pki, logDir, agents, agentService, gateway, devopsToken, files, kube, waitForStatus, nodeName,
+    filesWith: (node, file) => {
+      const byNode: Record<string, string[]> = {};
+      for (const key of files.keys()) (byNode[key.split('/')[0]!] ??= []).push(key.split('/')[1]!);
+      byNode[node] = [...(byNode[node] ?? []), file];
+      for (const n of Object.keys(byNode)) byNode[n]!.sort();
+      return byNode;
+    },
+    async addFileOnFirstNode(file, make) {
+      await make(join(agents[0]!.captureDir, ns, CAPTURE, file));
+      await waitForStatus('Capturing', world.filesWith(agents[0]!.node, file));
+    },
     stopCapture: async () => {
       const pc = await getPacketCapture(kube, ns, CAPTURE);
       await c.applyManifest(JSON.stringify({ apiVersion: 'projectcalico.org/v3', kind: 'PacketCapture', metadata: { name: CAPTURE, namespace: ns }, spec: { ...pc?.spec, endTime: new Date(Date.now() - 1000).toISOString() } }));
@@ -105,4 +120,5 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
     },
     downloadUrl: (prefix = true) => `${gateway.url}${prefix ? '/packet-capture' : ''}/download/${ns}/${CAPTURE}/files.zip`,
   };
+  return world;
 }

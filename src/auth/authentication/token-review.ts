@@ -1,8 +1,9 @@
 // Authentication by TokenReview: the API server says whether a bearer token is valid (for
 // the given audiences) and whose it is. Answers are cached by token digest, never past the
 // token's own expiry; API server failures are never cached and become 503 (fail closed).
-import { KubeApiError, KubeUnavailableError, type KubeClient } from '../../kube/client.js';
-import { serviceUnavailable, unauthorized } from '../../http/status.js';
+import type { KubeClient } from '../../kube/client.js';
+import { unauthorized } from '../../http/status.js';
+import { postReview, secondsSince } from '../review-request.js';
 import { ReviewCache, type CacheOutcome } from '../review-cache.js';
 import type { UserInfo } from '../user.js';
 import { tokenDigest, type UnverifiedJwt } from './bearer.js';
@@ -49,19 +50,12 @@ export class TokenReviewAuthenticator {
 
   private async review(token: string): Promise<Answer> {
     const started = process.hrtime.bigint();
-    const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
+    const seconds = (): number => secondsSince(started);
     let res: TokenReviewResponse;
     try {
-      res = await this.kube.request<TokenReviewResponse>({
-        method: 'POST',
-        path: '/apis/authentication.k8s.io/v1/tokenreviews',
-        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: this.opts.audiences } },
-        timeoutMs: this.opts.timeoutMs,
-      });
+      res = await postReview<TokenReviewResponse>(this.kube, { group: 'authentication.k8s.io', kind: 'TokenReview', spec: { token, audiences: this.opts.audiences } }, this.opts.timeoutMs);
     } catch (err) {
       this.opts.onReview?.(seconds(), 'error');
-      if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot authenticate: the API server is unavailable (${err.message})`);
-      if (err instanceof KubeApiError) throw serviceUnavailable(`cannot authenticate: the API server refused the TokenReview (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
       throw err;
     }
     const s = res.status ?? {};

@@ -4,7 +4,8 @@
 // failed review is never cached and becomes 503: nothing is ever allowed because a review
 // failed, and nobody is told "forbidden" because the API server hiccupped.
 import { createHash } from 'node:crypto';
-import { KubeApiError, KubeUnavailableError, type KubeClient } from '../../kube/client.js';
+import type { KubeClient } from '../../kube/client.js';
+import { postReview, secondsSince } from '../review-request.js';
 import { forbidden, serviceUnavailable } from '../../http/status.js';
 import { ReviewCache, type CacheOutcome } from '../review-cache.js';
 import type { UserInfo } from '../user.js';
@@ -43,23 +44,16 @@ export class SubjectAccessReviewer {
 
   private async review(user: UserInfo, attrs: ResourceAttributes): Promise<Decision> {
     const started = process.hrtime.bigint();
-    const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
+    const seconds = (): number => secondsSince(started);
     let res: SarResponse;
     try {
-      res = await this.kube.request<SarResponse>({
-        method: 'POST',
-        path: '/apis/authorization.k8s.io/v1/subjectaccessreviews',
-        body: {
-          apiVersion: 'authorization.k8s.io/v1',
-          kind: 'SubjectAccessReview',
-          spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, resourceAttributes: attrs },
-        },
-        timeoutMs: this.opts.timeoutMs,
-      });
+      res = await postReview<SarResponse>(this.kube, {
+        group: 'authorization.k8s.io',
+        kind: 'SubjectAccessReview',
+        spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, resourceAttributes: attrs },
+      }, this.opts.timeoutMs);
     } catch (err) {
       this.opts.onReview?.(seconds(), 'error');
-      if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot authorize: the API server is unavailable (${err.message})`);
-      if (err instanceof KubeApiError) throw serviceUnavailable(`cannot authorize: the API server refused the SubjectAccessReview (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
       throw err;
     }
     const s = res.status ?? {};
