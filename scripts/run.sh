@@ -30,7 +30,7 @@ export PATH="$KUBE_PCAP_CONTROL_PLANE_BIN:$PATH"
 
 case "$what" in
   test) exec bash scripts/sandbox.sh node --enable-source-maps dist/test/harness/run-suite.js "$@" ;;
-  demo) exec bash scripts/sandbox.sh node --enable-source-maps dist/demo/storefront-dns.js "$@" ;;
+  demo) exec bash scripts/sandbox.sh node --enable-source-maps dist/test/e2e/demo.js "$@" ;;
   bench:download) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/download.js "$@" ;;
   bench:capture) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/capture.js "$@" ;;
   *) echo "unknown command: $what" >&2; exit 2 ;;

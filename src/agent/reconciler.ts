@@ -150,7 +150,12 @@ export class Reconciler {
     for (const pc of this.o.captures.items.values()) {
       const key = `${pc.metadata.namespace}/${pc.metadata.name}`;
       seen.add(key);
-      await this.reconcileCapture(pc, diskFree);
+      try {
+        await this.reconcileCapture(pc, diskFree);
+      } catch (err) {
+        // One capture's trouble (a file system error, say) must not hold up the others.
+        this.o.log.error({ capture: key, err }, 'reconciling the capture failed; will retry');
+      }
     }
     for (const [key, rt] of this.runtimes) {
       if (!seen.has(key)) await this.forget(key, rt);

@@ -18,6 +18,18 @@ ETCD_OUT="$CACHE/bin/etcd-v$ETCD_VERSION"
 OUT="$CACHE/bin/control-plane-v$K8S_VERSION-etcd-v$ETCD_VERSION"
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
+
+# go build is silent for minutes on a cold cache: say that it is still working.
+with_progress() {
+  local what="$1"; shift
+  local started=$SECONDS
+  ( while sleep 20; do log "... still $what ($((SECONDS - started)) s)"; done ) &
+  local ticker=$!
+  local status=0
+  "$@" || status=$?
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  return "$status"
+}
 need_go() { command -v go >/dev/null || { log "go is needed to build $1 (or set KUBEBUILDER_ASSETS)"; exit 1; }; }
 
 # build_k8s <cmd>...: builds k8s.io/kubernetes/cmd/<cmd> into $K8S_OUT.
@@ -44,12 +56,12 @@ build_k8s() {
       printf ')\n'
     } > tools.go
     log "resolving k8s.io/kubernetes v$K8S_VERSION (staging modules at $staging)"
-    go mod tidy >&2
+    with_progress "downloading Kubernetes modules" go mod tidy >&2
     local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION") -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
     mkdir -p "$K8S_OUT"
     for c in "$@"; do
-      log "building $c v$K8S_VERSION (minutes on a cold Go cache)"
-      go build -trimpath -ldflags "$ldflags" -o "$K8S_OUT/$c.tmp" "k8s.io/kubernetes/cmd/$c"
+      log "building $c v$K8S_VERSION (the first time: about 5 minutes; cached afterwards)"
+      with_progress "building $c" go build -trimpath -ldflags "$ldflags" -o "$K8S_OUT/$c.tmp" "k8s.io/kubernetes/cmd/$c"
       mv "$K8S_OUT/$c.tmp" "$K8S_OUT/$c"
     done
   )
@@ -66,7 +78,7 @@ build_etcd() {
     log "building etcd v$ETCD_VERSION"
     go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2
     mkdir -p "$ETCD_OUT"
-    go build -trimpath -ldflags "-s -w" -o "$ETCD_OUT/etcd.tmp" go.etcd.io/etcd/server/v3
+    with_progress "building etcd" go build -trimpath -ldflags "-s -w" -o "$ETCD_OUT/etcd.tmp" go.etcd.io/etcd/server/v3
     mv "$ETCD_OUT/etcd.tmp" "$ETCD_OUT/etcd"
   )
 }

@@ -2,7 +2,7 @@
 // node's namespace (like the hostNetwork DaemonSet), a DNS server pod, client pods, and
 // helpers to make traffic and to read what was captured with tshark.
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from '../../src/kube/config.js';
 import type { KubeClient } from '../../src/kube/client.js';
@@ -89,13 +89,20 @@ export async function captureWorld(t: Teardown, c: TestCluster, opts: CaptureWor
     nodeName: (short) => fullName.get(short) ?? short,
     async waitForState(capture, node, state, timeoutMs = 20_000) {
       const full = fullName.get(node) ?? node;
-      return await waitFor(async () => {
-        const pc = await getPacketCapture(kube, ns, capture);
-        const entry = pc?.status?.files?.find((f) => f.node === full);
-        if (entry?.state === state) return entry;
-        // Reported on timeout: what the status said instead.
-        throw new Error(`status of ${node}: ${JSON.stringify(entry ?? null)}`);
-      }, { what: `${capture} on ${node} to be ${state}`, timeoutMs, intervalMs: 100 });
+      try {
+        return await waitFor(async () => {
+          const pc = await getPacketCapture(kube, ns, capture);
+          const entry = pc?.status?.files?.find((f) => f.node === full);
+          if (entry?.state === state) return entry;
+          // Reported on timeout: what the status said instead.
+          throw new Error(`status of ${node}: ${JSON.stringify(entry ?? null)}`);
+        }, { what: `${capture} on ${node} to be ${state}`, timeoutMs, intervalMs: 100 });
+      } catch (err) {
+        // What the agent said about it, for whoever reads the failure.
+        const log = await readFile(agents.get(node)?.logFile ?? '/dev/null', 'utf8').catch(() => '');
+        const lines = log.split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-8).map((l) => l.slice(0, 400));
+        throw new Error(`${(err as Error).message}\nagent warnings and errors:\n${lines.join('\n') || '(none)'}`);
+      }
     },
     captureDir: (node, capture) => join(captureDirs.get(node)!, ns, capture),
   };

@@ -21,6 +21,7 @@ import { waitFor } from './wait.js';
 const run = promisify(execFile);
 
 export class Netns {
+  private readonly processes: OwnedProcess[] = [];
   private constructor(readonly name: string, readonly holder: OwnedProcess) {}
 
   static async create(t: Teardown, name: string, logDir: string): Promise<Netns> {
@@ -56,7 +57,14 @@ export class Netns {
   spawn(t: Teardown, name: string, cmd: string, args: string[], logDir: string, opts: { pipeStdout?: boolean } = {}): OwnedProcess {
     const p = new OwnedProcess(cmd, args, { name, logFile: join(logDir, `${name.replace(/[^\w.-]/g, '_')}.log`), netnsPid: this.pid, ...opts });
     t.teardown(() => p.stop(3000));
+    this.processes.push(p);
     return p;
+  }
+
+  /** Ends everything inside; the kernel then removes the namespace and its interfaces. */
+  async destroy(): Promise<void> {
+    await Promise.all(this.processes.map((p) => p.kill()));
+    await this.holder.kill();
   }
 
   async sysctl(key: string, value: string): Promise<void> {
@@ -138,7 +146,7 @@ export class Topology {
 
   /** Takes a pod's network away, as a CNI DEL does: its namespace and veth disappear. */
   async removePod(pod: TopoPod): Promise<void> {
-    await pod.ns.holder.kill();
+    await pod.ns.destroy();
     await waitFor(async () => !(await pod.node.ns.exec('ip', ['-o', 'link']).then((o) => o.includes(pod.hostIface))), { what: `${pod.hostIface} to disappear`, timeoutMs: 5000 });
   }
 }
