@@ -144,6 +144,32 @@ export class Topology {
     return { name, namespace, node, ns, ip: podIp, hostIface };
   }
 
+  /**
+   * A pod wired the way the bridge CNI plugin does it: its veth is a port of the node's
+   * bridge cni0 (created on first use, 192.0.2.193/26 here), the pod's default route is
+   * the bridge's address. The node routes the whole range to the bridge, not each pod.
+   */
+  async addBridgedPod(node: TopoNode, namespace: string, name: string): Promise<TopoPod> {
+    const bridge = 'cni0';
+    if (!(await node.ns.exec('ip', ['-o', 'link']).then((o) => o.includes(`${bridge}:`)))) {
+      await node.ns.exec('ip', ['link', 'add', 'name', bridge, 'type', 'bridge']);
+      await node.ns.exec('ip', ['addr', 'add', '192.0.2.193/26', 'dev', bridge]);
+      await node.ns.exec('ip', ['link', 'set', bridge, 'up']);
+      for (const other of this.nodes.values()) if (other !== node) await other.ns.exec('ip', ['route', 'add', '192.0.2.192/26', 'via', node.ip]);
+    }
+    const podIp = `192.0.2.${200 + this.bridged++}`;
+    const ns = await Netns.create(this.t, `${node.name}-${name}`, this.logDir);
+    const hostIface = `veth${createHash('sha1').update(`${namespace}.${name}`).digest('hex').slice(0, 8)}`;
+    await node.ns.exec('ip', ['link', 'add', 'name', hostIface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
+    await node.ns.exec('ip', ['link', 'set', hostIface, 'master', bridge, 'up']);
+    await ns.exec('ip', ['addr', 'add', `${podIp}/26`, 'dev', 'eth0']);
+    await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
+    await ns.exec('ip', ['route', 'add', 'default', 'via', '192.0.2.193']);
+    return { name, namespace, node, ns, ip: podIp, hostIface };
+  }
+
+  private bridged = 0;
+
   /** Takes a pod's network away, as a CNI DEL does: its namespace and veth disappear. */
   async removePod(pod: TopoPod): Promise<void> {
     await pod.ns.destroy();
