@@ -1,6 +1,6 @@
 // Where the control plane's binaries come from: KUBEBUILDER_ASSETS when set (as for
 // controller-runtime's envtest), else the versioned cache built from the Go module proxy.
-import { mkdir, readlink, realpath, symlink } from 'node:fs/promises';
+import { mkdir, readFile, readlink, realpath, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { controlPlaneBinDir, REPO_ROOT } from '../harness/control-plane.js';
@@ -9,7 +9,8 @@ import { scratchDir } from '../harness/kube-pcap.js';
 
 const script = join(REPO_ROOT, 'test', 'controlplane', 'build-binaries.sh');
 const cached = controlPlaneBinDir();
-const k8sVersion = /control-plane-v(\d+\.\d+\.\d+)-/.exec(cached)?.[1] ?? '';
+// The version the script builds (cached may be a KUBEBUILDER_ASSETS directory instead).
+const k8sVersion = /K8S_VERSION="\$\{KUBE_PCAP_K8S_VERSION:-([\d.]+)\}"/.exec(await readFile(script, 'utf8'))?.[1] ?? '';
 
 /** Runs the script against a scratch cache that already has kubectl, so nothing is built and the user's cache is not touched. */
 async function withEnv(t: Parameters<typeof scratchDir>[0], env: Record<string, string>) {
