@@ -108,6 +108,13 @@ export class Topology {
     if (index >= 4) throw new Error('at most 4 nodes per topology (192.0.2.0/24 in /26 pod ranges)');
     const ns = await Netns.create(this.t, name, this.logDir);
     const ip = await allocateAddress(this.t);
+    // The address may have been another test's node a moment ago: forget its MAC, or
+    // replies would go to a dead interface until the neighbour entry expires.
+    const forget = async (): Promise<void> => {
+      await run('ip', ['neigh', 'flush', 'to', ip, 'dev', process.env.KUBE_PCAP_BRIDGE!]).catch(() => undefined);
+    };
+    await forget();
+    this.t.teardown(forget);
     const uplink = `kn${randomBytes(5).toString('hex')}`;
     await run('ip', ['link', 'add', 'name', uplink, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
     await run('ip', ['link', 'set', uplink, 'master', process.env.KUBE_PCAP_BRIDGE!, 'up']);
