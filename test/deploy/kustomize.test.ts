@@ -4,6 +4,9 @@
 import { join } from 'node:path';
 import t from 'tap';
 import { loadAllYaml } from '@kubernetes/client-node';
+import { agentConfig, agentOptions } from '../../src/config/agent.js';
+import { gatewayConfig, gatewayOptions } from '../../src/config/gateway.js';
+import { parseOptions } from '../../src/config/options.js';
 import { cluster } from '../harness/cluster.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 
@@ -62,6 +65,25 @@ t.test('the rendered workloads carry the promised security settings', async (t) 
   const svc = find('Service', 'kube-pcap-agent');
   t.equal(svc.spec.clusterIP, 'None', 'the agent Service is headless');
   t.equal(find('Service', 'kube-pcap-gateway').spec.ports[0].port, 9443);
+});
+
+t.test('the workloads\' arguments are ones the kube-pcap CLI accepts', async (t) => {
+  const res = await c.kubectl(['kustomize', deploy]);
+  const objs = loadAllYaml(res.stdout) as Obj[];
+  const args = (kind: string, name: string): string[] => (objs.find((o) => o.kind === kind && o.metadata.name === name)!.spec.template.spec.containers[0].args as string[])
+    // The kubelet expands $(VAR) from the container's env; any value will do here.
+    .map((a) => a.replace('$(NODE_NAME)', 'node-a').replace('$(POD_IP)', '192.0.2.1'));
+  const [gwCommand, ...gwArgs] = args('Deployment', 'kube-pcap-gateway');
+  t.equal(gwCommand, 'gateway');
+  const gw = gatewayConfig(parseOptions('kube-pcap gateway', gatewayOptions, gwArgs, {}).values);
+  t.same(gw.listen, { host: '0.0.0.0', port: 9443 });
+  t.same(gw.agents.service, { namespace: 'kube-pcap', name: 'kube-pcap-agent' });
+  const [agCommand, ...agArgs] = args('DaemonSet', 'kube-pcap-agent');
+  t.equal(agCommand, 'agent');
+  const ag = agentConfig(parseOptions('kube-pcap agent', agentOptions, agArgs, {}).values);
+  t.equal(ag.nodeName, 'node-a');
+  t.same(ag.listen, { host: '192.0.2.1', port: 9444 });
+  t.equal(ag.captureDir, '/var/lib/kube-pcap');
 });
 
 t.test('applied for real, each component can do its job and nothing more', async (t) => {
