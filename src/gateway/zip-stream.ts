@@ -43,10 +43,8 @@ export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
     highWaterMark: 16 * 1024,
   });
   const abort = new AbortController();
-  let bytes = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, done) {
-      bytes += chunk.length;
       opts.onBytes?.(chunk.length);
       done(null, chunk);
     },
@@ -79,7 +77,6 @@ export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
     await archive.finalize();
   })().catch((err: unknown) => fail(err instanceof Error ? err : new Error(String(err))));
 
-  Object.defineProperty(counter, 'bytesWritten', { get: () => bytes });
   return counter;
 }
 
