@@ -110,7 +110,7 @@ export class CaptureStore {
     try {
       const st = await handle.stat();
       if (!st.isFile()) throw new Error('not a regular file');
-      const size = isRotatedName(file) ? st.size : (this.liveLength(path) ?? (await completePrefixLength(path)));
+      const size = await this.servableLength(path, file, st.size);
       return { handle, size: Math.min(size, st.size), modified: st.mtime };
     } catch {
       await handle.close();
