@@ -6,7 +6,8 @@
 # Why: tests and the demo start an API server, agents, tcpdump and "nodes" and "pods" as
 # network namespaces. Inside the sandbox
 #   - nothing is reachable from the machine and nothing the machine runs is disturbed;
-#   - /tmp is a private tmpfs, so every temporary file vanishes with the sandbox;
+#   - /tmp is a private tmpfs, so every temporary file vanishes with the sandbox (the
+#     checkout and the caches, when they live under /tmp, are bound back in: see below);
 #   - when the sandbox's first process ends, however it ends, the kernel kills every
 #     process in it and the network namespaces go with them: nothing can be left behind.
 # The only addresses used are loopback and the RFC 5737 test ranges.
@@ -21,7 +22,33 @@ if [[ "${KUBE_PCAP_SANDBOX:-}" != "1" ]]; then
 fi
 
 # PID 1 of the sandbox from here on.
+# A private /tmp hides whatever the machine keeps under /tmp, so what the run needs from
+# there (a checkout cloned under /tmp, a cache or KUBEBUILDER_ASSETS under it) is bound
+# back in at the same path, read from the old /tmp through a descriptor opened before the
+# tmpfs covers it. Only those paths come back; everything else under /tmp stays hidden.
+keep=("$(cd "$(dirname "$0")/.." && pwd -P)")
+for v in HOME XDG_CACHE_HOME KUBE_PCAP_CACHE KUBEBUILDER_ASSETS KUBE_PCAP_CONTROL_PLANE_BIN; do
+  if [[ -n "${!v:-}" && -e "${!v}" ]]; then keep+=("$(realpath -e "${!v}")"); fi
+done
+IFS=: read -r -a path_dirs <<< "${PATH:-}"
+for d in "${path_dirs[@]}"; do if [[ -d "$d" ]]; then keep+=("$(realpath -e "$d")"); fi; done
+tmp_real="$(realpath -e /tmp)"
+exec {old_tmp}<"$tmp_real"
 mount -t tmpfs -o mode=1777,size=12g kube-pcap-tmp /tmp
+# Shortest first, so that a path inside one already bound back is skipped.
+mapfile -t keep < <(printf '%s\n' "${keep[@]}" | awk '!seen[$0]++ { print length($0) "\t" $0 }' | sort -s -n -k1,1 | cut -f2-)
+bound=()
+for p in "${keep[@]}"; do
+  [[ "$p" == "$tmp_real"/* ]] || continue
+  for b in "${bound[@]}"; do [[ "$p" == "$b"/* ]] && continue 2; done
+  rel="${p#"$tmp_real"/}"
+  if [[ -d "/proc/self/fd/$old_tmp/$rel" ]]; then mkdir -p "/tmp/$rel"; else mkdir -p "$(dirname "/tmp/$rel")"; touch "/tmp/$rel"; fi
+  # --no-canonicalize: resolved by name, the descriptor's path would now lead into the tmpfs.
+  mount --no-canonicalize --bind "/proc/self/fd/$old_tmp/$rel" "/tmp/$rel"
+  bound+=("$p")
+done
+exec {old_tmp}<&-
+export TMPDIR=/tmp
 ip link set lo up
 # The "cluster network": node namespaces attach their uplink to this bridge; the API
 # server and the gateway are reached through it at 198.51.100.254 (RFC 5737 TEST-NET-2).
