@@ -43,7 +43,7 @@ t.test('an invalid selector: Error with the parser\'s message, nothing captured'
   await agent(t);
   await capture(t, 'bad-selector', '  selector: app = "logging"');
   const e = await w.waitForState('bad-selector', 'node-1', 'Error');
-  t.match(e.message, /invalid selector at position 4: unexpected character "="/);
+  t.match(e.message, /invalid selector at position 4: expected "==" \(a single "=" is not an operator\)/);
   t.equal(e.pods, 0);
   t.same(await captureFiles(w.captureDir('node-1', 'bad-selector')), []);
 });
