@@ -48,7 +48,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=app /app /app
-# Runs as root with every capability dropped but NET_RAW and NET_ADMIN (see deploy/agent).
+# Runs as root with every capability dropped but NET_RAW and SETGID (see deploy/agent).
 USER 0:0
 EXPOSE 9444
 ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/src/cli.js"]

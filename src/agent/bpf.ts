@@ -4,6 +4,7 @@
 // "ip proto N". No filters, or any rule without protocol and ports, means all traffic ("").
 import { execFile } from 'node:child_process';
 import type { PacketCaptureRule } from '../kube/packetcapture.js';
+import { encodeGlobalHeader } from '../pcap/format.js';
 
 export class FilterError extends Error {
   constructor(message: string) {
@@ -64,14 +65,21 @@ export function filtersToBpf(filters: readonly PacketCaptureRule[] | undefined):
   return rules.length === 1 ? rules[0]! : rules.map((r) => (r.startsWith('(') ? r : `(${r})`)).join(' or ');
 }
 
-/** Compiles the expression with tcpdump (-d) so a bad filter is an Error state, not a crash loop. */
+/**
+ * Compiles the expression with tcpdump (-d) so a bad filter is an Error state, not a crash
+ * loop. It compiles for an Ethernet capture read from stdin (an empty pcap file), not for a
+ * live interface: the check needs no privilege, so a missing capability shows up where
+ * capture starts, with tcpdump's own reason, never as a "refused filter".
+ */
 export async function checkBpf(tcpdump: string, expression: string): Promise<void> {
   if (expression === '') return;
   await new Promise<void>((resolve, reject) => {
-    execFile(tcpdump, ['-d', '-i', 'lo', expression], { timeout: 10_000 }, (err, _stdout, stderr) => {
+    const child = execFile(tcpdump, ['-d', '-r', '-', expression], { timeout: 10_000 }, (err, _stdout, stderr) => {
       if (!err) return resolve();
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return reject(new FilterError(`tcpdump not found ("${tcpdump}"): install it on the node's image`));
       reject(new FilterError(`tcpdump refuses the filter "${expression}": ${stderr.trim().split('\n').pop() ?? err.message}`));
     });
+    child.stdin?.on('error', () => undefined); // tcpdump may exit before reading it all
+    child.stdin?.end(encodeGlobalHeader());
   });
 }

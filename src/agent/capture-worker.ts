@@ -44,6 +44,15 @@ const FLUSH_MS = 100;
 /** Beyond this, tcpdump's pipe is no longer read until the disk has caught up. */
 const MAX_PENDING_BYTES = 8 * 1024 * 1024;
 
+/** What the agent's container must keep of its capabilities for tcpdump to capture. */
+export const TCPDUMP_CAPABILITIES = ['NET_RAW', 'SETGID'] as const;
+
+/** tcpdump's reason, and when it is a refused privilege, what the container lacks. */
+function withPrivilegeHint(why: string): string {
+  if (!/Operation not permitted|permission/i.test(why)) return why;
+  return `${why} (the agent needs the capabilities ${TCPDUMP_CAPABILITIES.join(' and ')}, as deploy/agent/daemonset.yaml gives its container)`;
+}
+
 export class CaptureWorker extends EventEmitter {
   readonly file: RotatingPcapFile;
   readonly stats: WorkerStats = { packets: 0, bytes: 0, kernelDrops: 0, firstPacketAt: undefined, restarts: 0, error: undefined };
@@ -96,6 +105,11 @@ export class CaptureWorker extends EventEmitter {
     return new Promise((resolve) => {
       // No --immediate-mode: it costs tcpdump 8x the CPU and drops packets at high rates;
       // packets then reach us within libpcap's 1 s block timeout, or sooner when traffic is busy.
+      // `-Z root`: run as root, tcpdump changes user once its socket is open (Debian's to
+      // `tcpdump` by default). Staying root keeps it ours to signal (SIGUSR1 for the drop
+      // counts, SIGINT to stop) without CAP_KILL; the change to root still calls
+      // initgroups(), hence CAP_SETGID. With CAP_NET_RAW that is all it needs: see
+      // TCPDUMP_CAPABILITIES and deploy/agent/daemonset.yaml.
       const args = ['-i', this.spec.iface, '-U', '-w', '-', '-n', '-Z', 'root', '-B', '4096'];
       if (this.spec.bpf) args.push(this.spec.bpf);
       const child = spawn(this.opts.tcpdump, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -197,7 +211,7 @@ export class CaptureWorker extends EventEmitter {
             this.stats.error = (spawnError as NodeJS.ErrnoException).code === 'ENOENT' ? `tcpdump not found ("${this.opts.tcpdump}")` : spawnError.message;
           } else if (!this.stopping && !diskFull) {
             const why = stderr.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('tcpdump:') && !l.includes('listening on')).pop();
-            this.stats.error = why ?? `tcpdump exited (${signal ?? `code ${code}`})`;
+            this.stats.error = why ? withPrivilegeHint(why) : `tcpdump exited (${signal ?? `code ${code}`})`;
           }
           resolve(diskFull ? 'disk-full' : 'ended');
         });

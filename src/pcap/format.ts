@@ -15,6 +15,20 @@ export interface PcapHeader {
   linktype: number;
 }
 
+/** LINKTYPE_ETHERNET: what a pod's veth, and a bridge port, capture as. */
+export const LINKTYPE_ETHERNET = 1;
+
+/** A little-endian, microsecond global header (what tcpdump writes on x86 and arm64). */
+export function encodeGlobalHeader(snaplen = 262_144, linktype = LINKTYPE_ETHERNET): Buffer {
+  const b = Buffer.alloc(GLOBAL_HEADER_LENGTH);
+  b.writeUInt32LE(0xa1b2c3d4, 0);
+  b.writeUInt16LE(2, 4);
+  b.writeUInt16LE(4, 6);
+  b.writeUInt32LE(snaplen, 16);
+  b.writeUInt32LE(linktype, 20);
+  return b;
+}
+
 /** The global header, or undefined when the bytes are not the start of a classic pcap file. */
 export function parseGlobalHeader(buf: Buffer): PcapHeader | undefined {
   if (buf.length < GLOBAL_HEADER_LENGTH) return undefined;

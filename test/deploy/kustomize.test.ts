@@ -56,7 +56,7 @@ t.test('the rendered workloads carry the promised security settings', async (t) 
   const agPod = ds.spec.template.spec;
   const agc = agPod.containers[0];
   t.equal(agPod.hostNetwork, true);
-  t.same(agc.securityContext.capabilities, { drop: ['ALL'], add: ['NET_RAW', 'NET_ADMIN'] });
+  t.same(agc.securityContext.capabilities, { drop: ['ALL'], add: ['NET_RAW', 'SETGID'] }, 'what agent-privileges.test.ts captures with');
   t.equal(agc.securityContext.privileged, undefined, 'not privileged');
   t.equal(agc.securityContext.readOnlyRootFilesystem, true);
   t.equal(agPod.volumes.find((v: Json) => v.name === 'captures').hostPath.path, '/var/lib/kube-pcap');

@@ -10,6 +10,7 @@ import { getPacketCapture, type CaptureState, type NodeCaptureStatus } from '../
 import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
 import { run } from './http.js';
 import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, type AgentHandle, type Pki } from './kube-pcap.js';
+import type { ContainerPrivileges } from './shipped-privileges.js';
 import { createPodObject, Topology, type TopoNode, type TopoPod } from './topology.js';
 import { waitFor } from './wait.js';
 
@@ -25,7 +26,8 @@ export interface CaptureWorld {
   agentService: string;
   dns: TopoPod;
   addPod(node: TopoNode, name: string, labels: Record<string, string>, opts?: { namespace?: string; ip?: string }): Promise<TopoPod>;
-  startAgent(node: TopoNode, extraArgs?: string[], captureDir?: string): Promise<AgentHandle>;
+  /** An agent in the node's namespace, with the shipped DaemonSet's privileges unless others are given. */
+  startAgent(node: TopoNode, extraArgs?: string[], captureDir?: string, privileges?: ContainerPrivileges): Promise<AgentHandle>;
   applyCapture(name: string, spec: string): Promise<void>;
   waitForState(capture: string, node: string, state: CaptureState, timeoutMs?: number): Promise<NodeCaptureStatus>;
   captureDir(node: string, capture: string): string;
@@ -73,11 +75,11 @@ export async function captureWorld(t: Teardown, c: TestCluster, opts: CaptureWor
       await createPodObject(c, { namespace, name, node: node.name, ip: pod.ip, labels });
       return pod;
     },
-    async startAgent(node, extraArgs = [], captureDir) {
+    async startAgent(node, extraArgs = [], captureDir, privileges) {
       if (captureDir) captureDirs.set(shortName(node), captureDir);
       const agent = await startAgent(t, c, {
         node: node.name, address: node.ip, captureDir: captureDirs.get(shortName(node))!, pki, logDir,
-        netnsPid: node.ns.pid, apiServer, extraArgs: ['--status-interval-ms=200', ...(opts.agentArgs ?? []), ...extraArgs],
+        netnsPid: node.ns.pid, apiServer, extraArgs: ['--status-interval-ms=200', ...(opts.agentArgs ?? []), ...extraArgs], privileges,
       });
       agents.set(shortName(node), agent);
       await publishAgents(c, agentService, [...agents.values()]);

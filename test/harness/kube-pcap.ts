@@ -11,6 +11,7 @@ import { REPO_ROOT } from './control-plane.js';
 import { installCrd } from './crd.js';
 import { https } from './http.js';
 import { OwnedProcess } from './processes.js';
+import { agentPrivileges, setprivArgs, type ContainerPrivileges } from './shipped-privileges.js';
 import { waitFor } from './wait.js';
 
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
@@ -98,6 +99,11 @@ export interface AgentOptions {
   logDir: string;
   /** Source-mapped stack traces (default); benchmarks turn them off, as the images do. */
   sourceMaps?: boolean;
+  /**
+   * The privileges the agent runs with: by default exactly those of the shipped DaemonSet
+   * (shipped-privileges.ts), never the test's root.
+   */
+  privileges?: ContainerPrivileges;
 }
 
 export async function startAgent(t: Teardown, c: TestCluster, o: AgentOptions): Promise<AgentHandle> {
@@ -113,7 +119,7 @@ export async function startAgent(t: Teardown, c: TestCluster, o: AgentOptions): 
     `--kubeconfig=${kubeconfig}`,
     '--log-level=debug',
     ...(o.extraArgs ?? []),
-  ], { name: `agent ${o.node}`, logFile, netnsPid: o.netnsPid, env: { ...process.env, KUBECONFIG: '' } });
+  ], { name: `agent ${o.node}`, logFile, netnsPid: o.netnsPid, env: { ...process.env, KUBECONFIG: '' }, privileges: setprivArgs(o.privileges ?? await agentPrivileges()) });
   t.teardown(() => proc.stop());
   const port = await listeningPort(proc);
   return { node: o.node, address: o.address, port, captureDir: o.captureDir, logFile, proc };

@@ -2,15 +2,9 @@
 // between RFC 5737 addresses, with correct IPv4 checksums, readable by tshark.
 import { open, writeFile } from 'node:fs/promises';
 
-export function pcapGlobalHeader(snaplen = 262144, linktype = 1): Buffer {
-  const b = Buffer.alloc(24);
-  b.writeUInt32LE(0xa1b2c3d4, 0);
-  b.writeUInt16LE(2, 4);
-  b.writeUInt16LE(4, 6);
-  b.writeUInt32LE(snaplen, 16);
-  b.writeUInt32LE(linktype, 20);
-  return b;
-}
+import { encodeGlobalHeader as pcapGlobalHeader } from '../../src/pcap/format.js';
+
+export { pcapGlobalHeader };
 
 export function pcapRecord(packet: Buffer, tsMicros: number): Buffer {
   const h = Buffer.alloc(16);

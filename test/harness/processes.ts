@@ -18,6 +18,11 @@ export interface OwnedProcessOptions {
   netnsPid?: number;
   /** Keep stdout as a pipe instead of logging it (e.g. to read pcap data). */
   pipeStdout?: boolean;
+  /**
+   * setpriv arguments the command runs under (see shipped-privileges.ts), applied after
+   * entering the network namespace: nsenter itself needs the privileges these take away.
+   */
+  privileges?: string[];
 }
 
 export class OwnedProcess {
@@ -29,8 +34,11 @@ export class OwnedProcess {
   constructor(readonly command: string, readonly args: string[], readonly opts: OwnedProcessOptions) {
     const prefix = ['--pdeathsig', 'KILL', '--'];
     const netns = opts.netnsPid !== undefined ? ['nsenter', `--net=/proc/${opts.netnsPid}/ns/net`, '--'] : [];
+    // Dropping privileges keeps the parent-death signal: the kernel clears it only when
+    // credentials change to something that is not a subset of the old ones.
+    const privileges = opts.privileges ? ['setpriv', ...opts.privileges, '--'] : [];
     this.log = createWriteStream(opts.logFile, { flags: 'a' });
-    this.child = spawn('setpriv', [...prefix, ...netns, command, ...args], {
+    this.child = spawn('setpriv', [...prefix, ...netns, ...privileges, command, ...args], {
       env: opts.env ?? process.env,
       cwd: opts.cwd,
       stdio: ['ignore', 'pipe', 'pipe'],
