@@ -69,7 +69,7 @@ t.test('401: no token', async (t) => {
   t.match(body.message, /no bearer token/);
 });
 
-t.test('401: a malformed Authorization header or a token that is not a JWT', async (t) => {
+t.test('401: a malformed Authorization header, or an opaque token the API server does not know', async (t) => {
   for (const header of ['Basic dXNlcjpwYXNz', 'Bearer', 'Bearer a b', 'Bearer garbage', 'Bearer abc.def', `Bearer ${'x'.repeat(20_000)}`]) {
     const res = await https(url(DOWNLOAD), { caFile: ca, headers: { authorization: header } });
     await expectStatus(t, res, 401, 'Unauthorized');

@@ -3,6 +3,7 @@
 // ServiceAccount issuer, so that TokenRequest, TokenReview and SubjectAccessReview are the
 // API server's own. No controller-manager: tests create what controllers would.
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -32,6 +33,17 @@ export interface ControlPlaneInfo {
   /** Addresses (besides 127.0.0.1) at which the API server is reachable, e.g. from node namespaces. */
   extraAddresses: string[];
   port: number;
+  /** The key of caFile's CA, which is also the API server's client CA: to issue users' client certificates. */
+  caKeyFile: string;
+  /** Users of the API server's --token-auth-file: opaque tokens, as static, bootstrap and cloud tokens are. */
+  staticTokens: StaticTokenUser[];
+}
+
+export interface StaticTokenUser {
+  token: string;
+  username: string;
+  uid: string;
+  groups: string[];
 }
 
 export interface ControlPlaneOptions {
@@ -40,6 +52,8 @@ export interface ControlPlaneOptions {
   /** Further IPs for the serving certificate (how node namespaces reach the API server). */
   extraAddresses?: string[];
   binDir?: string;
+  /** More kube-apiserver flags (e.g. OIDC), for a control plane of the test's own. */
+  extraApiServerArgs?: string[];
 }
 
 /** The directory with the binaries: KUBE_PCAP_CONTROL_PLANE_BIN, else build/find them. */
@@ -95,6 +109,12 @@ export class ControlPlane {
         usage: 'client',
       });
       const saKey = await createRsaKey(join(pki, 'service-account.key'));
+      // Opaque (non-JWT) tokens the API server itself authenticates: "token,user,uid,groups".
+      const staticTokens: StaticTokenUser[] = ['static-alice', 'static-bob'].map((username, i) => ({
+        token: `kpt-static-${randomBytes(24).toString('hex')}`, username, uid: `static-uid-${i + 1}`, groups: ['static-users'],
+      }));
+      const tokenFile = join(pki, 'static-tokens.csv');
+      await writeFile(tokenFile, staticTokens.map((u) => `${u.token},${u.username},${u.uid},"${u.groups.join(',')}"`).join('\n') + '\n', { mode: 0o600 });
       const [etcdClient, etcdPeer, apiPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1'), await freePort(bind)];
       const etcdUrl = `http://127.0.0.1:${etcdClient}`;
       const etcdArgs = [
@@ -115,7 +135,7 @@ export class ControlPlane {
       await writeFile(kubeconfig, adminKubeconfig(server, ca, admin));
       const cp = new ControlPlane(dir, {
         server, caFile: ca.certFile, adminCertFile: admin.certFile, adminKeyFile: admin.keyFile,
-        kubeconfig, binDir, issuer, saKeyFile: saKey, extraAddresses: extra, port: apiPort,
+        kubeconfig, binDir, issuer, saKeyFile: saKey, extraAddresses: extra, port: apiPort, caKeyFile: ca.keyFile, staticTokens,
       }, etcdArgs);
       cp.apiserverArgs = [
         '--etcd-servers', etcdUrl,
@@ -125,6 +145,7 @@ export class ControlPlane {
         '--tls-cert-file', serving.certFile,
         '--tls-private-key-file', serving.keyFile,
         '--client-ca-file', ca.certFile,
+        '--token-auth-file', tokenFile,
         '--authorization-mode', 'RBAC',
         '--service-account-issuer', issuer,
         '--service-account-key-file', saKey,
@@ -134,6 +155,7 @@ export class ControlPlane {
         // The controller that would repair the "kubernetes" Service endpoints is not run here.
         '--endpoint-reconciler-type', 'none',
         '--v', '1',
+        ...(opts.extraApiServerArgs ?? []),
       ];
       await cp.startEtcd();
       await cp.startApiServer();

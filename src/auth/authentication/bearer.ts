@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { unauthorized } from '../../http/status.js';
 
-/** Longest token accepted; real ServiceAccount and OIDC tokens are a few KiB. */
+/** Longest token accepted; real ServiceAccount, OIDC and cloud tokens are a few KiB. */
 export const MAX_TOKEN_LENGTH = 16 * 1024;
 
 export interface JwtClaims {
@@ -34,8 +34,8 @@ const B64URL = /^[A-Za-z0-9_-]+$/;
 
 /**
  * Decodes a JWT without verifying it, or returns undefined when the token is not a JWT.
- * Used only to reject early (not a JWT, already expired) and to pick the authenticator;
- * nothing is ever accepted on these unverified claims.
+ * Used only to reject early (already expired), to bound a review cache entry by `exp`, and
+ * to pick the authenticator; nothing is ever accepted on these unverified claims.
  */
 export function decodeJwt(token: string): UnverifiedJwt | undefined {
   const parts = token.split('.');
@@ -50,11 +50,15 @@ export function decodeJwt(token: string): UnverifiedJwt | undefined {
   }
 }
 
-/** 401 unless the token looks like an unexpired JWT; returns its unverified contents. */
-export function precheckJwt(token: string, nowMs = Date.now()): UnverifiedJwt {
+/**
+ * The only local verdict on a bearer token: a JWT whose `exp` has passed is refused (401)
+ * without asking anyone. Every other token — a JWT or not: EKS's `k8s-aws-v1.…`, GKE's
+ * `ya29.…`, static, bootstrap and webhook tokens — is the API server's to judge. Returns
+ * the unverified JWT, or undefined for a token that is not one.
+ */
+export function precheckToken(token: string, nowMs = Date.now()): UnverifiedJwt | undefined {
   const jwt = decodeJwt(token);
-  if (!jwt) throw unauthorized('the bearer token is not a JWT');
-  if (typeof jwt.claims.exp === 'number' && jwt.claims.exp * 1000 <= nowMs) throw unauthorized('the bearer token has expired');
+  if (jwt && typeof jwt.claims.exp === 'number' && jwt.claims.exp * 1000 <= nowMs) throw unauthorized('the bearer token has expired');
   return jwt;
 }
 

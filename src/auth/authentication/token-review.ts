@@ -37,11 +37,12 @@ export class TokenReviewAuthenticator {
     this.cache = new ReviewCache<Answer>(opts.maxEntries, opts.onLookup, now);
   }
 
-  /** The user, or HttpError 401 (rejected) / 503 (could not ask). */
-  async authenticate(token: string, jwt: UnverifiedJwt): Promise<UserInfo> {
+  /** The user, or HttpError 401 (rejected) / 503 (could not ask). `jwt`: the token decoded, if it is a JWT. */
+  async authenticate(token: string, jwt: UnverifiedJwt | undefined): Promise<UserInfo> {
     const answer = await this.cache.get(tokenDigest(token), async () => {
       const value = await this.review(token);
-      const exp = typeof jwt.claims.exp === 'number' ? jwt.claims.exp * 1000 - this.now() : Infinity;
+      // A token that is not a JWT carries no expiry we can read: the cache TTL bounds it.
+      const exp = typeof jwt?.claims.exp === 'number' ? jwt.claims.exp * 1000 - this.now() : Infinity;
       return { value, ttlMs: value.ok ? Math.min(this.opts.successTtlMs, exp) : this.opts.failureTtlMs };
     });
     if (!answer.ok) throw unauthorized(answer.message);

@@ -4,7 +4,7 @@
 // are separate units: bearer token -> user (TokenReview or OIDC) -> attributes -> review.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { bearerToken, precheckJwt } from '../../auth/authentication/bearer.js';
+import { bearerToken, precheckToken } from '../../auth/authentication/bearer.js';
 import type { TokenReviewAuthenticator } from '../../auth/authentication/token-review.js';
 import { captureFilesAttributes, type FilesVerb } from '../../auth/authorization/attributes.js';
 import type { SubjectAccessReviewer } from '../../auth/authorization/subject-access-review.js';
@@ -29,8 +29,8 @@ export const authorizeFilesPlugin = fp(async (app: FastifyInstance, opts: Author
   app.decorateRequest('caller', undefined);
   async function authenticate(request: FastifyRequest): Promise<UserInfo> {
     const token = bearerToken(request.headers.authorization);
-    const jwt = precheckJwt(token);
-    if (!app.oidc?.handles(jwt)) return await opts.tokenReview.authenticate(token, jwt);
+    const jwt = precheckToken(token);
+    if (!jwt || !app.oidc?.handles(jwt)) return await opts.tokenReview.authenticate(token, jwt);
     try {
       return await app.oidc.verify(request);
     } catch (oidcError) {
