@@ -66,11 +66,42 @@ t.test('forged, expired or foreign-audience ID tokens are refused', async (t) =>
     ['expired', await mint({ ...base, exp: now - 60 })],
     ['another audience', await mint({ ...base, aud: 'someone-else', exp: now + 600 })],
     ['no subject', await mint({ iss: c.info.issuer, aud: 'kube-pcap-gateway', iat: now, exp: now + 600 })],
+    ['no audience', await mint({ iss: c.info.issuer, sub: base.sub, iat: now, nbf: now, exp: now + 600 })],
+    ['no expiry', await mint({ ...base })],
   ];
   for (const [what, token] of cases) {
     const res = await https(w.downloadUrl(), { caFile: ca, token });
-    t.equal(res.status, 401, what);
+    t.equal(res.status, 401, `${what}: ${res.json<{ message: string }>().message}`);
     t.match(res.headers['www-authenticate'], /^Bearer/);
+  }
+});
+
+t.test('--oidc-username-claim=email with no prefix: system: names and unverified emails are refused', async (t) => {
+  const byEmail = await storefrontWorld(t, c, {
+    gatewayArgs: [`--oidc-issuer-url=${c.info.issuer}`, '--oidc-client-id=kube-pcap-gateway', '--oidc-username-claim=email', '--oidc-username-prefix=-', '--oidc-groups-claim=groups', `--oidc-ca-file=${c.info.caFile}`],
+  });
+  const now = Math.floor(Date.now() / 1000);
+  const base = { iss: c.info.issuer, sub: 'ana', aud: ['kube-pcap-gateway'], iat: now, nbf: now, exp: now + 600 };
+  const ask = async (claims: Record<string, unknown>) => {
+    const res = await https(byEmail.downloadUrl(), { caFile: byEmail.pki.ca.certFile, token: await mint({ ...base, ...claims }) });
+    return { status: res.status, message: res.json<{ message: string }>().message };
+  };
+  const fine = await ask({ email: 'ana@example.com', email_verified: true, groups: ['sre'] });
+  t.equal(fine.status, 403, 'a verified email is a user (whom RBAC does not know)');
+  t.match(fine.message, 'user "ana@example.com" cannot get');
+  t.equal((await ask({ email: 'ana@example.com' })).status, 403, 'no email_verified claim: accepted, like the API server');
+  const refused: [string, Record<string, unknown>, RegExp][] = [
+    ['email_verified "false" (a string)', { email: 'ana@example.com', email_verified: 'false' }, /email not verified/],
+    ['email_verified false', { email: 'ana@example.com', email_verified: false }, /email not verified/],
+    ['email_verified "true" (a string)', { email: 'ana@example.com', email_verified: 'true' }, /email not verified/],
+    ['a system: user name', { email: 'system:serviceaccount:kube-system:default', email_verified: true }, /reserved "system:" space/],
+    ['a system: group', { email: 'ana@example.com', email_verified: true, groups: ['sre', 'system:masters'] }, /OIDC group "system:masters" is in the reserved/],
+    ['no email claim', {}, /no "email" claim/],
+  ];
+  for (const [what, claims, message] of refused) {
+    const r = await ask(claims);
+    t.equal(r.status, 401, what);
+    t.match(r.message, message, what);
   }
 });
 
@@ -79,6 +110,9 @@ t.test('claims map to users and groups like the API server\'s OIDC flags', async
   t.same(oidcUser(cfg, { email: 'ana@example.com', groups: ['storefront-owners', 'sre'] }), { username: 'ana@example.com', groups: ['idp:storefront-owners', 'idp:sre', 'system:authenticated'], via: 'oidc' });
   t.same(oidcUser(cfg, { email: 'ana@example.com', groups: 'sre' }).groups, ['idp:sre', 'system:authenticated'], 'a single group as a string');
   t.throws(() => oidcUser(cfg, { email: 'ana@example.com', email_verified: false }), /email not verified/);
+  t.throws(() => oidcUser(cfg, { email: 'ana@example.com', email_verified: 'false' }), /email not verified/);
+  t.throws(() => oidcUser({ ...cfg, usernameClaim: 'sub', usernamePrefix: 'system:' }, { sub: 'x' }), /reserved "system:" space/, 'a prefix that makes a system: name');
+  t.throws(() => oidcUser({ ...cfg, groupsPrefix: 'system:' }, { email: 'a@b', groups: ['masters'] }), /OIDC group "system:masters"/, 'a group prefix that makes a system: group');
   t.throws(() => oidcUser(cfg, { email: 'ana@example.com', groups: [1, 2] }), /not a string or a list of strings/);
   t.throws(() => oidcUser({ ...cfg, usernameClaim: 'sub' }, { email: 'x' }), /no "sub" claim/);
 });

@@ -9,6 +9,7 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import fastifyJwt from '@fastify/jwt';
+import type { Algorithm } from 'fast-jwt';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { Agent, fetch } from 'undici';
@@ -19,7 +20,7 @@ import type { UnverifiedJwt } from './bearer.js';
 
 const KEY_REFRESH_MIN_MS = 10_000;
 const KEY_MAX_AGE_MS = 10 * 60_000;
-const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'];
+const ALGORITHMS: Algorithm[] = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'];
 
 export interface OidcVerifier {
   /** Whether this token claims to come from the configured issuer. */
@@ -104,11 +105,21 @@ class JwksKeys {
   }
 }
 
-/** Maps verified claims to a user like the API server's OIDC authenticator. */
+/** Claims an ID token must carry; fast-jwt checks a claim only when it is present or listed here. */
+export const REQUIRED_CLAIMS = ['iss', 'aud', 'exp'] as const;
+
+/**
+ * Maps verified claims to a user like the API server's OIDC authenticator, and refuses
+ * (401) what the API server would not accept from an ID token: no username claim, an email
+ * whose `email_verified` is present but not `true`, and any name in the `system:` space —
+ * an OIDC identity must never become system:masters, a node or a ServiceAccount.
+ */
 export function oidcUser(cfg: OidcConfig, claims: Record<string, unknown>): UserInfo {
   const raw = claims[cfg.usernameClaim];
   if (typeof raw !== 'string' || raw === '') throw unauthorized(`invalid bearer token: no "${cfg.usernameClaim}" claim`);
-  if (cfg.usernameClaim === 'email' && claims.email_verified === false) throw unauthorized('invalid bearer token: email not verified');
+  if (cfg.usernameClaim === 'email' && 'email_verified' in claims && claims.email_verified !== true) {
+    throw unauthorized('invalid bearer token: email not verified (email_verified must be true)');
+  }
   let groups: string[] = [];
   if (cfg.groupsClaim) {
     const g = claims[cfg.groupsClaim];
@@ -116,11 +127,12 @@ export function oidcUser(cfg: OidcConfig, claims: Record<string, unknown>): User
     else if (Array.isArray(g) && g.every((x) => typeof x === 'string')) groups = g as string[];
     else if (g !== undefined) throw unauthorized(`invalid bearer token: the "${cfg.groupsClaim}" claim is not a string or a list of strings`);
   }
-  return {
-    username: cfg.usernamePrefix + raw,
-    groups: [...groups.map((x) => cfg.groupsPrefix + x), 'system:authenticated'],
-    via: 'oidc',
-  };
+  const username = cfg.usernamePrefix + raw;
+  const mapped = groups.map((x) => cfg.groupsPrefix + x);
+  if (username.startsWith('system:')) throw unauthorized(`invalid bearer token: the OIDC user name "${username}" is in the reserved "system:" space`);
+  const reserved = mapped.find((g) => g.startsWith('system:'));
+  if (reserved !== undefined) throw unauthorized(`invalid bearer token: the OIDC group "${reserved}" is in the reserved "system:" space`);
+  return { username, groups: [...mapped, 'system:authenticated'], via: 'oidc' };
 }
 
 export const oidcPlugin = fp(async (app: FastifyInstance, opts: { config: OidcConfig; timeoutMs: number }) => {
@@ -134,7 +146,7 @@ export const oidcPlugin = fp(async (app: FastifyInstance, opts: { config: OidcCo
       return (await keys.key(header?.kid)).export({ format: 'pem', type: 'spki' });
     },
     decode: { complete: true },
-    verify: { allowedIss: cfg.issuerUrl, allowedAud: cfg.clientId, algorithms: ALGORITHMS, clockTolerance: 30 } as never,
+    verify: { allowedIss: cfg.issuerUrl, allowedAud: cfg.clientId, algorithms: ALGORITHMS, clockTolerance: 30, requiredClaims: [...REQUIRED_CLAIMS] },
   });
   app.addHook('onClose', () => keys.close());
   app.decorate('oidc', {
