@@ -43,8 +43,9 @@ console.log(JSON.stringify({
   tmpdir: process.env.TMPDIR,
 }));
 `);
-  // A nested sandbox: without KUBE_PCAP_SANDBOX the script makes its own namespaces.
-  const r = await run('env', ['-u', 'KUBE_PCAP_SANDBOX', `PATH=${bin}:${process.env.PATH ?? ''}`, 'bash', 'scripts/sandbox.sh', process.execPath, 'probe.mjs'], { cwd: checkout, timeoutMs: 60_000 });
+  // A nested sandbox: without KUBE_PCAP_SANDBOX the script makes its own namespaces. Without
+  // tap's NODE_OPTIONS too, which name modules of this run's checkout: a user's shell has none.
+  const r = await run('env', ['-u', 'KUBE_PCAP_SANDBOX', '-u', 'NODE_OPTIONS', `PATH=${bin}:${process.env.PATH ?? ''}`, 'bash', 'scripts/sandbox.sh', process.execPath, 'probe.mjs'], { cwd: checkout, timeoutMs: 60_000 });
   t.equal(r.code, 0, `the command from the checkout ran: ${r.stderr}`);
   const probe = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Probe;
   t.equal(probe.cwd, checkout, 'working directory is the checkout');
