@@ -1,12 +1,14 @@
 // The agent's HTTPS application: the file API for the gateway (routes/agent), health and
-// metrics. Callers authenticate with a token for the agent's audience and must be allowed
-// packetcaptures/files in the capture's namespace, exactly like users at the gateway.
+// metrics. Callers of the file API present the gateway's client certificate (mutual TLS)
+// and a token for the agent's audience, which must be allowed packetcaptures/files in the
+// capture's namespace, exactly like users at the gateway.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autoload from '@fastify/autoload';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { authenticationChain } from '../auth/authentication/chain.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
 import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
 import { countLookups } from '../auth/review-cache.js';
@@ -30,6 +32,8 @@ export interface AgentAppDeps {
   store: CaptureStore;
   activity: CaptureActivity;
   authAudience: string;
+  /** Common names of the gateway's client certificate (verified against tls.clientCa). */
+  gatewayClientNames: string[];
   apiTimeoutMs: number;
   notReadyReason: () => Promise<string | undefined>;
 }
@@ -52,7 +56,10 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
   await app.register(errorsPlugin);
   await app.register(metricsPlugin, { registry: deps.registry, prefix: 'kube_pcap_agent' });
   await app.register(healthPlugin, { notReadyReason: deps.notReadyReason });
-  await app.register(authorizeFilesPlugin, { tokenReview, reviewer });
+  // Only the gateway's client certificate opens the file API; the token beside it is
+  // reviewed as before, so a token taken from the gateway opens no agent by itself.
+  const authenticate = authenticationChain({ certificates: { require: deps.gatewayClientNames }, tokenReview });
+  await app.register(authorizeFilesPlugin, { authenticate, reviewer });
   await app.register(autoload, { dir: join(ROOT, 'dist', 'routes', 'agent') });
   return app;
 }

@@ -4,7 +4,7 @@ import { mkdir } from 'node:fs/promises';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { AgentConfig } from '../config/agent.js';
 import { serveUntilSignal } from '../http/serve.js';
-import { loadTls } from '../http/tls.js';
+import { loadTls, withClientCa } from '../http/tls.js';
 import { connect } from '../kube/config.js';
 import { capturesPath, type PacketCapture } from '../kube/packetcapture.js';
 import { Reflector } from '../kube/reflector.js';
@@ -41,7 +41,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const log = createLogger(config.logLevel, 'kube-pcap-agent').child({ node: config.nodeName });
   const kube = await connect(config.kubeconfig);
   await mkdir(config.captureDir, { recursive: true, mode: 0o700 });
-  const tls = await loadTls(config.tls, 'kube-pcap-agent', log);
+  const tls = await withClientCa(await loadTls(config.tls, 'kube-pcap-agent', log), config.clientCaFile, '--client-ca-file');
   const registry = new Registry();
   const captures = new Reflector<PacketCapture>(kube, { path: capturesPath(), log: log.child({ watch: 'packetcaptures' }), timeoutMs: config.apiTimeoutMs * 6 });
   const pods = new Reflector<Pod>(kube, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'pods' }), timeoutMs: config.apiTimeoutMs * 6 });
@@ -67,6 +67,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     kube, log, tls, registry, store,
     activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), filesDeleted: () => running.filesDeleted() },
     authAudience: config.authAudience,
+    gatewayClientNames: config.gatewayClientNames,
     apiTimeoutMs: config.apiTimeoutMs,
     notReadyReason: async () => {
       if (!captures.synced) return `PacketCaptures not synced${captures.lastError ? ` (${captures.lastError})` : ''}`;

@@ -4,6 +4,6 @@ export interface UserInfo {
   uid?: string;
   groups: string[];
   extra?: Record<string, string[]>;
-  /** How the identity was established: "tokenreview" or "oidc". */
-  via: 'tokenreview' | 'oidc';
+  /** How the identity was established: a TokenReview, an OIDC ID token, a client certificate. */
+  via: 'tokenreview' | 'oidc' | 'x509';
 }

@@ -13,6 +13,8 @@ export const agentOptions: OptionTable = {
   'capture-max-files': { type: 'integer', default: 2, min: 0, max: 1000, help: 'Rotated files kept per pod and interface; the oldest is deleted first.' },
   tcpdump: { type: 'string', metavar: 'PATH', default: 'tcpdump', help: 'The tcpdump binary.' },
   'auth-audience': { type: 'string', metavar: 'AUDIENCE', default: 'kube-pcap-agent', help: 'Audience the gateway\'s token must carry.' },
+  'client-ca-file': { type: 'string', metavar: 'FILE', help: 'CA that issued the gateway\'s client certificate (required: only the gateway may call the agent; reloaded when it changes).' },
+  'gateway-client-names': { type: 'list', default: ['kube-pcap-gateway'], help: 'Common names of the gateway\'s client certificate that the agent accepts.' },
   'resync-seconds': { type: 'integer', default: 300, min: 5, max: 86400, help: 'Full reconciliation at least this often, whatever the watches say.' },
   'status-interval-ms': { type: 'integer', default: 1000, min: 100, max: 60_000, help: 'At most one status update per capture per this interval.' },
   'api-timeout-seconds': { type: 'integer', default: 5, min: 1, max: 60, help: 'Timeout of each request to the API server.' },
@@ -26,6 +28,8 @@ export interface AgentConfig extends ServerConfig {
   maxFiles: number;
   tcpdump: string;
   authAudience: string;
+  clientCaFile: string;
+  gatewayClientNames: string[];
   resyncMs: number;
   statusIntervalMs: number;
   apiTimeoutMs: number;
@@ -35,6 +39,10 @@ export function agentConfig(v: OptionValues): AgentConfig {
   const base = serverConfig(C, v);
   const nodeName = v['node-name'] as string | undefined;
   if (!nodeName) throw new UsageError(`${C}: --node-name is required (or NODE_NAME)`);
+  const clientCaFile = v['client-ca-file'] as string | undefined;
+  if (!clientCaFile) throw new UsageError(`${C}: --client-ca-file is required (the CA of the gateway's client certificate)`);
+  const gatewayClientNames = v['gateway-client-names'] as string[];
+  if (gatewayClientNames.length === 0) throw new UsageError(`${C}: --gateway-client-names must name at least one common name`);
   return {
     ...base,
     nodeName,
@@ -44,6 +52,8 @@ export function agentConfig(v: OptionValues): AgentConfig {
     maxFiles: v['capture-max-files'] as number,
     tcpdump: v.tcpdump as string,
     authAudience: v['auth-audience'] as string,
+    clientCaFile,
+    gatewayClientNames,
     resyncMs: (v['resync-seconds'] as number) * 1000,
     statusIntervalMs: v['status-interval-ms'] as number,
     apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,

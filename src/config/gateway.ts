@@ -6,19 +6,22 @@ const C = 'kube-pcap gateway';
 
 export const gatewayOptions: OptionTable = {
   ...serverOptions(9443),
-  'token-audiences': { type: 'list', default: [], help: 'Audiences a bearer token must have for TokenReview; empty means the API server\'s own.' },
+  'token-audiences': { type: 'list', default: [], help: 'Audiences a bearer token must have for TokenReview; empty means the API server\'s own. Non-empty shuts out tokens without an audience of their own (static, bootstrap, most cloud webhook tokens): the API server accepts those only for its own audiences.' },
+  'client-ca-file': { type: 'string', metavar: 'FILE', help: 'Accept client certificates signed by this CA (the cluster\'s client CA, as kube-apiserver takes it): user = CN, groups = O. Without it client certificates are ignored. Reloaded when it changes.' },
   'oidc-issuer-url': { type: 'string', metavar: 'URL', help: 'Also accept OIDC ID tokens from this issuer, verified locally against its JWKS.' },
   'oidc-client-id': { type: 'string', metavar: 'ID', help: 'The audience OIDC tokens must carry (required with --oidc-issuer-url).' },
   'oidc-username-claim': { type: 'string', metavar: 'CLAIM', default: 'sub', help: 'Claim holding the user name.' },
   'oidc-username-prefix': { type: 'string', metavar: 'PREFIX', help: 'Prefix for OIDC user names; default "<issuer>#" unless the claim is email; "-" for none.' },
   'oidc-groups-claim': { type: 'string', metavar: 'CLAIM', help: 'Claim holding the groups (a string or a list).' },
   'oidc-groups-prefix': { type: 'string', metavar: 'PREFIX', help: 'Prefix for OIDC group names.' },
-  'oidc-ca-file': { type: 'string', metavar: 'FILE', help: 'CA bundle for the issuer\'s HTTPS endpoints.' },
+  'oidc-ca-file': { type: 'string', metavar: 'FILE', help: 'CA bundle for the issuer\'s HTTPS endpoints (reloaded when it changes).' },
   'agent-service': { type: 'string', metavar: 'NAMESPACE/NAME', default: 'kube-pcap/kube-pcap-agent', help: 'The agents\' Service, whose EndpointSlices map nodes to agents.' },
   'agent-port-name': { type: 'string', metavar: 'NAME', default: 'https', help: 'Port name of the agents\' Service.' },
-  'agent-ca-file': { type: 'string', metavar: 'FILE', help: 'CA that signed the agents\' serving certificates (required).' },
+  'agent-ca-file': { type: 'string', metavar: 'FILE', help: 'CA that signed the agents\' serving certificates (required; reloaded when it changes).' },
   'agent-server-name': { type: 'string', metavar: 'NAME', default: 'kube-pcap-agent.kube-pcap.svc', help: 'Name the agents\' certificates are checked against.' },
-  'agent-token-file': { type: 'string', metavar: 'FILE', help: 'ServiceAccount token with audience kube-pcap-agent, presented to agents (re-read when it changes).' },
+  'agent-token-file': { type: 'string', metavar: 'FILE', help: 'ServiceAccount token with audience kube-pcap-agent, presented to agents for their SubjectAccessReview (re-read when it changes).' },
+  'agent-client-cert-file': { type: 'string', metavar: 'FILE', help: 'The gateway\'s client certificate for the agents, issued by the agents\' CA (required; reloaded when it changes).' },
+  'agent-client-key-file': { type: 'string', metavar: 'FILE', help: 'Its private key (required; reloaded when it changes).' },
   'agent-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 300, help: 'How long to wait for an agent to start answering.' },
   'authn-cache-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long a successful token review is reused (never past the token\'s expiry).' },
   'authn-failure-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 300, help: 'How long a rejected token is remembered.' },
@@ -40,11 +43,14 @@ export interface OidcConfig {
 
 export interface GatewayConfig extends ServerConfig {
   tokenAudiences: string[];
+  clientCaFile: string | undefined;
   oidc: OidcConfig | undefined;
   agents: {
     service: { namespace: string; name: string };
     portName: string;
     caFile: string;
+    clientCertFile: string;
+    clientKeyFile: string;
     serverName: string;
     tokenFile: string;
     timeoutMs: number;
@@ -67,6 +73,9 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
   const tokenFile = v['agent-token-file'] as string | undefined;
   if (!caFile) throw new UsageError(`${C}: --agent-ca-file is required (the CA of the agents' certificates)`);
   if (!tokenFile) throw new UsageError(`${C}: --agent-token-file is required (a token with audience kube-pcap-agent)`);
+  const clientCertFile = v['agent-client-cert-file'] as string | undefined;
+  const clientKeyFile = v['agent-client-key-file'] as string | undefined;
+  if (!clientCertFile || !clientKeyFile) throw new UsageError(`${C}: --agent-client-cert-file and --agent-client-key-file are required (the gateway's client certificate for the agents)`);
 
   let oidc: OidcConfig | undefined;
   const issuer = v['oidc-issuer-url'] as string | undefined;
@@ -101,11 +110,14 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
   return {
     ...base,
     tokenAudiences: v['token-audiences'] as string[],
+    clientCaFile: v['client-ca-file'] as string | undefined,
     oidc,
     agents: {
       service: { namespace: service[1]!, name: service[3]! },
       portName: v['agent-port-name'] as string,
       caFile,
+      clientCertFile,
+      clientKeyFile,
       serverName: v['agent-server-name'] as string,
       tokenFile,
       timeoutMs: (v['agent-timeout-seconds'] as number) * 1000,

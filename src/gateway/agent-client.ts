@@ -1,10 +1,13 @@
-// The gateway's side of the agent API (DESIGN.md, "Agent ⇄ gateway"): HTTPS to the agent's
-// address, the agent's certificate checked against the agents' CA and service name, and the
-// gateway's own ServiceAccount token (audience kube-pcap-agent) as the credential.
-import { readFileSync } from 'node:fs';
+// The gateway's side of the agent API: HTTPS to the agent's address, the agent's
+// certificate checked against the agents' CA and service name; the gateway proves itself
+// with a client certificate from that CA (mutual TLS), and presents its ServiceAccount
+// token (audience kube-pcap-agent) only for the agent's SubjectAccessReview of the
+// namespace: a token alone opens no agent (docs/security.md).
 import { readFile, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
+import { ReloadingAgent } from '../tls/reloading-agent.js';
 import type { AgentEndpoint } from './agent-directory.js';
 
 export interface AgentFile {
@@ -23,8 +26,12 @@ export class AgentError extends Error {
 
 export interface AgentClientOptions {
   caFile: string;
+  /** The gateway's client certificate and key for the agents (mutual TLS). */
+  certFile: string;
+  keyFile: string;
   serverName: string;
   tokenFile: string;
+  log: Logger;
   /** Time allowed for an agent to start answering. */
   timeoutMs: number;
   /** Longest pause inside a file transfer (a stalled client pauses us too). */
@@ -32,16 +39,17 @@ export interface AgentClientOptions {
 }
 
 export class AgentClient {
-  private readonly dispatcher: Dispatcher;
+  private readonly https: ReloadingAgent;
   private token: { value: string; mtimeMs: number } | undefined;
 
   constructor(private readonly opts: AgentClientOptions) {
-    this.dispatcher = new Agent({
-      connect: { ca: readFileSync(opts.caFile), servername: opts.serverName, rejectUnauthorized: true },
+    // The agents' CA and the gateway's client certificate follow their Secret's files.
+    this.https = new ReloadingAgent({ caFile: opts.caFile, certFile: opts.certFile, keyFile: opts.keyFile }, ({ ca, cert, key }) => new Agent({
+      connect: { ca, cert, key, servername: opts.serverName, rejectUnauthorized: true },
       headersTimeout: opts.timeoutMs,
       bodyTimeout: opts.idleTimeoutMs ?? 120_000,
       keepAliveTimeout: 30_000,
-    });
+    }), { what: 'agents\' CA and the gateway\'s client certificate', log: opts.log });
   }
 
   /** The projected token file is rotated by the kubelet: re-read it whenever it changes. */
@@ -63,7 +71,7 @@ export class AgentClient {
     try {
       res = await request(this.url(ep, path), {
         method,
-        dispatcher: this.dispatcher,
+        dispatcher: this.https.current,
         headers: { authorization: `Bearer ${await this.bearer()}` },
         signal,
       });
@@ -105,7 +113,7 @@ export class AgentClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.https.close();
   }
 }
 

@@ -8,6 +8,7 @@ import autoload from '@fastify/autoload';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Counter, Histogram, Registry } from 'prom-client';
+import { authenticationChain } from '../auth/authentication/chain.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
 import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
 import { countLookups } from '../auth/review-cache.js';
@@ -65,7 +66,11 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     onReview: (s, outcome) => reviewSeconds.observe({ review: 'subjectaccessreview', outcome }, s),
   });
   const directory = new AgentDirectory(kube, config.agents.service, config.agents.portName, log.child({ component: 'agent-directory' }));
-  const agents = new AgentClient({ caFile: config.agents.caFile, serverName: config.agents.serverName, tokenFile: config.agents.tokenFile, timeoutMs: config.agents.timeoutMs });
+  const agents = new AgentClient({
+    caFile: config.agents.caFile, certFile: config.agents.clientCertFile, keyFile: config.agents.clientKeyFile,
+    serverName: config.agents.serverName, tokenFile: config.agents.tokenFile, timeoutMs: config.agents.timeoutMs,
+    log: log.child({ component: 'agent-client' }),
+  });
   const captureFiles = new CaptureFiles(kube, directory, agents, config.apiTimeoutMs, log.child({ component: 'capture-files' }), (op) => agentErrors.inc({ operation: op }));
   directory.start();
   app.addHook('onClose', async () => {
@@ -95,7 +100,8 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     const { oidcPlugin } = await import('../auth/authentication/oidc.js');
     await app.register(oidcPlugin, { config: config.oidc, timeoutMs: config.apiTimeoutMs });
   }
-  await app.register(authorizeFilesPlugin, { tokenReview, reviewer });
+  const authenticate = authenticationChain({ certificates: tls.clientCa ? 'identify' : undefined, oidc: app.oidc, tokenReview });
+  await app.register(authorizeFilesPlugin, { authenticate, reviewer });
 
   const routes = join(ROOT, 'dist', 'routes', 'gateway');
   await app.register(autoload, { dir: routes, options: { prefix: CAPTURE_PREFIX } });

@@ -2,7 +2,7 @@
 // SIGTERM/SIGINT, then drains.
 import type { GatewayConfig } from '../config/gateway.js';
 import { serveUntilSignal } from '../http/serve.js';
-import { loadTls } from '../http/tls.js';
+import { loadTls, withClientCa } from '../http/tls.js';
 import { connect } from '../kube/config.js';
 import { createLogger } from '../log/logger.js';
 import { buildGatewayApp } from './app.js';
@@ -10,7 +10,7 @@ import { buildGatewayApp } from './app.js';
 export async function runGateway(config: GatewayConfig): Promise<void> {
   const log = createLogger(config.logLevel, 'kube-pcap-gateway');
   const kube = await connect(config.kubeconfig);
-  const tls = await loadTls(config.tls, 'kube-pcap-gateway', log);
+  const tls = await withClientCa(await loadTls(config.tls, 'kube-pcap-gateway', log), config.clientCaFile, '--client-ca-file');
   const app = await buildGatewayApp({ config, kube, log, tls });
   try {
     await serveUntilSignal(app, config.listen, tls, log);

@@ -14,6 +14,9 @@ function serverOptions(tls: TlsMaterial): FastifyHttpsOptions<Server, FastifyBas
     https: {
       cert: tls.cert,
       key: tls.key,
+      // A client certificate is asked for, never required: health probes and bearer-token
+      // clients have none. What a verified one is worth is decided per route.
+      ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
       minVersion: 'TLSv1.2',
       maxHeaderSize: 32 * 1024,
       // Headers must be complete within 10 s; overdue requests are found every 5 s.

@@ -11,12 +11,20 @@ import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/common.js';
 import { createCertificateAuthority, issueCertificate } from '../tls/certificates.js';
+import { checkCaBundle } from '../tls/ca-bundle.js';
+import { watchFiles } from '../tls/file-watch.js';
 
 export interface TlsMaterial {
   cert: Buffer;
   key: Buffer;
   certFile?: string;
   keyFile?: string;
+  /**
+   * CA bundle for client certificates: when set, the server asks every client for one
+   * (without requiring it) and a route decides what a verified certificate is worth.
+   */
+  clientCa?: Buffer;
+  clientCaFile?: string;
 }
 
 async function readPair(certFile: string, keyFile: string): Promise<TlsMaterial> {
@@ -43,6 +51,12 @@ export async function loadTls(tls: ServerConfig['tls'], commonName: string, log:
   return await readPair(tls.certFile, tls.keyFile);
 }
 
+/** The serving material plus a client CA bundle (see TlsMaterial.clientCa). */
+export async function withClientCa(tls: TlsMaterial, clientCaFile: string | undefined, what: string): Promise<TlsMaterial> {
+  if (!clientCaFile) return tls;
+  return { ...tls, clientCa: checkCaBundle(await readFile(clientCaFile), what), clientCaFile };
+}
+
 export function fingerprint(cert: Buffer): string {
   try {
     return new X509Certificate(cert).fingerprint256;
@@ -51,28 +65,16 @@ export function fingerprint(cert: Buffer): string {
   }
 }
 
-/** Polls the files and swaps the server's certificate when they change. Returns a stop function. */
+/** Swaps the server's certificate (and client CA) when their files change. Returns a stop function. */
 export function watchTls(server: Server, current: TlsMaterial, log: Logger, intervalMs = 2000): () => void {
   if (!current.certFile || !current.keyFile) return () => undefined;
-  const { certFile, keyFile } = current;
-  let installed = fingerprint(current.cert) + createHash('sha256').update(current.key).digest('hex');
-  let busy = false;
-  const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
-    readPair(certFile, keyFile)
-      .then((next) => {
-        const id = fingerprint(next.cert) + createHash('sha256').update(next.key).digest('hex');
-        if (id === installed) return;
-        server.setSecureContext({ cert: next.cert, key: next.key });
-        installed = id;
-        log.info({ fingerprint: fingerprint(next.cert) }, 'serving certificate reloaded');
-      })
-      .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'serving certificate files changed but are not usable yet; keeping the previous one'))
-      .finally(() => {
-        busy = false;
-      });
-  }, intervalMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  const files = [current.certFile, current.keyFile, ...(current.clientCaFile ? [current.clientCaFile] : [])];
+  const initial = [current.cert, current.key, ...(current.clientCa ? [current.clientCa] : [])];
+  return watchFiles(files, ([cert, key, clientCa]) => {
+    const context = { cert: cert!, key: key!, ...(clientCa ? { ca: checkCaBundle(clientCa, current.clientCaFile!) } : {}) };
+    // Throws, and the previous context stays, when the pair does not match or a PEM is bad.
+    createSecureContext(context);
+    server.setSecureContext(context);
+    log.info({ fingerprint: fingerprint(cert!) }, 'serving certificate installed');
+  }, { what: 'serving certificate', log, initial, intervalMs });
 }

@@ -1,6 +1,7 @@
-// The agent's file API on its own over a capture directory: who may call it (a token for
-// the agent's audience, allowed packetcaptures/files), Range, a file still being written,
-// and every path trick we know of, sent as raw request lines so nothing normalizes them.
+// The agent's file API on its own over a capture directory: who may call it (the gateway's
+// client certificate, and a token for the agent's audience allowed packetcaptures/files),
+// Range, a file still being written, and every path trick we know of, sent as raw request
+// lines so nothing normalizes them.
 import { mkdir, rm, symlink, writeFile, readFile, stat } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import t from 'tap';
 import { bridgeAddress } from '../harness/addresses.js';
 import { cluster } from '../harness/cluster.js';
 import { https, run } from '../harness/http.js';
+import { createCertificateAuthority, issueCertificate, type KeyPair } from '../../src/tls/certificates.js';
 import { installKubePcap, makePki, scratchDir, startAgent, SYSTEM_NAMESPACE } from '../harness/kube-pcap.js';
 import { dnsQueryFrame, pcapRecord, writeDnsPcap } from '../harness/pcap-fixtures.js';
 
@@ -41,12 +43,17 @@ const ca = pki.ca.certFile;
 const gatewayToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
 const filesUrl = `${base}/v1/captures/${ns}/${capture}/files`;
 
-/** A request whose path goes on the wire exactly as written (nothing normalizes it). */
-async function agentRequest(path: string, opts: { method?: string; token?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer; text: string }> {
+/**
+ * A request whose path goes on the wire exactly as written (nothing normalizes it), with the
+ * gateway's client certificate unless another (or none: null) is given.
+ */
+async function agentRequest(path: string, opts: { method?: string; token?: string; headers?: Record<string, string>; clientCert?: KeyPair | null } = {}): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer; text: string }> {
   const caPem = await readFile(ca);
+  const client = opts.clientCert === undefined ? pki.gatewayClient : opts.clientCert;
+  const identity = client ? { cert: await readFile(client.certFile), key: await readFile(client.keyFile) } : {};
   return await new Promise((resolve, reject) => {
     const headers = { authorization: `Bearer ${opts.token ?? gatewayToken}`, ...(opts.headers ?? {}) };
-    httpsRequest({ method: opts.method ?? 'GET', host: address, port: agent.port, path, ca: caPem, servername: 'kube-pcap-agent.kube-pcap.svc', headers }, (res) => {
+    httpsRequest({ method: opts.method ?? 'GET', host: address, port: agent.port, path, ca: caPem, servername: 'kube-pcap-agent.kube-pcap.svc', headers, ...identity }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (d: Buffer) => chunks.push(d));
       res.on('end', () => {
@@ -149,6 +156,34 @@ t.test('callers: wrong audience 401, no files permission 403, no token 401', asy
   t.equal(res.status, 403, 'right audience, but not allowed packetcaptures/files');
   t.match(res.text, /cannot get packetcaptures\/files/);
   t.equal((await raw(`/v1/captures/${ns}/${capture}/files`, '')).status, 401);
+});
+
+t.test('mutual TLS: without the gateway\'s client certificate no token opens the agent', async (t) => {
+  const path = `/v1/captures/${ns}/${capture}/files`;
+  // Anyone may mint a token for the agents' audience; with the files permission it is
+  // exactly the gateway's power, so the token alone must not be enough.
+  await c.createServiceAccount(ns, 'insider');
+  await c.applyManifest(`apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: files-reader, namespace: ${ns}}\nrules: [{apiGroups: [projectcalico.org], resources: [packetcaptures/files], verbs: [get]}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: insider-files, namespace: ${ns}}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: files-reader}\nsubjects: [{kind: ServiceAccount, name: insider, namespace: ${ns}}]\n`);
+  const insider = await c.tokenFor(ns, 'insider', { audience: 'kube-pcap-agent' });
+  const other = await createCertificateAuthority(join(logDir, 'other-ca'), 'ca', 'not the agents\' CA');
+  const forged = await issueCertificate(join(logDir, 'other-ca'), 'gateway', other, { commonName: 'kube-pcap-gateway', usage: 'client' });
+  const notGateway = await issueCertificate(join(logDir, 'pki-extra'), 'someone', pki.ca, { commonName: 'someone-else', usage: 'client' });
+  const serverOnly = await issueCertificate(join(logDir, 'pki-extra'), 'server-only', pki.ca, { commonName: 'kube-pcap-gateway', usage: 'server' });
+  const cases: [string, { token: string; clientCert: KeyPair | null }, RegExp][] = [
+    ['a user\'s own token for the agent audience, no certificate', { token: insider, clientCert: null }, /none was presented/],
+    ['the gateway\'s token without its client certificate', { token: gatewayToken, clientCert: null }, /none was presented/],
+    ['the gateway\'s token with a certificate from another CA', { token: gatewayToken, clientCert: forged }, /not signed by a trusted client CA/],
+    ['the gateway\'s token with a certificate of the right CA for another name', { token: gatewayToken, clientCert: notGateway }, /someone-else\\?" is not the gateway/],
+    ['the gateway\'s token with a server certificate of the gateway\'s name', { token: gatewayToken, clientCert: serverOnly }, /certificate/],
+  ];
+  for (const [what, opts, reason] of cases) {
+    const res = await agentRequest(path, opts);
+    t.equal(res.status, 401, what);
+    t.match(res.text, reason, what);
+  }
+  t.equal((await agentRequest(path, { token: insider })).status, 200, 'with the gateway\'s certificate, the token\'s SubjectAccessReview decides, as before');
+  const health = await agentRequest('/healthz', { clientCert: null, token: '' });
+  t.equal(health.status, 200, 'probes need no certificate');
 });
 
 t.test('DELETE removes the capture\'s files (a symlink, not its target) and reports them', async (t) => {

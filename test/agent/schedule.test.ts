@@ -39,7 +39,7 @@ t.test('DELETE of the files is refused with 409 by the agent itself while it cap
   // status) is not the only guard; the agent knows what it is writing.
   const agent = w.agents.get('node-1')!;
   const token = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
-  const res = await https(`https://${agent.address}:${agent.port}/v1/captures/${w.ns}/later/files`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token, method: 'DELETE' });
+  const res = await https(`https://${agent.address}:${agent.port}/v1/captures/${w.ns}/later/files`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, clientCert: w.pki.gatewayClient, token, method: 'DELETE' });
   t.equal(res.status, 409);
   t.match(res.json<{ message: string }>().message, /still capturing on this node/);
   t.ok((await captureFiles(dir)).length > 0, 'the files are still there');

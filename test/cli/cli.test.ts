@@ -52,7 +52,7 @@ for (const cmd of ['gateway', 'agent']) {
   });
 
   t.test(`kube-pcap ${cmd} refuses to start without TLS`, async (t) => {
-    const r = await kubePcap(cmd, ...(cmd === 'agent' ? ['--node-name=n1'] : ['--agent-ca-file=/x', '--agent-token-file=/y']));
+    const r = await kubePcap(cmd, ...(cmd === 'agent' ? ['--node-name=n1', '--client-ca-file=/z'] : ['--agent-ca-file=/x', '--agent-token-file=/y', '--agent-client-cert-file=/c', '--agent-client-key-file=/k']));
     t.equal(r.code, 2);
     t.match(r.stderr, /TLS is required/);
   });

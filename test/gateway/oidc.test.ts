@@ -3,13 +3,16 @@
 // is real: the API server itself publishes OIDC discovery and keys for the ServiceAccount
 // tokens it signs, so these are genuine, independently verifiable ID tokens.
 import { createSign } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import t from 'tap';
 import { oidcUser } from '../../src/auth/authentication/oidc.js';
+import { createCertificateAuthority } from '../../src/tls/certificates.js';
 import { apiServerRequests } from '../harness/apiserver-metrics.js';
 import { privateCluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
+import { scratchDir, startGateway } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
 const c = await privateCluster(t);
@@ -115,6 +118,28 @@ t.test('claims map to users and groups like the API server\'s OIDC flags', async
   t.throws(() => oidcUser({ ...cfg, groupsPrefix: 'system:' }, { email: 'a@b', groups: ['masters'] }), /OIDC group "system:masters"/, 'a group prefix that makes a system: group');
   t.throws(() => oidcUser(cfg, { email: 'ana@example.com', groups: [1, 2] }), /not a string or a list of strings/);
   t.throws(() => oidcUser({ ...cfg, usernameClaim: 'sub' }, { email: 'x' }), /no "sub" claim/);
+});
+
+t.test('--oidc-ca-file is re-read when it changes', async (t) => {
+  const dir = await scratchDir(t, 'oidc-ca');
+  const other = await createCertificateAuthority(dir, 'other', 'not the issuer\'s CA');
+  const caFile = join(dir, 'oidc-ca.crt');
+  await copyFile(other.certFile, caFile);
+  const gw = await startGateway(t, c, {
+    pki: w.pki, logDir: w.logDir, agentService: w.agentService, name: 'gateway-oidc-ca',
+    extraArgs: [`--oidc-issuer-url=${c.info.issuer}`, '--oidc-client-id=kube-pcap-gateway', '--oidc-username-prefix=oidc:', `--oidc-ca-file=${caFile}`],
+  });
+  const token = await c.tokenFor(w.ns, 'devops-sa', { audience: 'kube-pcap-gateway' });
+  const url = w.downloadUrl().replace(w.gateway.url, gw.url);
+  const before = await https(url, { caFile: ca, token });
+  t.equal(before.status, 503, 'the issuer\'s certificate is not from the CA in the file');
+  t.match(before.json<{ message: string }>().message, /fetching the issuer's keys failed/);
+  await copyFile(c.info.caFile, caFile);
+  const after = await waitFor(async () => {
+    const r = await https(url, { caFile: ca, token });
+    return r.status === 200 ? r : undefined;
+  }, { what: 'the issuer\'s keys, through the new CA', timeoutMs: 15_000, intervalMs: 250 });
+  t.equal(after.body.subarray(0, 2).toString(), 'PK', 'verified locally and allowed, without a restart');
 });
 
 t.test('an issuer whose keys cannot be fetched fails closed with 503', async (t) => {

@@ -52,17 +52,18 @@ t.test('changed certificate files are served to new connections, a broken pair n
   // A certificate without its key (mid-update, or a mistake) is not installed.
   const other = await issueCertificate(join(dir, 'other'), 'other', pki.ca, { commonName: 'mismatched', usage: 'server' });
   await copyFile(other.certFile, cert);
-  await waitFor(async () => (await readFile(gw.logFile, 'utf8')).includes('not usable yet'), { what: 'the gateway to notice the broken pair', timeoutMs: 15_000 });
+  await waitFor(async () => (await readFile(gw.logFile, 'utf8')).includes('not usable'), { what: 'the gateway to notice the broken pair', timeoutMs: 15_000 });
   t.equal((await servedCertificate(gw.port)).fingerprint256, rotated.fingerprint256, 'the previous certificate is still served');
   t.ok(gw.proc.running, 'and the gateway is still up');
 });
 
 t.test('--dev-self-signed serves a generated certificate; nothing is self-signed without it', async (t) => {
   const dir = await scratchDir(t, 'dev');
+  const pki = await makePki(t);
   await writeFile(join(dir, 'token'), 'x.y.z');
   const logFile = join(dir, 'gw.log');
   const kubeconfig = c.info.kubeconfig;
-  const proc = new OwnedProcess(process.execPath, [CLI, 'gateway', '--dev-self-signed', '--listen=127.0.0.1:0', `--kubeconfig=${kubeconfig}`, `--agent-ca-file=${c.info.caFile}`, `--agent-token-file=${join(dir, 'token')}`, '--agent-service=kube-pcap/none'], { name: 'dev gateway', logFile });
+  const proc = new OwnedProcess(process.execPath, [CLI, 'gateway', '--dev-self-signed', '--listen=127.0.0.1:0', `--kubeconfig=${kubeconfig}`, `--agent-ca-file=${c.info.caFile}`, `--agent-token-file=${join(dir, 'token')}`, `--agent-client-cert-file=${pki.gatewayClient.certFile}`, `--agent-client-key-file=${pki.gatewayClient.keyFile}`, '--agent-service=kube-pcap/none'], { name: 'dev gateway', logFile });
   t.teardown(() => proc.stop());
   const port = await waitFor(async () => {
     const m = /Server listening at https:\/\/127\.0\.0\.1:(\d+)/.exec(await readFile(logFile, 'utf8'));
@@ -71,7 +72,7 @@ t.test('--dev-self-signed serves a generated certificate; nothing is self-signed
   const served = await servedCertificate(port);
   t.match(served.subject, /CN=kube-pcap-gateway/);
   t.match(await readFile(logFile, 'utf8'), /self-signed certificate \(--dev-self-signed\): for development only/);
-  const refused = await run(process.execPath, [CLI, 'gateway', `--agent-ca-file=${c.info.caFile}`, `--agent-token-file=${join(dir, 'token')}`]);
+  const refused = await run(process.execPath, [CLI, 'gateway', `--agent-ca-file=${c.info.caFile}`, `--agent-token-file=${join(dir, 'token')}`, '--agent-client-cert-file=/c', '--agent-client-key-file=/k']);
   t.equal(refused.code, 2);
   t.match(refused.stderr, /TLS is required/);
 });

@@ -12,20 +12,32 @@ export interface Response {
 
 const agents = new Map<string, Agent>();
 
-async function dispatcher(caFile: string, servername?: string): Promise<Agent> {
-  const key = `${caFile}|${servername ?? ''}`;
+async function dispatcher(caFile: string, servername?: string, clientCert?: { certFile: string; keyFile: string }): Promise<Agent> {
+  const key = `${caFile}|${servername ?? ''}|${clientCert?.certFile ?? ''}`;
   let a = agents.get(key);
   if (!a) {
-    a = new Agent({ connect: { ca: await readFile(caFile), ...(servername ? { servername } : {}) } });
+    const identity = clientCert ? { cert: await readFile(clientCert.certFile), key: await readFile(clientCert.keyFile) } : {};
+    a = new Agent({ connect: { ca: await readFile(caFile), ...(servername ? { servername } : {}), ...identity } });
     agents.set(key, a);
   }
   return a;
 }
 
-export async function https(url: string, opts: { caFile: string; token?: string; method?: 'GET' | 'DELETE' | 'POST'; headers?: Record<string, string>; body?: string; servername?: string }): Promise<Response> {
+export interface HttpsOptions {
+  caFile: string;
+  token?: string;
+  method?: 'GET' | 'DELETE' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+  servername?: string;
+  /** A client certificate to present (mutual TLS). */
+  clientCert?: { certFile: string; keyFile: string };
+}
+
+export async function https(url: string, opts: HttpsOptions): Promise<Response> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
-  const res = await request(url, { method: opts.method ?? 'GET', headers, body: opts.body, dispatcher: await dispatcher(opts.caFile, opts.servername) });
+  const res = await request(url, { method: opts.method ?? 'GET', headers, body: opts.body, dispatcher: await dispatcher(opts.caFile, opts.servername, opts.clientCert) });
   const body = Buffer.from(await res.body.arrayBuffer());
   return {
     status: res.statusCode,

@@ -32,6 +32,8 @@ export interface Pki {
   ca: KeyPair;
   gateway: KeyPair;
   agent: KeyPair;
+  /** The gateway's client certificate for the agents (mutual TLS). */
+  gatewayClient: KeyPair;
 }
 
 /** A CA with a gateway certificate (localhost) and the agents' certificate (service name). */
@@ -40,7 +42,8 @@ export async function makePki(t: Teardown): Promise<Pki> {
   const ca = await createCertificateAuthority(dir, 'ca', 'kube-pcap test CA');
   const gateway = await issueCertificate(dir, 'gateway', ca, { commonName: 'kube-pcap-gateway', usage: 'server', dnsNames: ['localhost', 'kube-pcap-gateway.kube-pcap.svc'], ipAddresses: ['127.0.0.1'] });
   const agent = await issueCertificate(dir, 'agent', ca, { commonName: AGENT_SERVER_NAME, usage: 'server', dnsNames: [AGENT_SERVER_NAME] });
-  return { dir, ca, gateway, agent };
+  const gatewayClient = await issueCertificate(dir, 'gateway-client', ca, { commonName: 'kube-pcap-gateway', usage: 'client' });
+  return { dir, ca, gateway, agent, gatewayClient };
 }
 
 /** deploy/'s namespace, ServiceAccounts and RBAC for the gateway and the agents (idempotent). */
@@ -116,6 +119,7 @@ export async function startAgent(t: Teardown, c: TestCluster, o: AgentOptions): 
     `--capture-dir=${o.captureDir}`,
     `--tls-cert-file=${o.pki.agent.certFile}`,
     `--tls-key-file=${o.pki.agent.keyFile}`,
+    `--client-ca-file=${o.pki.ca.certFile}`,
     `--kubeconfig=${kubeconfig}`,
     '--log-level=debug',
     ...(o.extraArgs ?? []),
@@ -173,6 +177,8 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
     `--agent-ca-file=${o.pki.ca.certFile}`,
     `--agent-server-name=${AGENT_SERVER_NAME}`,
     `--agent-token-file=${tokenFile}`,
+    `--agent-client-cert-file=${o.pki.gatewayClient.certFile}`,
+    `--agent-client-key-file=${o.pki.gatewayClient.keyFile}`,
     '--log-level=debug',
     ...(o.extraArgs ?? []),
   ], { name, logFile, env: { ...process.env, KUBECONFIG: '' } });

@@ -3,7 +3,7 @@ import { agentConfig, agentOptions } from '../../src/config/agent.js';
 import { gatewayConfig, gatewayOptions } from '../../src/config/gateway.js';
 import { helpText, parseListen, parseOptions } from '../../src/config/options.js';
 
-const gw = (...args: string[]) => gatewayConfig(parseOptions('gw', gatewayOptions, ['--dev-self-signed', '--agent-ca-file=/ca', '--agent-token-file=/t', ...args], {}).values);
+const gw = (...args: string[]) => gatewayConfig(parseOptions('gw', gatewayOptions, ['--dev-self-signed', '--agent-ca-file=/ca', '--agent-token-file=/t', '--agent-client-cert-file=/c', '--agent-client-key-file=/k', ...args], {}).values);
 
 t.test('gateway defaults', async (t) => {
   const c = gw();
@@ -26,14 +26,14 @@ t.test('OIDC: issuer must be https, client id required, username prefix as the A
 
 t.test('lists, integers, environment fallbacks', async (t) => {
   t.same(gw('--token-audiences=a, b,,c').tokenAudiences, ['a', 'b', 'c']);
-  const v = parseOptions('agent', agentOptions, ['--dev-self-signed', '--capture-max-files=5'], { NODE_NAME: 'n7' }).values;
+  const v = parseOptions('agent', agentOptions, ['--dev-self-signed', '--capture-max-files=5', '--client-ca-file=/ca'], { NODE_NAME: 'n7' }).values;
   const a = agentConfig(v);
   t.equal(a.nodeName, 'n7', 'NODE_NAME from the environment');
   t.equal(a.maxFiles, 5);
   t.equal(a.maxSizeBytes, 10_000_000);
   t.equal(a.rotationSeconds, 3600);
   t.throws(() => parseOptions('agent', agentOptions, ['--capture-max-files=two'], {}), /must be an integer/);
-  t.equal(agentConfig(parseOptions('agent', agentOptions, ['--dev-self-signed', '--node-name=n', '--capture-max-size-bytes=5000000000'], {}).values).maxSizeBytes, 5_000_000_000, 'sizes beyond 32 bits');
+  t.equal(agentConfig(parseOptions('agent', agentOptions, ['--dev-self-signed', '--node-name=n', '--client-ca-file=/ca', '--capture-max-size-bytes=5000000000'], {}).values).maxSizeBytes, 5_000_000_000, 'sizes beyond 32 bits');
 });
 
 t.test('listen addresses', async (t) => {

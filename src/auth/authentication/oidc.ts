@@ -7,13 +7,14 @@
 // without letting garbage tokens hammer the issuer). If the keys cannot be fetched the
 // request fails closed with 503.
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import fastifyJwt from '@fastify/jwt';
 import type { Algorithm } from 'fast-jwt';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import type { Logger } from 'pino';
 import { Agent, fetch } from 'undici';
 import type { OidcConfig } from '../../config/gateway.js';
+import { ReloadingAgent } from '../../tls/reloading-agent.js';
 import { HttpError, serviceUnavailable, unauthorized } from '../../http/status.js';
 import type { UserInfo } from '../user.js';
 import type { UnverifiedJwt } from './bearer.js';
@@ -42,10 +43,16 @@ class JwksKeys {
   private keys = new Map<string, KeyObject>();
   private fetchedAt = 0;
   private refreshing: Promise<void> | undefined;
-  private readonly dispatcher: Agent;
+  private readonly https: ReloadingAgent;
 
-  constructor(private readonly cfg: OidcConfig, private readonly timeoutMs: number) {
-    this.dispatcher = new Agent({ connect: cfg.caFile ? { ca: readFileSync(cfg.caFile) } : {} });
+  constructor(private readonly cfg: OidcConfig, private readonly timeoutMs: number, log: Logger) {
+    // --oidc-ca-file follows its file; a new CA also ends the back-off of a failed fetch,
+    // since the failure may have been the old CA's.
+    this.https = new ReloadingAgent({ caFile: cfg.caFile }, ({ ca }) => new Agent({ connect: ca ? { ca } : {} }), {
+      what: 'OIDC CA bundle', log, onReload: () => {
+        this.fetchedAt = 0;
+      },
+    });
   }
 
   async key(kid: string | undefined): Promise<KeyObject> {
@@ -95,13 +102,13 @@ class JwksKeys {
   }
 
   private async getJson(url: string): Promise<unknown> {
-    const res = await fetch(url, { dispatcher: this.dispatcher, signal: AbortSignal.timeout(this.timeoutMs) });
+    const res = await fetch(url, { dispatcher: this.https.current, signal: AbortSignal.timeout(this.timeoutMs) });
     if (!res.ok) throw new Error(`${url} answered ${res.status}`);
     return await res.json();
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.https.close();
   }
 }
 
@@ -137,7 +144,7 @@ export function oidcUser(cfg: OidcConfig, claims: Record<string, unknown>): User
 
 export const oidcPlugin = fp(async (app: FastifyInstance, opts: { config: OidcConfig; timeoutMs: number }) => {
   const cfg = opts.config;
-  const keys = new JwksKeys(cfg, opts.timeoutMs);
+  const keys = new JwksKeys(cfg, opts.timeoutMs, app.log as Logger);
   await app.register(fastifyJwt, {
     namespace: 'oidc',
     decoratorName: 'oidcClaims',

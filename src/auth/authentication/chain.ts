@@ -1,0 +1,66 @@
+// Who is calling, decided by the authenticators in a fixed order (docs/security.md):
+//
+//   1. a client certificate verified against --client-ca-file: the user is its CN, the
+//      groups its O (like kube-apiserver, a verified certificate wins over a token);
+//   2. an OIDC ID token from --oidc-issuer-url, verified locally;
+//   3. any other bearer token: a TokenReview (ServiceAccount, static, bootstrap, cloud and
+//      webhook tokens: whatever the API server accepts).
+//
+// The agents use the same chain differently: their caller must hold the gateway's client
+// certificate (mutual TLS), and the bearer token beside it is what gets reviewed.
+import type { FastifyRequest } from 'fastify';
+import { HttpError, unauthorized } from '../../http/status.js';
+import type { UserInfo } from '../user.js';
+import { bearerToken, precheckToken } from './bearer.js';
+import { certificateUser, peerCertificate } from './client-certificate.js';
+import type { OidcVerifier } from './oidc.js';
+import type { TokenReviewAuthenticator } from './token-review.js';
+
+export interface AuthenticationChainOptions {
+  /**
+   * "identify": a verified client certificate is the user (the gateway with --client-ca-file).
+   * { require }: every caller must present a verified client certificate with one of these
+   * common names, and is then authenticated by its bearer token (the agents).
+   * Absent: certificates are ignored.
+   */
+  certificates?: 'identify' | { require: readonly string[] };
+  oidc?: OidcVerifier;
+  tokenReview: TokenReviewAuthenticator;
+}
+
+export type Authenticate = (request: FastifyRequest) => Promise<UserInfo>;
+
+export function authenticationChain(opts: AuthenticationChainOptions): Authenticate {
+  const { certificates, oidc, tokenReview } = opts;
+  return async (request) => {
+    let certificateProblem: string | undefined;
+    if (certificates !== undefined) {
+      const cert = peerCertificate(request.raw.socket);
+      if (certificates === 'identify') {
+        if (cert.status === 'verified') return certificateUser(cert);
+        if (cert.status === 'unverified') certificateProblem = cert.reason;
+      } else if (cert.status !== 'verified' || !certificates.require.includes(cert.commonName)) {
+        const why = cert.status === 'none' ? 'none was presented' : cert.status === 'unverified' ? cert.reason : `"${cert.commonName}" is not the gateway`;
+        throw unauthorized(`a client certificate issued to the gateway is required: ${why}`);
+      }
+    }
+    if (certificateProblem !== undefined && !request.headers.authorization) {
+      throw unauthorized(`invalid client certificate: ${certificateProblem}`);
+    }
+    const token = bearerToken(request.headers.authorization);
+    const jwt = precheckToken(token);
+    if (!jwt || !oidc?.handles(jwt)) return await tokenReview.authenticate(token, jwt);
+    try {
+      return await oidc.verify(request);
+    } catch (oidcError) {
+      // Like the API server's union of authenticators: a token the OIDC verifier rejects may
+      // still be one the API server accepts (e.g. when both trust the same issuer).
+      if (!(oidcError instanceof HttpError) || oidcError.code !== 401) throw oidcError;
+      try {
+        return await tokenReview.authenticate(token, jwt);
+      } catch (reviewError) {
+        throw reviewError instanceof HttpError && reviewError.code === 401 ? oidcError : reviewError;
+      }
+    }
+  };
+}
