@@ -4,7 +4,7 @@
 //                                                  file up to its last complete record
 //   DELETE /v1/captures/{ns}/{name}/files          remove them (409 while capturing)
 import type { FastifyInstance } from 'fastify';
-import { FILE_NAME_PATTERN } from '../../src/agent/capture-store.js';
+import { CAPTURE_FILE_NAME_PATTERN } from '../../src/pcap/file-names.js';
 import '../../src/agent/decorators.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { parseRange } from '../../src/http/range.js';
@@ -14,7 +14,7 @@ import { conflict, HttpError, notFound } from '../../src/http/status.js';
 const fileParams = {
   ...captureParams,
   required: [...captureParams.required, 'file'],
-  properties: { ...captureParams.properties, file: { type: 'string', maxLength: 255, pattern: FILE_NAME_PATTERN } },
+  properties: { ...captureParams.properties, file: { type: 'string', maxLength: 255, pattern: CAPTURE_FILE_NAME_PATTERN } },
 } as const;
 
 const listing = {

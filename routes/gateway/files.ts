@@ -2,6 +2,7 @@
 // DELETE /files/{namespace}/{name}: remove them from every node, once nothing captures.
 import type { FastifyInstance } from 'fastify';
 import { AgentError } from '../../src/gateway/agent-client.js';
+import { InvalidListingError } from '../../src/gateway/agent-listing.js';
 import '../../src/gateway/decorators.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { badGateway, conflict } from '../../src/http/status.js';
@@ -42,13 +43,16 @@ const removal = {
   },
 } as const;
 
+/** No query parameters: an unknown one is a 400, never silently ignored (`?dryRun=All`). */
+const noQuery = { type: 'object', additionalProperties: false, properties: {} } as const;
+
 /** States in which an agent is still writing this capture's files. */
 const ACTIVE = new Set(['Capturing', 'WaitingForTraffic']);
 
 export default async function filesRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Params: CaptureParams }>(
     '/files/:namespace/:name',
-    { schema: { params: captureParams, response: { 200: listing } }, config: { filesVerb: 'get' } },
+    { schema: { params: captureParams, querystring: noQuery, response: { 200: listing } }, config: { filesVerb: 'get' } },
     async (request) => {
       const { namespace, name } = request.params;
       const pc = await app.captureFiles.capture(namespace, name);
@@ -63,7 +67,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
 
   app.delete<{ Params: CaptureParams }>(
     '/files/:namespace/:name',
-    { schema: { params: captureParams, response: { 200: removal } }, config: { filesVerb: 'delete' } },
+    { schema: { params: captureParams, querystring: noQuery, response: { 200: removal } }, config: { filesVerb: 'delete' } },
     async (request) => {
       const { namespace, name } = request.params;
       const pc = await app.captureFiles.capture(namespace, name);
@@ -74,10 +78,15 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       const nodes = await app.captureFiles.collect(pc);
       const removed: { node: string; file: string }[] = [];
       const failed: string[] = [];
+      const invalid: string[] = [];
       await Promise.all(nodes.map(async (n) => {
         try {
           for (const file of await app.captureFiles.agents.deleteFiles(n.endpoint, namespace, name)) removed.push({ node: n.node, file });
         } catch (err) {
+          if (err instanceof InvalidListingError) {
+            invalid.push(n.node);
+            return;
+          }
           if (!(err instanceof AgentError)) throw err;
           app.gatewayMetrics.agentErrors.inc({ operation: 'delete' });
           // The agent re-checks that nothing is capturing: a 409 from it means a race we lost.
@@ -85,6 +94,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
           failed.push(n.node);
         }
       }));
+      if (invalid.length > 0) throw badGateway(`the agents of ${invalid.sort().join(', ')} answered the deletion off-contract`, invalid, 'AgentInvalidResponse');
       if (failed.length > 0) throw badGateway(`could not delete the files on ${failed.sort().join(', ')}`, failed);
       request.log.info({ user: request.caller?.username, namespace, name, removed: removed.length }, 'capture files deleted');
       removed.sort((a, b) => a.node.localeCompare(b.node) || a.file.localeCompare(b.file));

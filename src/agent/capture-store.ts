@@ -8,12 +8,12 @@
 import { constants } from 'node:fs';
 import { lstat, open, readdir, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join, sep } from 'node:path';
+import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
 import { completePrefixLength } from '../pcap/format.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
 
-/** What a served file name may look like: no separators, no dot-dot, no NUL, no tricks. */
-export const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,250}\.pcap$/;
-export const FILE_NAME_PATTERN = FILE_NAME.source;
+/** What a served file name may look like (src/pcap/file-names.ts). */
+const FILE_NAME = CAPTURE_FILE_NAME;
 /** Rotated files end in -<unix microseconds>.pcap; the others may still be growing. */
 const ROTATED = /-\d{13,19}\.pcap$/;
 

@@ -9,12 +9,9 @@ import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ReloadingAgent } from '../tls/reloading-agent.js';
 import type { AgentEndpoint } from './agent-directory.js';
+import { InvalidListingError, isCaptureFileName, parseListing, type AgentFile } from './agent-listing.js';
 
-export interface AgentFile {
-  name: string;
-  size: number;
-  modified: string;
-}
+export type { AgentFile } from './agent-listing.js';
 
 /** The agent could not be asked, or did not answer as the contract says. */
 export class AgentError extends Error {
@@ -92,11 +89,16 @@ export class AgentClient {
     return res;
   }
 
+  /** The node's files, each checked (InvalidListingError for anything off-contract). */
   async list(ep: AgentEndpoint, namespace: string, name: string): Promise<AgentFile[]> {
     const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
-    const body = (await res.body.json()) as unknown;
-    if (!Array.isArray(body)) throw new AgentError(ep.node, 'the file listing is not a list');
-    return body as AgentFile[];
+    let body: unknown;
+    try {
+      body = await res.body.json();
+    } catch {
+      throw new InvalidListingError(ep.node, 'not JSON');
+    }
+    return parseListing(ep.node, body);
   }
 
   /** The file's bytes as a stream that errors if the transfer is cut short. */
@@ -108,8 +110,10 @@ export class AgentClient {
 
   async deleteFiles(ep: AgentEndpoint, namespace: string, name: string): Promise<string[]> {
     const res = await this.call(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
-    const body = (await res.body.json()) as { removed?: string[] };
-    return body.removed ?? [];
+    const body = (await res.body.json().catch(() => undefined)) as { removed?: unknown } | undefined;
+    const removed = body?.removed;
+    if (!Array.isArray(removed) || !removed.every(isCaptureFileName)) throw new InvalidListingError(ep.node, 'the list of removed files is not a list of plain *.pcap names');
+    return removed;
   }
 
   async close(): Promise<void> {

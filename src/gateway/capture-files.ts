@@ -6,6 +6,7 @@ import { badGateway, notFound, serviceUnavailable } from '../http/status.js';
 import { KubeApiError, KubeUnavailableError, type KubeClient } from '../kube/client.js';
 import { getPacketCapture, type CaptureState, type PacketCapture } from '../kube/packetcapture.js';
 import { AgentError, type AgentClient, type AgentFile } from './agent-client.js';
+import { InvalidListingError, isNodeName } from './agent-listing.js';
 import type { AgentDirectory, AgentEndpoint } from './agent-directory.js';
 
 export interface NodeFiles {
@@ -47,7 +48,14 @@ export class CaptureFiles {
   async collect(pc: PacketCapture, signal?: AbortSignal): Promise<NodeFiles[]> {
     const { namespace, name } = pc.metadata;
     const entries = pc.status?.files ?? [];
+    // A node name becomes a zip directory: anything but a Kubernetes node name is refused
+    // before any agent is asked (the agents' ServiceAccount can write any node's entry).
+    const badNodes = entries.map((e) => e.node).filter((n) => !isNodeName(n)).map((n) => JSON.stringify(n).slice(0, 80));
+    if (badNodes.length > 0) {
+      throw badGateway(`the status of ${namespace}/${name} names nodes that are not node names: ${badNodes.join(', ')}`, badNodes, 'AgentInvalidResponse');
+    }
     const unreachable: string[] = [];
+    const invalid: string[] = [];
     const results = await Promise.all(entries.map(async (entry): Promise<NodeFiles | undefined> => {
       const holdsFiles = (entry.fileNames?.length ?? 0) > 0;
       const endpoint = this.directory.endpointFor(entry.node);
@@ -61,6 +69,12 @@ export class CaptureFiles {
         if (signal?.aborted) return undefined;
         return { node: entry.node, state: entry.state, endpoint, files: [...files].sort((a, b) => a.name.localeCompare(b.name)) };
       } catch (err) {
+        if (err instanceof InvalidListingError) {
+          this.onAgentError('list');
+          this.log.warn({ node: entry.node, err: err.message }, 'agent listing refused');
+          invalid.push(entry.node);
+          return undefined;
+        }
         if (!(err instanceof AgentError)) throw err;
         this.onAgentError('list');
         this.log.warn({ node: entry.node, holdsFiles, err: err.message }, 'agent listing failed');
@@ -68,6 +82,10 @@ export class CaptureFiles {
         return undefined;
       }
     }));
+    if (invalid.length > 0) {
+      invalid.sort();
+      throw badGateway(`the agents of these nodes sent a listing that is not a list of capture files: ${invalid.join(', ')}`, invalid, 'AgentInvalidResponse');
+    }
     if (unreachable.length > 0) {
       unreachable.sort();
       throw badGateway(`the agents of these nodes hold files of ${namespace}/${name} but cannot be reached: ${unreachable.join(', ')}`, unreachable);

@@ -50,8 +50,13 @@ export const notFound = (message: string, reason = 'NotFound'): HttpError => new
 
 export const conflict = (message: string): HttpError => new HttpError(409, 'Conflict', message);
 
-export const badGateway = (message: string, nodes: string[]): HttpError =>
-  new HttpError(502, 'BadGateway', message, {}, { causes: nodes.map((n) => ({ reason: 'AgentUnreachable', field: n, message: `the agent of node ${n} could not be reached` })) });
+export type AgentProblem = 'AgentUnreachable' | 'AgentInvalidResponse';
+
+/** 502 naming the nodes whose agents failed, and how (details.causes[].field = node). */
+export const badGateway = (message: string, nodes: string[], problem: AgentProblem = 'AgentUnreachable'): HttpError =>
+  new HttpError(502, 'BadGateway', message, {}, {
+    causes: nodes.map((n) => ({ reason: problem, field: n, message: problem === 'AgentUnreachable' ? `the agent of node ${n} could not be reached` : `the agent of node ${n} answered off-contract` })),
+  });
 
 export const serviceUnavailable = (message: string, retryAfterSeconds = 5): HttpError =>
   new HttpError(503, 'ServiceUnavailable', message, { 'retry-after': String(retryAfterSeconds) }, { retryAfterSeconds });

@@ -17,6 +17,10 @@ export const REDACT_PATHS = [
   '*.bearerToken',
   'spec.token',
   'status.token',
+  // The HTTP parser's errors carry the raw request bytes, headers and all (fastify logs
+  // them at trace level as "client error"); the err serializer drops them too.
+  'rawPacket',
+  'err.rawPacket',
 ];
 
 export interface RequestLike {
@@ -37,7 +41,11 @@ export function loggerOptions(level: string, name: string): LoggerOptions {
         route: req.routeOptions?.url ?? '(no route)',
         remoteAddress: req.ip ?? req.socket?.remoteAddress,
       }),
-      err: pino.stdSerializers.err,
+      err: (err: Error) => {
+        const out = pino.stdSerializers.err(err) as ReturnType<typeof pino.stdSerializers.err> & { rawPacket?: unknown };
+        delete out.rawPacket;
+        return out;
+      },
     },
   };
 }

@@ -74,6 +74,10 @@ t.test('two agents applying their own status.files entries both keep them (serve
   pc = await getPacketCapture(client, ns, 'ssa');
   t.same(pc?.status?.files?.map((f) => f.node), ['node-b']);
 
+  // A node name that is not one (it would become a zip directory) is refused by the schema too.
+  for (const node of ['../../x', 'a/b', 'Node-A']) {
+    await t.rejects(applyNodeStatus(client, ref, 'kube-pcap-agent/hostile', { node, state: 'Capturing' }), /should match|must match|Invalid value/, `node ${node}`);
+  }
   // A state outside the enum is refused by the schema.
   await t.rejects(applyNodeStatus(client, ref, 'kube-pcap-agent/node-c', { node: 'node-c', state: 'Sleeping' as never }), /Unsupported value: "Sleeping"/);
 

@@ -60,6 +60,14 @@ t.test('400: a namespace or name that is not a valid Kubernetes name', async (t)
   }
   const res = await https(`${url(DOWNLOAD)}?unknown=1`, { caFile: ca, token: w.devopsToken });
   await expectStatus(t, res, 400, 'BadRequest');
+  const listing = await https(`${url(FILES)}?watch=true`, { caFile: ca, token: w.devopsToken });
+  await expectStatus(t, listing, 400, 'BadRequest', FILES);
+  // A kubectl user expects ?dryRun=All to delete nothing: it is refused, and nothing is deleted.
+  const dryRun = await https(`${url(FILES)}?dryRun=All`, { caFile: ca, token: w.devopsToken, method: 'DELETE' });
+  await expectStatus(t, dryRun, 400, 'BadRequest', FILES, 'DELETE');
+  t.match(dryRun.json<{ message: string }>().message, 'unknown query parameter "dryRun"', 'the message names the parameter');
+  const after = await https(url(FILES), { caFile: ca, token: w.devopsToken });
+  t.equal(after.json<{ files: unknown[] }>().files.length, w.files.size, 'every file is still there');
 });
 
 t.test('401: no token', async (t) => {

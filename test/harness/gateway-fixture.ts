@@ -45,7 +45,7 @@ export interface StorefrontWorld {
   downloadUrl(prefix?: boolean): string;
 }
 
-export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes?: string[]; gatewayArgs?: string[]; filesPerNode?: number } = {}): Promise<StorefrontWorld> {
+export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes?: string[]; gatewayArgs?: string[]; agentArgs?: string[]; filesPerNode?: number } = {}): Promise<StorefrontWorld> {
   await installKubePcap(c);
   const pki = await makePki(t);
   const logDir = await scratchDir(t, 'logs');
@@ -78,7 +78,7 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
     }
     expected[node] = names.sort();
     const address = await bridgeAddress(t);
-    agents.push(await startAgent(t, c, { node, address, captureDir, pki, logDir, extraArgs: ['--status-interval-ms=200'] }));
+    agents.push(await startAgent(t, c, { node, address, captureDir, pki, logDir, extraArgs: ['--status-interval-ms=200', ...(opts.agentArgs ?? [])] }));
   }
   const waitForStatus = async (state: CaptureState, fileNames: Record<string, string[]> = expected): Promise<void> => {
     await waitFor(async () => {

@@ -16,7 +16,10 @@ export const errorsPlugin = fp(async (app: FastifyInstance) => {
       e = err;
     } else if ((err as FastifyError).validation) {
       const fe = err as FastifyError;
-      e = badRequest(`invalid request: ${fe.message}`, fe.validation?.map((v) => ({ reason: 'FieldValueInvalid', field: `${fe.validationContext ?? ''}${v.instancePath}`, message: v.message ?? 'invalid' })));
+      // Name an unknown parameter (shortened: the caller may have pasted anything there).
+      const unknown = fe.validation?.map((v) => (v.params as { additionalProperty?: unknown } | undefined)?.additionalProperty).find((p): p is string => typeof p === 'string');
+      const message = unknown !== undefined && fe.validationContext === 'querystring' ? `unknown query parameter "${unknown.slice(0, 40)}"` : fe.message;
+      e = badRequest(`invalid request: ${message}`, fe.validation?.map((v) => ({ reason: 'FieldValueInvalid', field: `${fe.validationContext ?? ''}${v.instancePath}`, message: v.message ?? 'invalid' })));
     } else if (typeof (err as FastifyError).statusCode === 'number' && (err as FastifyError).statusCode! < 500) {
       const code = (err as FastifyError).statusCode!;
       e = new HttpError(code, code === 413 ? 'RequestEntityTooLarge' : 'BadRequest', err.message);

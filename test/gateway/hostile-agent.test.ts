@@ -1,0 +1,79 @@
+// The gateway never trusts an agent's listing: a file name that is not a plain *.pcap name,
+// a duplicate, an impossible size, or something that is not a listing at all is a 502
+// naming the node, never a zip entry like `node/../../x`.
+//
+// TEST DOUBLE: the hostile agent is a small HTTPS server with the agents' certificate that
+// answers listings it is told to. A real agent cannot be made to list such names (it only
+// lists plain names it finds in its directory), which is the point of this check; the
+// gateway, the API server, the status entry and the real agents beside it are real.
+import { readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import t from 'tap';
+import { isNodeName, parseListing } from '../../src/gateway/agent-listing.js';
+import { applyNodeStatus } from '../../src/kube/packetcapture.js';
+import { bridgeAddress } from '../harness/addresses.js';
+import { cluster } from '../harness/cluster.js';
+import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
+import { https } from '../harness/http.js';
+import { publishAgents } from '../harness/kube-pcap.js';
+import { checkResponse } from '../harness/openapi.js';
+
+const c = await cluster(t);
+const w = await storefrontWorld(t, c);
+await w.grantFiles();
+const ca = w.pki.ca.certFile;
+
+let listing: unknown = [];
+const address = await bridgeAddress(t);
+const hostile: Server = createServer({ cert: await readFile(w.pki.agent.certFile), key: await readFile(w.pki.agent.keyFile) }, (req, res) => {
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify(req.url?.endsWith('/files') ? listing : []));
+});
+await new Promise<void>((resolve) => hostile.listen(0, address, resolve));
+t.teardown(() => new Promise<void>((resolve) => hostile.close(() => resolve())));
+const node = w.nodeName('node-hostile');
+await publishAgents(c, w.agentService, [...w.agents, { node, address, port: (hostile.address() as AddressInfo).port }]);
+// The node's status entry, as its agent (whose ServiceAccount may write any entry) would write it.
+await applyNodeStatus(w.kube, { namespace: w.ns, name: CAPTURE }, 'test-hostile-agent', { node, directory: `/var/lib/kube-pcap/${w.ns}/${CAPTURE}`, fileNames: ['x.pcap'], state: 'Capturing' });
+
+const modified = new Date().toISOString();
+const hostileListings: [string, unknown][] = [
+  ['a path out of the node\'s directory', [{ name: '../../etc/x.pcap', size: 10, modified }]],
+  ['a separator', [{ name: 'a/b.pcap', size: 10, modified }]],
+  ['not a pcap name', [{ name: 'notes.txt', size: 10, modified }]],
+  ['a NUL', [{ name: 'a\u0000.pcap', size: 10, modified }]],
+  ['a duplicate', [{ name: 'a.pcap', size: 10, modified }, { name: 'a.pcap', size: 10, modified }]],
+  ['a negative size', [{ name: 'a.pcap', size: -1, modified }]],
+  ['an absurd size', [{ name: 'a.pcap', size: 2 ** 60, modified }]],
+  ['no time', [{ name: 'a.pcap', size: 10 }]],
+  ['not a list', { files: [] }],
+];
+
+for (const [what, body] of hostileListings) {
+  t.test(`an agent listing ${what}: 502 naming the node, for the zip and the listing`, async (t) => {
+    listing = body;
+    for (const [path, template] of [[w.downloadUrl(), '/packet-capture/download/{namespace}/{name}/files.zip'], [`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, '/packet-capture/files/{namespace}/{name}']] as const) {
+      const res = await https(path, { caFile: ca, token: w.devopsToken });
+      t.equal(res.status, 502, `${template}: ${res.body.subarray(0, 200).toString()}`);
+      t.notOk(res.body.subarray(0, 2).toString() === 'PK', 'no zip at all');
+      const status = res.json<{ message: string; details: { causes: { reason: string; field: string }[] } }>();
+      t.same(status.details.causes, [{ reason: 'AgentInvalidResponse', field: node, message: `the agent of node ${node} answered off-contract` }]);
+      await checkResponse('GET', template, res.status, res.headers['content-type'] as string, res.body);
+    }
+  });
+}
+
+t.test('a well-formed listing from the same agent is served beside the real agents\' files', async (t) => {
+  listing = [];
+  const res = await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: ca, token: w.devopsToken });
+  t.equal(res.status, 200);
+  t.equal(res.json<{ files: unknown[] }>().files.length, w.files.size, 'the real agents\' files, nothing from the hostile node');
+});
+
+t.test('node names that are not Kubernetes node names never become zip directories', async (t) => {
+  for (const bad of ['..', '../x', 'a/b', 'Node-1', '', 'x'.repeat(254), 'a..b', '-a']) t.notOk(isNodeName(bad), JSON.stringify(bad));
+  for (const good of ['node-1', 'ip-10-0-0-1.eu-west-1.compute.internal', 'a']) t.ok(isNodeName(good), good);
+  t.throws(() => parseListing('n', [{ name: '..pcap', size: 1, modified }]), /not a plain/);
+  t.same(parseListing('n', [{ name: 'web-0_cali0-1700000000000001.pcap', size: 24, modified, extra: 'ignored' }]), [{ name: 'web-0_cali0-1700000000000001.pcap', size: 24, modified }]);
+});
