@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import autoload from '@fastify/autoload';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { ConnectionLimits } from '../config/common.js';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { authenticationChain } from '../auth/authentication/chain.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
@@ -26,6 +27,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export interface AgentAppDeps {
   kube: KubeClient;
+  limits: ConnectionLimits;
   log: Logger;
   tls: TlsMaterial;
   registry: Registry;
@@ -39,7 +41,7 @@ export interface AgentAppDeps {
 }
 
 export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance> {
-  const app = createHttpsServer(deps.tls, deps.log);
+  const app = createHttpsServer(deps.tls, deps.log, deps.limits);
   const lookups = new Counter({ name: 'kube_pcap_review_cache_lookups_total', help: 'Review cache lookups by review and result (hit, miss, coalesced).', labelNames: ['review', 'result'], registers: [deps.registry] });
   const reviewSeconds = new Histogram({ name: 'kube_pcap_review_duration_seconds', help: 'Latency of reviews sent to the API server.', labelNames: ['review', 'outcome'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], registers: [deps.registry] });
   // The only caller is the gateway, with one token: short TTLs cost little.

@@ -64,7 +64,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   });
   const running = reconciler;
   const app = await buildAgentApp({
-    kube, log, tls, registry, store,
+    kube, log, tls, registry, store, limits: config.limits,
     activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), filesDeleted: () => running.filesDeleted() },
     authAudience: config.authAudience,
     gatewayClientNames: config.gatewayClientNames,

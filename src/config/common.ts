@@ -12,11 +12,21 @@ export function serverOptions(defaultPort: number): OptionTable {
     'dev-self-signed': { type: 'boolean', default: false, help: 'Development only: serve a throwaway self-signed certificate instead of --tls-cert-file/--tls-key-file.' },
     kubeconfig: { type: 'string', metavar: 'FILE', env: 'KUBECONFIG', help: 'kubeconfig to reach the API server; in a pod the ServiceAccount is used.' },
     'log-level': { type: 'string', metavar: 'LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.` },
+    'max-connections': { type: 'integer', default: 1024, min: 1, max: 1_000_000, help: 'Connections served at once; more are closed on arrival.' },
+    'tls-handshake-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 120, help: 'A connection that has not completed its TLS handshake by then is closed (the idle timeout, 120 s, starts after).' },
   };
+}
+
+export interface ConnectionLimits {
+  maxConnections: number;
+  handshakeTimeoutMs: number;
+  /** Proxies whose X-Forwarded-For names the client (the gateway's --trusted-proxies). */
+  trustedProxies?: string[];
 }
 
 export interface ServerConfig {
   listen: { host: string; port: number };
+  limits: ConnectionLimits;
   tls: { certFile: string; keyFile: string } | { selfSigned: true };
   kubeconfig: string | undefined;
   logLevel: LogLevel;
@@ -39,6 +49,7 @@ export function serverConfig(command: string, v: OptionValues): ServerConfig {
   }
   return {
     listen,
+    limits: { maxConnections: v['max-connections'] as number, handshakeTimeoutMs: (v['tls-handshake-timeout-seconds'] as number) * 1000 },
     tls,
     kubeconfig: v.kubeconfig as string | undefined,
     logLevel: level as LogLevel,

@@ -29,6 +29,11 @@ export const gatewayOptions: OptionTable = {
   'authz-deny-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 3600, help: 'How long a denying SubjectAccessReview is reused.' },
   'cache-max-entries': { type: 'integer', default: 10_000, min: 1, max: 10_000_000, help: 'Bound of each review cache.' },
   'api-timeout-seconds': { type: 'integer', default: 5, min: 1, max: 60, help: 'Timeout of each review and read sent to the API server.' },
+  'authn-unverified-max-inflight': { type: 'integer', default: 4, min: 1, max: 1000, help: 'TokenReviews in flight at once for tokens never seen valid (known-valid tokens have their own lane).' },
+  'authn-unverified-queue': { type: 'integer', default: 64, min: 0, max: 100_000, help: 'Such tokens waiting for a place; beyond, 503 with Retry-After.' },
+  'authn-failure-limit': { type: 'integer', default: 30, min: 0, max: 1_000_000, help: 'Failed authentications per client per window before 429 (0: no limit); a token known valid is never limited.' },
+  'authn-failure-window-seconds': { type: 'integer', default: 60, min: 1, max: 86400, help: 'The window of --authn-failure-limit.' },
+  'trusted-proxies': { type: 'list', default: [], help: 'Addresses or CIDRs of proxies (an Ingress controller) whose X-Forwarded-For names the client, for --authn-failure-limit; others\' is ignored.' },
 };
 
 export interface OidcConfig {
@@ -54,6 +59,12 @@ export interface GatewayConfig extends ServerConfig {
     serverName: string;
     tokenFile: string;
     timeoutMs: number;
+  };
+  authnLimits: {
+    unverifiedMaxInFlight: number;
+    unverifiedQueue: number;
+    failureLimit: number;
+    failureWindowMs: number;
   };
   cache: {
     authnTtlMs: number;
@@ -109,6 +120,13 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
 
   return {
     ...base,
+    limits: { ...base.limits, trustedProxies: v['trusted-proxies'] as string[] },
+    authnLimits: {
+      unverifiedMaxInFlight: v['authn-unverified-max-inflight'] as number,
+      unverifiedQueue: v['authn-unverified-queue'] as number,
+      failureLimit: v['authn-failure-limit'] as number,
+      failureWindowMs: (v['authn-failure-window-seconds'] as number) * 1000,
+    },
     tokenAudiences: v['token-audiences'] as string[],
     clientCaFile: v['client-ca-file'] as string | undefined,
     oidc,

@@ -7,12 +7,15 @@ import { fileURLToPath } from 'node:url';
 import autoload from '@fastify/autoload';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { authenticationChain } from '../auth/authentication/chain.js';
+import { KnownTokens } from '../auth/authentication/known-tokens.js';
+import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
 import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
 import { countLookups } from '../auth/review-cache.js';
 import type { GatewayConfig } from '../config/gateway.js';
+import { authFailureLimitPlugin } from '../http/plugins/auth-failure-limit.js';
 import { authorizeFilesPlugin } from '../http/plugins/authorize-files.js';
 import { errorsPlugin } from '../http/plugins/errors.js';
 import { healthPlugin } from '../http/plugins/health.js';
@@ -28,6 +31,8 @@ import './decorators.js';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const OPENAPI_FILE = join(ROOT, 'openapi.yaml');
 export const CAPTURE_PREFIX = '/packet-capture';
+/** How long a token once accepted keeps its own lane when it carries no expiry of its own. */
+const KNOWN_TOKEN_HORIZON_MS = 60 * 60_000;
 
 export interface GatewayDeps {
   config: GatewayConfig;
@@ -37,7 +42,7 @@ export interface GatewayDeps {
 }
 
 export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): Promise<FastifyInstance> {
-  const app = createHttpsServer(tls, log);
+  const app = createHttpsServer(tls, log, config.limits);
   const registry = new Registry();
   const cacheLookups = new Counter({ name: 'kube_pcap_review_cache_lookups_total', help: 'Review cache lookups by review and result (hit, miss, coalesced).', labelNames: ['review', 'result'], registers: [registry] });
   const reviewSeconds = new Histogram({ name: 'kube_pcap_review_duration_seconds', help: 'Latency of TokenReviews and SubjectAccessReviews sent to the API server.', labelNames: ['review', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [registry] });
@@ -48,7 +53,25 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     agentErrors,
   };
 
+  // Bounded cost of unknown credentials (docs/security.md): a lane of few places for tokens
+  // never seen valid, and a per-client limit of failures.
+  const reviewsInFlight = new Gauge({ name: 'kube_pcap_gateway_unverified_tokenreviews_in_flight', help: 'TokenReviews in flight for tokens never seen valid.', registers: [registry] });
+  const reviewsPeak = new Gauge({ name: 'kube_pcap_gateway_unverified_tokenreviews_in_flight_peak', help: 'The most TokenReviews ever in flight at once for tokens never seen valid.', registers: [registry] });
+  const authnRefused = new Counter({ name: 'kube_pcap_gateway_authn_refused_total', help: 'Requests refused before any review: queue_full (503), rate_limited (429).', labelNames: ['reason'], registers: [registry] });
+  const unknownLane = new ConcurrencyLimit({
+    maxInFlight: config.authnLimits.unverifiedMaxInFlight,
+    maxQueued: config.authnLimits.unverifiedQueue,
+    what: 'unverified credentials to be reviewed',
+    onInFlight: (n) => {
+      reviewsInFlight.set(n);
+      reviewsPeak.set(unknownLane.peak);
+    },
+  });
+  const known = new KnownTokens(config.cache.maxEntries, KNOWN_TOKEN_HORIZON_MS);
   const tokenReview = new TokenReviewAuthenticator(kube, {
+    known,
+    unknownLane,
+    onQueueFull: () => authnRefused.inc({ reason: 'queue_full' }),
     audiences: config.tokenAudiences,
     successTtlMs: config.cache.authnTtlMs,
     failureTtlMs: config.cache.authnFailureTtlMs,
@@ -100,7 +123,13 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     const { oidcPlugin } = await import('../auth/authentication/oidc.js');
     await app.register(oidcPlugin, { config: config.oidc, timeoutMs: config.apiTimeoutMs });
   }
-  const authenticate = authenticationChain({ certificates: tls.clientCa ? 'identify' : undefined, oidc: app.oidc, tokenReview });
+  await app.register(authFailureLimitPlugin, {
+    maxFailures: config.authnLimits.failureLimit,
+    windowMs: config.authnLimits.failureWindowMs,
+    maxClients: config.cache.maxEntries,
+    onLimited: () => authnRefused.inc({ reason: 'rate_limited' }),
+  });
+  const authenticate = authenticationChain({ certificates: tls.clientCa ? 'identify' : undefined, oidc: app.oidc, tokenReview, known, failures: app.authFailures });
   await app.register(authorizeFilesPlugin, { authenticate, reviewer });
 
   const routes = join(ROOT, 'dist', 'routes', 'gateway');

@@ -4,13 +4,17 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:https';
 import Fastify, { type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { ConnectionLimits } from '../config/common.js';
 import type { TlsMaterial } from './tls.js';
 
 /** Longest URL parameter: a capture name may be a 253-character DNS subdomain. */
 const MAX_PARAM_LENGTH = 300;
 
-function serverOptions(tls: TlsMaterial): FastifyHttpsOptions<Server, FastifyBaseLogger> {
+function serverOptions(tls: TlsMaterial, limits: ConnectionLimits): FastifyHttpsOptions<Server, FastifyBaseLogger> {
   return {
+    // X-Forwarded-For counts only from these (fastify/proxy-addr): the client address is what
+    // failed authentications are limited by, and anyone can write the header.
+    ...(limits.trustedProxies && limits.trustedProxies.length > 0 ? { trustProxy: limits.trustedProxies } : {}),
     https: {
       cert: tls.cert,
       key: tls.key,
@@ -18,6 +22,8 @@ function serverOptions(tls: TlsMaterial): FastifyHttpsOptions<Server, FastifyBas
       // clients have none. What a verified one is worth is decided per route.
       ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: false } : {}),
       minVersion: 'TLSv1.2',
+      // A connection must finish its handshake well before the idle timeout would end it.
+      handshakeTimeout: limits.handshakeTimeoutMs,
       maxHeaderSize: 32 * 1024,
       // Headers must be complete within 10 s; overdue requests are found every 5 s.
       headersTimeout: 10_000,
@@ -39,8 +45,10 @@ function serverOptions(tls: TlsMaterial): FastifyHttpsOptions<Server, FastifyBas
 }
 
 /** An HTTPS fastify instance with those settings, logging through `log` with request ids. */
-export function createHttpsServer(tls: TlsMaterial, log: Logger): FastifyInstance {
-  const app = Fastify({ ...serverOptions(tls), loggerInstance: log as FastifyBaseLogger, genReqId: () => randomUUID() });
+export function createHttpsServer(tls: TlsMaterial, log: Logger, limits: ConnectionLimits): FastifyInstance {
+  const app = Fastify({ ...serverOptions(tls, limits), loggerInstance: log as FastifyBaseLogger, genReqId: () => randomUUID() });
+  // Beyond this, Node closes new connections on arrival: a flood of sockets is not a flood of TLS handshakes.
+  app.server.maxConnections = limits.maxConnections;
   // Fastify types an instance by its server class; routes and plugins here are written
   // against the default instance type, whose API is the same for an https.Server.
   return app as unknown as FastifyInstance;

@@ -204,6 +204,15 @@ export class ControlPlane {
     }
   }
 
+  /** Freezes kube-apiserver (SIGSTOP): connections stay open and requests hang, as under overload. */
+  pauseApiServer(): void {
+    this.apiserver?.child.kill('SIGSTOP');
+  }
+
+  resumeApiServer(): void {
+    this.apiserver?.child.kill('SIGCONT');
+  }
+
   /** Stops kube-apiserver only: clients then see a refused connection, as in an outage. */
   async stopApiServer(): Promise<void> {
     await this.apiserver?.stop(10_000);

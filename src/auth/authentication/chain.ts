@@ -11,10 +11,16 @@
 import type { FastifyRequest } from 'fastify';
 import { HttpError, unauthorized } from '../../http/status.js';
 import type { UserInfo } from '../user.js';
-import { bearerToken, precheckToken } from './bearer.js';
+import { bearerToken, precheckToken, tokenDigest } from './bearer.js';
 import { certificateUser, peerCertificate } from './client-certificate.js';
+import type { KnownTokens } from './known-tokens.js';
 import type { OidcVerifier } from './oidc.js';
 import type { TokenReviewAuthenticator } from './token-review.js';
+
+export interface FailureLimit {
+  check(request: FastifyRequest): Promise<void>;
+  record(request: FastifyRequest): Promise<void>;
+}
 
 export interface AuthenticationChainOptions {
   /**
@@ -26,12 +32,16 @@ export interface AuthenticationChainOptions {
   certificates?: 'identify' | { require: readonly string[] };
   oidc?: OidcVerifier;
   tokenReview: TokenReviewAuthenticator;
+  /** Tokens accepted before (by TokenReview or OIDC): never limited. */
+  known?: KnownTokens;
+  /** Per-client limit of failed token authentications (429). */
+  failures?: FailureLimit;
 }
 
 export type Authenticate = (request: FastifyRequest) => Promise<UserInfo>;
 
 export function authenticationChain(opts: AuthenticationChainOptions): Authenticate {
-  const { certificates, oidc, tokenReview } = opts;
+  const { certificates, oidc, tokenReview, known, failures } = opts;
   return async (request) => {
     let certificateProblem: string | undefined;
     if (certificates !== undefined) {
@@ -47,11 +57,33 @@ export function authenticationChain(opts: AuthenticationChainOptions): Authentic
     if (certificateProblem !== undefined && !request.headers.authorization) {
       throw unauthorized(`invalid client certificate: ${certificateProblem}`);
     }
+    const proven = isKnown(request.headers.authorization);
+    if (!proven) await failures?.check(request);
+    try {
+      return await authenticateToken(request);
+    } catch (err) {
+      if (!proven && err instanceof HttpError && err.code === 401) await failures?.record(request);
+      throw err;
+    }
+  };
+
+  function isKnown(header: string | undefined): boolean {
+    if (!known || header === undefined) return false;
+    try {
+      return known.has(tokenDigest(bearerToken(header)));
+    } catch {
+      return false; // a malformed header: authenticateToken says why
+    }
+  }
+
+  async function authenticateToken(request: FastifyRequest): Promise<UserInfo> {
     const token = bearerToken(request.headers.authorization);
     const jwt = precheckToken(token);
     if (!jwt || !oidc?.handles(jwt)) return await tokenReview.authenticate(token, jwt);
     try {
-      return await oidc.verify(request);
+      const user = await oidc.verify(request);
+      known?.remember(tokenDigest(token), typeof jwt.claims.exp === 'number' ? jwt.claims.exp * 1000 : undefined);
+      return user;
     } catch (oidcError) {
       // Like the API server's union of authenticators: a token the OIDC verifier rejects may
       // still be one the API server accepts (e.g. when both trust the same issuer).
@@ -62,5 +94,5 @@ export function authenticationChain(opts: AuthenticationChainOptions): Authentic
         throw reviewError instanceof HttpError && reviewError.code === 401 ? oidcError : reviewError;
       }
     }
-  };
+  }
 }

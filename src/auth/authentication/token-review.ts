@@ -1,12 +1,20 @@
 // Authentication by TokenReview: the API server says whether a bearer token is valid (for
 // the given audiences) and whose it is. Answers are cached by token digest, never past the
 // token's own expiry; API server failures are never cached and become 503 (fail closed).
+//
+// Two lanes: a token some review has already accepted (KnownTokens) is re-reviewed at
+// once; a token never seen valid waits for one of a few places (ConcurrencyLimit), and
+// beyond a bounded queue is answered 503 without a review. A flood of unknown tokens so
+// costs the API server a bounded number of reviews at a time, and known users never wait
+// behind it.
 import type { KubeClient } from '../../kube/client.js';
-import { unauthorized } from '../../http/status.js';
+import { serviceUnavailable, unauthorized } from '../../http/status.js';
+import { QueueFullError, type ConcurrencyLimit } from '../concurrency-limit.js';
 import { postReview, secondsSince } from '../review-request.js';
 import { ReviewCache, type CacheOutcome } from '../review-cache.js';
 import type { UserInfo } from '../user.js';
 import { tokenDigest, type UnverifiedJwt } from './bearer.js';
+import type { KnownTokens } from './known-tokens.js';
 
 export interface TokenReviewOptions {
   /** Audiences the token must be bound to; empty: the API server's own audiences. */
@@ -17,6 +25,12 @@ export interface TokenReviewOptions {
   timeoutMs: number;
   onLookup?: (outcome: CacheOutcome) => void;
   onReview?: (seconds: number, outcome: 'authenticated' | 'rejected' | 'error') => void;
+  /** Tokens accepted before: their own lane. Without it every token takes the same one. */
+  known?: KnownTokens;
+  /** The lane of tokens never seen valid. Without it they are not bounded. */
+  unknownLane?: ConcurrencyLimit;
+  /** Called when a token is turned away because that lane's queue is full. */
+  onQueueFull?: () => void;
 }
 
 interface TokenReviewResponse {
@@ -39,14 +53,37 @@ export class TokenReviewAuthenticator {
 
   /** The user, or HttpError 401 (rejected) / 503 (could not ask). `jwt`: the token decoded, if it is a JWT. */
   async authenticate(token: string, jwt: UnverifiedJwt | undefined): Promise<UserInfo> {
-    const answer = await this.cache.get(tokenDigest(token), async () => {
-      const value = await this.review(token);
+    const digest = tokenDigest(token);
+    const expiresAt = typeof jwt?.claims.exp === 'number' ? jwt.claims.exp * 1000 : undefined;
+    const answer = await this.cache.get(digest, async () => {
+      const value = await this.laneFor(digest)(() => this.review(token));
+      if (value.ok) this.opts.known?.remember(digest, expiresAt);
+      else this.opts.known?.forget(digest);
       // A token that is not a JWT carries no expiry we can read: the cache TTL bounds it.
-      const exp = typeof jwt?.claims.exp === 'number' ? jwt.claims.exp * 1000 - this.now() : Infinity;
+      const exp = expiresAt !== undefined ? expiresAt - this.now() : Infinity;
       return { value, ttlMs: value.ok ? Math.min(this.opts.successTtlMs, exp) : this.opts.failureTtlMs };
     });
     if (!answer.ok) throw unauthorized(answer.message);
     return answer.user;
+  }
+
+  /** Whether a review has accepted this token and it has not expired since. */
+  isKnown(token: string): boolean {
+    return this.opts.known?.has(tokenDigest(token)) ?? false;
+  }
+
+  private laneFor(digest: string): <T>(work: () => Promise<T>) => Promise<T> {
+    const lane = this.opts.unknownLane;
+    if (!lane || this.opts.known?.has(digest)) return (work) => work();
+    return async (work) => {
+      try {
+        return await lane.run(work);
+      } catch (err) {
+        if (!(err instanceof QueueFullError)) throw err;
+        this.opts.onQueueFull?.();
+        throw serviceUnavailable('too many unverified credentials are waiting for review; retry shortly', 1);
+      }
+    };
   }
 
   private async review(token: string): Promise<Answer> {

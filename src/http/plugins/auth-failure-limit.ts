@@ -1,0 +1,54 @@
+// Failed authentications, limited per client with @fastify/rate-limit: a client that keeps
+// sending credentials the API server rejects is answered 429 before any more of them are
+// reviewed. The client is the connection's address, or the forwarded one only when the
+// connection comes from a trusted proxy (fastify's trustProxy, --trusted-proxies): behind
+// `kubectl port-forward` or an Ingress without that, every client shares one address, which
+// is why a token already known valid is never limited (authentication/chain.ts).
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { HttpError } from '../status.js';
+
+export interface AuthFailureLimit {
+  /** 429 when this client has used up its failures for the window. Counts nothing. */
+  check(request: FastifyRequest): Promise<void>;
+  /** Counts one failed authentication for this client. */
+  record(request: FastifyRequest): Promise<void>;
+}
+
+export interface AuthFailureLimitOptions {
+  /** Failures allowed per client and window; 0 turns the limit off. */
+  maxFailures: number;
+  windowMs: number;
+  /** Clients remembered at once (least recently seen forgotten first). */
+  maxClients: number;
+  onLimited?: () => void;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    authFailures: AuthFailureLimit | undefined;
+  }
+}
+
+export const authFailureLimitPlugin = fp(async (app: FastifyInstance, opts: AuthFailureLimitOptions) => {
+  if (opts.maxFailures === 0) {
+    app.decorate('authFailures', undefined);
+    return;
+  }
+  // Not a hook on every route: only the authentication chain asks.
+  await app.register(rateLimit, { global: false, cache: opts.maxClients });
+  const limiter = app.createRateLimit({ max: opts.maxFailures, timeWindow: opts.windowMs, keyGenerator: (request) => request.ip });
+  app.decorate('authFailures', {
+    async check(request) {
+      const state = await limiter(request, { increment: false });
+      if (state.isAllowed || state.remaining > 0) return;
+      opts.onLimited?.();
+      const retry = Math.max(1, state.ttlInSeconds);
+      throw new HttpError(429, 'TooManyRequests', `too many failed authentications from this client: retry in ${retry} s`, { 'retry-after': String(retry) }, { retryAfterSeconds: retry });
+    },
+    async record(request) {
+      await limiter(request);
+    },
+  } satisfies AuthFailureLimit);
+}, { name: 'kube-pcap-auth-failure-limit' });
