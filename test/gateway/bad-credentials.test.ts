@@ -10,6 +10,7 @@ import { apiServerRequests } from '../harness/apiserver-metrics.js';
 import { privateCluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https, type Response } from '../harness/http.js';
+import { checkResponse } from '../harness/openapi.js';
 import { startGateway, type GatewayHandle } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -49,6 +50,7 @@ t.test('failed authentications are limited per client: 429 with Retry-After and 
   t.equal(over.status, 429);
   t.match(over.json<{ reason: string; message: string }>(), { reason: 'TooManyRequests', message: /too many failed authentications/ });
   t.ok(Number(over.headers['retry-after']) >= 1, `Retry-After ${over.headers['retry-after']}`);
+  await checkResponse('GET', '/packet-capture/files/{namespace}/{name}', over.status, over.headers['content-type'] as string, over.body);
   t.equal((await https(listing(limited), { caFile: ca, headers: { authorization: 'Basic x' } })).status, 429, 'a malformed header too');
   t.equal(await apiServerRequests(c, 'tokenreviews') - before, 5, 'no review once limited');
   t.equal((await https(listing(limited), { caFile: ca, token: w.devopsToken })).status, 200, 'the known-valid token of the same client is served');
@@ -81,6 +83,7 @@ t.test('tokens never seen valid share a bounded lane; known-valid tokens never w
   t.same(settled.map((r) => r.status), [503, 503, 503, 503], 'four answered 503 without waiting');
   t.ok(settled.every((r) => Number(r.headers['retry-after']) >= 1), 'with Retry-After');
   t.match(settled[0]!.json<{ message: string }>().message, /too many unverified credentials/);
+  await checkResponse('GET', '/packet-capture/files/{namespace}/{name}', settled[0]!.status, settled[0]!.headers['content-type'] as string, settled[0]!.body);
   // A known-valid token needs a review too (cache TTL 0 here), but not a place in that lane.
   let knownAnswer: Response | undefined;
   const known = https(listing(laned), { caFile: ca, token: w.devopsToken }).then((r) => {
