@@ -19,15 +19,12 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { connect } from '../src/kube/config.js';
 import { applyNodeStatus } from '../src/kube/packetcapture.js';
 import { bridgeAddress } from '../test/harness/addresses.js';
 import { apiServerRequests } from '../test/harness/apiserver-metrics.js';
-import { TestCluster } from '../test/harness/cluster.js';
-import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
-import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, startGateway, type GatewayHandle } from '../test/harness/kube-pcap.js';
+import { publishAgents, scratchDir, startAgent, startGateway, type GatewayHandle } from '../test/harness/kube-pcap.js';
 import { writeDnsPcap } from '../test/harness/pcap-fixtures.js';
-import { cpuSeconds, percentile, runBench, Teardowns } from './lib.js';
+import { benchCluster, cpuSeconds, percentile, runBench, Teardowns } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -73,18 +70,7 @@ async function main(): Promise<void> {
   const td = new Teardowns();
   try {
     process.stdout.write(`kube-pcap authentication benchmark: flood ${RATE} requests/s of distinct garbage JWT-shaped tokens over ${CONNECTIONS} keep-alive connections for ${SECONDS} s, a user downloading meanwhile; ${availableParallelism()} cores shared by everything\n`);
-    const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: process.env.KUBE_PCAP_BRIDGE_IP ? [process.env.KUBE_PCAP_BRIDGE_IP] : [] });
-    td.teardown(() => cp.stop());
-    const c = new TestCluster(cp.info, cp);
-    await installKubePcap(c);
-    const pki = await makePki(td);
-    const logDir = await scratchDir(td, 'bench-auth-logs');
-    const ns = await c.createNamespace('storefront');
-    const rename = { renameNamespace: { from: 'storefront', to: ns } };
-    for (const f of ['devops-serviceaccount.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
-    await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${CAPTURE}, namespace: ${ns}}\nspec: {selector: all()}\n`);
-    const kube = await connect(c.info.kubeconfig);
-    td.teardown(() => kube.close());
+    const { c, kube, pki, logDir, ns } = await benchCluster(td, 'bench-auth-logs', [CAPTURE]);
     const root = await scratchDir(td, 'bench-auth-files');
     const file = 'web-0_cali0-1700000000000001.pcap';
     await mkdir(join(root, ns, CAPTURE), { recursive: true });

@@ -11,18 +11,15 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { connect } from '../src/kube/config.js';
 import { applyNodeStatus } from '../src/kube/packetcapture.js';
 import { bridgeAddress } from '../test/harness/addresses.js';
 import { apiServerRequests } from '../test/harness/apiserver-metrics.js';
-import { TestCluster } from '../test/harness/cluster.js';
-import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
 import { run } from '../test/harness/http.js';
-import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, startGateway, type AgentHandle } from '../test/harness/kube-pcap.js';
+import { publishAgents, scratchDir, startAgent, startGateway, type AgentHandle } from '../test/harness/kube-pcap.js';
 import { writeLargePcap } from '../test/harness/pcap-fixtures.js';
 import { OwnedProcess } from '../test/harness/processes.js';
 import { waitFor } from '../test/harness/wait.js';
-import { runBench, Teardowns, cpuSeconds, peakRssBytes, percentile, portOpen } from './lib.js';
+import { benchCluster, runBench, Teardowns, cpuSeconds, peakRssBytes, percentile, portOpen } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -44,19 +41,7 @@ async function main(): Promise<void> {
   const td = new Teardowns();
   try {
     process.stdout.write(`kube-pcap download benchmark: ${NODES} nodes x ${FILES} files x ${args['file-mib']} MiB = ${((NODES * FILES * FILE_BYTES) / 2 ** 30).toFixed(2)} GiB\n`);
-    const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: process.env.KUBE_PCAP_BRIDGE_IP ? [process.env.KUBE_PCAP_BRIDGE_IP] : [] });
-    td.teardown(() => cp.stop());
-    const c = new TestCluster(cp.info, cp);
-    await installKubePcap(c);
-    const pki = await makePki(td);
-    const logDir = await scratchDir(td, 'bench-logs');
-    const ns = await c.createNamespace('storefront');
-    const rename = { renameNamespace: { from: 'storefront', to: ns } };
-    for (const f of ['devops-serviceaccount.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
-    await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${CAPTURE}, namespace: ${ns}}\nspec: {selector: all()}\n`);
-    await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: empty, namespace: ${ns}}\nspec: {selector: all()}\n`);
-    const kube = await connect(c.info.kubeconfig);
-    td.teardown(() => kube.close());
+    const { c, kube, pki, logDir, ns } = await benchCluster(td, 'bench-logs', [CAPTURE, 'empty']);
 
     // The files: on disk under one root per node, the layout agents and nginx both serve.
     const webRoot = await scratchDir(td, 'bench-files');

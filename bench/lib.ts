@@ -1,6 +1,12 @@
 // Small helpers the benchmark scripts share.
 import { readFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
+import { join } from 'node:path';
+import { connect } from '../src/kube/config.js';
+import type { KubeClient } from '../src/kube/client.js';
+import { TestCluster } from '../test/harness/cluster.js';
+import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
+import { installKubePcap, makePki, scratchDir, type Pki } from '../test/harness/kube-pcap.js';
 
 /** Collects cleanups like a test's teardown, run in reverse order. */
 export class Teardowns {
@@ -59,4 +65,33 @@ export function runBench(main: () => Promise<void>): void {
     process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   });
+}
+
+export interface BenchCluster {
+  c: TestCluster;
+  kube: KubeClient;
+  pki: Pki;
+  logDir: string;
+  /** A storefront-like namespace whose devops-sa may read capture files (rbac-examples/). */
+  ns: string;
+}
+
+/**
+ * A control plane of the benchmark's own with kube-pcap installed, a PKI, and a namespace
+ * holding devops-sa with the files Role and one PacketCapture per name in `captures`.
+ */
+export async function benchCluster(td: Teardowns, logPrefix: string, captures: string[]): Promise<BenchCluster> {
+  const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: process.env.KUBE_PCAP_BRIDGE_IP ? [process.env.KUBE_PCAP_BRIDGE_IP] : [] });
+  td.teardown(() => cp.stop());
+  const c = new TestCluster(cp.info, cp);
+  await installKubePcap(c);
+  const pki = await makePki(td);
+  const logDir = await scratchDir(td, logPrefix);
+  const ns = await c.createNamespace('storefront');
+  const rename = { renameNamespace: { from: 'storefront', to: ns } };
+  for (const f of ['devops-serviceaccount.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
+  for (const name of captures) await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${name}, namespace: ${ns}}\nspec: {selector: all()}\n`);
+  const kube = await connect(c.info.kubeconfig);
+  td.teardown(() => kube.close());
+  return { c, kube, pki, logDir, ns };
 }

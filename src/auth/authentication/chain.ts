@@ -17,8 +17,11 @@ import type { KnownTokens } from './known-tokens.js';
 import type { OidcVerifier } from './oidc.js';
 import type { TokenReviewAuthenticator } from './token-review.js';
 
+/** A per-client limit of failed authentications (http/plugins/auth-failure-limit.ts). */
 export interface FailureLimit {
+  /** 429 when this client has used up its failures for the window. Counts nothing. */
   check(request: FastifyRequest): Promise<void>;
+  /** Counts one failed authentication for this client. */
   record(request: FastifyRequest): Promise<void>;
 }
 

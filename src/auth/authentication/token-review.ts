@@ -67,11 +67,6 @@ export class TokenReviewAuthenticator {
     return answer.user;
   }
 
-  /** Whether a review has accepted this token and it has not expired since. */
-  isKnown(token: string): boolean {
-    return this.opts.known?.has(tokenDigest(token)) ?? false;
-  }
-
   private laneFor(digest: string): <T>(work: () => Promise<T>) => Promise<T> {
     const lane = this.opts.unknownLane;
     if (!lane || this.opts.known?.has(digest)) return (work) => work();

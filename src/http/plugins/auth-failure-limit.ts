@@ -5,16 +5,10 @@
 // `kubectl port-forward` or an Ingress without that, every client shares one address, which
 // is why a token already known valid is never limited (authentication/chain.ts).
 import rateLimit from '@fastify/rate-limit';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
+import type { FailureLimit } from '../../auth/authentication/chain.js';
 import { HttpError } from '../status.js';
-
-export interface AuthFailureLimit {
-  /** 429 when this client has used up its failures for the window. Counts nothing. */
-  check(request: FastifyRequest): Promise<void>;
-  /** Counts one failed authentication for this client. */
-  record(request: FastifyRequest): Promise<void>;
-}
 
 export interface AuthFailureLimitOptions {
   /** Failures allowed per client and window; 0 turns the limit off. */
@@ -27,7 +21,7 @@ export interface AuthFailureLimitOptions {
 
 declare module 'fastify' {
   interface FastifyInstance {
-    authFailures: AuthFailureLimit | undefined;
+    authFailures: FailureLimit | undefined;
   }
 }
 
@@ -50,5 +44,5 @@ export const authFailureLimitPlugin = fp(async (app: FastifyInstance, opts: Auth
     async record(request) {
       await limiter(request);
     },
-  } satisfies AuthFailureLimit);
+  } satisfies FailureLimit);
 }, { name: 'kube-pcap-auth-failure-limit' });
