@@ -106,10 +106,13 @@ export class Topology {
   async addNode(name: string): Promise<TopoNode> {
     const index = this.nodes.size;
     if (index >= 4) throw new Error('at most 4 nodes per topology (192.0.2.0/24 in /26 pod ranges)');
-    const ns = await Netns.create(this.t, name, this.logDir);
+    // Teardowns run in reverse: the uplink goes first, then its MAC is forgotten, then the
+    // namespace, and only then is the address handed back. Released any earlier, another
+    // test's node could take it while this node still answered ARP for it, and the sandbox
+    // would send that node's replies to a dead interface until the neighbour entry expired
+    // (an agent's API server connections timing out: "status of node-1: null").
     const ip = await allocateAddress(this.t);
-    // The address may have been another test's node a moment ago: forget its MAC, or
-    // replies would go to a dead interface until the neighbour entry expires.
+    const ns = await Netns.create(this.t, name, this.logDir);
     const forget = async (): Promise<void> => {
       await run('ip', ['neigh', 'flush', 'to', ip, 'dev', process.env.KUBE_PCAP_BRIDGE!]).catch(() => undefined);
     };
@@ -117,6 +120,8 @@ export class Topology {
     this.t.teardown(forget);
     const uplink = `kn${randomBytes(5).toString('hex')}`;
     await run('ip', ['link', 'add', 'name', uplink, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
+    // Deleting one end removes the pair at once; a dying namespace takes its time.
+    this.t.teardown(() => run('ip', ['link', 'del', uplink]).catch(() => undefined));
     await run('ip', ['link', 'set', uplink, 'master', process.env.KUBE_PCAP_BRIDGE!, 'up']);
     await ns.exec('ip', ['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
     await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
