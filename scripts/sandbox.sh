@@ -53,6 +53,10 @@ ip link set lo up
 # The "cluster network": node namespaces attach their uplink to this bridge; the API
 # server and the gateway are reached through it at 198.51.100.254 (RFC 5737 TEST-NET-2).
 ip link add name kpt-br0 type bridge
+# A fixed MAC: a bridge without one takes the lowest MAC of its ports and changes it as
+# nodes come and go, and nodes' ARP entries for the bridge address then name a MAC that is
+# gone: their connections to the API server hang until the entry is re-probed.
+ip link set kpt-br0 address 02:6b:70:63:61:70
 ip addr add 198.51.100.254/24 dev kpt-br0
 ip link set kpt-br0 up
 export KUBE_PCAP_BRIDGE=kpt-br0 KUBE_PCAP_BRIDGE_IP=198.51.100.254 KUBE_PCAP_TMP=/tmp
