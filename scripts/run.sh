@@ -27,6 +27,9 @@ npx tsc -p tsconfig.json
 KUBE_PCAP_CONTROL_PLANE_BIN="$(bash test/controlplane/build-binaries.sh)"
 export KUBE_PCAP_CONTROL_PLANE_BIN
 export PATH="$KUBE_PCAP_CONTROL_PLANE_BIN:$PATH"
+# The reference CNI plugins and cnitool, for pods wired by a real bridge CNI.
+KUBE_PCAP_CNI_BIN="$(bash test/cni/build-plugins.sh)"
+export KUBE_PCAP_CNI_BIN
 
 case "$what" in
   test) exec bash scripts/sandbox.sh node --enable-source-maps dist/test/harness/run-suite.js "$@" ;;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // kube-pcap: one binary, one subcommand per component.
+import './threadpool.js'; // first: sizes libuv's pool before anything uses it
 import { readFileSync } from 'node:fs';
 import { agentConfig, agentOptions } from './config/agent.js';
 import { gatewayConfig, gatewayOptions } from './config/gateway.js';

@@ -1,7 +1,10 @@
 // The agent's HTTPS application: the file API for the gateway (routes/agent), health and
 // metrics. Callers of the file API present the gateway's client certificate (mutual TLS)
 // and a token for the agent's audience, which must be allowed packetcaptures/files in the
-// capture's namespace, exactly like users at the gateway.
+// capture's namespace, exactly like users at the gateway. /metrics names namespaces and
+// captures, and the agent shares the node's network with every hostNetwork pod: its readers
+// present a token the API server accepts and must be allowed `get` on the non-resource URL
+// /metrics (Prometheus's usual ClusterRole), as kube-rbac-proxy does it.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autoload from '@fastify/autoload';
@@ -11,7 +14,9 @@ import type { ConnectionLimits } from '../config/common.js';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { authenticationChain } from '../auth/authentication/chain.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
+import { metricsAttributes } from '../auth/authorization/attributes.js';
 import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
+import { bearerToken, precheckToken } from '../auth/authentication/bearer.js';
 import { countLookups } from '../auth/review-cache.js';
 import { authorizeFilesPlugin } from '../http/plugins/authorize-files.js';
 import { errorsPlugin } from '../http/plugins/errors.js';
@@ -53,10 +58,23 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
     allowTtlMs: 10_000, denyTtlMs: 5_000, maxEntries: 10_000, timeoutMs: deps.apiTimeoutMs,
     onLookup: countLookups(lookups, 'subjectaccessreview'), onReview: (s, outcome) => reviewSeconds.observe({ review: 'subjectaccessreview', outcome }, s),
   });
+  // Scrapers' tokens are bound to the API server's own audiences, not the agent's.
+  const scraperReview = new TokenReviewAuthenticator(deps.kube, {
+    audiences: [], successTtlMs: 60_000, failureTtlMs: 10_000, maxEntries: 100, timeoutMs: deps.apiTimeoutMs,
+    onLookup: countLookups(lookups, 'tokenreview'), onReview: (s, outcome) => reviewSeconds.observe({ review: 'tokenreview', outcome }, s),
+  });
   app.decorate('captureStore', deps.store);
   app.decorate('captureActivity', deps.activity);
   await app.register(errorsPlugin);
-  await app.register(metricsPlugin, { registry: deps.registry, prefix: 'kube_pcap_agent' });
+  await app.register(metricsPlugin, {
+    registry: deps.registry,
+    prefix: 'kube_pcap_agent',
+    authorize: async (request) => {
+      const token = bearerToken(request.headers.authorization);
+      const user = await scraperReview.authenticate(token, precheckToken(token));
+      await reviewer.authorize(user, metricsAttributes());
+    },
+  });
   await app.register(healthPlugin, { notReadyReason: deps.notReadyReason });
   // Only the gateway's client certificate opens the file API; the token beside it is
   // reviewed as before, so a token taken from the gateway opens no agent by itself.

@@ -11,10 +11,10 @@ import { Reflector } from '../kube/reflector.js';
 import { createLogger } from '../log/logger.js';
 import { buildAgentApp } from './app.js';
 import { CaptureStore } from './capture-store.js';
-import { RouteInterfaceResolver } from './pod-interface.js';
-import { Reconciler, type Pod, type ReconcilerMetrics } from './reconciler.js';
+import { CaptureController, type ControllerMetrics, type Pod } from './capture-controller.js';
+import { HostInterfaceResolver } from './pod-interface.js';
 
-function agentMetrics(registry: Registry): ReconcilerMetrics {
+function agentMetrics(registry: Registry): ControllerMetrics {
   const packets = new Counter({ name: 'kube_pcap_agent_packets_written_total', help: 'Packets written to pcap files, by capture.', labelNames: ['namespace', 'capture'], registers: [registry] });
   const bytes = new Counter({ name: 'kube_pcap_agent_bytes_written_total', help: 'Bytes of packets written to pcap files, by capture.', labelNames: ['namespace', 'capture'], registers: [registry] });
   const rotations = new Counter({ name: 'kube_pcap_agent_rotations_total', help: 'File rotations, by capture.', labelNames: ['namespace', 'capture'], registers: [registry] });
@@ -22,6 +22,7 @@ function agentMetrics(registry: Registry): ReconcilerMetrics {
   const workers = new Gauge({ name: 'kube_pcap_agent_capture_interfaces', help: 'Pod interfaces being captured on this node.', registers: [registry] });
   const drops = new Gauge({ name: 'kube_pcap_agent_kernel_drops', help: 'Packets the kernel dropped before tcpdump could read them, summed over running captures.', registers: [registry] });
   const diskFree = new Gauge({ name: 'kube_pcap_agent_disk_free_bytes', help: 'Free bytes on the capture directory\'s filesystem.', registers: [registry] });
+  const buffered = new Gauge({ name: 'kube_pcap_agent_buffered_bytes', help: 'Bytes read from tcpdump and not yet written, over all captures (bounded by --max-buffered-bytes).', registers: [registry] });
   return {
     packets: (namespace, capture, n, b) => {
       packets.inc({ namespace, capture }, n);
@@ -33,6 +34,7 @@ function agentMetrics(registry: Registry): ReconcilerMetrics {
       workers.set(s.workers);
       drops.set(s.kernelDrops);
       if (!Number.isNaN(s.diskFreeBytes)) diskFree.set(s.diskFreeBytes);
+      buffered.set(s.bufferedBytes);
     },
   };
 }
@@ -45,9 +47,9 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const registry = new Registry();
   const captures = new Reflector<PacketCapture>(kube, { path: capturesPath(), log: log.child({ watch: 'packetcaptures' }), timeoutMs: config.apiTimeoutMs * 6 });
   const pods = new Reflector<Pod>(kube, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'pods' }), timeoutMs: config.apiTimeoutMs * 6 });
-  let reconciler: Reconciler | undefined;
-  const store = new CaptureStore(config.captureDir, (path) => reconciler?.liveLength(path));
-  reconciler = new Reconciler({
+  let controller: CaptureController | undefined;
+  const store = new CaptureStore(config.captureDir, (path) => controller?.liveLength(path));
+  controller = new CaptureController({
     nodeName: config.nodeName,
     captureDir: config.captureDir,
     policy: { maxSizeBytes: config.maxSizeBytes, rotationSeconds: config.rotationSeconds, maxFiles: config.maxFiles },
@@ -57,15 +59,17 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     store,
     captures,
     pods,
-    resolver: new RouteInterfaceResolver(),
+    resolver: new HostInterfaceResolver({ cniResultsDir: config.cniResultsDir }),
     statusIntervalMs: config.statusIntervalMs,
     resyncMs: config.resyncMs,
+    maxWorkers: config.maxWorkers,
+    maxBufferedBytes: config.maxBufferedBytes,
     metrics: agentMetrics(registry),
   });
-  const running = reconciler;
+  const running = controller;
   const app = await buildAgentApp({
     kube, log, tls, registry, store, limits: config.limits,
-    activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), filesDeleted: () => running.filesDeleted() },
+    activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), filesDeleted: (ns, name) => running.filesDeleted(ns, name) },
     authAudience: config.authAudience,
     gatewayClientNames: config.gatewayClientNames,
     apiTimeoutMs: config.apiTimeoutMs,
@@ -74,6 +78,19 @@ export async function runAgent(config: AgentConfig): Promise<void> {
       if (!pods.synced) return `pods not synced${pods.lastError ? ` (${pods.lastError})` : ''}`;
       return undefined;
     },
+  });
+  // The last line of defence (docs/agent.md, "Nothing wedges it"): a rejection nobody
+  // handled is a bug to log, not a reason to drop every node's capture; an exception thrown
+  // out of the event loop leaves state unknown, so the agent stops its captures (files stay
+  // valid) and exits for the kubelet to restart it.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason instanceof Error ? { message: reason.message, stack: reason.stack } : String(reason) }, 'unhandled rejection (a bug); the agent goes on');
+  });
+  process.once('uncaughtException', (err) => {
+    log.fatal({ err: { message: err.message, stack: err.stack } }, 'uncaught exception; stopping captures and exiting');
+    const exit = setTimeout(() => process.exit(1), 20_000);
+    exit.unref();
+    void running.stop().finally(() => process.exit(1));
   });
   captures.start();
   pods.start();

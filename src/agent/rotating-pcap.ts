@@ -6,7 +6,8 @@
 // and rotated, and capture continues in a new file. Rotation happens between records, so
 // no packet is lost or written twice across it; the oldest rotated files beyond maxFiles
 // are deleted first.
-import { open, readdir, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { completePrefixLength, GLOBAL_HEADER_LENGTH } from '../pcap/format.js';
 
@@ -56,8 +57,10 @@ export class RotatingPcapFile {
 
   /** Makes a leftover current file (e.g. from before a crash) whole and rotates it away. */
   async recover(): Promise<void> {
-    const st = await stat(this.currentPath).catch(() => undefined);
+    const st = await lstat(this.currentPath).catch(() => undefined);
     if (!st) return;
+    // Not ours to read or rotate: opening a FIFO would block a thread until someone writes.
+    if (!st.isFile()) throw new Error(`${this.currentPath} is not a regular file; remove it to capture on this interface`);
     const good = await completePrefixLength(this.currentPath);
     if (good < st.size) await truncate(this.currentPath, good);
     if (good > GLOBAL_HEADER_LENGTH) await this.rotateFile(this.currentPath);
@@ -117,7 +120,15 @@ export class RotatingPcapFile {
   }
 
   private async openNew(header: Buffer): Promise<void> {
-    this.fh = await open(this.currentPath, 'w', 0o600);
+    // O_NOFOLLOW and O_NONBLOCK: whatever took the file's name (a symlink, a FIFO nothing
+    // reads) fails at once instead of redirecting or blocking the write.
+    const fh = await open(this.currentPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
+    const st = await fh.stat().catch(() => undefined);
+    if (!st?.isFile()) {
+      await fh.close();
+      throw new Error(`${this.currentPath} is not a regular file; remove it to capture on this interface`);
+    }
+    this.fh = fh;
     this.committed = 0;
     this.openedAt = this.now();
     await this.write(header);

@@ -15,6 +15,9 @@ export const agentOptions: OptionTable = {
   'auth-audience': { type: 'string', metavar: 'AUDIENCE', default: 'kube-pcap-agent', help: 'Audience the gateway\'s token must carry.' },
   'client-ca-file': { type: 'string', metavar: 'FILE', help: 'CA that issued the gateway\'s client certificate (required: only the gateway may call the agent; reloaded when it changes).' },
   'gateway-client-names': { type: 'list', default: ['kube-pcap-gateway'], help: 'Common names of the gateway\'s client certificate that the agent accepts.' },
+  'max-capture-workers': { type: 'integer', default: 32, min: 1, max: 10_000, help: 'Capture workers (one tcpdump per pod interface and capture) on this node, over all captures; more are refused with an Error naming this budget.' },
+  'max-buffered-bytes': { type: 'integer', default: 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 34, help: 'Bytes read from tcpdump and not yet written, over all captures on this node; past it tcpdump waits (and the kernel counts drops).' },
+  'cni-results-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/cni/results', help: 'The container runtime\'s CNI result cache (read-only); how pods behind a bridge CNI are matched to their bridge port.' },
   'resync-seconds': { type: 'integer', default: 300, min: 5, max: 86400, help: 'Full reconciliation at least this often, whatever the watches say.' },
   'status-interval-ms': { type: 'integer', default: 1000, min: 100, max: 60_000, help: 'At most one status update per capture per this interval.' },
   'api-timeout-seconds': { type: 'integer', default: 5, min: 1, max: 60, help: 'Timeout of each request to the API server.' },
@@ -31,6 +34,9 @@ export interface AgentConfig extends ServerConfig {
   clientCaFile: string;
   gatewayClientNames: string[];
   resyncMs: number;
+  maxWorkers: number;
+  maxBufferedBytes: number;
+  cniResultsDir: string;
   statusIntervalMs: number;
   apiTimeoutMs: number;
 }
@@ -55,6 +61,9 @@ export function agentConfig(v: OptionValues): AgentConfig {
     clientCaFile,
     gatewayClientNames,
     resyncMs: (v['resync-seconds'] as number) * 1000,
+    maxWorkers: v['max-capture-workers'] as number,
+    maxBufferedBytes: v['max-buffered-bytes'] as number,
+    cniResultsDir: v['cni-results-dir'] as string,
     statusIntervalMs: v['status-interval-ms'] as number,
     apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
   };

@@ -1,6 +1,7 @@
 // Classic libpcap files (what tcpdump -w writes and every tool reads): a 24-byte global
 // header, then records of a 16-byte header and incl_len bytes of packet. kube-pcap writes
 // and serves classic pcap, never pcapng.
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 export const GLOBAL_HEADER_LENGTH = 24;
@@ -109,7 +110,8 @@ export class RecordSplitter {
  * back to. 0 when not even the global header is complete or the file is not pcap.
  */
 export async function completePrefixLength(path: string): Promise<number> {
-  const fh = await open(path, 'r');
+  // Non-blocking: a FIFO under a capture file's name must not hold a thread until written to.
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
     const size = (await fh.stat()).size;
     if (size < GLOBAL_HEADER_LENGTH) return 0;

@@ -79,7 +79,8 @@ export async function captureWorld(t: Teardown, c: TestCluster, opts: CaptureWor
       if (captureDir) captureDirs.set(shortName(node), captureDir);
       const agent = await startAgent(t, c, {
         node: node.name, address: node.ip, captureDir: captureDirs.get(shortName(node))!, pki, logDir,
-        netnsPid: node.ns.pid, apiServer, extraArgs: ['--status-interval-ms=200', ...(opts.agentArgs ?? []), ...extraArgs], privileges,
+        netnsPid: node.ns.pid, apiServer, privileges,
+        extraArgs: ['--status-interval-ms=200', `--cni-results-dir=${topo.cniResultsDir(node)}`, ...(opts.agentArgs ?? []), ...extraArgs],
       });
       agents.set(shortName(node), agent);
       await publishAgents(c, agentService, [...agents.values()]);

@@ -8,13 +8,14 @@
 // Each namespace is held open by a process that dies with the test process, so the
 // kernel removes namespaces and veths even if the test is killed. Agents run inside
 // their node's namespace, like a hostNetwork DaemonSet pod.
-import { execFile } from 'node:child_process';
-import { readlink } from 'node:fs/promises';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdir, readlink, writeFile } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { allocateAddress, requireSandbox } from './addresses.js';
 import type { Teardown, TestCluster } from './cluster.js';
+import { REPO_ROOT } from './control-plane.js';
 import { OwnedProcess } from './processes.js';
 import { waitFor } from './wait.js';
 
@@ -96,6 +97,13 @@ export function caliName(namespace: string, pod: string): string {
   return `cali${createHash('sha1').update(`${namespace}.${pod}`).digest('hex').slice(0, 11)}`;
 }
 
+/** The reference CNI plugins and cnitool (test/cni/build-plugins.sh; scripts/run.sh exports it). */
+export function cniBinDir(): string {
+  const fromEnv = process.env.KUBE_PCAP_CNI_BIN;
+  if (fromEnv) return fromEnv;
+  return execFileSync('bash', [join(REPO_ROOT, 'test', 'cni', 'build-plugins.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}
+
 export class Topology {
   readonly nodes = new Map<string, TopoNode>();
 
@@ -157,30 +165,60 @@ export class Topology {
   }
 
   /**
-   * A pod wired the way the bridge CNI plugin does it: its veth is a port of the node's
-   * bridge cni0 (created on first use, 192.0.2.193/26 here), the pod's default route is
-   * the bridge's address. The node routes the whole range to the bridge, not each pod.
+   * A pod wired by the real bridge CNI plugin (with host-local IPAM), run through cnitool
+   * in the node's namespace as a container runtime runs it: the pod's veth becomes a port of
+   * the node's bridge cni0 (192.0.2.193/26, created by the plugin on first use), the pod's
+   * default route is the bridge's address, and libcni writes the attachment's result into
+   * the node's CNI result cache (cniResultsDir), with the pod's name in CNI_ARGS.
    */
   async addBridgedPod(node: TopoNode, namespace: string, name: string): Promise<TopoPod> {
-    const bridge = 'cni0';
-    if (!(await node.ns.exec('ip', ['-o', 'link']).then((o) => o.includes(`${bridge}:`)))) {
-      await node.ns.exec('ip', ['link', 'add', 'name', bridge, 'type', 'bridge']);
-      await node.ns.exec('ip', ['addr', 'add', '192.0.2.193/26', 'dev', bridge]);
-      await node.ns.exec('ip', ['link', 'set', bridge, 'up']);
-      for (const other of this.nodes.values()) if (other !== node) await other.ns.exec('ip', ['route', 'add', '192.0.2.192/26', 'via', node.ip]);
-    }
-    const podIp = `192.0.2.${200 + this.bridged++}`;
+    const state = await this.cniState(node);
     const ns = await Netns.create(this.t, `${node.name}-${name}`, this.logDir);
-    const hostIface = `veth${createHash('sha1').update(`${namespace}.${name}`).digest('hex').slice(0, 8)}`;
-    await node.ns.exec('ip', ['link', 'add', 'name', hostIface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
-    await node.ns.exec('ip', ['link', 'set', hostIface, 'master', bridge, 'up']);
-    await ns.exec('ip', ['addr', 'add', `${podIp}/26`, 'dev', 'eth0']);
-    await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
-    await ns.exec('ip', ['route', 'add', 'default', 'via', '192.0.2.193']);
-    return { name, namespace, node, ns, ip: podIp, hostIface };
+    const cniBin = cniBinDir();
+    // libcni keeps its cache in /var/lib/cni; cnitool runs in a mount namespace of its own
+    // where the node's state directory is /var/lib, so nothing of it lands on the machine.
+    const { stdout } = await run('unshare', [
+      '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /var/lib && exec "$@"', state.varLib,
+      'nsenter', `--net=/proc/${node.ns.pid}/ns/net`, '--', join(cniBin, 'cnitool'), 'add', 'kpt-bridge', `/proc/${ns.pid}/ns/net`,
+    ], {
+      env: { ...process.env, CNI_PATH: cniBin, NETCONFPATH: state.netDir, CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${randomBytes(8).toString('hex')}` },
+      timeout: 30_000,
+    });
+    const result = JSON.parse(stdout) as { interfaces?: { name: string; sandbox?: string }[]; ips?: { address: string }[] };
+    const hostIface = result.interfaces?.find((i) => !i.sandbox && i.name !== 'cni0')?.name;
+    const ip = result.ips?.[0]?.address.split('/')[0];
+    if (!hostIface || !ip) throw new Error(`cnitool add returned no host interface or address: ${stdout}`);
+    return { name, namespace, node, ns, ip, hostIface };
   }
 
-  private bridged = 0;
+  /** The node's CNI result cache, as the runtime keeps it (what the agent's --cni-results-dir reads). */
+  cniResultsDir(node: TopoNode): string {
+    return join(this.logDir, 'cni', node.name, 'var-lib', 'cni', 'results');
+  }
+
+  private async cniState(node: TopoNode): Promise<{ varLib: string; netDir: string }> {
+    const root = join(this.logDir, 'cni', node.name);
+    const varLib = join(root, 'var-lib');
+    const netDir = join(root, 'net.d');
+    if (!this.bridgedNodes.has(node.name)) {
+      this.bridgedNodes.add(node.name);
+      await mkdir(varLib, { recursive: true });
+      await mkdir(netDir, { recursive: true });
+      await writeFile(join(netDir, 'kpt-bridge.conflist'), JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'kpt-bridge',
+        plugins: [{
+          type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: false,
+          ipam: { type: 'host-local', ranges: [[{ subnet: '192.0.2.192/26', rangeStart: '192.0.2.200', rangeEnd: '192.0.2.250', gateway: '192.0.2.193' }]], routes: [{ dst: '0.0.0.0/0' }] },
+        }],
+      }));
+      for (const other of this.nodes.values()) if (other !== node) await other.ns.exec('ip', ['route', 'add', '192.0.2.192/26', 'via', node.ip]);
+    }
+    return { varLib, netDir };
+  }
+
+  private readonly bridgedNodes = new Set<string>();
+
 
   /** Takes a pod's network away, as a CNI DEL does: its namespace and veth disappear. */
   async removePod(pod: TopoPod): Promise<void> {

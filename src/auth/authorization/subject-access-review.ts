@@ -9,7 +9,7 @@ import { postReview, secondsSince } from '../review-request.js';
 import { forbidden, serviceUnavailable } from '../../http/status.js';
 import { ReviewCache, type CacheOutcome } from '../review-cache.js';
 import type { UserInfo } from '../user.js';
-import type { ResourceAttributes } from './attributes.js';
+import { isNonResource, type Attributes } from './attributes.js';
 
 export interface SubjectAccessReviewOptions {
   allowTtlMs: number;
@@ -34,7 +34,7 @@ export class SubjectAccessReviewer {
   }
 
   /** Resolves when allowed; HttpError 403 when denied, 503 when the review could not be made. */
-  async authorize(user: UserInfo, attrs: ResourceAttributes): Promise<void> {
+  async authorize(user: UserInfo, attrs: Attributes): Promise<void> {
     const decision = await this.cache.get(reviewKey(user, attrs), async () => {
       const value = await this.review(user, attrs);
       return { value, ttlMs: value.allowed ? this.opts.allowTtlMs : this.opts.denyTtlMs };
@@ -42,7 +42,7 @@ export class SubjectAccessReviewer {
     if (!decision.allowed) throw forbidden(decision.reason);
   }
 
-  private async review(user: UserInfo, attrs: ResourceAttributes): Promise<Decision> {
+  private async review(user: UserInfo, attrs: Attributes): Promise<Decision> {
     const started = process.hrtime.bigint();
     const seconds = (): number => secondsSince(started);
     let res: SarResponse;
@@ -50,7 +50,7 @@ export class SubjectAccessReviewer {
       res = await postReview<SarResponse>(this.kube, {
         group: 'authorization.k8s.io',
         kind: 'SubjectAccessReview',
-        spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, resourceAttributes: attrs },
+        spec: { user: user.username, uid: user.uid, groups: user.groups, extra: user.extra, ...(isNonResource(attrs) ? { nonResourceAttributes: attrs } : { resourceAttributes: attrs }) },
       }, this.opts.timeoutMs);
     } catch (err) {
       this.opts.onReview?.(seconds(), 'error');
@@ -66,14 +66,17 @@ export class SubjectAccessReviewer {
       throw serviceUnavailable(`cannot authorize: the API server could not evaluate access (${s.evaluationError})`);
     }
     this.opts.onReview?.(seconds(), 'denied');
-    const what = `${attrs.verb} ${attrs.resource}/${attrs.subresource} (${attrs.group}) ${attrs.name ? `"${attrs.name}" ` : ''}in namespace "${attrs.namespace}"`;
+    const what = isNonResource(attrs)
+      ? `${attrs.verb} the non-resource URL ${attrs.path}`
+      : `${attrs.verb} ${attrs.resource}/${attrs.subresource} (${attrs.group}) ${attrs.name ? `"${attrs.name}" ` : ''}in namespace "${attrs.namespace}"`;
     return { allowed: false, reason: `user "${user.username}" cannot ${what}${s.reason ? `: ${s.reason}` : ''}` };
   }
 }
 
 /** A digest of everything the decision depends on. */
-export function reviewKey(user: UserInfo, attrs: ResourceAttributes): string {
+export function reviewKey(user: UserInfo, attrs: Attributes): string {
   const extra = Object.keys(user.extra ?? {}).sort().map((k) => [k, [...(user.extra?.[k] ?? [])].sort()]);
-  const material = JSON.stringify([user.username, user.uid ?? '', [...user.groups].sort(), extra, attrs.group, attrs.version, attrs.resource, attrs.subresource, attrs.verb, attrs.namespace, attrs.name]);
+  const what = isNonResource(attrs) ? ['nonResource', attrs.path, attrs.verb] : [attrs.group, attrs.version, attrs.resource, attrs.subresource, attrs.verb, attrs.namespace, attrs.name];
+  const material = JSON.stringify([user.username, user.uid ?? '', [...user.groups].sort(), extra, ...what]);
   return createHash('sha256').update(material).digest('base64url');
 }

@@ -1,6 +1,6 @@
 // Prometheus metrics: one registry per server (several servers can share a process in
 // tests), request counts and latency by route and code, and the default process metrics.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 
@@ -10,7 +10,17 @@ declare module 'fastify' {
   }
 }
 
-export const metricsPlugin = fp(async (app: FastifyInstance, opts: { registry: Registry; prefix: string }) => {
+export interface MetricsOptions {
+  registry: Registry;
+  prefix: string;
+  /**
+   * Who may read /metrics (throws HttpError 401/403/503); absent: anyone who reaches the
+   * port. Metrics name namespaces and captures, so the agent asks (docs/security.md).
+   */
+  authorize?: (request: FastifyRequest) => Promise<void>;
+}
+
+export const metricsPlugin = fp(async (app: FastifyInstance, opts: MetricsOptions) => {
   const { registry, prefix } = opts;
   collectDefaultMetrics({ register: registry });
   const requests = new Counter({ name: `${prefix}_http_requests_total`, help: 'HTTP requests by route, method and status code.', labelNames: ['route', 'method', 'code'], registers: [registry] });
@@ -22,7 +32,8 @@ export const metricsPlugin = fp(async (app: FastifyInstance, opts: { registry: R
     requests.inc({ route, method: request.method, code: String(reply.statusCode) });
     duration.observe({ route }, reply.elapsedTime / 1000);
   });
-  app.get('/metrics', { logLevel: 'warn' }, async (_request, reply) => {
+  const authorize = opts.authorize;
+  app.get('/metrics', { logLevel: 'warn', ...(authorize ? { preHandler: async (request: FastifyRequest) => await authorize(request) } : {}) }, async (_request, reply) => {
     void reply.type(registry.contentType);
     return await registry.metrics();
   });

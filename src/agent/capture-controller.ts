@@ -1,0 +1,397 @@
+// The agent's controller (docs/agent.md): level-triggered, one work item per capture.
+//
+// Watch events, worker events and scheduled wake-ups (a capture's start or end time, a
+// debounced status write) put a capture's key on the work queue; working on a key observes
+// the capture, this node's pods and the caches of filter checks and interface lookups,
+// computes what should run with the pure planCapture(), converges that capture's workers to
+// it and writes this node's status entry when it differs from what the API server holds.
+// Every pass starts from what is observed, so a missed event, a restart or a relist can only
+// delay it, never leave it wrong; nothing acts before both caches are synced (so it never
+// deletes files because its view is incomplete). Captures are worked on concurrently, and a
+// capture whose work hangs gives its slot back: one capture never waits on another's.
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { KubeClient } from '../kube/client.js';
+import { applyNodeStatus, summarizeStates, type NodeCaptureStatus, type PacketCapture } from '../kube/packetcapture.js';
+import type { Reflector } from '../kube/reflector.js';
+import type { CaptureStore } from './capture-store.js';
+import { nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
+import { CaptureWorker } from './capture-worker.js';
+import { DiskGate } from './disk-gate.js';
+import { FilterChecks } from './filter-checks.js';
+import { InterfaceCache, podKey } from './interface-cache.js';
+import { BufferBudget, NodeBudget } from './node-budget.js';
+import type { InterfaceResolver } from './pod-interface.js';
+import type { RotationPolicy } from './rotating-pcap.js';
+import { WorkQueue, type WorkResult } from './work-queue.js';
+
+export interface Pod {
+  metadata?: { name?: string; namespace?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  spec?: { nodeName?: string; hostNetwork?: boolean };
+  status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
+}
+
+export interface ControllerMetrics {
+  packets(namespace: string, name: string, n: number, bytes: number): void;
+  rotation(namespace: string, name: string): void;
+  observe(summary: { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number; bufferedBytes: number }): void;
+}
+
+export interface ControllerOptions {
+  nodeName: string;
+  captureDir: string;
+  policy: RotationPolicy;
+  tcpdump: string;
+  log: Logger;
+  kube: KubeClient;
+  store: CaptureStore;
+  captures: Reflector<PacketCapture>;
+  pods: Reflector<Pod>;
+  resolver: InterfaceResolver;
+  /** At most one status write per capture per this interval. */
+  statusIntervalMs: number;
+  resyncMs: number;
+  /** Capture workers (pod interfaces) on this node, over all captures. */
+  maxWorkers: number;
+  /** Bytes read from tcpdumps and not yet written, over all workers. */
+  maxBufferedBytes: number;
+  metrics?: ControllerMetrics;
+  /** Free bytes on the capture directory's filesystem. */
+  diskFree?: (path: string) => Promise<number>;
+  /** Concurrent capture work items. */
+  concurrency?: number;
+  /** Capture writes in libuv's thread pool at once (src/agent/disk-gate.ts). */
+  diskSlots?: number;
+}
+
+/** Counters alone change this seldom in status; state, files and errors go out at once. */
+const COUNTER_STATUS_INTERVAL_MS = 10_000;
+/** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
+const DISK_DEADLINE_MS = 5_000;
+const UID_MARKER = '.capture-uid';
+/** The work item that removes files of captures that no longer exist. */
+const GC_KEY = '\u0000gc';
+
+interface Runtime {
+  uid: string;
+  workers: Map<string, CaptureWorker>;
+  sawTraffic: boolean;
+  lastWrite: number;
+  /** Some worker was refused by the node's budget: retried when a worker stops. */
+  refused: boolean;
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+    }),
+  ]);
+}
+
+export function podView(p: Pod): PodView {
+  return {
+    namespace: p.metadata?.namespace ?? '',
+    name: p.metadata?.name ?? '',
+    uid: p.metadata?.uid ?? '',
+    ip: p.status?.podIP ?? p.status?.podIPs?.[0]?.ip,
+    labels: p.metadata?.labels ?? {},
+    nodeName: p.spec?.nodeName,
+    hostNetwork: p.spec?.hostNetwork === true,
+    deleting: p.metadata?.deletionTimestamp !== undefined,
+    phase: p.status?.phase,
+  };
+}
+
+export class CaptureController {
+  private readonly runtimes = new Map<string, Runtime>();
+  /** The BPF expression each capture uses, to wake the right captures when a check settles. */
+  private readonly expressions = new Map<string, string>();
+  private readonly queue: WorkQueue;
+  private readonly filters: FilterChecks;
+  private readonly interfaces: InterfaceCache;
+  private readonly budget: NodeBudget;
+  private readonly buffers: BufferBudget;
+  private readonly gate: DiskGate;
+  private readonly fieldManager: string;
+  private timers: NodeJS.Timeout[] = [];
+  private stopped = false;
+
+  constructor(private readonly o: ControllerOptions) {
+    this.fieldManager = `kube-pcap-agent/${o.nodeName}`;
+    this.queue = new WorkQueue((key) => this.work(key), {
+      concurrency: o.concurrency ?? 8,
+      slotTimeoutMs: 30_000,
+      baseDelayMs: 500,
+      maxDelayMs: 60_000,
+      onError: (key, err, retryInMs) => o.log.error({ capture: key === GC_KEY ? undefined : key, err: (err as Error).message, retryInMs }, key === GC_KEY ? 'removing files of deleted captures failed; will retry' : 'reconciling the capture failed; will retry'),
+    });
+    this.filters = new FilterChecks({
+      tcpdump: o.tcpdump,
+      onSettled: (expression) => {
+        for (const [key, e] of this.expressions) if (e === expression) this.queue.add(key);
+      },
+    });
+    this.interfaces = new InterfaceCache({ resolver: o.resolver, onSettled: (pod) => this.enqueueNamespace(pod.namespace) });
+    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * o.policy.maxSizeBytes, captureDir: o.captureDir, diskFree: o.diskFree });
+    this.buffers = new BufferBudget(o.maxBufferedBytes);
+    this.gate = new DiskGate(o.diskSlots ?? 4);
+  }
+
+  start(): void {
+    this.o.captures.on('change', (_type, obj) => (obj ? this.queue.add(`${obj.metadata.namespace}/${obj.metadata.name}`) : this.enqueueAll()));
+    this.o.pods.on('change', (_type, obj) => (obj?.metadata?.namespace ? this.enqueueNamespace(obj.metadata.namespace) : this.enqueueAll()));
+    this.o.captures.on('synced', () => this.enqueueAll());
+    this.o.pods.on('synced', () => this.enqueueAll());
+    // A periodic full pass, as controllers resync: it re-reads everything, but re-runs no
+    // filter check and no interface lookup that already has an answer.
+    this.timers.push(setInterval(() => this.enqueueAll(), this.o.resyncMs));
+    this.timers.push(setInterval(() => this.observe(), 5000));
+    this.enqueueAll();
+  }
+
+  /** Stops every capture on this node, within deadlines; files stay (the agent may be restarting). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    await withDeadline(this.queue.shutDown(), 15_000, 'finishing work in progress').catch((err: Error) => this.o.log.warn({ err: err.message }, 'stopping anyway'));
+    await Promise.all([...this.runtimes.values()].flatMap((r) => [...r.workers.values()].map((w) => w.stop())));
+    this.filters.stop();
+    this.interfaces.stop();
+  }
+
+  isCapturing(namespace: string, name: string): boolean {
+    const rt = this.runtimes.get(`${namespace}/${name}`);
+    return rt !== undefined && [...rt.workers.values()].some((w) => w.capturing);
+  }
+
+  /** Committed length of a file being written, for the file server. */
+  liveLength(path: string): number | undefined {
+    for (const r of this.runtimes.values()) for (const w of r.workers.values()) if (w.file.currentPath === path) return w.file.liveLength;
+    return undefined;
+  }
+
+  filesDeleted(namespace: string, name: string): void {
+    this.queue.add(`${namespace}/${name}`);
+  }
+
+  /** For tests and metrics: tcpdump -d runs so far. */
+  get filterChecksRun(): number {
+    return this.filters.checksRun;
+  }
+
+  private enqueueAll(): void {
+    if (this.stopped) return;
+    for (const pc of this.o.captures.items.values()) this.queue.add(`${pc.metadata.namespace}/${pc.metadata.name}`);
+    for (const key of this.runtimes.keys()) this.queue.add(key);
+    this.queue.add(GC_KEY);
+  }
+
+  private enqueueNamespace(namespace: string): void {
+    for (const pc of this.o.captures.items.values()) if (pc.metadata.namespace === namespace) this.queue.add(`${namespace}/${pc.metadata.name}`);
+  }
+
+  private synced(): boolean {
+    return this.o.captures.synced && this.o.pods.synced;
+  }
+
+  private async work(key: string): Promise<WorkResult | void> {
+    if (this.stopped || !this.synced()) return; // the synced event enqueues everything
+    if (key === GC_KEY) return await this.collectGarbage();
+    const pc = this.o.captures.items.get(key);
+    let rt = this.runtimes.get(key);
+    if (rt && (!pc || rt.uid !== (pc.metadata.uid ?? ''))) {
+      // Deleted, or deleted and created again under the same name: the old one's files go.
+      await this.forget(key, rt);
+      rt = undefined;
+    }
+    if (!pc) return;
+    return await this.reconcile(key, pc, rt);
+  }
+
+  private async reconcile(key: string, pc: PacketCapture, existing: Runtime | undefined): Promise<WorkResult> {
+    const { namespace, name } = pc.metadata;
+    const uid = pc.metadata.uid ?? '';
+    const dir = this.o.store.captureDir(namespace, name);
+    let rt = existing;
+    if (!rt) {
+      await withDeadline(this.claimDirectory(dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);
+      rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, refused: false };
+      rt.sawTraffic = (await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`)).length > 0;
+      this.runtimes.set(key, rt);
+    }
+    await this.budget.refreshDisk(DISK_DEADLINE_MS).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read free disk space; disk check off until it can'));
+
+    const now = Date.now();
+    const plan = planCapture({
+      capture: { namespace, name, uid, spec: pc.spec },
+      nodeName: this.o.nodeName,
+      pods: [...this.o.pods.items.values()].map(podView),
+      filter: (e) => this.filters.verdict(e),
+      iface: (pod) => this.interfaces.lookup(pod),
+      now,
+      running: new Set(rt.workers.keys()),
+      budget: this.budget.view(),
+    });
+    if (plan.bpf !== undefined) this.expressions.set(key, plan.bpf);
+    rt.refused = plan.refused !== undefined;
+    // The budget is taken before anything is awaited: captures worked on concurrently
+    // never admit workers against the same free slots.
+    const admitted = plan.workers.filter((w) => !rt.workers.has(w.key));
+    for (let n = 0; n < admitted.length; n++) this.budget.workerStarted();
+    await this.converge(key, rt, plan, dir, admitted.length);
+
+    const fileNames = await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`);
+    const entry = nodeEntry({
+      nodeName: this.o.nodeName,
+      directory: dir,
+      plan,
+      workers: [...rt.workers.values()].map((w) => ({ pod: w.spec.pod, iface: w.spec.iface, packets: w.stats.packets, bytes: w.stats.bytes, kernelDrops: w.stats.kernelDrops, error: w.stats.error })),
+      sawTraffic: rt.sawTraffic || [...rt.workers.values()].some((w) => w.stats.firstPacketAt !== undefined),
+      fileNames,
+      observed: pc.status?.files?.find((f) => f.node === this.o.nodeName),
+    });
+    if ([...rt.workers.values()].some((w) => w.stats.firstPacketAt !== undefined)) rt.sawTraffic = true;
+    // Mid-lookup, the entry would soon be wrong; the lookup's answer brings the key back.
+    const statusWait = plan.settling ? undefined : await this.writeStatus(pc, rt, entry);
+
+    // Come back when the clock changes the plan, when a debounced write is due, and while
+    // workers run, for their counters.
+    const waits: number[] = [];
+    if (plan.wakeAt !== undefined) waits.push(plan.wakeAt - now + 5);
+    if (statusWait !== undefined) waits.push(statusWait);
+    if (rt.workers.size > 0) waits.push(COUNTER_STATUS_INTERVAL_MS);
+    return waits.length > 0 ? { requeueAfterMs: Math.max(0, Math.min(...waits)) } : {};
+  }
+
+  /** Stops the workers the plan no longer wants, starts the new ones. */
+  /** Stops the workers the plan no longer wants, starts the new ones (`reserved` budget already taken). */
+  private async converge(key: string, rt: Runtime, plan: CapturePlan, dir: string, reserved: number): Promise<void> {
+    let unused = reserved;
+    try {
+      const desired = new Map<string, WorkerPlan>(plan.workers.map((w) => [w.key, w]));
+      const stopping: Promise<void>[] = [];
+      for (const [wk, worker] of rt.workers) {
+        if (desired.has(wk)) continue;
+        rt.workers.delete(wk);
+        stopping.push(this.stopWorker(key, worker));
+      }
+      await Promise.all(stopping);
+      for (const [wk, want] of desired) {
+        if (rt.workers.has(wk)) continue;
+        await withDeadline(mkdir(dir, { recursive: true, mode: 0o700 }), DISK_DEADLINE_MS, `creating ${dir}`);
+        await withDeadline(this.claimDirectory(dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
+        this.startWorker(key, rt, wk, want, dir);
+        unused--;
+      }
+    } finally {
+      for (; unused > 0; unused--) this.budget.workerStopped();
+    }
+  }
+
+  private startWorker(key: string, rt: Runtime, wk: string, want: WorkerPlan, dir: string): void {
+    const [namespace, name] = key.split('/') as [string, string];
+    const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, dir }, {
+      tcpdump: this.o.tcpdump,
+      policy: this.o.policy,
+      log: this.o.log,
+      gate: this.gate,
+      buffers: this.buffers,
+      onPackets: (n, bytes) => this.o.metrics?.packets(namespace, name, n, bytes),
+      onRotate: () => {
+        this.o.metrics?.rotation(namespace, name);
+        this.queue.add(key);
+      },
+    });
+    worker.on('changed', () => this.queue.add(key));
+    worker.on('interface-gone', () => this.interfaces.invalidate(want.pod, want.iface));
+    rt.workers.set(wk, worker);
+    worker.start();
+    this.o.log.info({ capture: key, pod: want.pod.name, iface: want.iface, via: want.via, filter: want.bpf || '(all traffic)' }, 'capture started on interface');
+  }
+
+  private async stopWorker(key: string, worker: CaptureWorker): Promise<void> {
+    await worker.stop();
+    this.budget.workerStopped();
+    this.o.log.info({ capture: key, pod: worker.spec.pod, iface: worker.spec.iface }, 'capture stopped on interface');
+    // Room for a worker the budget refused elsewhere.
+    for (const [k, r] of this.runtimes) if (r.refused) this.queue.add(k);
+  }
+
+  /** Writes this node's entry when it differs from what the API server has; returns the debounce wait. */
+  private async writeStatus(pc: PacketCapture, rt: Runtime, entry: NodeCaptureStatus | undefined): Promise<number | undefined> {
+    const observed = pc.status?.files?.find((f) => f.node === this.o.nodeName);
+    const others = (pc.status?.files ?? []).filter((f) => f.node !== this.o.nodeName);
+    const summary = summarizeStates(entry ? [...others, entry] : others);
+    const essential = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.state, e.directory, e.fileNames ?? [], e.message ?? '', e.pods ?? 0]) : 'none');
+    const counters = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.packets, e.bytes, e.kernelDrops]) : '');
+    const essentialChange = essential(entry) !== essential(observed) || (entry !== undefined && pc.status?.summary !== summary);
+    if (!essentialChange && counters(entry) === counters(observed)) return undefined;
+    const now = Date.now();
+    const wait = rt.lastWrite + (essentialChange ? this.o.statusIntervalMs : COUNTER_STATUS_INTERVAL_MS) - now;
+    if (wait > 0) return wait;
+    rt.lastWrite = now;
+    await applyNodeStatus(this.o.kube, { namespace: pc.metadata.namespace, name: pc.metadata.name }, this.fieldManager, entry, entry ? summary : undefined);
+    return undefined;
+  }
+
+  /** A capture that no longer exists: stop it and remove its files (Calico's behaviour). */
+  private async forget(key: string, rt: Runtime): Promise<void> {
+    this.runtimes.delete(key);
+    this.expressions.delete(key);
+    await Promise.all([...rt.workers.values()].map((w) => this.stopWorker(key, w)));
+    const [namespace, name] = key.split('/') as [string, string];
+    const removed = await withDeadline(this.o.store.removeAll(namespace, name), DISK_DEADLINE_MS * 4, `removing the files of ${key}`);
+    this.o.log.info({ capture: key, removed: removed.length }, 'capture deleted: stopped and files removed');
+  }
+
+  /** Files of captures that no longer exist (deleted while this agent was not running), and stale cache entries. */
+  private async collectGarbage(): Promise<void> {
+    const live = new Set([...this.o.captures.items.values()].map((pc) => `${pc.metadata.namespace}/${pc.metadata.name}`));
+    this.filters.retain(new Set(this.expressions.values()));
+    this.interfaces.retain(new Set([...this.o.pods.items.values()].map(podView).filter((p) => p.ip).map((p) => podKey({ uid: p.uid, ip: p.ip! }))));
+    for (const ns of await readdir(this.o.captureDir).catch(() => [] as string[])) {
+      for (const name of await readdir(join(this.o.captureDir, ns)).catch(() => [] as string[])) {
+        const key = `${ns}/${name}`;
+        if (live.has(key) || this.runtimes.has(key)) continue;
+        try {
+          this.o.store.captureDir(ns, name);
+        } catch {
+          continue; // not a capture directory of ours
+        }
+        const removed = await withDeadline(this.o.store.removeAll(ns, name), DISK_DEADLINE_MS * 4, `removing ${key}`);
+        this.o.log.info({ capture: key, removed: removed.length }, 'files of a capture that no longer exists removed');
+      }
+    }
+  }
+
+  private observe(): void {
+    let workers = 0;
+    let drops = 0;
+    let captures = 0;
+    for (const rt of this.runtimes.values()) {
+      const capturing = [...rt.workers.values()].filter((w) => w.capturing);
+      if (capturing.length > 0) captures++;
+      workers += capturing.length;
+      for (const w of rt.workers.values()) drops += w.stats.kernelDrops;
+    }
+    this.o.metrics?.observe({ captures, workers, kernelDrops: drops, diskFreeBytes: this.budget.diskFreeBytes, bufferedBytes: this.buffers.bytes });
+  }
+
+  /** Records which capture (by uid) owns the directory; another uid's files are removed. */
+  private async claimDirectory(dir: string, uid: string): Promise<void> {
+    const marker = join(dir, UID_MARKER);
+    const owner = await readFile(marker, 'utf8').catch(() => undefined);
+    if (owner === uid) return;
+    if (owner !== undefined) {
+      await rm(dir, { recursive: true, force: true });
+      this.o.log.info({ dir }, 'files of an earlier capture with the same name removed');
+    }
+    const exists = await readdir(dir).then(() => true, () => false);
+    if (!exists) return; // created with the first worker
+    await writeFile(marker, uid, { mode: 0o600 });
+  }
+}

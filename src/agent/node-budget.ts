@@ -1,0 +1,105 @@
+// What one node gives all captures together (docs/agent.md, "Budgets"): a number of
+// capture workers, disk space reserved per worker, and bytes buffered between tcpdump and
+// the disk. Checking each capture alone against the same free space would let N captures
+// fill the node; these are sums over every worker on the node.
+import { statfs } from 'node:fs/promises';
+import type { NodeBudgetView } from './capture-plan.js';
+
+export interface NodeBudgetOptions {
+  maxWorkers: number;
+  /** (captureMaxFiles + 1) x captureMaxSizeBytes: the most one worker's files take. */
+  perWorkerBytes: number;
+  captureDir: string;
+  diskFree?: (dir: string) => Promise<number>;
+}
+
+export class NodeBudget {
+  private workers = 0;
+  private diskFree = Number.NaN;
+
+  constructor(private readonly o: NodeBudgetOptions) {}
+
+  /** Measures free space again; on failure the disk check is off until it works again. */
+  async refreshDisk(timeoutMs: number): Promise<void> {
+    const measure = this.o.diskFree ?? defaultDiskFree;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      this.diskFree = await Promise.race([
+        measure(this.o.captureDir),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`statfs of ${this.o.captureDir} took longer than ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  get diskFreeBytes(): number {
+    return this.diskFree;
+  }
+
+  get runningWorkers(): number {
+    return this.workers;
+  }
+
+  view(): NodeBudgetView {
+    return {
+      freeWorkerSlots: Math.max(0, this.o.maxWorkers - this.workers),
+      maxWorkers: this.o.maxWorkers,
+      diskFree: this.diskFree,
+      diskReserved: this.workers * this.o.perWorkerBytes,
+      perWorkerBytes: this.o.perWorkerBytes,
+      captureDir: this.o.captureDir,
+    };
+  }
+
+  workerStarted(): void {
+    this.workers++;
+  }
+
+  workerStopped(): void {
+    this.workers = Math.max(0, this.workers - 1);
+  }
+}
+
+/**
+ * Bytes read from tcpdumps and not yet on disk, over all workers. Past the limit, workers
+ * stop reading their pipes (tcpdump then waits, and the kernel counts what it drops), so the
+ * agent's memory stays inside its container's limit whatever the disk does.
+ */
+export class BufferBudget {
+  private used = 0;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(readonly maxBytes: number) {}
+
+  get bytes(): number {
+    return this.used;
+  }
+
+  get exhausted(): boolean {
+    return this.used >= this.maxBytes;
+  }
+
+  take(n: number): void {
+    this.used += n;
+  }
+
+  give(n: number): void {
+    const wasExhausted = this.exhausted;
+    this.used = Math.max(0, this.used - n);
+    if (wasExhausted && !this.exhausted) for (const w of [...this.waiters]) w();
+  }
+
+  /** Called whenever the budget stops being exhausted. */
+  onAvailable(fn: () => void): () => void {
+    this.waiters.add(fn);
+    return () => this.waiters.delete(fn);
+  }
+}
+
+async function defaultDiskFree(path: string): Promise<number> {
+  const s = await statfs(path);
+  return s.bavail * s.bsize;
+}
