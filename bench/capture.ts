@@ -13,7 +13,7 @@ import { TestCluster } from '../test/harness/cluster.js';
 import { ControlPlane } from '../test/harness/control-plane.js';
 import { captureWorld, readPcap } from '../test/harness/capture-fixture.js';
 import { https } from '../test/harness/http.js';
-import { AGENT_SERVER_NAME, scratchDir } from '../test/harness/kube-pcap.js';
+import { AGENT_SERVER_NAME, metricsReaderToken, scratchDir } from '../test/harness/kube-pcap.js';
 import { startDnsSender } from '../test/harness/dns-sender.js';
 import { createPodObject } from '../test/harness/topology.js';
 import { waitFor } from '../test/harness/wait.js';
@@ -88,8 +88,9 @@ async function main(): Promise<void> {
     const agent = w.agents.get('node-1')!;
     await agent.proc.stop();
     const bigAgent = await w.startAgent(node, ['--capture-max-size-bytes=1000000000', '--capture-max-files=2']);
+    const scraper = await metricsReaderToken(c);
     const metric = async (name: string, capture?: string): Promise<number> => {
-      const text = (await https(`https://${bigAgent.address}:${bigAgent.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME })).body.toString();
+      const text = (await https(`https://${bigAgent.address}:${bigAgent.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token: scraper })).body.toString();
       let total = 0;
       for (const line of text.split('\n')) if (line.startsWith(name) && (!capture || line.includes(`capture="${capture}"`))) total += Number(line.slice(line.lastIndexOf(' ') + 1));
       return total;

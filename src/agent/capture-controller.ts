@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import type { KubeClient } from '../kube/client.js';
 import { applyNodeStatus, summarizeStates, type NodeCaptureStatus, type PacketCapture } from '../kube/packetcapture.js';
 import type { Reflector } from '../kube/reflector.js';
+import { filtersToBpf } from './bpf.js';
 import type { CaptureStore } from './capture-store.js';
 import { nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
 import { CaptureWorker } from './capture-worker.js';
@@ -35,6 +36,10 @@ export interface Pod {
 export interface ControllerMetrics {
   packets(namespace: string, name: string, n: number, bytes: number): void;
   rotation(namespace: string, name: string): void;
+  /** One tcpdump -d run (cached by expression: resyncs add none). */
+  filterCheck(): void;
+  /** One interface lookup started (failures back off per pod). */
+  interfaceLookup(): void;
   observe(summary: { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number; bufferedBytes: number }): void;
 }
 
@@ -131,11 +136,13 @@ export class CaptureController {
     });
     this.filters = new FilterChecks({
       tcpdump: o.tcpdump,
+      onCheck: () => o.metrics?.filterCheck(),
+      onCheckFailed: (filter, message) => o.log.warn({ filter, error: message }, 'filter check could not run; retrying (not a verdict on the filter)'),
       onSettled: (expression) => {
         for (const [key, e] of this.expressions) if (e === expression) this.queue.add(key);
       },
     });
-    this.interfaces = new InterfaceCache({ resolver: o.resolver, onSettled: (pod) => this.enqueueNamespace(pod.namespace) });
+    this.interfaces = new InterfaceCache({ resolver: o.resolver, onLookup: () => o.metrics?.interfaceLookup(), onSettled: (pod) => this.enqueueNamespace(pod.namespace) });
     this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * o.policy.maxSizeBytes, captureDir: o.captureDir, diskFree: o.diskFree });
     this.buffers = new BufferBudget(o.maxBufferedBytes);
     this.gate = new DiskGate(o.diskSlots ?? 4);
@@ -148,7 +155,10 @@ export class CaptureController {
     this.o.pods.on('synced', () => this.enqueueAll());
     // A periodic full pass, as controllers resync: it re-reads everything, but re-runs no
     // filter check and no interface lookup that already has an answer.
-    this.timers.push(setInterval(() => this.enqueueAll(), this.o.resyncMs));
+    this.timers.push(setInterval(() => {
+      this.o.log.debug({ captures: this.o.captures.items.size }, 'resync: every capture queued');
+      this.enqueueAll();
+    }, this.o.resyncMs));
     this.timers.push(setInterval(() => this.observe(), 5000));
     this.enqueueAll();
   }
@@ -216,6 +226,12 @@ export class CaptureController {
     const { namespace, name } = pc.metadata;
     const uid = pc.metadata.uid ?? '';
     const dir = this.o.store.captureDir(namespace, name);
+    // The filter check starts first: it runs in the background while the rest is worked out.
+    try {
+      this.filters.verdict(filtersToBpf(pc.spec?.filters));
+    } catch {
+      // an invalid filter: planCapture says so
+    }
     let rt = existing;
     if (!rt) {
       await withDeadline(this.claimDirectory(dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);

@@ -26,6 +26,9 @@ export interface FilterChecksOptions {
   timeoutMs?: number;
   /** Called when an expression's verdict changed (work on the captures that use it). */
   onSettled: (expression: string) => void;
+  onCheck?: () => void;
+  /** A check could not run (it is retried): for the log. */
+  onCheckFailed?: (expression: string, message: string) => void;
   /** The check itself; checkBpf unless a test replaces it. */
   check?: (tcpdump: string, expression: string, timeoutMs: number) => Promise<void>;
 }
@@ -66,6 +69,7 @@ export class FilterChecks {
   private run(expression: string, e: Entry): void {
     e.running = true;
     this.checksRun++;
+    this.o.onCheck?.();
     const check = this.o.check ?? checkBpf;
     check(this.o.tcpdump, expression, this.o.timeoutMs ?? 10_000).then(
       () => this.settle(expression, e, { kind: 'valid' }),
@@ -74,7 +78,9 @@ export class FilterChecks {
         const missing = err instanceof FilterCheckFailed && err.missing;
         const delay = Math.min((this.o.baseRetryMs ?? 1000) * 2 ** e.failures, this.o.maxRetryMs ?? 60_000);
         e.failures++;
-        this.settle(expression, e, { kind: 'pending', message: `${(err as Error).message}; checking again in ${Math.round(delay / 1000)} s`, missing });
+        const message = `${(err as Error).message}; checking again in ${Math.round(delay / 1000)} s`;
+        this.o.onCheckFailed?.(expression, message);
+        this.settle(expression, e, { kind: 'pending', message, missing });
         e.retry = setTimeout(() => {
           e.retry = undefined;
           if (this.entries.get(expression) === e) this.run(expression, e);

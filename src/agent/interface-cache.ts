@@ -23,6 +23,7 @@ export interface InterfaceCacheOptions {
   resolver: InterfaceResolver;
   /** An answer for this pod changed: work on the captures of its namespace. */
   onSettled: (pod: PodRef) => void;
+  onLookup?: () => void;
   baseRetryMs?: number;
   maxRetryMs?: number;
 }
@@ -74,6 +75,7 @@ export class InterfaceCache {
 
   private resolve(key: string, e: Entry): void {
     this.lookups++;
+    this.o.onLookup?.();
     this.o.resolver.resolve(e.pod).then(
       (r: Resolution) => this.settle(key, e, 'iface' in r ? { kind: 'found', iface: r.iface, via: r.via } : { kind: 'failed', error: r.error }),
       (err: unknown) => this.settle(key, e, { kind: 'failed', error: (err as Error).message }),

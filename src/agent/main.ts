@@ -23,7 +23,11 @@ function agentMetrics(registry: Registry): ControllerMetrics {
   const drops = new Gauge({ name: 'kube_pcap_agent_kernel_drops', help: 'Packets the kernel dropped before tcpdump could read them, summed over running captures.', registers: [registry] });
   const diskFree = new Gauge({ name: 'kube_pcap_agent_disk_free_bytes', help: 'Free bytes on the capture directory\'s filesystem.', registers: [registry] });
   const buffered = new Gauge({ name: 'kube_pcap_agent_buffered_bytes', help: 'Bytes read from tcpdump and not yet written, over all captures (bounded by --max-buffered-bytes).', registers: [registry] });
+  const filterChecks = new Counter({ name: 'kube_pcap_agent_filter_checks_total', help: 'tcpdump -d runs checking a capture\'s filter (cached by expression; resyncs add none).', registers: [registry] });
+  const lookups = new Counter({ name: 'kube_pcap_agent_interface_lookups_total', help: 'Lookups of a pod\'s host interface (failed ones back off per pod).', registers: [registry] });
   return {
+    filterCheck: () => filterChecks.inc(),
+    interfaceLookup: () => lookups.inc(),
     packets: (namespace, capture, n, b) => {
       packets.inc({ namespace, capture }, n);
       bytes.inc({ namespace, capture }, b);
@@ -100,6 +104,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   } finally {
     // Captures stop, files stay: a restarted agent continues in new files.
     await running.stop();
+    log.info('captures stopped');
     await captures.stop();
     await pods.stop();
     await kube.close();

@@ -32,12 +32,15 @@ export interface HttpsOptions {
   servername?: string;
   /** A client certificate to present (mutual TLS). */
   clientCert?: { certFile: string; keyFile: string };
+  /** Fail when headers or body have not arrived in this long (a server that hangs). */
+  timeoutMs?: number;
 }
 
 export async function https(url: string, opts: HttpsOptions): Promise<Response> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
-  const res = await request(url, { method: opts.method ?? 'GET', headers, body: opts.body, dispatcher: await dispatcher(opts.caFile, opts.servername, opts.clientCert) });
+  const timeouts = opts.timeoutMs !== undefined ? { headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs } : {};
+  const res = await request(url, { method: opts.method ?? 'GET', headers, body: opts.body, dispatcher: await dispatcher(opts.caFile, opts.servername, opts.clientCert), ...timeouts });
   const body = Buffer.from(await res.body.arrayBuffer());
   return {
     status: res.statusCode,

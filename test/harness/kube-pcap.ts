@@ -188,3 +188,20 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
   await waitFor(async () => (await https(`${url}/readyz`, { caFile: o.pki.ca.certFile })).status === 200, { what: `${name} /readyz`, timeoutMs: 20_000 });
   return { url, port, logFile, proc, agentService: o.agentService };
 }
+
+/**
+ * A token allowed to read the agents' /metrics: a ServiceAccount bound to
+ * rbac-examples/metrics-reader.yaml's ClusterRole (as a Prometheus would be).
+ */
+export async function metricsReaderToken(c: TestCluster): Promise<string> {
+  await installKubePcap(c);
+  const [role] = await c.applyYaml(join(REPO_ROOT, 'rbac-examples', 'metrics-reader.yaml'));
+  const sa = uniqueName('scraper');
+  await c.createServiceAccount(SYSTEM_NAMESPACE, sa);
+  await c.applyManifest(JSON.stringify({
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: sa },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role!.metadata!.name },
+    subjects: [{ kind: 'ServiceAccount', name: sa, namespace: SYSTEM_NAMESPACE }],
+  }));
+  return await c.tokenFor(SYSTEM_NAMESPACE, sa);
+}
