@@ -1,4 +1,4 @@
-// The agent's file API (DESIGN.md, "Agent ⇄ gateway"), over this node's capture directory:
+// The agent's file API (docs/agent.md, "Contracts"), over this node's capture directory:
 //   GET    /v1/captures/{ns}/{name}/files          JSON list of {name, size, modified}
 //   GET    /v1/captures/{ns}/{name}/files/{file}   the bytes (Range supported); a growing
 //                                                  file up to its last complete record

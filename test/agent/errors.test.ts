@@ -9,7 +9,8 @@ import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { allPackets, captureFiles, captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
 import { startDnsSender } from '../harness/dns-sender.js';
-import { scratchDir } from '../harness/kube-pcap.js';
+import { https } from '../harness/http.js';
+import { AGENT_SERVER_NAME, scratchDir, SYSTEM_NAMESPACE } from '../harness/kube-pcap.js';
 import type { TapTest } from '../harness/tap.js';
 import { createPodObject } from '../harness/topology.js';
 import { waitFor } from '../harness/wait.js';
@@ -74,6 +75,12 @@ t.test('a disk that fills up: the capture stops cleanly, with valid files and an
   const files = await readCaptureDir(dir);
   t.ok(files.size > 0, 'files were written before the disk filled');
   t.ok(allPackets(files).length > 0, `and every one is valid pcap (${allPackets(files).length} packets read from ${[...files.keys()].join(', ')}; ${e.message})`);
+  // Stopped by the full disk, the capture is no longer "capturing": its files can go.
+  const a = w.agents.get('node-1')!;
+  const token = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
+  const del = await https(`https://${a.address}:${a.port}/v1/captures/${w.ns}/fills-up/files`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, clientCert: w.pki.gatewayClient, token, method: 'DELETE' });
+  t.equal(del.status, 200, `DELETE of the files: ${del.status} ${del.body.toString().slice(0, 200)}`);
+  t.same(await captureFiles(dir), [], 'the files are gone');
 });
 
 t.test('no tcpdump on the node: Error saying so', async (t) => {

@@ -39,7 +39,7 @@ interface SecurityContext {
 interface Workload {
   kind: string;
   metadata: { name: string };
-  spec?: { template?: { spec?: { securityContext?: SecurityContext; containers?: { name: string; securityContext?: SecurityContext }[] } } };
+  spec?: { template?: { spec?: { securityContext?: SecurityContext; containers?: { name: string; securityContext?: SecurityContext; resources?: { limits?: { memory?: string } } }[] } } };
 }
 
 let rendered: Promise<Workload[]> | undefined;
@@ -70,6 +70,16 @@ export async function shippedPrivileges(kind: string, name: string, container: s
   const base = drop.includes('ALL') ? [] : RUNTIME_DEFAULT.filter((x) => !drop.includes(x));
   const capabilities = [...new Set([...base, ...add])].sort();
   return { source, runAsUser, runAsGroup: sc.runAsGroup ?? 0, capabilities, noNewPrivs: sc.allowPrivilegeEscalation === false };
+}
+
+/** A container's memory limit in MiB, from the rendered manifests ("384Mi", "1Gi", bytes). */
+export async function shippedMemoryLimitMiB(kind: string, name: string, container: string): Promise<number> {
+  const w = (await renderedDeploy()).find((o) => o.kind === kind && o.metadata.name === name);
+  const limit = w?.spec?.template?.spec?.containers?.find((x) => x.name === container)?.resources?.limits?.memory;
+  const m = /^(\d+)(Mi|Gi|M|G)?$/.exec(limit ?? '');
+  if (!m) throw new Error(`${kind}/${name} container ${container} has no memory limit this harness reads (${limit ?? 'none'})`);
+  const n = Number(m[1]);
+  return m[2] === 'Gi' ? n * 1024 : m[2] === 'G' ? (n * 1e9) / 2 ** 20 : m[2] === 'M' ? (n * 1e6) / 2 ** 20 : m[2] === 'Mi' ? n : n / 2 ** 20;
 }
 
 /** The agent container of the DaemonSet. */

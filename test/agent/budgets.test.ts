@@ -1,0 +1,108 @@
+// One node's budgets are shared by every capture on it (docs/agent.md, "Budgets"): capture
+// workers, disk reserved per worker, buffered bytes; a capture refused for budget is an Error
+// naming the budget; the agent's /metrics is for those allowed to read it.
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import t from 'tap';
+import { cluster } from '../harness/cluster.js';
+import { captureWorld } from '../harness/capture-fixture.js';
+import { startDnsSender } from '../harness/dns-sender.js';
+import { https } from '../harness/http.js';
+import { AGENT_SERVER_NAME, metricsReaderToken, scratchDir, type AgentHandle } from '../harness/kube-pcap.js';
+import { shippedMemoryLimitMiB } from '../harness/shipped-privileges.js';
+import type { TapTest } from '../harness/tap.js';
+import { waitFor } from '../harness/wait.js';
+import { getPacketCapture } from '../../src/kube/packetcapture.js';
+
+const run = promisify(execFile);
+const c = await cluster(t);
+const w = await captureWorld(t, c, { nodes: 1, agents: false });
+const node = w.nodes[0]!;
+const pods = [];
+for (let i = 0; i < 4; i++) pods.push(await w.addPod(node, `logging-${i}`, { app: 'logging', pod: `logging-${i}` }));
+const scraper = await metricsReaderToken(c);
+for (const p of pods) startDnsSender(t, p, w.dns.ip, p.name, 0, 100, w.logDir);
+
+async function agent(t: TapTest, args: string[] = [], captureDir?: string): Promise<AgentHandle> {
+  const a = await w.startAgent(node, args, captureDir);
+  t.teardown(() => a.proc.stop());
+  return a;
+}
+
+async function capture(t: TapTest, name: string, selector = 'app == "logging"'): Promise<void> {
+  await w.applyCapture(name, `  selector: ${selector}\n  filters: [{protocol: UDP, ports: [53]}]`);
+  t.teardown(() => c.custom.deleteNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: w.ns, plural: 'packetcaptures', name }).catch(() => undefined));
+}
+
+async function states(names: string[]): Promise<Map<string, { state?: string; message?: string; pods?: number }>> {
+  const out = new Map<string, { state?: string; message?: string; pods?: number }>();
+  for (const n of names) out.set(n, (await getPacketCapture(w.kube, w.ns, n))?.status?.files?.find((f) => f.node === node.name) ?? {});
+  return out;
+}
+
+t.test('a cap on capture workers per node: the capture past it is an Error naming the budget', async (t) => {
+  await agent(t, ['--max-capture-workers=2']);
+  await capture(t, 'cap-1');
+  const e = await waitFor(async () => {
+    const s = (await states(['cap-1'])).get('cap-1')!;
+    return s.state === 'Error' && /not captured: logging-\d, logging-\d/.test(s.message ?? '') ? s : undefined;
+  }, { what: 'the budget to refuse two of four workers', timeoutMs: 20_000 });
+  t.match(e.message, /node budget: 2 capture workers \(pod interfaces\) already run on node .*--max-capture-workers allows; not captured: logging-\d, logging-\d$/);
+  t.equal(e.pods, 2, 'the two admitted workers run');
+});
+
+t.test('disk is reserved over all captures: together they never take more than the disk has', async (t) => {
+  const disk = await scratchDir(t, 'budget-disk');
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=80k', 'kube-pcap-budget', disk]);
+  t.teardown(() => run('umount', [disk]).catch(() => undefined));
+  // Each worker may write (1 + 1) x 16 KiB = 32 KiB: two fit in 80 KiB, a third does not.
+  await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
+  const names = ['disk-a', 'disk-b', 'disk-c'];
+  for (const n of names) await capture(t, n, 'pod == "logging-0"');
+  const refused = await waitFor(async () => {
+    const s = await states(names);
+    const errors = [...s.entries()].filter(([, e]) => e.state === 'Error');
+    return errors.length === 1 && [...s.values()].every((e) => e.state !== undefined) ? { s, errors } : undefined;
+  }, { what: 'the budget to refuse one capture', timeoutMs: 20_000 });
+  t.match(refused.errors[0]![1].message, /not enough disk space on node .*: .* free in .*, .* of it reserved by running captures/);
+  const running = [...refused.s.values()].reduce((n, e) => n + (e.pods ?? 0), 0);
+  t.ok(running <= 2, `${running} workers run: what 80 KiB holds at 32 KiB each`);
+  // Traffic fills and rotates their files; the disk never holds more than the reservation.
+  await waitFor(async () => [...(await states(names)).values()].filter((e) => e.state === 'Capturing').length === 2, { what: 'traffic in the admitted captures', timeoutMs: 20_000 });
+  const used = Number((await run('du', ['-sb', disk])).stdout.split('\t')[0]);
+  t.ok(used <= running * 32 * 1024 + 16 * 1024, `${used} bytes on the disk, reservation ${running * 32 * 1024}`);
+});
+
+t.test('with the default worker cap reached under traffic, the agent stays well inside its memory limit', async (t) => {
+  const a = await agent(t);
+  const names = Array.from({ length: 8 }, (_, i) => `mem-${i}`);
+  for (const n of names) await capture(t, n, `app == "logging" && !has(x${n.replace('-', '')})`);
+  await waitFor(async () => [...(await states(names)).values()].every((e) => e.state === 'Capturing' && e.pods === 4), { what: '32 workers capturing', timeoutMs: 60_000, intervalMs: 500 });
+  const metric = async (name: string): Promise<number> => {
+    const text = (await https(`https://${a.address}:${a.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token: scraper })).body.toString();
+    return text.split('\n').filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)).reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  };
+  await waitFor(async () => (await metric('kube_pcap_agent_capture_interfaces')) === 32, { what: 'the gauge to show the default cap, 32 workers', timeoutMs: 15_000, intervalMs: 500 });
+  const written = await metric('kube_pcap_agent_packets_written_total');
+  await waitFor(async () => (await metric('kube_pcap_agent_packets_written_total').catch(() => 0)) >= written + 5000, { what: 'more traffic through all workers', timeoutMs: 60_000, intervalMs: 500 });
+  const status = await readFile(`/proc/${a.proc.pid}/status`, 'utf8');
+  const hwmKiB = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
+  const limitMiB = await shippedMemoryLimitMiB('DaemonSet', 'kube-pcap-agent', 'agent');
+  t.ok(hwmKiB / 1024 < 0.75 * limitMiB, `agent peak RSS ${(hwmKiB / 1024).toFixed(0)} MiB < 75% of the DaemonSet's ${limitMiB} MiB limit`);
+});
+
+t.test('/metrics: 401 without a token, 403 without get /metrics, 200 for a reader', async (t) => {
+  const a = await agent(t);
+  const url = `https://${a.address}:${a.port}/metrics`;
+  const opts = { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME };
+  t.equal((await https(url, opts)).status, 401);
+  const nobody = await c.tokenFor(w.ns, 'default');
+  const denied = await https(url, { ...opts, token: nobody });
+  t.equal(denied.status, 403);
+  t.match(denied.json<{ message: string }>().message, /cannot get the non-resource URL \/metrics/);
+  const ok = await https(url, { ...opts, token: scraper });
+  t.equal(ok.status, 200);
+  t.match(ok.body.toString(), /kube_pcap_agent_capture_interfaces/);
+  t.equal((await https(`https://${a.address}:${a.port}/healthz`, opts)).status, 200, 'health stays open for the kubelet');
+});
