@@ -71,6 +71,7 @@ t.test('disk is reserved over all captures: together they never take more than t
   // Traffic fills and rotates their files; the disk never holds more than the reservation.
   await waitFor(async () => [...(await states(names)).values()].filter((e) => e.state === 'Capturing').length === 2, { what: 'traffic in the admitted captures', timeoutMs: 20_000 });
   const used = Number((await run('du', ['-sb', disk])).stdout.split('\t')[0]);
+  t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * 32 * 1024}`);
   t.ok(used <= running * 32 * 1024 + 16 * 1024, `${used} bytes on the disk, reservation ${running * 32 * 1024}`);
 });
 
@@ -89,6 +90,7 @@ t.test('with the default worker cap reached under traffic, the agent stays well 
   const status = await readFile(`/proc/${a.proc.pid}/status`, 'utf8');
   const hwmKiB = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1]);
   const limitMiB = await shippedMemoryLimitMiB('DaemonSet', 'kube-pcap-agent', 'agent');
+  t.comment(`agent peak RSS with 32 workers under traffic: ${(hwmKiB / 1024).toFixed(0)} MiB (limit ${limitMiB} MiB)`);
   t.ok(hwmKiB / 1024 < 0.75 * limitMiB, `agent peak RSS ${(hwmKiB / 1024).toFixed(0)} MiB < 75% of the DaemonSet's ${limitMiB} MiB limit`);
 });
 

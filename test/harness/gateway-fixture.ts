@@ -108,6 +108,10 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
     },
     async addFileOnFirstNode(file, make) {
       await make(join(agents[0]!.captureDir, ns, CAPTURE, file));
+      // A file made behind the agent's back is noticed at its next resync; an event on the
+      // capture (any change to it) makes the agent look now.
+      const r = await c.kubectl(['annotate', '--overwrite', '-n', ns, 'packetcaptures.projectcalico.org', CAPTURE, `kube-pcap-test/files=${randomBytes(4).toString('hex')}`]);
+      if (r.code !== 0) throw new Error(`kubectl annotate: ${r.stderr}`);
       await waitForStatus('Capturing', world.filesWith(agents[0]!.node, file));
     },
     stopCapture: async () => {
