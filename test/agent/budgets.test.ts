@@ -57,7 +57,7 @@ t.test('disk is reserved over all captures: together they never take more than t
   await run('mount', ['-t', 'tmpfs', '-o', 'size=80k', 'kube-pcap-budget', disk]);
   t.teardown(() => run('umount', [disk]).catch(() => undefined));
   // Each worker may write (1 + 1) x 16 KiB = 32 KiB: two fit in 80 KiB, a third does not.
-  await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
+  const a = await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
   const names = ['disk-a', 'disk-b', 'disk-c'];
   for (const n of names) await capture(t, n, 'pod == "logging-0"');
   const refused = await waitFor(async () => {
@@ -70,6 +70,13 @@ t.test('disk is reserved over all captures: together they never take more than t
   t.ok(running <= 2, `${running} workers run: what 80 KiB holds at 32 KiB each`);
   // Traffic fills and rotates their files; the disk never holds more than the reservation.
   await waitFor(async () => [...(await states(names)).values()].filter((e) => e.state === 'Capturing').length === 2, { what: 'traffic in the admitted captures', timeoutMs: 20_000 });
+  // Let each admitted capture fill and rotate its files a few times: its disk use then is
+  // at its most (a full rotated file, a current one growing towards full).
+  const rotations = async (): Promise<number> => {
+    const text = (await https(`https://${a.address}:${a.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token: scraper })).body.toString();
+    return text.split('\n').filter((l) => l.startsWith('kube_pcap_agent_rotations_total{')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  };
+  await waitFor(async () => (await rotations()) >= running * 2, { what: 'the files to fill and rotate', timeoutMs: 60_000, intervalMs: 500 });
   const used = Number((await run('du', ['-sb', disk])).stdout.split('\t')[0]);
   t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * 32 * 1024}`);
   t.ok(used <= running * 32 * 1024 + 16 * 1024, `${used} bytes on the disk, reservation ${running * 32 * 1024}`);

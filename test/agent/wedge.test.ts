@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
-import { captureWorld } from '../harness/capture-fixture.js';
+import { captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
 import { startDnsSender } from '../harness/dns-sender.js';
 import { https } from '../harness/http.js';
 import { AGENT_SERVER_NAME, metricsReaderToken, scratchDir, SYSTEM_NAMESPACE, type AgentHandle } from '../harness/kube-pcap.js';
@@ -152,4 +152,28 @@ t.test('resyncs re-run no filter check; failed interface lookups back off per po
   // One pod without a route, retried at 1, 2, 4, 8 s...: a handful, not one per second.
   t.ok(lookups <= Math.ceil(Math.log2(seconds + 1)) + 1, `${lookups} lookups of the unwired pod in ${seconds.toFixed(1)} s`);
   t.match((await entry('resynced'))?.message, /pod logging-unwired: the pod's IP 192\.0\.2\.61 is routed through the gateway/);
+});
+
+t.test('an interface that vanishes is looked up again: a pod rewired under a new veth is captured there', async (t) => {
+  const a = await agent(t);
+  const pod = await w.addPod(node, 'rewired', { app: 'rewired' });
+  await capture(t, 'rewired', '  selector: app == "rewired"\n  filters: [{protocol: UDP, ports: [53]}]');
+  const sender = startDnsSender(t, pod, w.dns.ip, 'before', 0, 20, w.logDir);
+  await w.waitForState('rewired', 'node-1', 'Capturing');
+  await sender.stop();
+  // Same pod, same uid, same IP; its veth is another one now.
+  const moved = await w.topo.rewirePod(pod, 'calirewired01');
+  startDnsSender(t, moved, w.dns.ip, 'after', 0, 20, w.logDir);
+  const dir = w.captureDir('node-1', 'rewired');
+  await waitFor(async () => {
+    const files = await readCaptureDir(dir);
+    return (files.get('rewired_calirewired01.pcap') ?? []).some((p) => p.query.startsWith('after-'));
+  }, { what: 'packets on the new veth', timeoutMs: 20_000 });
+  t.pass('captured on calirewired01');
+  const e = await waitFor(async () => {
+    const s = await entry('rewired');
+    return s?.state === 'Capturing' && s.pods === 1 && !s.message ? s : undefined;
+  }, { what: 'the old interface to be forgotten', timeoutMs: 20_000 });
+  t.equal(e.pods, 1, 'one interface captured, the new one');
+  t.ok((await metric(a, 'kube_pcap_agent_interface_lookups_total')) >= 2, 'looked up again');
 });

@@ -220,6 +220,24 @@ export class Topology {
   private readonly bridgedNodes = new Set<string>();
 
 
+  /**
+   * Wires a running pod anew under another host interface name, as a CNI DEL and ADD for a
+   * restarted sandbox can: same pod, same IP, its old veth gone.
+   */
+  async rewirePod(pod: TopoPod, hostIface: string): Promise<TopoPod> {
+    await pod.node.ns.exec('ip', ['link', 'del', pod.hostIface]);
+    await pod.node.ns.exec('ip', ['link', 'add', 'name', hostIface, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(pod.ns.pid)]);
+    await pod.node.ns.sysctl(`net.ipv4.conf.${hostIface}.proxy_arp`, '1');
+    await pod.node.ns.sysctl(`net.ipv4.neigh.${hostIface}.proxy_delay`, '0');
+    await pod.node.ns.exec('ip', ['link', 'set', hostIface, 'up']);
+    await pod.node.ns.exec('ip', ['route', 'replace', `${pod.ip}/32`, 'dev', hostIface, 'scope', 'link']);
+    await pod.ns.exec('ip', ['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0']);
+    await pod.ns.exec('ip', ['link', 'set', 'eth0', 'up']);
+    await pod.ns.exec('ip', ['route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link']);
+    await pod.ns.exec('ip', ['route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0']);
+    return { ...pod, hostIface };
+  }
+
   /** Takes a pod's network away, as a CNI DEL does: its namespace and veth disappear. */
   async removePod(pod: TopoPod): Promise<void> {
     await pod.ns.destroy();
