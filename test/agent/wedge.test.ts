@@ -177,3 +177,26 @@ t.test('an interface that vanishes is looked up again: a pod rewired under a new
   t.equal(e.pods, 1, 'one interface captured, the new one');
   t.ok((await metric(a, 'kube_pcap_agent_interface_lookups_total')) >= 2, 'looked up again');
 });
+
+t.test('a tcpdump that does not stop on SIGINT is killed after the grace period, and nothing waits meanwhile', async (t) => {
+  await agent(t);
+  await capture(t, 'stuck-tcpdump', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: ["5300:5399"]}]');
+  await capture(t, 'alongside', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]');
+  await w.waitForState('stuck-tcpdump', 'node-1', 'WaitingForTraffic');
+  await w.waitForState('alongside', 'node-1', 'Capturing');
+  const pid = Number((await run('pgrep', ['-f', '--', `tcpdump -i ${iface} .*portrange 5300-5399`])).stdout.trim().split('\n')[0]);
+  t.ok(pid > 0, `tcpdump ${pid}`);
+  // A stopped process holds SIGINT pending: it ends only by SIGKILL.
+  await run('kill', ['-STOP', String(pid)]);
+  t.teardown(() => run('kill', ['-CONT', String(pid)]).catch(() => undefined));
+  const started = Date.now();
+  await c.custom.deleteNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: w.ns, plural: 'packetcaptures', name: 'stuck-tcpdump' });
+  // Meanwhile the other capture is worked on as usual: its status follows a change at once.
+  await w.applyCapture('alongside', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]\n  endTime: "2000-01-01T00:00:00Z"');
+  await w.waitForState('alongside', 'node-1', 'Finished', 5000);
+  t.ok(Date.now() - started < 3000, `the other capture finished ${Date.now() - started} ms after, not behind the stuck one`);
+  await waitFor(async () => (await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')) === '', { what: 'the stopped tcpdump to be killed and reaped', timeoutMs: 15_000 });
+  const elapsed = Date.now() - started;
+  t.ok(elapsed >= 2500 && elapsed < 10_000, `killed after the 3 s grace period (${elapsed} ms)`);
+  await waitFor(async () => (await readdir(w.captureDir('node-1', 'stuck-tcpdump')).catch(() => undefined)) === undefined, { what: 'its files to be removed', timeoutMs: 10_000 });
+});
