@@ -188,11 +188,6 @@ export class CaptureController {
     this.queue.add(`${namespace}/${name}`);
   }
 
-  /** For tests and metrics: tcpdump -d runs so far. */
-  get filterChecksRun(): number {
-    return this.filters.checksRun;
-  }
-
   private enqueueAll(): void {
     if (this.stopped) return;
     for (const pc of this.o.captures.items.values()) this.queue.add(`${pc.metadata.namespace}/${pc.metadata.name}`);

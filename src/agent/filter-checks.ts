@@ -16,7 +16,6 @@ interface Entry {
   verdict: FilterVerdict;
   failures: number;
   retry: NodeJS.Timeout | undefined;
-  running: boolean;
 }
 
 export interface FilterChecksOptions {
@@ -35,7 +34,7 @@ export interface FilterChecksOptions {
 
 export class FilterChecks {
   private readonly entries = new Map<string, Entry>();
-  /** How many checks ran (for tests and metrics: resyncs must not add to it). */
+  /** How many checks ran (resyncs must not add to it; the agent counts them in a metric too). */
   checksRun = 0;
 
   constructor(private readonly o: FilterChecksOptions) {}
@@ -45,7 +44,7 @@ export class FilterChecks {
     if (expression === '') return { kind: 'valid' };
     let e = this.entries.get(expression);
     if (!e) {
-      e = { verdict: { kind: 'pending' }, failures: 0, retry: undefined, running: false };
+      e = { verdict: { kind: 'pending' }, failures: 0, retry: undefined };
       this.entries.set(expression, e);
       this.run(expression, e);
     }
@@ -67,7 +66,6 @@ export class FilterChecks {
   }
 
   private run(expression: string, e: Entry): void {
-    e.running = true;
     this.checksRun++;
     this.o.onCheck?.();
     const check = this.o.check ?? checkBpf;
@@ -91,7 +89,6 @@ export class FilterChecks {
   }
 
   private settle(expression: string, e: Entry, verdict: FilterVerdict): void {
-    e.running = false;
     if (verdict.kind !== 'pending') e.failures = 0;
     e.verdict = verdict;
     if (this.entries.get(expression) === e) this.o.onSettled(expression);

@@ -34,9 +34,6 @@ export function podKey(pod: { uid: string; ip: string }): string {
 
 export class InterfaceCache {
   private readonly entries = new Map<string, Entry>();
-  /** Lookups started (tests and metrics: failures must back off, not spin). */
-  lookups = 0;
-
   constructor(private readonly o: InterfaceCacheOptions) {}
 
   lookup(pod: PodRef): InterfaceVerdict {
@@ -74,7 +71,6 @@ export class InterfaceCache {
   }
 
   private resolve(key: string, e: Entry): void {
-    this.lookups++;
     this.o.onLookup?.();
     this.o.resolver.resolve(e.pod).then(
       (r: Resolution) => this.settle(key, e, 'iface' in r ? { kind: 'found', iface: r.iface, via: r.via } : { kind: 'failed', error: r.error }),
