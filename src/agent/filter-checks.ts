@@ -5,6 +5,7 @@
 // that could not run (EAGAIN, ENOMEM, timeout, tcpdump missing) is never a verdict: it is
 // retried with back-off and the captures waiting on it are told when it settles.
 import { checkBpf, FilterCheckFailed, FilterError } from './bpf.js';
+import { RetryingLookups, type LookOutcome } from './retrying-lookups.js';
 
 export type FilterVerdict =
   | { kind: 'valid' }
@@ -12,18 +13,12 @@ export type FilterVerdict =
   /** No verdict yet: the check is running, or failed to run and will be retried. */
   | { kind: 'pending'; message?: string; missing?: boolean };
 
-interface Entry {
-  verdict: FilterVerdict;
-  failures: number;
-  retry: NodeJS.Timeout | undefined;
-}
-
 export interface FilterChecksOptions {
   tcpdump: string;
   baseRetryMs?: number;
   maxRetryMs?: number;
   timeoutMs?: number;
-  /** Called when an expression's verdict changed (work on the captures that use it). */
+  /** Called when an expression's check settled (work on the captures that use it). */
   onSettled: (expression: string) => void;
   onCheck?: () => void;
   /** A check could not run (it is retried): for the log. */
@@ -33,64 +28,51 @@ export interface FilterChecksOptions {
 }
 
 export class FilterChecks {
-  private readonly entries = new Map<string, Entry>();
+  private readonly lookups: RetryingLookups<string, FilterVerdict>;
   /** How many checks ran (resyncs must not add to it; the agent counts them in a metric too). */
   checksRun = 0;
 
-  constructor(private readonly o: FilterChecksOptions) {}
+  constructor(private readonly o: FilterChecksOptions) {
+    this.lookups = new RetryingLookups({
+      pending: { kind: 'pending' },
+      look: (expression) => this.check(expression),
+      onAnswer: (expression) => o.onSettled(expression),
+      baseRetryMs: o.baseRetryMs ?? 1000,
+      maxRetryMs: o.maxRetryMs ?? 60_000,
+    });
+  }
 
   /** The verdict for the expression now; starts a check when there is none. Never blocks. */
   verdict(expression: string): FilterVerdict {
     if (expression === '') return { kind: 'valid' };
-    let e = this.entries.get(expression);
-    if (!e) {
-      e = { verdict: { kind: 'pending' }, failures: 0, retry: undefined };
-      this.entries.set(expression, e);
-      this.run(expression, e);
-    }
-    return e.verdict;
+    return this.lookups.get(expression, expression);
   }
 
   /** Forgets verdicts of expressions no capture uses any more. */
   retain(inUse: ReadonlySet<string>): void {
-    for (const [expression, e] of this.entries) {
-      if (inUse.has(expression)) continue;
-      clearTimeout(e.retry);
-      this.entries.delete(expression);
-    }
+    this.lookups.retain(inUse);
   }
 
   stop(): void {
-    for (const e of this.entries.values()) clearTimeout(e.retry);
-    this.entries.clear();
+    this.lookups.stop();
   }
 
-  private run(expression: string, e: Entry): void {
+  private async check(expression: string): Promise<LookOutcome<FilterVerdict>> {
     this.checksRun++;
     this.o.onCheck?.();
-    const check = this.o.check ?? checkBpf;
-    check(this.o.tcpdump, expression, this.o.timeoutMs ?? 10_000).then(
-      () => this.settle(expression, e, { kind: 'valid' }),
-      (err: unknown) => {
-        if (err instanceof FilterError) return this.settle(expression, e, { kind: 'invalid', message: err.message });
-        const missing = err instanceof FilterCheckFailed && err.missing;
-        const delay = Math.min((this.o.baseRetryMs ?? 1000) * 2 ** e.failures, this.o.maxRetryMs ?? 60_000);
-        e.failures++;
-        const message = `${(err as Error).message}; checking again in ${Math.round(delay / 1000)} s`;
-        this.o.onCheckFailed?.(expression, message);
-        this.settle(expression, e, { kind: 'pending', message, missing });
-        e.retry = setTimeout(() => {
-          e.retry = undefined;
-          if (this.entries.get(expression) === e) this.run(expression, e);
-        }, delay);
-        e.retry.unref();
-      },
-    );
-  }
-
-  private settle(expression: string, e: Entry, verdict: FilterVerdict): void {
-    if (verdict.kind !== 'pending') e.failures = 0;
-    e.verdict = verdict;
-    if (this.entries.get(expression) === e) this.o.onSettled(expression);
+    try {
+      await (this.o.check ?? checkBpf)(this.o.tcpdump, expression, this.o.timeoutMs ?? 10_000);
+      return { answer: { kind: 'valid' } };
+    } catch (err) {
+      if (err instanceof FilterError) return { answer: { kind: 'invalid', message: err.message } };
+      const missing = err instanceof FilterCheckFailed && err.missing;
+      return {
+        retry: (delayMs) => {
+          const message = `${(err as Error).message}; checking again in ${Math.round(delayMs / 1000)} s`;
+          this.o.onCheckFailed?.(expression, message);
+          return { kind: 'pending', message, missing };
+        },
+      };
+    }
   }
 }

@@ -5,19 +5,13 @@
 // (1 s, 2 s, ... 1 min), and the captures are told when an answer changes. A pod's answer
 // is keyed by its uid and IP, so a recreated pod or a new IP is looked up afresh; it is
 // forgotten when tcpdump says the interface is gone.
-import type { InterfaceResolver, PodRef, Resolution } from './pod-interface.js';
+import type { InterfaceResolver, PodRef } from './pod-interface.js';
+import { RetryingLookups, type LookOutcome } from './retrying-lookups.js';
 
 export type InterfaceVerdict =
   | { kind: 'found'; iface: string; via: 'route' | 'cni-result' }
   | { kind: 'failed'; error: string }
   | { kind: 'pending' };
-
-interface Entry {
-  verdict: InterfaceVerdict;
-  failures: number;
-  timer: NodeJS.Timeout | undefined;
-  pod: PodRef;
-}
 
 export interface InterfaceCacheOptions {
   resolver: InterfaceResolver;
@@ -33,66 +27,52 @@ export function podKey(pod: { uid: string; ip: string }): string {
 }
 
 export class InterfaceCache {
-  private readonly entries = new Map<string, Entry>();
-  constructor(private readonly o: InterfaceCacheOptions) {}
+  private readonly lookups: RetryingLookups<PodRef, InterfaceVerdict>;
+
+  constructor(private readonly o: InterfaceCacheOptions) {
+    this.lookups = new RetryingLookups({
+      pending: { kind: 'pending' },
+      look: (pod) => this.resolve(pod),
+      onAnswer: (_key, pod, _answer, changed) => {
+        if (changed) o.onSettled(pod);
+      },
+      baseRetryMs: o.baseRetryMs ?? 1000,
+      maxRetryMs: o.maxRetryMs ?? 60_000,
+    });
+  }
 
   lookup(pod: PodRef): InterfaceVerdict {
-    const key = podKey(pod);
-    let e = this.entries.get(key);
-    if (!e) {
-      e = { verdict: { kind: 'pending' }, failures: 0, timer: undefined, pod };
-      this.entries.set(key, e);
-      this.resolve(key, e);
-    }
-    return e.verdict;
+    return this.lookups.get(podKey(pod), pod);
   }
 
   /** tcpdump found the interface gone: look the pod up again. */
   invalidate(pod: { uid: string; ip: string }, iface: string): void {
     const key = podKey(pod);
-    const e = this.entries.get(key);
-    if (!e || e.verdict.kind !== 'found' || e.verdict.iface !== iface) return;
-    this.entries.delete(key);
-    this.o.onSettled(e.pod);
+    const known = this.lookups.peek(key);
+    if (known?.answer.kind !== 'found' || known.answer.iface !== iface) return;
+    this.lookups.forget(key);
+    this.o.onSettled(known.input);
   }
 
   /** Forgets pods that are no longer of interest (deleted, unselected). */
   retain(keys: ReadonlySet<string>): void {
-    for (const [key, e] of this.entries) {
-      if (keys.has(key)) continue;
-      clearTimeout(e.timer);
-      this.entries.delete(key);
-    }
+    this.lookups.retain(keys);
   }
 
   stop(): void {
-    for (const e of this.entries.values()) clearTimeout(e.timer);
-    this.entries.clear();
+    this.lookups.stop();
   }
 
-  private resolve(key: string, e: Entry): void {
+  private async resolve(pod: PodRef): Promise<LookOutcome<InterfaceVerdict>> {
     this.o.onLookup?.();
-    this.o.resolver.resolve(e.pod).then(
-      (r: Resolution) => this.settle(key, e, 'iface' in r ? { kind: 'found', iface: r.iface, via: r.via } : { kind: 'failed', error: r.error }),
-      (err: unknown) => this.settle(key, e, { kind: 'failed', error: (err as Error).message }),
-    );
-  }
-
-  private settle(key: string, e: Entry, verdict: InterfaceVerdict): void {
-    if (this.entries.get(key) !== e) return; // forgotten meanwhile
-    const before = JSON.stringify(e.verdict);
-    e.verdict = verdict;
-    if (verdict.kind === 'failed') {
-      const delay = Math.min((this.o.baseRetryMs ?? 1000) * 2 ** e.failures, this.o.maxRetryMs ?? 60_000);
-      e.failures++;
-      e.timer = setTimeout(() => {
-        e.timer = undefined;
-        if (this.entries.get(key) === e) this.resolve(key, e);
-      }, delay);
-      e.timer.unref();
-    } else {
-      e.failures = 0;
+    let error: string;
+    try {
+      const r = await this.o.resolver.resolve(pod);
+      if ('iface' in r) return { answer: { kind: 'found', iface: r.iface, via: r.via } };
+      error = r.error;
+    } catch (err) {
+      error = (err as Error).message;
     }
-    if (JSON.stringify(verdict) !== before) this.o.onSettled(e.pod);
+    return { retry: () => ({ kind: 'failed', error }) };
   }
 }

@@ -5,6 +5,8 @@
 // end time) instead of a periodic tick. Keys are worked on concurrently up to a limit, so
 // one capture's slow work never holds up another's.
 
+import { backoffDelay } from './retrying-lookups.js';
+
 export interface WorkResult {
   /** Work on the key again after this long (e.g. a debounced status write, an end time). */
   requeueAfterMs?: number;
@@ -73,7 +75,7 @@ export class WorkQueue {
   addRateLimited(key: string): number {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
-    const delay = Math.min(this.o.baseDelayMs * 2 ** n, this.o.maxDelayMs);
+    const delay = backoffDelay(n, this.o.baseDelayMs, this.o.maxDelayMs);
     this.addAfter(key, delay);
     return delay;
   }
