@@ -19,6 +19,7 @@ import { filtersToBpf } from './bpf.js';
 import type { CaptureStore } from './capture-store.js';
 import { nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
 import { CaptureWorker } from './capture-worker.js';
+import { withDeadline } from './deadline.js';
 import { DiskGate } from './disk-gate.js';
 import { FilterChecks } from './filter-checks.js';
 import { InterfaceCache, podKey } from './interface-cache.js';
@@ -85,16 +86,6 @@ interface Runtime {
   lastWrite: number;
   /** Some worker was refused by the node's budget: retried when a worker stops. */
   refused: boolean;
-}
-
-function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
-    }),
-  ]);
 }
 
 export function podView(p: Pod): PodView {
@@ -234,7 +225,7 @@ export class CaptureController {
       rt.sawTraffic = (await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`)).length > 0;
       this.runtimes.set(key, rt);
     }
-    await this.budget.refreshDisk(DISK_DEADLINE_MS).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read free disk space; disk check off until it can'));
+    await this.budget.refreshDisk(DISK_DEADLINE_MS).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read free disk space; the last measurement stays in use'));
 
     const now = Date.now();
     const plan = planCapture({
@@ -253,7 +244,7 @@ export class CaptureController {
     // never admit workers against the same free slots.
     const admitted = plan.workers.filter((w) => !rt.workers.has(w.key));
     for (let n = 0; n < admitted.length; n++) this.budget.workerStarted();
-    await this.converge(key, rt, plan, dir, admitted.length);
+    await this.converge(key, rt, plan, dir, admitted);
 
     const fileNames = await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`);
     const entry = nodeEntry({
@@ -279,11 +270,11 @@ export class CaptureController {
   }
 
   /** Stops the workers the plan no longer wants, starts the new ones. */
-  /** Stops the workers the plan no longer wants, starts the new ones (`reserved` budget already taken). */
-  private async converge(key: string, rt: Runtime, plan: CapturePlan, dir: string, reserved: number): Promise<void> {
-    let unused = reserved;
+  /** Stops the workers the plan no longer wants, starts the `admitted` ones (their budget already taken). */
+  private async converge(key: string, rt: Runtime, plan: CapturePlan, dir: string, admitted: WorkerPlan[]): Promise<void> {
+    let unused = admitted.length;
     try {
-      const desired = new Map<string, WorkerPlan>(plan.workers.map((w) => [w.key, w]));
+      const desired = new Set(plan.workers.map((w) => w.key));
       const stopping: Promise<void>[] = [];
       for (const [wk, worker] of rt.workers) {
         if (desired.has(wk)) continue;
@@ -291,11 +282,11 @@ export class CaptureController {
         stopping.push(this.stopWorker(key, worker));
       }
       await Promise.all(stopping);
-      for (const [wk, want] of desired) {
-        if (rt.workers.has(wk)) continue;
-        await withDeadline(mkdir(dir, { recursive: true, mode: 0o700 }), DISK_DEADLINE_MS, `creating ${dir}`);
-        await withDeadline(this.claimDirectory(dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
-        this.startWorker(key, rt, wk, want, dir);
+      if (admitted.length === 0) return;
+      await withDeadline(mkdir(dir, { recursive: true, mode: 0o700 }), DISK_DEADLINE_MS, `creating ${dir}`);
+      await withDeadline(this.claimDirectory(dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
+      for (const want of admitted) {
+        this.startWorker(key, rt, want, dir);
         unused--;
       }
     } finally {
@@ -303,7 +294,7 @@ export class CaptureController {
     }
   }
 
-  private startWorker(key: string, rt: Runtime, wk: string, want: WorkerPlan, dir: string): void {
+  private startWorker(key: string, rt: Runtime, want: WorkerPlan, dir: string): void {
     const [namespace, name] = key.split('/') as [string, string];
     const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, dir }, {
       tcpdump: this.o.tcpdump,
@@ -319,7 +310,7 @@ export class CaptureController {
     });
     worker.on('changed', () => this.queue.add(key));
     worker.on('interface-gone', () => this.interfaces.invalidate(want.pod, want.iface));
-    rt.workers.set(wk, worker);
+    rt.workers.set(want.key, worker);
     worker.start();
     this.o.log.info({ capture: key, pod: want.pod.name, iface: want.iface, via: want.via, filter: want.bpf || '(all traffic)' }, 'capture started on interface');
   }

@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { RecordSplitter } from '../pcap/format.js';
+import { DeadlineExceeded, withDeadline } from './deadline.js';
 import type { DiskGate } from './disk-gate.js';
 import type { BufferBudget } from './node-budget.js';
 import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating-pcap.js';
@@ -68,16 +69,6 @@ const INTERFACE_GONE = /No such device|interface disappeared|interface went down
 function withPrivilegeHint(why: string): string {
   if (!/Operation not permitted|permission/i.test(why)) return why;
   return `${why} (the agent needs the capabilities ${TCPDUMP_CAPABILITIES.join(' and ')}, as deploy/agent/daemonset.yaml gives its container)`;
-}
-
-function withDeadline<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), ms);
-    }),
-  ]);
 }
 
 export declare interface CaptureWorker {
@@ -179,8 +170,9 @@ export class CaptureWorker extends EventEmitter {
       });
       this.wake = undefined;
     }
-    const closed = await withDeadline(this.opts.gate.run(() => this.file.close()), this.opts.finalFlushMs ?? 5000).catch(() => undefined);
-    if (closed === 'timeout') this.opts.log.error({ capture: this.spec.capture, pod: this.spec.pod, iface: this.spec.iface }, 'closing the capture file hangs (is the disk hung?); left behind');
+    await withDeadline(this.opts.gate.run(() => this.file.close()), this.opts.finalFlushMs ?? 5000, 'closing the capture file').catch((err: unknown) => {
+      if (err instanceof DeadlineExceeded) this.opts.log.error({ capture: this.spec.capture, pod: this.spec.pod, iface: this.spec.iface }, 'closing the capture file hangs (is the disk hung?); left behind');
+    });
   }
 
   private runOnce(): Promise<'ended' | 'disk-full'> {
@@ -309,7 +301,7 @@ export class CaptureWorker extends EventEmitter {
         this.child = undefined;
         void (async () => {
           // The pipe ends with the process unless something inherited it; then it is cut.
-          await withDeadline(new Promise<void>((r) => (stdout.readableEnded || stdout.destroyed ? r() : stdout.once('close', () => r()))), 1000);
+          await withDeadline(new Promise<void>((r) => (stdout.readableEnded || stdout.destroyed ? r() : stdout.once('close', () => r()))), 1000, 'the pipe to close').catch(() => undefined);
           stdout.destroy();
           // Everything tcpdump delivered reaches the file before the run ends, within a
           // deadline: a hung disk must not hold the stop.
@@ -319,8 +311,8 @@ export class CaptureWorker extends EventEmitter {
               await writing;
             }
             await writing;
-          })(), this.opts.finalFlushMs ?? 5000);
-          if (drained === 'timeout') {
+          })(), this.opts.finalFlushMs ?? 5000, 'the last writes').then(() => true, () => false);
+          if (!drained) {
             this.stats.error = `writing ${this.file.currentPath} hangs (is the disk hung?)`;
             buffers.give(pendingBytes);
             pending = [];

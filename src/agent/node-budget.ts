@@ -4,6 +4,7 @@
 // fill the node; these are sums over every worker on the node.
 import { statfs } from 'node:fs/promises';
 import type { NodeBudgetView } from './capture-plan.js';
+import { withDeadline } from './deadline.js';
 
 export interface NodeBudgetOptions {
   maxWorkers: number;
@@ -19,20 +20,10 @@ export class NodeBudget {
 
   constructor(private readonly o: NodeBudgetOptions) {}
 
-  /** Measures free space again; on failure the disk check is off until it works again. */
+  /** Measures free space again; on failure the last measurement stays (none yet: the disk check is off). */
   async refreshDisk(timeoutMs: number): Promise<void> {
     const measure = this.o.diskFree ?? defaultDiskFree;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      this.diskFree = await Promise.race([
-        measure(this.o.captureDir),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`statfs of ${this.o.captureDir} took longer than ${timeoutMs} ms`)), timeoutMs);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    this.diskFree = await withDeadline(measure(this.o.captureDir), timeoutMs, `statfs of ${this.o.captureDir}`);
   }
 
   get diskFreeBytes(): number {
