@@ -12,8 +12,7 @@ import { parseArgs } from 'node:util';
 import { TestCluster } from '../test/harness/cluster.js';
 import { ControlPlane } from '../test/harness/control-plane.js';
 import { captureWorld, readPcap } from '../test/harness/capture-fixture.js';
-import { https } from '../test/harness/http.js';
-import { AGENT_SERVER_NAME, metricsReaderToken, scratchDir } from '../test/harness/kube-pcap.js';
+import { agentMetric, metricsReaderToken, scratchDir } from '../test/harness/kube-pcap.js';
 import { startDnsSender } from '../test/harness/dns-sender.js';
 import { createPodObject } from '../test/harness/topology.js';
 import { waitFor } from '../test/harness/wait.js';
@@ -89,12 +88,7 @@ async function main(): Promise<void> {
     await agent.proc.stop();
     const bigAgent = await w.startAgent(node, ['--capture-max-size-bytes=1000000000', '--capture-max-files=2']);
     const scraper = await metricsReaderToken(c);
-    const metric = async (name: string, capture?: string): Promise<number> => {
-      const text = (await https(`https://${bigAgent.address}:${bigAgent.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token: scraper })).body.toString();
-      let total = 0;
-      for (const line of text.split('\n')) if (line.startsWith(name) && (!capture || line.includes(`capture="${capture}"`))) total += Number(line.slice(line.lastIndexOf(' ') + 1));
-      return total;
-    };
+    const metric = (name: string, capture?: string): Promise<number> => agentMetric(bigAgent, w.pki, scraper, name, capture === undefined ? undefined : `capture="${capture}"`);
     async function viaAgent(round: number): Promise<{ pps: number; drops: number; cpu: number; packets: number }> {
       const name = `bench-${round}`;
       await w.applyCapture(name, `  selector: app == "sender"\n  filters: [{protocol: UDP, ports: [5201]}]`);

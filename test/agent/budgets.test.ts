@@ -9,7 +9,7 @@ import { cluster } from '../harness/cluster.js';
 import { captureWorld } from '../harness/capture-fixture.js';
 import { startDnsSender } from '../harness/dns-sender.js';
 import { https } from '../harness/http.js';
-import { AGENT_SERVER_NAME, metricsReaderToken, scratchDir, type AgentHandle } from '../harness/kube-pcap.js';
+import { AGENT_SERVER_NAME, agentMetric, metricsReaderToken, scratchDir, type AgentHandle } from '../harness/kube-pcap.js';
 import { shippedMemoryLimitMiB } from '../harness/shipped-privileges.js';
 import type { TapTest } from '../harness/tap.js';
 import { waitFor } from '../harness/wait.js';
@@ -72,10 +72,7 @@ t.test('disk is reserved over all captures: together they never take more than t
   await waitFor(async () => [...(await states(names)).values()].filter((e) => e.state === 'Capturing').length === 2, { what: 'traffic in the admitted captures', timeoutMs: 20_000 });
   // Let each admitted capture fill and rotate its files a few times: its disk use then is
   // at its most (a full rotated file, a current one growing towards full).
-  const rotations = async (): Promise<number> => {
-    const text = (await https(`https://${a.address}:${a.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token: scraper })).body.toString();
-    return text.split('\n').filter((l) => l.startsWith('kube_pcap_agent_rotations_total{')).reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-  };
+  const rotations = (): Promise<number> => agentMetric(a, w.pki, scraper, 'kube_pcap_agent_rotations_total');
   await waitFor(async () => (await rotations()) >= running * 2, { what: 'the files to fill and rotate', timeoutMs: 60_000, intervalMs: 500 });
   const used = Number((await run('du', ['-sb', disk])).stdout.split('\t')[0]);
   t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * 32 * 1024}`);
@@ -87,10 +84,7 @@ t.test('with the default worker cap reached under traffic, the agent stays well 
   const names = Array.from({ length: 8 }, (_, i) => `mem-${i}`);
   for (const n of names) await capture(t, n, `app == "logging" && !has(x${n.replace('-', '')})`);
   await waitFor(async () => [...(await states(names)).values()].every((e) => e.state === 'Capturing' && e.pods === 4), { what: '32 workers capturing', timeoutMs: 60_000, intervalMs: 500 });
-  const metric = async (name: string): Promise<number> => {
-    const text = (await https(`https://${a.address}:${a.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token: scraper })).body.toString();
-    return text.split('\n').filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)).reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
-  };
+  const metric = (name: string): Promise<number> => agentMetric(a, w.pki, scraper, name);
   await waitFor(async () => (await metric('kube_pcap_agent_capture_interfaces')) === 32, { what: 'the gauge to show the default cap, 32 workers', timeoutMs: 15_000, intervalMs: 500 });
   const written = await metric('kube_pcap_agent_packets_written_total');
   await waitFor(async () => (await metric('kube_pcap_agent_packets_written_total').catch(() => 0)) >= written + 5000, { what: 'more traffic through all workers', timeoutMs: 60_000, intervalMs: 500 });

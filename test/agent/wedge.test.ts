@@ -13,7 +13,7 @@ import { cluster } from '../harness/cluster.js';
 import { captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
 import { startDnsSender } from '../harness/dns-sender.js';
 import { https } from '../harness/http.js';
-import { AGENT_SERVER_NAME, metricsReaderToken, scratchDir, SYSTEM_NAMESPACE, type AgentHandle } from '../harness/kube-pcap.js';
+import { AGENT_SERVER_NAME, agentMetric, metricsReaderToken, scratchDir, SYSTEM_NAMESPACE, type AgentHandle } from '../harness/kube-pcap.js';
 import type { TapTest } from '../harness/tap.js';
 import { caliName, createPodObject } from '../harness/topology.js';
 import { waitFor } from '../harness/wait.js';
@@ -48,10 +48,8 @@ function agentGet(a: AgentHandle, path: string, timeoutMs = 5000): ReturnType<ty
   return https(`https://${a.address}:${a.port}${path}`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, clientCert: w.pki.gatewayClient, token: gatewayToken, timeoutMs });
 }
 
-async function metric(a: AgentHandle, name: string): Promise<number> {
-  const text = (await https(`https://${a.address}:${a.port}/metrics`, { caFile: w.pki.ca.certFile, servername: AGENT_SERVER_NAME, token: scraper })).body.toString();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return Number(line?.split(' ')[1] ?? NaN);
+function metric(a: AgentHandle, name: string): Promise<number> {
+  return agentMetric(a, w.pki, scraper, name);
 }
 
 /** Threads of the process in uninterruptible sleep (a write waiting on a frozen filesystem). */

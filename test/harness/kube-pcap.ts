@@ -205,3 +205,19 @@ export async function metricsReaderToken(c: TestCluster): Promise<string> {
   }));
   return await c.tokenFor(SYSTEM_NAMESPACE, sa);
 }
+
+/**
+ * A metric of an agent's /metrics, summed over its series (those whose labels contain
+ * `labels`, when given), read with a token allowed get /metrics (metricsReaderToken).
+ */
+export async function agentMetric(agent: { address: string; port: number }, pki: Pki, token: string, name: string, labels?: string): Promise<number> {
+  const res = await https(`https://${agent.address}:${agent.port}/metrics`, { caFile: pki.ca.certFile, servername: AGENT_SERVER_NAME, token });
+  if (res.status !== 200) throw new Error(`/metrics of the agent at ${agent.address}:${agent.port}: ${res.status}`);
+  let total = 0;
+  for (const line of res.body.toString().split('\n')) {
+    if (!line.startsWith(`${name} `) && !line.startsWith(`${name}{`)) continue;
+    if (labels !== undefined && !line.includes(labels)) continue;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return total;
+}
