@@ -26,7 +26,7 @@ import { InterfaceCache, podKey } from './interface-cache.js';
 import { BufferBudget, NodeBudget } from './node-budget.js';
 import type { InterfaceResolver } from './pod-interface.js';
 import type { RotationPolicy } from './rotating-pcap.js';
-import { WorkQueue, type WorkResult } from './work-queue.js';
+import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
 
 export interface Pod {
   metadata?: { name?: string; namespace?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };

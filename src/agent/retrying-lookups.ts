@@ -5,10 +5,9 @@
 // for that key alone after a back-off (base, 2 x base, ... max); one that did resets it.
 // Every answer is reported, with whether it differs from the one before.
 
-/** base x 2^failures, at most max: the back-off of the agent's retries. */
-export function backoffDelay(failures: number, baseMs: number, maxMs: number): number {
-  return Math.min(baseMs * 2 ** failures, maxMs);
-}
+import { backoffDelay } from '../kube/backoff.js';
+
+export { backoffDelay };
 
 /** What one lookup gave: a final answer, or none yet (the answer to show until the retry in `delayMs`). */
 export type LookOutcome<V> = { answer: V } | { retry: (delayMs: number) => V };

@@ -44,6 +44,8 @@ export interface KubeRequest {
   body?: unknown;
   /** Defaults to application/json when there is a body. */
   contentType?: string;
+  /** Defaults to application/json; e.g. PartialObjectMetadata for metadata-only reads. */
+  accept?: string;
   timeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -124,7 +126,7 @@ export class KubeClient {
   }
 
   async request<T>(req: KubeRequest): Promise<T> {
-    const res = await this.send(req, 'application/json');
+    const res = await this.send(req, req.accept ?? 'application/json');
     try {
       return (await res.json()) as T;
     } catch (err) {
@@ -134,7 +136,7 @@ export class KubeClient {
 
   /** A streaming GET (watch): the body as a Node stream; the caller must consume or destroy it. */
   async stream(req: KubeRequest): Promise<Readable> {
-    const res = await this.send(req, 'application/json');
+    const res = await this.send(req, req.accept ?? 'application/json');
     if (!res.body) throw new KubeUnavailableError(`GET ${req.path}: empty body`);
     return Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
   }

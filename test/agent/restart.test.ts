@@ -43,21 +43,35 @@ t.test('agent killed with SIGKILL mid-capture and restarted', async (t) => {
   for (const [f, packets] of await readCaptureDir(dir)) t.ok(packets.length > 0, `${f} valid`);
 });
 
-t.test('API server restarted mid-capture: capture goes on, watches recover, no pod missed', async (t) => {
+/** The agent's retry waits logged since `from` (a byte offset of its log). */
+async function retryWaits(from: number): Promise<number[]> {
+  const log = (await readFile(w.agents.get('node-1')!.logFile, 'utf8')).slice(from);
+  return [...log.matchAll(/"retryInMs":(\d+)/g)].map((m) => Number(m[1]));
+}
+
+t.test('API server restarted mid-capture: capture goes on, watches recover within seconds, no pod missed', async (t) => {
   const before = Math.max(...(await seqs()).keys());
+  const logStart = (await readFile(w.agents.get('node-1')!.logFile, 'utf8')).length;
   await c.controlPlane!.stopApiServer();
   await waitFor(async () => Math.max(...(await seqs()).keys()) > before + 20, { what: 'capture to go on while the API server is down', timeoutMs: 10_000 });
+  // Down long enough for an uncapped back-off to have grown past 16 s (three watches retry).
+  await waitFor(async () => (await retryWaits(logStart)).length >= 15, { what: 'the agent to retry its watches many times', timeoutMs: 60_000, intervalMs: 200 });
   await c.controlPlane!.startApiServer();
+  const back = Date.now();
   // A pod scheduled right after the restart: the agent's re-established pod watch sees it.
   const late = await w.addPod(node, 'logging-late', { app: 'logging' });
   startDnsSender(t, late, w.dns.ip, 'late', 0, 50, w.logDir);
-  await waitFor(async () => queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'late').size > 0, { what: 'the pod created after the restart to be captured', timeoutMs: 30_000 });
+  await waitFor(async () => queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'late').size > 0, { what: 'the pod created after the restart to be captured', timeoutMs: 30_000, intervalMs: 100 });
+  t.comment(`a pod created when the API server was back was captured ${Date.now() - back} ms later`);
+  const waits = await retryWaits(logStart);
+  t.ok(Math.max(...waits) <= 5000, `every retry waited at most 5 s (full jitter, capped): max ${Math.max(...waits)} ms over ${waits.length} retries`);
+  t.ok(new Set(waits).size > waits.length / 2, 'the waits are jittered, not a fixed schedule');
   const entry = await waitFor(async () => {
     const e = await w.waitForState('dns', 'node-1', 'Capturing');
     return e.pods === 2 ? e : undefined;
   }, { what: 'status to show both pods', timeoutMs: 20_000 });
   t.equal(entry.pods, 2, 'status written again after the outage');
   const log = await readFile(w.agents.get('node-1')!.logFile, 'utf8');
-  t.match(log, /list\/watch failed; will list again/, 'the agent noticed the outage');
+  t.match(log, /watch failed; will resume it|list\/watch failed; will list again/, 'the agent noticed the outage');
   await sender.stop();
 });

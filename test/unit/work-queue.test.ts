@@ -1,7 +1,7 @@
 // The agent's work queue (docs/agent.md, "The actuator"): one key at a time, re-run when
 // added during its work, back-off per key, scheduled wake-ups, and a hung key gives its slot back.
 import t from 'tap';
-import { WorkQueue } from '../../src/agent/work-queue.js';
+import { WorkQueue } from '../../src/kube/work-queue.js';
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;

@@ -1,11 +1,11 @@
 // A keyed work queue in the manner of client-go's rate-limited workqueue (docs/agent.md,
-// "The actuator"): a key is queued at most once, never worked on by two workers at once
+// "The actuator"; docs/status.md, "The aggregator"): a key is queued at most once, never worked on by two workers at once
 // (added while in work, it runs again right after), failures come back after a per-key
 // exponential back-off, and `addAfter` schedules a key for a moment (a capture's start or
 // end time) instead of a periodic tick. Keys are worked on concurrently up to a limit, so
 // one capture's slow work never holds up another's.
 
-import { backoffDelay } from './retrying-lookups.js';
+import { backoffDelay } from './backoff.js';
 
 export interface WorkResult {
   /** Work on the key again after this long (e.g. a debounced status write, an end time). */
