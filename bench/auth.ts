@@ -19,7 +19,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { applyNodeStatus } from '../src/kube/packetcapture.js';
+import { applyNodeStatus } from '../test/harness/node-reports.js';
 import { bridgeAddress } from '../test/harness/addresses.js';
 import { apiServerRequests } from '../test/harness/apiserver-metrics.js';
 import { publishAgents, scratchDir, startAgent, startGateway, type GatewayHandle } from '../test/harness/kube-pcap.js';

@@ -11,7 +11,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
-import { applyNodeStatus } from '../src/kube/packetcapture.js';
+import { applyNodeStatus } from '../test/harness/node-reports.js';
 import { bridgeAddress } from '../test/harness/addresses.js';
 import { apiServerRequests } from '../test/harness/apiserver-metrics.js';
 import { run } from '../test/harness/http.js';

@@ -71,11 +71,12 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     async (request) => {
       const { namespace, name } = request.params;
       const pc = await app.captureFiles.capture(namespace, name);
-      const active = (pc.status?.files ?? []).filter((f) => f.state !== undefined && ACTIVE.has(f.state)).map((f) => f.node).sort();
+      const entries = await app.captureFiles.nodes(pc);
+      const active = entries.filter((f) => f.state !== undefined && ACTIVE.has(f.state)).map((f) => f.node).sort();
       if (active.length > 0) {
         throw conflict(`packetcaptures.projectcalico.org "${name}" is still capturing on ${active.join(', ')}: stop it first (set spec.endTime, or kubectl pcap stop)`);
       }
-      const nodes = await app.captureFiles.collect(pc);
+      const nodes = await app.captureFiles.collect(pc, undefined, entries);
       const removed: { node: string; file: string }[] = [];
       const failed: string[] = [];
       const invalid: string[] = [];

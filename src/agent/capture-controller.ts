@@ -1,10 +1,11 @@
 // The agent's controller (docs/agent.md): level-triggered, one work item per capture.
 //
 // Watch events, worker events and scheduled wake-ups (a capture's start or end time, a
-// debounced status write) put a capture's key on the work queue; working on a key observes
+// debounced report write) put a capture's key on the work queue; working on a key observes
 // the capture, this node's pods and the caches of filter checks and interface lookups,
 // computes what should run with the pure planCapture(), converges that capture's workers to
-// it and writes this node's status entry when it differs from what the API server holds.
+// it and writes this node's report of the capture (a PacketCaptureNodeReport, docs/status.md)
+// when it differs from the one the API server holds.
 // Every pass starts from what is observed, so a missed event, a restart or a relist can only
 // delay it, never leave it wrong; nothing acts before both caches are synced (so it never
 // deletes files because its view is incomplete). Captures are worked on concurrently, and a
@@ -13,7 +14,8 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { KubeClient } from '../kube/client.js';
-import { applyNodeStatus, summarizeStates, type NodeCaptureStatus, type PacketCapture } from '../kube/packetcapture.js';
+import { applyNodeReport, deleteNodeReport, entryOf, reportName, type NodeReport } from '../kube/node-report.js';
+import type { NodeCaptureStatus, PacketCapture } from '../kube/packetcapture.js';
 import type { Reflector } from '../kube/reflector.js';
 import { filtersToBpf } from './bpf.js';
 import type { CaptureStore } from './capture-store.js';
@@ -54,9 +56,13 @@ export interface ControllerOptions {
   store: CaptureStore;
   captures: Reflector<PacketCapture>;
   pods: Reflector<Pod>;
+  /** This node's reports (fieldSelector spec.nodeName), to know what the API server holds. */
+  reports: Reflector<NodeReport>;
   resolver: InterfaceResolver;
-  /** At most one status write per capture per this interval. */
+  /** At most one report write per capture per this interval. */
   statusIntervalMs: number;
+  /** Counters (packets, bytes, drops) move in reports at most once per this interval. */
+  counterIntervalMs: number;
   resyncMs: number;
   /** Capture workers (pod interfaces) on this node, over all captures. */
   maxWorkers: number;
@@ -71,8 +77,6 @@ export interface ControllerOptions {
   diskSlots?: number;
 }
 
-/** Counters alone change this seldom in status; state, files and errors go out at once. */
-const COUNTER_STATUS_INTERVAL_MS = 10_000;
 /** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
 const DISK_DEADLINE_MS = 5_000;
 const UID_MARKER = '.capture-uid';
@@ -84,6 +88,8 @@ interface Runtime {
   workers: Map<string, CaptureWorker>;
   sawTraffic: boolean;
   lastWrite: number;
+  /** The counters last put in the report, and when: they move at most once per counter interval. */
+  counters: { packets: number; bytes: number; kernelDrops: number; at: number } | undefined;
   /** Some worker was refused by the node's budget: retried when a worker stops. */
   refused: boolean;
 }
@@ -144,6 +150,9 @@ export class CaptureController {
     this.o.pods.on('change', (_type, obj) => (obj?.metadata?.namespace ? this.enqueueNamespace(obj.metadata.namespace) : this.enqueueAll()));
     this.o.captures.on('synced', () => this.enqueueAll());
     this.o.pods.on('synced', () => this.enqueueAll());
+    // A report changed or deleted behind this agent's back is put right.
+    this.o.reports.on('change', (_type, r) => (r?.spec ? this.queue.add(`${r.metadata.namespace}/${r.spec.captureName}`) : this.enqueueAll()));
+    this.o.reports.on('synced', () => this.enqueueAll());
     // A periodic full pass, as controllers resync: it re-reads everything, but re-runs no
     // filter check and no interface lookup that already has an answer.
     this.timers.push(setInterval(() => {
@@ -191,7 +200,7 @@ export class CaptureController {
   }
 
   private synced(): boolean {
-    return this.o.captures.synced && this.o.pods.synced;
+    return this.o.captures.synced && this.o.pods.synced && this.o.reports.synced;
   }
 
   private async work(key: string): Promise<WorkResult | void> {
@@ -221,7 +230,7 @@ export class CaptureController {
     let rt = existing;
     if (!rt) {
       await withDeadline(this.claimDirectory(dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);
-      rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, refused: false };
+      rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, counters: undefined, refused: false };
       rt.sawTraffic = (await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`)).length > 0;
       this.runtimes.set(key, rt);
     }
@@ -247,6 +256,8 @@ export class CaptureController {
     await this.converge(key, rt, plan, dir, admitted);
 
     const fileNames = await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`);
+    const report = this.o.reports.items.get(`${namespace}/${reportName(name, this.o.nodeName)}`);
+    const observed = report && report.spec?.captureUID === uid ? entryOf(report) : undefined;
     const entry = nodeEntry({
       nodeName: this.o.nodeName,
       directory: dir,
@@ -254,18 +265,18 @@ export class CaptureController {
       workers: [...rt.workers.values()].map((w) => ({ pod: w.spec.pod, iface: w.spec.iface, packets: w.stats.packets, bytes: w.stats.bytes, kernelDrops: w.stats.kernelDrops, error: w.stats.error })),
       sawTraffic: rt.sawTraffic || [...rt.workers.values()].some((w) => w.stats.firstPacketAt !== undefined),
       fileNames,
-      observed: pc.status?.files?.find((f) => f.node === this.o.nodeName),
+      observed,
     });
     if ([...rt.workers.values()].some((w) => w.stats.firstPacketAt !== undefined)) rt.sawTraffic = true;
     // Mid-lookup, the entry would soon be wrong; the lookup's answer brings the key back.
-    const statusWait = plan.settling ? undefined : await this.writeStatus(pc, rt, entry);
+    const statusWait = plan.settling ? undefined : await this.writeReport(pc, rt, entry, report, observed);
 
     // Come back when the clock changes the plan, when a debounced write is due, and while
     // workers run, for their counters.
     const waits: number[] = [];
     if (plan.wakeAt !== undefined) waits.push(plan.wakeAt - now + 5);
     if (statusWait !== undefined) waits.push(statusWait);
-    if (rt.workers.size > 0) waits.push(COUNTER_STATUS_INTERVAL_MS);
+    if (rt.workers.size > 0) waits.push(this.o.counterIntervalMs);
     return waits.length > 0 ? { requeueAfterMs: Math.max(0, Math.min(...waits)) } : {};
   }
 
@@ -323,20 +334,49 @@ export class CaptureController {
     for (const [k, r] of this.runtimes) if (r.refused) this.queue.add(k);
   }
 
-  /** Writes this node's entry when it differs from what the API server has; returns the debounce wait. */
-  private async writeStatus(pc: PacketCapture, rt: Runtime, entry: NodeCaptureStatus | undefined): Promise<number | undefined> {
-    const observed = pc.status?.files?.find((f) => f.node === this.o.nodeName);
-    const others = (pc.status?.files ?? []).filter((f) => f.node !== this.o.nodeName);
-    const summary = summarizeStates(entry ? [...others, entry] : others);
-    const essential = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.state, e.directory, e.fileNames ?? [], e.message ?? '', e.pods ?? 0]) : 'none');
-    const counters = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.packets, e.bytes, e.kernelDrops]) : '');
-    const essentialChange = essential(entry) !== essential(observed) || (entry !== undefined && pc.status?.summary !== summary);
-    if (!essentialChange && counters(entry) === counters(observed)) return undefined;
+  /**
+   * Writes this node's report when it differs from what the API server holds; returns the
+   * debounce wait. State, files and messages go out within the status interval; counters
+   * move with a state change and otherwise once per counter interval (Prometheus has them
+   * live), so a busy capture does not turn into a stream of writes.
+   */
+  private async writeReport(pc: PacketCapture, rt: Runtime, entry: NodeCaptureStatus | undefined, report: NodeReport | undefined, observed: NodeCaptureStatus | undefined): Promise<number | undefined> {
+    const { namespace, name } = pc.metadata;
+    const uid = pc.metadata.uid ?? '';
     const now = Date.now();
-    const wait = rt.lastWrite + (essentialChange ? this.o.statusIntervalMs : COUNTER_STATUS_INTERVAL_MS) - now;
+    if (report && report.spec?.captureUID !== uid) {
+      // An earlier capture's report under this name, not yet garbage-collected: its spec is
+      // immutable, so it goes before this capture's is written.
+      await deleteNodeReport(this.o.kube, namespace, report.metadata.name, report.metadata.uid);
+    }
+    if (!entry) {
+      if (observed && report) await deleteNodeReport(this.o.kube, namespace, report.metadata.name, report.metadata.uid);
+      return undefined;
+    }
+    // A state change carries the counters of its moment (never "Capturing, 0 packets");
+    // otherwise they move once per counter interval.
+    const due = rt.counters === undefined || now - rt.counters.at >= this.o.counterIntervalMs || entry.state !== observed?.state;
+    const counters = due ? { packets: entry.packets ?? 0, bytes: entry.bytes ?? 0, kernelDrops: entry.kernelDrops ?? 0, at: now } : rt.counters!;
+    const essential = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.state, e.directory, e.fileNames ?? [], e.message ?? '', e.pods ?? 0]) : 'none');
+    const countersOf = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.packets ?? 0, e.bytes ?? 0, e.kernelDrops ?? 0]) : '');
+    const essentialChange = essential(entry) !== essential(observed);
+    const countersChange = countersOf(entry) !== countersOf(observed);
+    if (!essentialChange && !(countersChange && due)) {
+      // Nothing to write now; unwritten counters are due at the next counter interval.
+      return countersChange && rt.counters ? rt.counters.at + this.o.counterIntervalMs - now : undefined;
+    }
+    const wait = rt.lastWrite + this.o.statusIntervalMs - now;
     if (wait > 0) return wait;
     rt.lastWrite = now;
-    await applyNodeStatus(this.o.kube, { namespace: pc.metadata.namespace, name: pc.metadata.name }, this.fieldManager, entry, entry ? summary : undefined);
+    rt.counters = counters;
+    const { node: _node, ...status } = entry;
+    await applyNodeReport(this.o.kube, { namespace, name, uid }, this.o.nodeName, {
+      ...status,
+      packets: counters.packets,
+      bytes: counters.bytes,
+      kernelDrops: counters.kernelDrops,
+      countersTime: new Date(counters.at).toISOString(),
+    }, this.fieldManager);
     return undefined;
   }
 

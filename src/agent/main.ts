@@ -1,5 +1,5 @@
 // `kube-pcap agent`: one per node. Captures the traffic of the pods on this node that
-// PacketCaptures select, reports this node's status, and serves the files to the gateway.
+// PacketCaptures select, writes this node's reports of them, and serves the files to the gateway.
 import { mkdir } from 'node:fs/promises';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { AgentConfig } from '../config/agent.js';
@@ -7,6 +7,7 @@ import { serveUntilSignal } from '../http/serve.js';
 import { loadTls, withClientCa } from '../http/tls.js';
 import { connect } from '../kube/config.js';
 import { capturesPath, type PacketCapture } from '../kube/packetcapture.js';
+import { reportsPath, type NodeReport } from '../kube/node-report.js';
 import { Reflector } from '../kube/reflector.js';
 import { createLogger } from '../log/logger.js';
 import { buildAgentApp } from './app.js';
@@ -51,6 +52,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const registry = new Registry();
   const captures = new Reflector<PacketCapture>(kube, { path: capturesPath(), log: log.child({ watch: 'packetcaptures' }), timeoutMs: config.apiTimeoutMs * 6 });
   const pods = new Reflector<Pod>(kube, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'pods' }), timeoutMs: config.apiTimeoutMs * 6 });
+  const reports = new Reflector<NodeReport>(kube, { path: reportsPath(), fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'packetcapturenodereports' }), timeoutMs: config.apiTimeoutMs * 6 });
   let controller: CaptureController | undefined;
   const store = new CaptureStore(config.captureDir, (path) => controller?.liveLength(path));
   controller = new CaptureController({
@@ -63,8 +65,10 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     store,
     captures,
     pods,
+    reports,
     resolver: new HostInterfaceResolver({ cniResultsDir: config.cniResultsDir }),
     statusIntervalMs: config.statusIntervalMs,
+    counterIntervalMs: config.counterIntervalMs,
     resyncMs: config.resyncMs,
     maxWorkers: config.maxWorkers,
     maxBufferedBytes: config.maxBufferedBytes,
@@ -80,6 +84,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     notReadyReason: async () => {
       if (!captures.synced) return `PacketCaptures not synced${captures.lastError ? ` (${captures.lastError})` : ''}`;
       if (!pods.synced) return `pods not synced${pods.lastError ? ` (${pods.lastError})` : ''}`;
+      if (!reports.synced) return `node reports not synced${reports.lastError ? ` (${reports.lastError})` : ''}`;
       return undefined;
     },
   });
@@ -98,6 +103,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   });
   captures.start();
   pods.start();
+  reports.start();
   running.start();
   try {
     await serveUntilSignal(app, config.listen, tls, log);
@@ -107,6 +113,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     log.info('captures stopped');
     await captures.stop();
     await pods.stop();
+    await reports.stop();
     await kube.close();
   }
 }

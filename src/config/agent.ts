@@ -19,7 +19,8 @@ export const agentOptions: OptionTable = {
   'max-buffered-bytes': { type: 'integer', default: 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 34, help: 'Bytes read from tcpdump and not yet written, over all captures on this node; past it tcpdump waits (and the kernel counts drops).' },
   'cni-results-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/cni/results', help: 'The container runtime\'s CNI result cache (read-only); how pods behind a bridge CNI are matched to their bridge port.' },
   'resync-seconds': { type: 'integer', default: 300, min: 5, max: 86400, help: 'Full reconciliation at least this often, whatever the watches say.' },
-  'status-interval-ms': { type: 'integer', default: 1000, min: 100, max: 60_000, help: 'At most one status update per capture per this interval.' },
+  'status-interval-ms': { type: 'integer', default: 1000, min: 100, max: 60_000, help: 'At most one write of this node\'s report per capture per this interval.' },
+  'report-counters-interval-seconds': { type: 'integer', default: 60, min: 1, max: 3600, help: 'Packet, byte and drop counters move in this node\'s reports at most once per this interval (the agent\'s /metrics has them live).' },
   'api-timeout-seconds': { type: 'integer', default: 5, min: 1, max: 60, help: 'Timeout of each request to the API server.' },
 };
 
@@ -38,6 +39,7 @@ export interface AgentConfig extends ServerConfig {
   maxBufferedBytes: number;
   cniResultsDir: string;
   statusIntervalMs: number;
+  counterIntervalMs: number;
   apiTimeoutMs: number;
 }
 
@@ -65,6 +67,7 @@ export function agentConfig(v: OptionValues): AgentConfig {
     maxBufferedBytes: v['max-buffered-bytes'] as number,
     cniResultsDir: v['cni-results-dir'] as string,
     statusIntervalMs: v['status-interval-ms'] as number,
+    counterIntervalMs: (v['report-counters-interval-seconds'] as number) * 1000,
     apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
   };
 }

@@ -1,4 +1,7 @@
 // `kube-pcap gateway` configuration.
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { LeaderElectionOptions } from '../kube/leader-election.js';
 import { serverConfig, serverOptions, type ServerConfig } from './common.js';
 import { type OptionTable, type OptionValues, UsageError } from './options.js';
 
@@ -33,6 +36,12 @@ export const gatewayOptions: OptionTable = {
   'authn-unverified-queue': { type: 'integer', default: 64, min: 0, max: 100_000, help: 'Such tokens waiting for a place; beyond, 503 with Retry-After.' },
   'authn-failure-limit': { type: 'integer', default: 30, min: 0, max: 1_000_000, help: 'Failed authentications per client per window before 429 (0: no limit); a token known valid is never limited.' },
   'authn-failure-window-seconds': { type: 'integer', default: 60, min: 1, max: 86400, help: 'The window of --authn-failure-limit.' },
+  'leader-election-lease': { type: 'string', metavar: 'NAMESPACE/NAME', default: 'kube-pcap/kube-pcap-status-aggregator', help: 'The Lease whose holder is the status aggregator (the one replica that writes PacketCapture status).' },
+  'leader-election-identity': { type: 'string', metavar: 'ID', env: 'POD_NAME', help: 'This replica\'s identity in the Lease (default: the pod name, else the host name, with a random suffix).' },
+  'leader-election-lease-duration-seconds': { type: 'integer', default: 15, min: 2, max: 3600, help: 'How long a Lease not renewed keeps others from taking it.' },
+  'leader-election-renew-deadline-seconds': { type: 'integer', default: 10, min: 1, max: 3600, help: 'A leader that could not renew for this long stops leading (shorter than the lease duration).' },
+  'leader-election-retry-period-seconds': { type: 'integer', default: 2, min: 1, max: 600, help: 'How often the Lease is renewed, or tried by a candidate.' },
+  'status-min-interval-ms': { type: 'integer', default: 1000, min: 100, max: 600_000, help: 'At most one status write per capture per this interval (longer for large statuses).' },
   'trusted-proxies': { type: 'list', default: [], help: 'Addresses or CIDRs of proxies (an Ingress controller) whose X-Forwarded-For names the client, for --authn-failure-limit; others\' is ignored.' },
 };
 
@@ -73,6 +82,8 @@ export interface GatewayConfig extends ServerConfig {
     authzDenyTtlMs: number;
     maxEntries: number;
   };
+  leaderElection: Omit<LeaderElectionOptions, 'log' | 'timeoutMs'>;
+  statusMinIntervalMs: number;
   apiTimeoutMs: number;
 }
 
@@ -87,6 +98,16 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
   const clientCertFile = v['agent-client-cert-file'] as string | undefined;
   const clientKeyFile = v['agent-client-key-file'] as string | undefined;
   if (!clientCertFile || !clientKeyFile) throw new UsageError(`${C}: --agent-client-cert-file and --agent-client-key-file are required (the gateway's client certificate for the agents)`);
+
+  const lease = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/.exec(v['leader-election-lease'] as string);
+  if (!lease) throw new UsageError(`${C}: --leader-election-lease must be NAMESPACE/NAME`);
+  const leaseDurationMs = (v['leader-election-lease-duration-seconds'] as number) * 1000;
+  const renewDeadlineMs = (v['leader-election-renew-deadline-seconds'] as number) * 1000;
+  const retryPeriodMs = (v['leader-election-retry-period-seconds'] as number) * 1000;
+  if (!(renewDeadlineMs < leaseDurationMs)) throw new UsageError(`${C}: --leader-election-renew-deadline-seconds must be less than --leader-election-lease-duration-seconds`);
+  if (!(retryPeriodMs * 1.2 < renewDeadlineMs)) throw new UsageError(`${C}: --leader-election-retry-period-seconds (x1.2) must be less than --leader-election-renew-deadline-seconds`);
+  // Unique even when two replicas share a host name: a restarted replica is a new candidate.
+  const identity = `${(v['leader-election-identity'] as string | undefined) ?? hostname()}_${randomBytes(4).toString('hex')}`;
 
   let oidc: OidcConfig | undefined;
   const issuer = v['oidc-issuer-url'] as string | undefined;
@@ -147,6 +168,8 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
       authzDenyTtlMs: (v['authz-deny-ttl-seconds'] as number) * 1000,
       maxEntries: v['cache-max-entries'] as number,
     },
+    leaderElection: { namespace: lease[1]!, name: lease[3]!, identity, leaseDurationMs, renewDeadlineMs, retryPeriodMs },
+    statusMinIntervalMs: v['status-min-interval-ms'] as number,
     apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
   };
 }

@@ -25,6 +25,7 @@ import type { TlsMaterial } from '../http/tls.js';
 import type { KubeClient } from '../kube/client.js';
 import { AgentClient } from './agent-client.js';
 import { AgentDirectory } from './agent-directory.js';
+import { startAggregation } from './aggregation.js';
 import { CaptureFiles } from './capture-files.js';
 import './decorators.js';
 
@@ -96,7 +97,9 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   });
   const captureFiles = new CaptureFiles(kube, directory, agents, config.apiTimeoutMs, log.child({ component: 'capture-files' }), (op) => agentErrors.inc({ operation: op }));
   directory.start();
+  const aggregation = startAggregation(kube, config, log, registry);
   app.addHook('onClose', async () => {
+    await aggregation.stop();
     await directory.stop();
     await agents.close();
   });

@@ -1,10 +1,13 @@
-// Finding a capture's files: the PacketCapture says which nodes have an entry; each of
-// those nodes' agents is asked for its listing before anything is streamed, so that a
-// missing agent is a clean 502 naming the nodes, never a zip that silently lacks files.
+// Finding a capture's files: the capture's node reports say which nodes have something
+// (docs/status.md: readers who need precision read the reports, not the aggregated status,
+// which lags by up to its write interval); each of those nodes' agents is asked for its
+// listing before anything is streamed, so that a missing agent is a clean 502 naming the
+// nodes, never a zip that silently lacks files.
 import type { Logger } from 'pino';
 import { badGateway, notFound, serviceUnavailable } from '../http/status.js';
 import { KubeApiError, KubeUnavailableError, type KubeClient } from '../kube/client.js';
-import { getPacketCapture, type CaptureState, type PacketCapture } from '../kube/packetcapture.js';
+import { entryOf, listCaptureReports } from '../kube/node-report.js';
+import { getPacketCapture, type CaptureState, type NodeCaptureStatus, type PacketCapture } from '../kube/packetcapture.js';
 import { AgentError, type AgentClient, type AgentFile } from './agent-client.js';
 import { InvalidListingError, isNodeName } from './agent-listing.js';
 import type { AgentDirectory, AgentEndpoint } from './agent-directory.js';
@@ -41,15 +44,33 @@ export class CaptureFiles {
   }
 
   /**
+   * Each node's entry for the capture, from its node report. A capture with no reports at
+   * all falls back to status.files (written by agents older than the reports).
+   */
+  async nodes(pc: PacketCapture): Promise<NodeCaptureStatus[]> {
+    const { namespace, name, uid } = pc.metadata;
+    let reports;
+    try {
+      reports = await listCaptureReports(this.kube, { namespace, name, uid: uid ?? '' }, this.apiTimeoutMs);
+    } catch (err) {
+      if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot read the capture's node reports: the API server is unavailable (${err.message})`);
+      if (err instanceof KubeApiError) throw serviceUnavailable(`cannot read the capture's node reports (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
+      throw err;
+    }
+    if (reports.length === 0) return pc.status?.files ?? [];
+    return reports.filter((r) => !r.metadata.deletionTimestamp).map(entryOf).sort((a, b) => a.node.localeCompare(b.node));
+  }
+
+  /**
    * Every node's current files. A node whose entry lists files but whose agent cannot be
    * reached fails the whole request (502, naming the nodes). A node whose entry lists none
    * is asked too (its status may lag a first file by a second) but may be skipped.
    */
-  async collect(pc: PacketCapture, signal?: AbortSignal): Promise<NodeFiles[]> {
+  async collect(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<NodeFiles[]> {
     const { namespace, name } = pc.metadata;
-    const entries = pc.status?.files ?? [];
+    entries ??= await this.nodes(pc);
     // A node name becomes a zip directory: anything but a Kubernetes node name is refused
-    // before any agent is asked (the agents' ServiceAccount can write any node's entry).
+    // before any agent is asked (the agents' ServiceAccount can write any node's report).
     const badNodes = entries.map((e) => e.node).filter((n) => !isNodeName(n)).map((n) => JSON.stringify(n).slice(0, 80));
     if (badNodes.length > 0) {
       throw badGateway(`the status of ${namespace}/${name} names nodes that are not node names: ${badNodes.join(', ')}`, badNodes, 'AgentInvalidResponse');

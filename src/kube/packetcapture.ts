@@ -24,7 +24,7 @@ export interface PacketCaptureSpec {
   endTime?: string;
 }
 
-/** One node's entry in status.files, owned by that node's agent. */
+/** One node's entry in status.files (the aggregator folds it from the node's report). */
 export interface NodeCaptureStatus {
   node: string;
   directory?: string;
@@ -56,8 +56,7 @@ export interface PacketCapture {
 
 /**
  * status.summary, e.g. "2 Capturing, 1 WaitingForTraffic": what `kubectl get` shows, as
- * printer columns can show only one value. A pure function of status.files, so every
- * agent that writes it writes the same value for the same entries.
+ * printer columns can show only one value. A pure function of status.files.
  */
 export function summarizeStates(files: readonly NodeCaptureStatus[]): string {
   const counts = new Map<string, number>();
@@ -79,40 +78,6 @@ export async function getPacketCapture(client: KubeClient, namespace: string, na
     return await client.request<PacketCapture>({ path: `${capturesPath(namespace)}/${encodeURIComponent(name)}`, timeoutMs });
   } catch (err) {
     if (err instanceof KubeApiError && err.status === 404) return undefined;
-    throw err;
-  }
-}
-
-/**
- * Server-side applies this node's entry of status.files. The field manager owns exactly
- * that entry (list-map key `node`), so agents on different nodes never overwrite each
- * other, and applying with `entry` undefined removes the node's entry.
- * Returns false when the capture no longer exists.
- */
-export async function applyNodeStatus(
-  client: KubeClient,
-  ref: { namespace: string; name: string },
-  fieldManager: string,
-  entry: NodeCaptureStatus | undefined,
-  summary?: string,
-): Promise<boolean> {
-  const body = {
-    apiVersion: PACKETCAPTURE.apiVersion,
-    kind: PACKETCAPTURE.kind,
-    metadata: { name: ref.name, namespace: ref.namespace },
-    status: { files: entry ? [entry] : [], ...(summary !== undefined ? { summary } : {}) },
-  };
-  try {
-    await client.request({
-      method: 'PATCH',
-      path: `${capturesPath(ref.namespace)}/${encodeURIComponent(ref.name)}/status`,
-      query: { fieldManager, force: true },
-      contentType: 'application/apply-patch+yaml',
-      body,
-    });
-    return true;
-  } catch (err) {
-    if (err instanceof KubeApiError && err.status === 404) return false;
     throw err;
   }
 }

@@ -10,7 +10,7 @@ import { allPackets, captureFiles, captureWorld, readCaptureDir } from '../harne
 import { startDnsSender } from '../harness/dns-sender.js';
 import { createPodObject } from '../harness/topology.js';
 import { waitFor } from '../harness/wait.js';
-import { getPacketCapture } from '../../src/kube/packetcapture.js';
+import { reportedEntry } from '../harness/node-reports.js';
 import { readFile, readdir } from 'node:fs/promises';
 
 const c = await cluster(t);
@@ -63,7 +63,7 @@ t.test('a bridged pod without a CNI result is not captured, and the status says 
   await createPodObject(c, { namespace: w.ns, name: pod.name, node: node1.name, ip: pod.ip, labels: { app: 'unrecorded' } });
   await w.applyCapture('unrecorded', '  selector: app == "unrecorded"');
   const entry = await waitFor(async () => {
-    const e = (await getPacketCapture(w.kube, w.ns, 'unrecorded'))?.status?.files?.find((f) => f.node === node1.name);
+    const e = await reportedEntry(w.kube, w.ns, 'unrecorded', node1.name);
     return e?.message?.includes('unrecorded') ? e : undefined;
   }, { what: 'a message about the pod', timeoutMs: 15_000 });
   t.match(entry.message, /pod unrecorded: the pod's IP 192\.0\.2\.\d+ is behind bridge cni0 and no CNI result .* names the pod's interface/);

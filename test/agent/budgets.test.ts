@@ -13,7 +13,7 @@ import { AGENT_SERVER_NAME, agentMetric, metricsReaderToken, scratchDir, type Ag
 import { shippedMemoryLimitMiB } from '../harness/shipped-privileges.js';
 import type { TapTest } from '../harness/tap.js';
 import { waitFor } from '../harness/wait.js';
-import { getPacketCapture } from '../../src/kube/packetcapture.js';
+import { reportedEntry } from '../harness/node-reports.js';
 
 const run = promisify(execFile);
 const c = await cluster(t);
@@ -37,7 +37,7 @@ async function capture(t: TapTest, name: string, selector = 'app == "logging"'):
 
 async function states(names: string[]): Promise<Map<string, { state?: string; message?: string; pods?: number }>> {
   const out = new Map<string, { state?: string; message?: string; pods?: number }>();
-  for (const n of names) out.set(n, (await getPacketCapture(w.kube, w.ns, n))?.status?.files?.find((f) => f.node === node.name) ?? {});
+  for (const n of names) out.set(n, (await reportedEntry(w.kube, w.ns, n, node.name)) ?? {});
   return out;
 }
 

@@ -14,6 +14,7 @@ import { AGENT_SERVER_NAME, scratchDir, SYSTEM_NAMESPACE } from '../harness/kube
 import type { TapTest } from '../harness/tap.js';
 import { createPodObject } from '../harness/topology.js';
 import { waitFor } from '../harness/wait.js';
+import { reportedEntry } from '../harness/node-reports.js';
 
 const run = promisify(execFile);
 const c = await cluster(t);
@@ -99,8 +100,7 @@ t.test('a matching pod without a route on this node is named in the message, nev
   await createPodObject(c, { namespace: w.ns, name: 'logging-unwired', node: w.nodeName('node-1'), ip: '192.0.2.60', labels: { app: 'unwired' } });
   await capture(t, 'unwired', '  selector: app == "unwired"');
   const e = await waitFor(async () => {
-    const pc = await c.custom.getNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: w.ns, plural: 'packetcaptures', name: 'unwired' }) as { status?: { files?: { node: string; message?: string; pods?: number; state?: string }[] } };
-    const entry = pc.status?.files?.find((f) => f.node === w.nodeName('node-1'));
+    const entry = await reportedEntry(w.kube, w.ns, 'unwired', w.nodeName('node-1'));
     return entry?.message?.includes('logging-unwired') ? entry : undefined;
   }, { what: 'a message about the unwired pod', timeoutMs: 15_000 });
   t.match(e.message, /pod logging-unwired: the pod's IP 192\.0\.2\.60 is routed through the gateway/);

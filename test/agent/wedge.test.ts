@@ -17,7 +17,8 @@ import { AGENT_SERVER_NAME, agentMetric, metricsReaderToken, scratchDir, SYSTEM_
 import type { TapTest } from '../harness/tap.js';
 import { caliName, createPodObject } from '../harness/topology.js';
 import { waitFor } from '../harness/wait.js';
-import { getPacketCapture, type NodeCaptureStatus } from '../../src/kube/packetcapture.js';
+import type { NodeCaptureStatus } from '../../src/kube/packetcapture.js';
+import { reportedEntry } from '../harness/node-reports.js';
 
 const run = promisify(execFile);
 const c = await cluster(t);
@@ -41,7 +42,7 @@ async function capture(t: TapTest, name: string, spec: string): Promise<void> {
 }
 
 async function entry(name: string): Promise<NodeCaptureStatus | undefined> {
-  return (await getPacketCapture(w.kube, w.ns, name))?.status?.files?.find((f) => f.node === node.name);
+  return await reportedEntry(w.kube, w.ns, name, node.name);
 }
 
 function agentGet(a: AgentHandle, path: string, timeoutMs = 5000): ReturnType<typeof https> {

@@ -4,7 +4,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { connect } from '../../src/kube/config.js';
-import { applyNodeStatus, getPacketCapture, summarizeStates } from '../../src/kube/packetcapture.js';
+import { getPacketCapture, summarizeStates } from '../../src/kube/packetcapture.js';
+import { applyNodeStatus } from '../harness/node-reports.js';
 import { cluster } from '../harness/cluster.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 import { installCrd } from '../harness/crd.js';
@@ -55,7 +56,7 @@ for (const [what, spec, message] of rejected) {
   });
 }
 
-t.test('two agents applying their own status.files entries both keep them (server-side apply)', async (t) => {
+t.test('status.files is a list-map keyed by node: writers of different entries keep each other\'s (server-side apply)', async (t) => {
   await c.applyManifest(manifest(ns, 'ssa', '  selector: all()'));
   const ref = { namespace: ns, name: 'ssa' };
   t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-a', { node: 'node-a', directory: '/var/lib/kube-pcap/x', fileNames: ['a.pcap'], state: 'Capturing' }));

@@ -23,7 +23,7 @@ t.test('kubectl apply --dry-run=server -k deploy/ passes', async (t) => {
   await c.applyYaml(join(deploy, 'namespace.yaml'));
   const res = await c.kubectl(['apply', '--dry-run=server', '-k', deploy]);
   t.equal(res.code, 0, res.stderr);
-  for (const obj of ['customresourcedefinition.apiextensions.k8s.io/packetcaptures.projectcalico.org', 'deployment.apps/kube-pcap-gateway', 'daemonset.apps/kube-pcap-agent', 'service/kube-pcap-agent', 'clusterrole.rbac.authorization.k8s.io/kube-pcap-gateway']) {
+  for (const obj of ['customresourcedefinition.apiextensions.k8s.io/packetcaptures.projectcalico.org', 'customresourcedefinition.apiextensions.k8s.io/packetcapturenodereports.kube-pcap.io', 'deployment.apps/kube-pcap-gateway', 'daemonset.apps/kube-pcap-agent', 'service/kube-pcap-agent', 'clusterrole.rbac.authorization.k8s.io/kube-pcap-gateway']) {
     t.match(res.stdout, new RegExp(`${obj.replace(/\./g, '\\.')} (created|configured|unchanged) \\(server dry run\\)`), obj);
   }
 });
@@ -93,18 +93,25 @@ t.test('applied for real, each component can do its job and nothing more', async
     (await c.authz.createSubjectAccessReview({ body: { spec: { user: `system:serviceaccount:kube-pcap:${sa}`, groups: ['system:serviceaccounts', 'system:serviceaccounts:kube-pcap', 'system:authenticated'], resourceAttributes: attrs } } })).status?.allowed === true;
   const pc = { group: 'projectcalico.org', resource: 'packetcaptures' };
 
-  const gatewayMay = [
+  const gatewayMay: Record<string, string>[] = [
     { ...pc, verb: 'get', namespace: 'storefront' },
     { ...pc, subresource: 'files', verb: 'get', namespace: 'storefront' },
     { ...pc, subresource: 'files', verb: 'delete', namespace: 'storefront' },
     { group: 'authentication.k8s.io', resource: 'tokenreviews', verb: 'create' },
     { group: 'authorization.k8s.io', resource: 'subjectaccessreviews', verb: 'create' },
     { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'watch', namespace: 'kube-pcap' },
-  ];
-  const gatewayMayNot = [
-    { ...pc, verb: 'list', namespace: 'storefront' },
-    { ...pc, verb: 'create', namespace: 'storefront' },
+    // The status aggregator (docs/status.md).
+    { ...pc, verb: 'watch', namespace: 'storefront' },
     { ...pc, subresource: 'status', verb: 'patch', namespace: 'storefront' },
+    { group: 'kube-pcap.io', resource: 'packetcapturenodereports', verb: 'delete', namespace: 'storefront' },
+    { group: '', resource: 'nodes', verb: 'watch' },
+    { group: 'coordination.k8s.io', resource: 'leases', verb: 'update', namespace: 'kube-pcap', name: 'kube-pcap-status-aggregator' },
+  ];
+  const gatewayMayNot: Record<string, string>[] = [
+    { ...pc, verb: 'create', namespace: 'storefront' },
+    { ...pc, verb: 'update', namespace: 'storefront' },
+    { group: 'kube-pcap.io', resource: 'packetcapturenodereports', verb: 'patch', namespace: 'storefront' },
+    { group: 'coordination.k8s.io', resource: 'leases', verb: 'update', namespace: 'kube-system', name: 'kube-pcap-status-aggregator' },
     { group: '', resource: 'secrets', verb: 'get', namespace: 'kube-pcap' },
     { group: '', resource: 'pods', verb: 'list', namespace: 'storefront' },
     { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'list', namespace: 'default' },
@@ -114,7 +121,7 @@ t.test('applied for real, each component can do its job and nothing more', async
 
   const agentMay = [
     { ...pc, verb: 'watch', namespace: 'storefront' },
-    { ...pc, subresource: 'status', verb: 'patch', namespace: 'storefront' },
+    { group: 'kube-pcap.io', resource: 'packetcapturenodereports', verb: 'patch', namespace: 'storefront' },
     { group: '', resource: 'pods', verb: 'watch' },
     { group: 'authentication.k8s.io', resource: 'tokenreviews', verb: 'create' },
   ];
@@ -122,6 +129,8 @@ t.test('applied for real, each component can do its job and nothing more', async
     { ...pc, verb: 'update', namespace: 'storefront' },
     { ...pc, verb: 'delete', namespace: 'storefront' },
     { ...pc, subresource: 'files', verb: 'get', namespace: 'storefront' },
+    { ...pc, subresource: 'status', verb: 'patch', namespace: 'storefront' },
+    { group: '', resource: 'nodes', verb: 'list' },
     { group: '', resource: 'secrets', verb: 'list' },
     { group: '', resource: 'pods', verb: 'delete', namespace: 'storefront' },
   ];

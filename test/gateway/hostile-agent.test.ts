@@ -5,13 +5,15 @@
 // TEST DOUBLE: the hostile agent is a small HTTPS server with the agents' certificate that
 // answers listings it is told to. A real agent cannot be made to list such names (it only
 // lists plain names it finds in its directory), which is the point of this check; the
-// gateway, the API server, the status entry and the real agents beside it are real.
+// gateway, the API server, the node report and the real agents beside it are real.
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { isNodeName, parseListing } from '../../src/gateway/agent-listing.js';
-import { applyNodeStatus } from '../../src/kube/packetcapture.js';
+import { applyNodeReport } from '../../src/kube/node-report.js';
+import { getPacketCapture } from '../../src/kube/packetcapture.js';
+import { ensureNode } from '../harness/node-reports.js';
 import { bridgeAddress } from '../harness/addresses.js';
 import { cluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
@@ -34,8 +36,11 @@ await new Promise<void>((resolve) => hostile.listen(0, address, resolve));
 t.teardown(() => new Promise<void>((resolve) => hostile.close(() => resolve())));
 const node = w.nodeName('node-hostile');
 await publishAgents(c, w.agentService, [...w.agents, { node, address, port: (hostile.address() as AddressInfo).port }]);
-// The node's status entry, as its agent (whose ServiceAccount may write any entry) would write it.
-await applyNodeStatus(w.kube, { namespace: w.ns, name: CAPTURE }, 'test-hostile-agent', { node, directory: `/var/lib/kube-pcap/${w.ns}/${CAPTURE}`, fileNames: ['x.pcap'], state: 'Capturing' });
+// The node's report, as its agent (whose ServiceAccount may write any node's report) would
+// write it; its Node exists, as a real node's would.
+await ensureNode(w.kube, node);
+const pc = (await getPacketCapture(w.kube, w.ns, CAPTURE))!;
+await applyNodeReport(w.kube, { namespace: w.ns, name: CAPTURE, uid: pc.metadata.uid! }, node, { directory: `/var/lib/kube-pcap/${w.ns}/${CAPTURE}`, fileNames: ['x.pcap'], state: 'Capturing' }, 'test-hostile-agent');
 
 const modified = new Date().toISOString();
 const hostileListings: [string, unknown][] = [

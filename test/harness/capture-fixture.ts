@@ -6,11 +6,12 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from '../../src/kube/config.js';
 import type { KubeClient } from '../../src/kube/client.js';
-import { getPacketCapture, type CaptureState, type NodeCaptureStatus } from '../../src/kube/packetcapture.js';
+import type { CaptureState, NodeCaptureStatus } from '../../src/kube/packetcapture.js';
 import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
 import { run } from './http.js';
 import { installKubePcap, makePki, publishAgents, scratchDir, startAgent, type AgentHandle, type Pki } from './kube-pcap.js';
 import type { ContainerPrivileges } from './shipped-privileges.js';
+import { reportedEntry } from './node-reports.js';
 import { createPodObject, Topology, type TopoNode, type TopoPod } from './topology.js';
 import { waitFor } from './wait.js';
 
@@ -94,11 +95,11 @@ export async function captureWorld(t: Teardown, c: TestCluster, opts: CaptureWor
       const full = fullName.get(node) ?? node;
       try {
         return await waitFor(async () => {
-          const pc = await getPacketCapture(kube, ns, capture);
-          const entry = pc?.status?.files?.find((f) => f.node === full);
+          // The agent's own word: its node report.
+          const entry = await reportedEntry(kube, ns, capture, full);
           if (entry?.state === state) return entry;
-          // Reported on timeout: what the status said instead.
-          throw new Error(`status of ${node}: ${JSON.stringify(entry ?? null)}`);
+          // Reported on timeout: what the report said instead.
+          throw new Error(`report of ${node}: ${JSON.stringify(entry ?? null)}`);
         }, { what: `${capture} on ${node} to be ${state}`, timeoutMs, intervalMs: 100 });
       } catch (err) {
         // What the agent said about it, for whoever reads the failure.

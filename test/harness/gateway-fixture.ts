@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { connect } from '../../src/kube/config.js';
 import type { KubeClient } from '../../src/kube/client.js';
 import { getPacketCapture, type CaptureState } from '../../src/kube/packetcapture.js';
+import { captureReports } from './node-reports.js';
 import { bridgeAddress } from './addresses.js';
 import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
 import { REPO_ROOT } from './control-plane.js';
@@ -40,7 +41,7 @@ export interface StorefrontWorld {
   addFileOnFirstNode(file: string, make: (path: string) => Promise<unknown>): Promise<void>;
   /** Sets spec.endTime in the past, as `kubectl pcap stop` does: the agents report Finished. */
   stopCapture(): Promise<void>;
-  /** Waits until every node's entry has this state and lists exactly these files. */
+  /** Waits until every node's report has this state and lists exactly these files. */
   waitForStatus(state: CaptureState, fileNames?: Record<string, string[]>): Promise<void>;
   downloadUrl(prefix?: boolean): string;
 }
@@ -82,13 +83,12 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
   }
   const waitForStatus = async (state: CaptureState, fileNames: Record<string, string[]> = expected): Promise<void> => {
     await waitFor(async () => {
-      const pc = await getPacketCapture(kube, ns, CAPTURE);
-      const entries = pc?.status?.files ?? [];
+      const reports = await captureReports(kube, ns, CAPTURE);
       const ok = nodes.every((n) => {
-        const e = entries.find((x) => x.node === n);
+        const e = reports.get(n)?.status;
         return e?.state === state && JSON.stringify(e.fileNames ?? []) === JSON.stringify(fileNames[n] ?? []);
       });
-      if (!ok) throw new Error(`status: ${JSON.stringify(entries)}`);
+      if (!ok) throw new Error(`reports: ${JSON.stringify([...reports.values()].map((r) => [r.spec.nodeName, r.status]))}`);
       return true;
     }, { what: `every node to report ${state} with its files`, timeoutMs: 20_000 });
   };

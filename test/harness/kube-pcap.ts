@@ -9,6 +9,7 @@ import { createCertificateAuthority, issueCertificate, type KeyPair } from '../.
 import { uniqueName, type Teardown, type TestCluster } from './cluster.js';
 import { REPO_ROOT } from './control-plane.js';
 import { installCrd } from './crd.js';
+import { ensureNode } from './node-reports.js';
 import { https } from './http.js';
 import { OwnedProcess } from './processes.js';
 import { agentPrivileges, setprivArgs, type ContainerPrivileges } from './shipped-privileges.js';
@@ -110,6 +111,9 @@ export interface AgentOptions {
 }
 
 export async function startAgent(t: Teardown, c: TestCluster, o: AgentOptions): Promise<AgentHandle> {
+  // A real cluster's node has its Node object: the status aggregator drops the reports of
+  // nodes without one.
+  await ensureNode(await c.rest(), o.node);
   const kubeconfig = await serviceAccountKubeconfig(c, o.logDir, SYSTEM_NAMESPACE, 'kube-pcap-agent', o.apiServer);
   const logFile = join(o.logDir, `${uniqueName(`agent-${o.node}`)}.log`);
   const proc = new OwnedProcess(process.execPath, [
@@ -153,6 +157,8 @@ export interface GatewayHandle {
 
 export interface GatewayOptions {
   pki: Pki;
+  /** A fixed identity in the aggregator's Lease (a random suffix is still added). */
+  identity?: string;
   logDir: string;
   agentService: string;
   /** A private control plane's cluster when the test stops the API server. */
@@ -180,6 +186,7 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
     `--agent-client-cert-file=${o.pki.gatewayClient.certFile}`,
     `--agent-client-key-file=${o.pki.gatewayClient.keyFile}`,
     '--log-level=debug',
+    `--leader-election-identity=${o.identity ?? name}`,
     ...(o.extraArgs ?? []),
   ], { name, logFile, env: { ...process.env, KUBECONFIG: '' } });
   t.teardown(() => proc.stop());

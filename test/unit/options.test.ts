@@ -32,8 +32,20 @@ t.test('lists, integers, environment fallbacks', async (t) => {
   t.equal(a.maxFiles, 5);
   t.equal(a.maxSizeBytes, 10_000_000);
   t.equal(a.rotationSeconds, 3600);
+  t.equal(a.counterIntervalMs, 60_000, 'counters move in node reports at most once a minute by default');
   t.throws(() => parseOptions('agent', agentOptions, ['--capture-max-files=two'], {}), /must be an integer/);
   t.equal(agentConfig(parseOptions('agent', agentOptions, ['--dev-self-signed', '--node-name=n', '--client-ca-file=/ca', '--capture-max-size-bytes=5000000000'], {}).values).maxSizeBytes, 5_000_000_000, 'sizes beyond 32 bits');
+});
+
+t.test('leader election: defaults as client-go\'s, a unique identity, timings that keep one leader', async (t) => {
+  const le = gw().leaderElection;
+  t.same({ ns: le.namespace, name: le.name, d: le.leaseDurationMs, r: le.renewDeadlineMs, p: le.retryPeriodMs }, { ns: 'kube-pcap', name: 'kube-pcap-status-aggregator', d: 15_000, r: 10_000, p: 2000 });
+  t.not(gw('--leader-election-identity=pod-a').leaderElection.identity, gw('--leader-election-identity=pod-a').leaderElection.identity, 'two replicas with one name are two candidates');
+  t.match(gw('--leader-election-identity=pod-a').leaderElection.identity, /^pod-a_[0-9a-f]{8}$/);
+  t.throws(() => gw('--leader-election-renew-deadline-seconds=15'), /less than --leader-election-lease-duration-seconds/);
+  t.throws(() => gw('--leader-election-retry-period-seconds=9'), /retry-period/);
+  t.throws(() => gw('--leader-election-lease=nonamespace'), /NAMESPACE\/NAME/);
+  t.equal(gw().statusMinIntervalMs, 1000);
 });
 
 t.test('listen addresses', async (t) => {

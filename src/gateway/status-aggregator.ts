@@ -1,0 +1,195 @@
+// The status aggregator (docs/status.md): while this gateway replica holds the Lease, it
+// folds every capture's node reports into the capture's Calico-compatible status.files and
+// status.summary, the only writer of both. Level-triggered like the agent's controller: a
+// capture's key is queued by any change to the capture, to one of its reports or to a Node,
+// and working on it compares what the reports say with what the status holds, writing at
+// most once per interval (longer when the status is large). Reports of nodes that no longer
+// exist are deleted, after the Node's absence is confirmed by a fresh read; nothing is
+// pruned while Nodes cannot be listed.
+import type { Logger } from 'pino';
+import { KubeApiError, type KubeClient } from '../kube/client.js';
+import { deleteNodeReport, reportsPath, type NodeReport } from '../kube/node-report.js';
+import { capturesPath, type PacketCapture } from '../kube/packetcapture.js';
+import { objectKey, Reflector, type KubeObject } from '../kube/reflector.js';
+import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
+import { foldReports, statusMatches, writeIntervalMs, type NodePresence } from './aggregate-status.js';
+
+export interface AggregatorMetrics {
+  statusWrite(): void;
+  reportPruned(): void;
+}
+
+export interface AggregatorOptions {
+  kube: KubeClient;
+  log: Logger;
+  /** At least this long between two status writes of one capture. */
+  minIntervalMs: number;
+  /** Watch bytes per second one capture's status may cost each watcher (writeIntervalMs). */
+  bytesPerSecond: number;
+  resyncMs: number;
+  apiTimeoutMs: number;
+  metrics?: AggregatorMetrics;
+}
+
+export const AGGREGATOR_FIELD_MANAGER = 'kube-pcap-aggregator';
+
+export class StatusAggregator {
+  private readonly captures: Reflector<PacketCapture>;
+  private readonly reports: Reflector<NodeReport>;
+  private readonly nodes: Reflector<KubeObject>;
+  /** Reports by capture key ("<namespace>/<capture name>"), then by report key. */
+  private readonly byCapture = new Map<string, Map<string, NodeReport>>();
+  private readonly lastWrite = new Map<string, number>();
+  private readonly queue: WorkQueue;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: AggregatorOptions) {
+    const timeoutMs = o.apiTimeoutMs * 6;
+    this.captures = new Reflector<PacketCapture>(o.kube, { path: capturesPath(), log: o.log.child({ watch: 'packetcaptures' }), timeoutMs });
+    this.reports = new Reflector<NodeReport>(o.kube, { path: reportsPath(), log: o.log.child({ watch: 'packetcapturenodereports' }), timeoutMs });
+    this.nodes = new Reflector<KubeObject>(o.kube, { path: '/api/v1/nodes', metadataOnly: true, log: o.log.child({ watch: 'nodes' }), timeoutMs });
+    this.queue = new WorkQueue((key) => this.work(key), {
+      concurrency: 4,
+      slotTimeoutMs: 30_000,
+      baseDelayMs: 500,
+      maxDelayMs: 30_000,
+      onError: (key, err, retryInMs) => o.log.warn({ capture: key, err: (err as Error).message, retryInMs }, 'aggregating the status failed; will retry'),
+    });
+  }
+
+  start(): void {
+    this.captures.on('change', (_t, pc) => (pc ? this.queue.add(objectKey(pc)) : this.enqueueAll()));
+    this.reports.on('change', (type, r) => {
+      if (!r) {
+        this.reindex();
+        this.enqueueAll();
+        return;
+      }
+      const key = captureKeyOf(r);
+      let m = this.byCapture.get(key);
+      if (type === 'DELETED') {
+        m?.delete(objectKey(r));
+        if (m?.size === 0) this.byCapture.delete(key);
+      } else {
+        if (!m) this.byCapture.set(key, (m = new Map()));
+        m.set(objectKey(r), r);
+      }
+      this.queue.add(key);
+    });
+    this.nodes.on('change', (_t, node) => (node ? this.enqueueNode(node.metadata?.name ?? '') : this.enqueueAll()));
+    for (const r of [this.captures, this.reports, this.nodes]) {
+      r.on('synced', () => this.enqueueAll());
+      r.start();
+    }
+    this.timer = setInterval(() => this.enqueueAll(), this.o.resyncMs);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.queue.shutDown();
+    await Promise.all([this.captures.stop(), this.reports.stop(), this.nodes.stop()]);
+  }
+
+  private reindex(): void {
+    this.byCapture.clear();
+    for (const [k, r] of this.reports.items) {
+      const key = captureKeyOf(r);
+      let m = this.byCapture.get(key);
+      if (!m) this.byCapture.set(key, (m = new Map()));
+      m.set(k, r);
+    }
+  }
+
+  private enqueueAll(): void {
+    for (const pc of this.captures.items.values()) this.queue.add(objectKey(pc));
+  }
+
+  private enqueueNode(node: string): void {
+    for (const [key, reports] of this.byCapture) {
+      for (const r of reports.values()) {
+        if (r.spec?.nodeName === node) {
+          this.queue.add(key);
+          break;
+        }
+      }
+    }
+  }
+
+  private async work(key: string): Promise<WorkResult | void> {
+    if (!this.captures.synced || !this.reports.synced) return; // "synced" queues everything
+    const pc = this.captures.items.get(key);
+    if (!pc) {
+      this.lastWrite.delete(key);
+      return;
+    }
+    const nodesKnown = this.nodes.synced;
+    const presence: NodePresence = (node) => (!nodesKnown ? 'unknown' : this.nodes.items.has(`/${node}`) ? 'present' : 'absent');
+    const fold = foldReports(pc.metadata.uid ?? '', this.byCapture.get(key)?.values() ?? [], presence);
+    const pruned = await this.prune(fold.gone);
+    const kept = fold.gone.filter((r) => !pruned.has(r));
+    if (kept.length > 0) {
+      // The Node cache said gone, a fresh read did not confirm it: keep the entries for now.
+      const back = foldReports(pc.metadata.uid ?? '', [...(this.byCapture.get(key)?.values() ?? [])].filter((r) => !pruned.has(r)), () => 'present');
+      fold.files = back.files;
+      fold.summary = back.summary;
+    }
+    if (statusMatches(pc, fold)) return;
+    const body = { status: { files: fold.files, summary: fold.files.length > 0 ? fold.summary : null } };
+    const text = JSON.stringify(body);
+    const interval = writeIntervalMs(Buffer.byteLength(text), this.o.minIntervalMs, this.o.bytesPerSecond);
+    const now = Date.now();
+    const wait = (this.lastWrite.get(key) ?? 0) + interval - now;
+    if (wait > 0) return { requeueAfterMs: wait };
+    this.lastWrite.set(key, now);
+    try {
+      await this.o.kube.request({
+        method: 'PATCH',
+        path: `${capturesPath(pc.metadata.namespace)}/${encodeURIComponent(pc.metadata.name)}/status`,
+        query: { fieldManager: AGGREGATOR_FIELD_MANAGER },
+        contentType: 'application/merge-patch+json',
+        // The uid makes the write a precondition: a capture deleted and re-created under
+        // the same name since it was read is refused, not given the old one's status.
+        body: { metadata: { uid: pc.metadata.uid }, ...body },
+        timeoutMs: this.o.apiTimeoutMs,
+      });
+      this.o.metrics?.statusWrite();
+      this.o.log.debug({ capture: key, nodes: fold.files.length, summary: fold.summary, bytes: text.length }, 'status written');
+    } catch (err) {
+      // Gone or re-created since it was read: the capture watch brings the news.
+      if (err instanceof KubeApiError && (err.status === 404 || err.status === 409 || err.status === 422)) return;
+      throw err;
+    }
+  }
+
+  /** Deletes the reports whose Node a fresh read says is gone; returns those deleted (or already gone). */
+  private async prune(candidates: NodeReport[]): Promise<Set<NodeReport>> {
+    const done = new Set<NodeReport>();
+    const absent = new Map<string, boolean>();
+    for (const r of candidates) {
+      const node = r.spec.nodeName;
+      if (!absent.has(node)) absent.set(node, await this.nodeIsGone(node));
+      if (!absent.get(node)) continue;
+      await deleteNodeReport(this.o.kube, r.metadata.namespace, r.metadata.name, r.metadata.uid);
+      done.add(r);
+      this.o.metrics?.reportPruned();
+      this.o.log.info({ capture: `${r.metadata.namespace}/${r.spec.captureName}`, node }, 'node no longer exists: its report and status entry removed');
+    }
+    return done;
+  }
+
+  /** True only when the API server says 404 for the Node now; any error keeps it. */
+  private async nodeIsGone(node: string): Promise<boolean> {
+    try {
+      await this.o.kube.request({ path: `/api/v1/nodes/${encodeURIComponent(node)}`, accept: 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json', timeoutMs: this.o.apiTimeoutMs });
+      return false;
+    } catch (err) {
+      if (err instanceof KubeApiError && err.status === 404) return true;
+      this.o.log.warn({ node, err: (err as Error).message }, 'cannot confirm that a node is gone; its entries stay');
+      return false;
+    }
+  }
+}
+
+function captureKeyOf(r: NodeReport): string {
+  return `${r.metadata.namespace}/${r.spec?.captureName ?? ''}`;
+}
