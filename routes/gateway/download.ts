@@ -1,10 +1,14 @@
 // GET /download/{namespace}/{name}/files.zip (also under /packet-capture): every node's
 // files of one capture, streamed as one zip with entries <node>/<file>.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import '../../src/gateway/decorators.js';
 import { CLIENT_GONE, zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
-import { notFound } from '../../src/http/status.js';
+import { QueueFullError } from '../../src/auth/concurrency-limit.js';
+import { HttpError, notFound } from '../../src/http/status.js';
+
+/** What a client turned away by a full download queue is told to wait. */
+const RETRY_AFTER_SECONDS = 5;
 
 const querystring = {
   type: 'object',
@@ -19,36 +23,59 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
     '/download/:namespace/:name/files.zip',
     { schema: { params: captureParams, querystring }, config: { filesVerb: 'get' } },
     async (request, reply) => {
-      const { namespace, name } = request.params;
-      const files = app.captureFiles;
-      const pc = await files.capture(namespace, name);
-      const nodes = await files.collect(pc);
-      const sources: ZipSource[] = nodes.flatMap((n) => n.files.map((f) => ({
-        name: `${n.node}/${f.name}`,
-        modified: new Date(f.modified),
-        size: f.size,
-        open: (signal: AbortSignal) => files.agents.open(n.endpoint, namespace, name, f.name, signal),
-      })));
-      if (sources.length === 0) {
-        throw notFound(`packetcaptures.projectcalico.org "${name}" in namespace "${namespace}" has no files yet`, 'NoFiles');
+      // A place among the downloads this replica streams at once, held until the response
+      // closes: many clients queue instead of taking more memory than the replica has.
+      let release: () => void;
+      try {
+        release = await app.downloadSlots.acquire();
+      } catch (err) {
+        if (!(err instanceof QueueFullError)) throw err;
+        throw new HttpError(429, 'TooManyRequests', `too many downloads in progress on this gateway replica: retry in ${RETRY_AFTER_SECONDS} s`, { 'retry-after': String(RETRY_AFTER_SECONDS) }, { retryAfterSeconds: RETRY_AFTER_SECONDS });
       }
-      const m = app.gatewayMetrics;
-      request.log.info({ user: request.caller?.username, namespace, name, files: sources.length, nodes: nodes.map((n) => n.node) }, 'streaming files.zip');
-      const zip = zipStream(sources, {
-        deflate: request.query.compression === 'deflate',
-        onBytes: (n) => m.bytesStreamed.inc(n),
-        onError: (err) => {
-          m.downloads.inc({ result: 'aborted' });
-          if (err.message !== CLIENT_GONE) m.agentErrors.inc({ operation: 'stream' });
-          request.log.warn({ namespace, name, err: err.message }, 'files.zip aborted');
-        },
-      });
-      zip.once('end', () => m.downloads.inc({ result: 'complete' }));
-      return reply
-        .header('content-type', 'application/zip')
-        .header('content-disposition', 'attachment; filename=files.zip')
-        .header('cache-control', 'no-store')
-        .send(zip);
+      if (reply.raw.destroyed || request.raw.destroyed) {
+        release(); // the client left while it waited
+        return reply;
+      }
+      reply.raw.once('close', release);
+      try {
+        return await send(request.params, request.query.compression, request, reply);
+      } catch (err) {
+        release();
+        throw err;
+      }
     },
   );
+
+  /** Lists every node's files and streams them as one zip (docs: zip-stream.ts). */
+  async function send({ namespace, name }: CaptureParams, compression: 'store' | 'deflate', request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+    const files = app.captureFiles;
+    const pc = await files.capture(namespace, name);
+    const nodes = await files.collect(pc);
+    const sources: ZipSource[] = nodes.flatMap((n) => n.files.map((f) => ({
+      name: `${n.node}/${f.name}`,
+      modified: new Date(f.modified),
+      size: f.size,
+      open: (signal: AbortSignal) => files.agents.open(n.endpoint, namespace, name, f.name, signal),
+    })));
+    if (sources.length === 0) {
+      throw notFound(`packetcaptures.projectcalico.org "${name}" in namespace "${namespace}" has no files yet`, 'NoFiles');
+    }
+    const m = app.gatewayMetrics;
+    request.log.info({ user: request.caller?.username, namespace, name, files: sources.length, nodes: nodes.map((n) => n.node) }, 'streaming files.zip');
+    const zip = zipStream(sources, {
+      deflate: compression === 'deflate',
+      onBytes: (n) => m.bytesStreamed.inc(n),
+      onError: (err) => {
+        m.downloads.inc({ result: 'aborted' });
+        if (err.message !== CLIENT_GONE) m.agentErrors.inc({ operation: 'stream' });
+        request.log.warn({ namespace, name, err: err.message }, 'files.zip aborted');
+      },
+    });
+    zip.once('end', () => m.downloads.inc({ result: 'complete' }));
+    return reply
+      .header('content-type', 'application/zip')
+      .header('content-disposition', 'attachment; filename=files.zip')
+      .header('cache-control', 'no-store')
+      .send(zip);
+  }
 }

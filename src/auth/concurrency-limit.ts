@@ -1,5 +1,6 @@
 // A bound on work in flight, with a bounded queue behind it: what keeps a flood of unknown
-// credentials from becoming a flood of TokenReviews. Beyond the queue a caller is turned
+// credentials from becoming a flood of TokenReviews, and many downloads at once from taking
+// more memory than a gateway replica has. Beyond the queue a caller is turned
 // away at once (QueueFullError) rather than left waiting behind the flood.
 export class QueueFullError extends Error {
   constructor(what: string) {
@@ -13,7 +14,7 @@ export interface ConcurrencyLimitOptions {
   maxQueued: number;
   /** What waits, for the error message ("unverified credentials to be reviewed"). */
   what: string;
-  /** Called whenever the number in flight changes. */
+  /** Called whenever the number in flight or queued changes. */
   onInFlight?: (inFlight: number) => void;
 }
 
@@ -25,17 +26,38 @@ export class ConcurrencyLimit {
   constructor(private readonly opts: ConcurrencyLimitOptions) {}
 
   async run<T>(work: () => Promise<T>): Promise<T> {
-    if (this.inFlight >= this.opts.maxInFlight) {
-      if (this.queue.length >= this.opts.maxQueued) throw new QueueFullError(this.opts.what);
-      await new Promise<void>((resolve) => this.queue.push(resolve));
-    } else {
-      this.enter();
-    }
+    const release = await this.acquire();
     try {
       return await work();
     } finally {
-      this.leave();
+      release();
     }
+  }
+
+  /**
+   * A place, held until the returned function is called (once; later calls do nothing):
+   * for work that outlives a function call, such as a response streaming to its client.
+   */
+  async acquire(): Promise<() => void> {
+    if (this.inFlight >= this.opts.maxInFlight) {
+      if (this.queue.length >= this.opts.maxQueued) throw new QueueFullError(this.opts.what);
+      const turn = new Promise<void>((resolve) => this.queue.push(resolve));
+      this.opts.onInFlight?.(this.inFlight);
+      await turn;
+    } else {
+      this.enter();
+    }
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.leave();
+    };
+  }
+
+  /** Callers waiting for a place. */
+  get queued(): number {
+    return this.queue.length;
   }
 
   /** The most ever in flight at once (a high-water mark, for metrics and benchmarks). */

@@ -25,7 +25,10 @@ export const gatewayOptions: OptionTable = {
   'agent-token-file': { type: 'string', metavar: 'FILE', help: 'ServiceAccount token with audience kube-pcap-agent, presented to agents for their SubjectAccessReview (re-read when it changes).' },
   'agent-client-cert-file': { type: 'string', metavar: 'FILE', help: 'The gateway\'s client certificate for the agents, issued by the agents\' CA (required; reloaded when it changes).' },
   'agent-client-key-file': { type: 'string', metavar: 'FILE', help: 'Its private key (required; reloaded when it changes).' },
-  'agent-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 300, help: 'How long to wait for an agent to start answering.' },
+  'agent-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 300, help: 'How long to wait for an agent to start answering (and, for a listing, to finish it).' },
+  'agent-list-concurrency': { type: 'integer', default: 64, min: 1, max: 4096, help: 'Agents asked for their listing at once, per request (a capture on 1 000 nodes is listed 64 at a time).' },
+  'max-concurrent-downloads': { type: 'integer', default: 64, min: 1, max: 100_000, help: 'Downloads streamed at once by this replica; more wait in a queue.' },
+  'download-queue': { type: 'integer', default: 512, min: 0, max: 1_000_000, help: 'Downloads waiting for a place; beyond, 429 with Retry-After.' },
   'authn-cache-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long a successful token review is reused (never past the token\'s expiry).' },
   'authn-failure-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 300, help: 'How long a rejected token is remembered.' },
   'authz-allow-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long an allowing SubjectAccessReview is reused.' },
@@ -68,6 +71,11 @@ export interface GatewayConfig extends ServerConfig {
     serverName: string;
     tokenFile: string;
     timeoutMs: number;
+    listConcurrency: number;
+  };
+  downloads: {
+    maxConcurrent: number;
+    queue: number;
   };
   authnLimits: {
     unverifiedMaxInFlight: number;
@@ -160,6 +168,11 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
       serverName: v['agent-server-name'] as string,
       tokenFile,
       timeoutMs: (v['agent-timeout-seconds'] as number) * 1000,
+      listConcurrency: v['agent-list-concurrency'] as number,
+    },
+    downloads: {
+      maxConcurrent: v['max-concurrent-downloads'] as number,
+      queue: v['download-queue'] as number,
     },
     cache: {
       authnTtlMs: (v['authn-cache-ttl-seconds'] as number) * 1000,

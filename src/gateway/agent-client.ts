@@ -89,13 +89,20 @@ export class AgentClient {
     return res;
   }
 
-  /** The node's files, each checked (InvalidListingError for anything off-contract). */
+  /**
+   * The node's files, each checked (InvalidListingError for anything off-contract). The
+   * whole listing must arrive within the agent timeout: one stuck agent among a thousand
+   * costs a download that long, not the body timeout.
+   */
   async list(ep: AgentEndpoint, namespace: string, name: string): Promise<AgentFile[]> {
-    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
+    const deadline = AbortSignal.timeout(this.opts.timeoutMs);
+    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files`, deadline);
     let body: unknown;
     try {
       body = await res.body.json();
-    } catch {
+    } catch (err) {
+      if (deadline.aborted) throw new AgentError(ep.node, `the listing did not arrive within ${this.opts.timeoutMs} ms`);
+      void err;
       throw new InvalidListingError(ep.node, 'not JSON');
     }
     return parseListing(ep.node, body);

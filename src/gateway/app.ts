@@ -95,7 +95,26 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     serverName: config.agents.serverName, tokenFile: config.agents.tokenFile, timeoutMs: config.agents.timeoutMs,
     log: log.child({ component: 'agent-client' }),
   });
-  const captureFiles = new CaptureFiles(kube, directory, agents, config.apiTimeoutMs, log.child({ component: 'capture-files' }), (op) => agentErrors.inc({ operation: op }));
+  const captureFiles = new CaptureFiles(kube, directory, agents, {
+    apiTimeoutMs: config.apiTimeoutMs,
+    listConcurrency: config.agents.listConcurrency,
+    log: log.child({ component: 'capture-files' }),
+    onAgentError: (op) => agentErrors.inc({ operation: op }),
+  });
+  // Memory per download is bounded (16 KiB buffers through the pipeline); the number of
+  // downloads is what keeps a replica under its memory limit.
+  const downloadsInFlight = new Gauge({ name: 'kube_pcap_gateway_downloads_in_flight', help: 'files.zip streams in progress.', registers: [registry] });
+  const downloadsQueued = new Gauge({ name: 'kube_pcap_gateway_downloads_queued', help: 'Downloads waiting for a place (--max-concurrent-downloads).', registers: [registry] });
+  const downloadSlots: ConcurrencyLimit = new ConcurrencyLimit({
+    maxInFlight: config.downloads.maxConcurrent,
+    maxQueued: config.downloads.queue,
+    what: 'downloads',
+    onInFlight: (n) => {
+      downloadsInFlight.set(n);
+      downloadsQueued.set(downloadSlots.queued);
+    },
+  });
+  app.decorate('downloadSlots', downloadSlots);
   directory.start();
   const aggregation = startAggregation(kube, config, log, registry);
   app.addHook('onClose', async () => {

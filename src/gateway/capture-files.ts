@@ -19,15 +19,29 @@ export interface NodeFiles {
   files: AgentFile[];
 }
 
+export interface CaptureFilesOptions {
+  apiTimeoutMs: number;
+  /** Agents asked at once per request: a capture on 1 000 nodes never opens 1 000 requests together. */
+  listConcurrency: number;
+  log: Logger;
+  onAgentError?: (operation: string) => void;
+}
+
 export class CaptureFiles {
+  private readonly apiTimeoutMs: number;
+  private readonly log: Logger;
+  private readonly onAgentError: (operation: string) => void;
+
   constructor(
     private readonly kube: KubeClient,
     readonly directory: AgentDirectory,
     readonly agents: AgentClient,
-    private readonly apiTimeoutMs: number,
-    private readonly log: Logger,
-    private readonly onAgentError: (operation: string) => void = () => undefined,
-  ) {}
+    private readonly o: CaptureFilesOptions,
+  ) {
+    this.apiTimeoutMs = o.apiTimeoutMs;
+    this.log = o.log;
+    this.onAgentError = o.onAgentError ?? (() => undefined);
+  }
 
   /** The PacketCapture, read with the gateway's own identity; 404 when there is none. */
   async capture(namespace: string, name: string): Promise<PacketCapture> {
@@ -77,7 +91,7 @@ export class CaptureFiles {
     }
     const unreachable: string[] = [];
     const invalid: string[] = [];
-    const results = await Promise.all(entries.map(async (entry): Promise<NodeFiles | undefined> => {
+    const results = await mapBounded(entries, this.o.listConcurrency, async (entry): Promise<NodeFiles | undefined> => {
       const holdsFiles = (entry.fileNames?.length ?? 0) > 0;
       const endpoint = this.directory.endpointFor(entry.node);
       if (!endpoint) {
@@ -102,7 +116,7 @@ export class CaptureFiles {
         if (holdsFiles) unreachable.push(entry.node);
         return undefined;
       }
-    }));
+    });
     if (invalid.length > 0) {
       invalid.sort();
       throw badGateway(`the agents of these nodes sent a listing that is not a list of capture files: ${invalid.join(', ')}`, invalid, 'AgentInvalidResponse');
@@ -113,4 +127,18 @@ export class CaptureFiles {
     }
     return results.filter((r): r is NodeFiles => r !== undefined).sort((a, b) => a.node.localeCompare(b.node));
   }
+}
+
+/** fn over items, at most `limit` at once, results in input order. */
+async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }

@@ -1,5 +1,6 @@
 // What the gateway's routes can reach on the fastify instance.
 import type { Counter } from 'prom-client';
+import type { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import type { CaptureFiles } from './capture-files.js';
 
 export interface GatewayMetrics {
@@ -12,5 +13,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     captureFiles: CaptureFiles;
     gatewayMetrics: GatewayMetrics;
+    /** Places for files.zip streams (--max-concurrent-downloads, --download-queue). */
+    downloadSlots: ConcurrencyLimit;
   }
 }
