@@ -17,6 +17,7 @@ import type { KubeClient } from '../kube/client.js';
 import { applyNodeReport, deleteNodeReport, entryOf, reportName, type NodeReport } from '../kube/node-report.js';
 import type { NodeCaptureStatus, PacketCapture } from '../kube/packetcapture.js';
 import type { Reflector } from '../kube/reflector.js';
+import type { CaptureSpecs } from './capture-specs.js';
 import { filtersToBpf } from './bpf.js';
 import type { CaptureStore } from './capture-store.js';
 import { nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
@@ -54,7 +55,7 @@ export interface ControllerOptions {
   log: Logger;
   kube: KubeClient;
   store: CaptureStore;
-  captures: Reflector<PacketCapture>;
+  captures: CaptureSpecs;
   pods: Reflector<Pod>;
   /** This node's reports (fieldSelector spec.nodeName), to know what the API server holds. */
   reports: Reflector<NodeReport>;

@@ -39,10 +39,12 @@ export interface ReflectorOptions {
   /** Per-request timeout of the list. */
   timeoutMs?: number;
   /**
-   * Ask for PartialObjectMetadata only (client-go's metadata informer): for objects whose
-   * existence is all that matters (Nodes), a fraction of the bytes.
+   * Ask for PartialObjectMetadata only (client-go's metadata informer): `true` for objects
+   * whose existence is all that matters (Nodes); `'watch'` to list whole objects but watch
+   * only their metadata (the agent's PacketCaptures, whose status it never reads:
+   * src/agent/capture-specs.ts).
    */
-  metadataOnly?: boolean;
+  metadataOnly?: boolean | 'watch';
   /** Retry back-off: full jitter from baseMs doubling up to maxMs (defaults 500 ms, 5 s). */
   backoff?: { baseMs: number; maxMs: number };
 }
@@ -158,7 +160,7 @@ export class Reflector<T extends KubeObject> extends EventEmitter {
         const page = await this.kube.request<{ items?: T[]; metadata?: { resourceVersion?: string; continue?: string } }>({
           path: this.opts.path,
           query: { labelSelector: this.opts.labelSelector, fieldSelector: this.opts.fieldSelector, limit: 500, continue: cont, ...(cont ? {} : from) },
-          accept: this.opts.metadataOnly ? METADATA_LIST : undefined,
+          accept: this.opts.metadataOnly === true ? METADATA_LIST : undefined,
           timeoutMs: this.opts.timeoutMs ?? 30_000,
           signal: this.abort.signal,
         });

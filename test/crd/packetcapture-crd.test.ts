@@ -56,24 +56,20 @@ for (const [what, spec, message] of rejected) {
   });
 }
 
-t.test('status.files is a list-map keyed by node: writers of different entries keep each other\'s (server-side apply)', async (t) => {
+t.test('status.files is one atomic list: its writer replaces it whole, and managedFields do not grow with the nodes', async (t) => {
   await c.applyManifest(manifest(ns, 'ssa', '  selector: all()'));
   const ref = { namespace: ns, name: 'ssa' };
-  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-a', { node: 'node-a', directory: '/var/lib/kube-pcap/x', fileNames: ['a.pcap'], state: 'Capturing' }));
-  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-b', { node: 'node-b', directory: '/var/lib/kube-pcap/x', fileNames: [], state: 'WaitingForTraffic' }));
-  // node-a moves on; node-b's entry must be untouched.
-  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-a', { node: 'node-a', directory: '/var/lib/kube-pcap/x', fileNames: ['a-1.pcap', 'a.pcap'], state: 'Finished' }));
+  const entries = Array.from({ length: 50 }, (_, i) => ({ node: `node-${i}`, directory: '/var/lib/kube-pcap/x', fileNames: [`p-${i}.pcap`], state: 'Capturing' as const }));
+  await client.request({ method: 'PATCH', path: `/apis/projectcalico.org/v3/namespaces/${ns}/packetcaptures/ssa/status`, query: { fieldManager: 'kube-pcap-aggregator' }, contentType: 'application/merge-patch+json', body: { status: { files: entries, summary: '50 Capturing' } } });
   let pc = await getPacketCapture(client, ns, 'ssa');
-  const byNode = Object.fromEntries((pc?.status?.files ?? []).map((f) => [f.node, f]));
-  t.same(Object.keys(byNode).sort(), ['node-a', 'node-b']);
-  t.equal(byNode['node-a']?.state, 'Finished');
-  t.same(byNode['node-a']?.fileNames, ['a-1.pcap', 'a.pcap']);
-  t.equal(byNode['node-b']?.state, 'WaitingForTraffic');
-
-  // An agent that stops owning a capture removes only its own entry.
-  t.ok(await applyNodeStatus(client, ref, 'kube-pcap-agent/node-a', undefined));
+  t.equal(pc?.status?.files?.length, 50);
+  const full = await client.request<{ metadata: { managedFields: { manager: string; subresource?: string; fieldsV1: unknown }[] } }>({ path: `/apis/projectcalico.org/v3/namespaces/${ns}/packetcaptures/ssa` });
+  const owned = full.metadata.managedFields.find((m) => m.manager === 'kube-pcap-aggregator');
+  t.same(owned?.fieldsV1, { 'f:status': { '.': {}, 'f:files': {}, 'f:summary': {} } }, 'one line for the whole list, whatever the number of nodes');
+  // A node leaves: the writer's next list is the whole truth.
+  await client.request({ method: 'PATCH', path: `/apis/projectcalico.org/v3/namespaces/${ns}/packetcaptures/ssa/status`, query: { fieldManager: 'kube-pcap-aggregator' }, contentType: 'application/merge-patch+json', body: { status: { files: entries.slice(1), summary: '49 Capturing' } } });
   pc = await getPacketCapture(client, ns, 'ssa');
-  t.same(pc?.status?.files?.map((f) => f.node), ['node-b']);
+  t.same(pc?.status?.files?.map((f) => f.node), entries.slice(1).map((e) => e.node));
 
   // A node name that is not one (it would become a zip directory) is refused by the schema too.
   for (const node of ['../../x', 'a/b', 'Node-A']) {
