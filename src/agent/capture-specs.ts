@@ -94,10 +94,15 @@ export class CaptureSpecs extends EventEmitter {
       if (JSON.stringify([metadata.deletionTimestamp, metadata.labels, (metadata as { annotations?: unknown }).annotations]) !== before) this.emit('change', type, next);
       return;
     }
-    this.fetch(key, obj.metadata.namespace, obj.metadata.name);
+    this.fetch(key, obj.metadata.namespace, obj.metadata.name, obj.metadata.resourceVersion);
   }
 
-  private fetch(key: string, namespace: string, name: string): void {
+  /**
+   * GETs the capture "not older than" the version the event carried: the API server answers
+   * from its watch cache, which already holds that version, instead of a quorum read of etcd
+   * for every agent at once (a start or stop reaches them all in the same second).
+   */
+  private fetch(key: string, namespace: string, name: string, resourceVersion?: string): void {
     let f = this.pending.get(key);
     if (!f) this.pending.set(key, (f = { failures: 0, timer: undefined, running: false }));
     if (f.running) {
@@ -110,7 +115,7 @@ export class CaptureSpecs extends EventEmitter {
     const done = (): void => {
       f.running = false;
     };
-    this.kube.request<PacketCapture>({ path: `${capturesPath(namespace)}/${encodeURIComponent(name)}`, timeoutMs: this.o.timeoutMs })
+    this.kube.request<PacketCapture>({ path: `${capturesPath(namespace)}/${encodeURIComponent(name)}`, query: { resourceVersion }, timeoutMs: this.o.timeoutMs })
       .then((pc) => {
         done();
         if (this.stopped || this.pending.get(key) !== f) return;
@@ -128,7 +133,7 @@ export class CaptureSpecs extends EventEmitter {
         }
         const wait = fullJitterDelay(Math.max(0, f.failures++), 500, 5000);
         this.o.log.warn({ capture: key, err: (err as Error).message, retryInMs: wait }, 'cannot read the capture; will retry');
-        f.timer = setTimeout(() => this.fetch(key, namespace, name), wait);
+        f.timer = setTimeout(() => this.fetch(key, namespace, name, resourceVersion), wait);
       });
   }
 }

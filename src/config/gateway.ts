@@ -27,7 +27,7 @@ export const gatewayOptions: OptionTable = {
   'agent-client-key-file': { type: 'string', metavar: 'FILE', help: 'Its private key (required; reloaded when it changes).' },
   'agent-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 300, help: 'How long to wait for an agent to start answering (and, for a listing, to finish it).' },
   'agent-list-concurrency': { type: 'integer', default: 64, min: 1, max: 4096, help: 'Agents asked for their listing at once, per request (a capture on 1 000 nodes is listed 64 at a time).' },
-  'max-concurrent-downloads': { type: 'integer', default: 64, min: 1, max: 100_000, help: 'Downloads streamed at once by this replica; more wait in a queue.' },
+  'max-concurrent-downloads': { type: 'integer', default: 16, min: 1, max: 100_000, help: 'Downloads streamed at once by this replica; more wait in a queue. A replica is CPU-bound well below 16 streams: more add memory, not throughput.' },
   'download-queue': { type: 'integer', default: 512, min: 0, max: 1_000_000, help: 'Downloads waiting for a place; beyond, 429 with Retry-After.' },
   'authn-cache-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long a successful token review is reused (never past the token\'s expiry).' },
   'authn-failure-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 300, help: 'How long a rejected token is remembered.' },

@@ -6,6 +6,17 @@ export function backoffDelay(failures: number, baseMs: number, maxMs: number): n
 }
 
 /**
+ * "Equal jitter": half the capped exponential, plus a uniform draw over the other half. A
+ * key's retries keep growing (never sooner than half the step), yet a thousand agents that
+ * failed together (the API server's priority and fairness answering 429 to a burst of report
+ * writes) do not come back together.
+ */
+export function equalJitterDelay(failures: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
+  const d = backoffDelay(failures, baseMs, maxMs);
+  return Math.floor(d / 2 + random() * (d / 2));
+}
+
+/**
  * "Full jitter" exponential back-off: a uniform draw in [0, min(max, base x 2^attempt)).
  * Used where many processes retry against one server (a thousand agents' watches after an
  * API server outage): they spread over the window instead of arriving together, and the

@@ -5,7 +5,7 @@
 // end time) instead of a periodic tick. Keys are worked on concurrently up to a limit, so
 // one capture's slow work never holds up another's.
 
-import { backoffDelay } from './backoff.js';
+import { equalJitterDelay } from './backoff.js';
 
 export interface WorkResult {
   /** Work on the key again after this long (e.g. a debounced status write, an end time). */
@@ -71,11 +71,11 @@ export class WorkQueue {
     this.timers.set(key, { at, timer });
   }
 
-  /** Adds the key after its back-off, which doubles with each call until `forget`. */
+  /** Adds the key after its back-off, which doubles (with jitter) with each call until `forget`. */
   addRateLimited(key: string): number {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
-    const delay = backoffDelay(n, this.o.baseDelayMs, this.o.maxDelayMs);
+    const delay = equalJitterDelay(n, this.o.baseDelayMs, this.o.maxDelayMs);
     this.addAfter(key, delay);
     return delay;
   }

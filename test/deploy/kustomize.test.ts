@@ -47,6 +47,13 @@ t.test('the rendered workloads carry the promised security settings', async (t) 
   t.ok(gwc.resources.requests.cpu && gwc.resources.requests.memory && gwc.resources.limits.memory, 'requests and limits');
   t.match(gwc.image, /^ghcr\.io\/kube-pcap\/gateway:\d+\.\d+\.\d+$/);
   t.same(gwc.ports, [{ name: 'https', containerPort: 9443, protocol: 'TCP' }]);
+  // V8's heap is sized under the container's limit (bench:scale measured the pair), and the
+  // replica has a Lease identity.
+  const env = Object.fromEntries((gwc.env as Json[]).map((e: Json) => [e.name, e]));
+  const heapMiB = Number(/--max-old-space-size=(\d+)/.exec(env.NODE_OPTIONS?.value ?? '')?.[1]);
+  const limitMiB = Number(/^(\d+)Mi$/.exec(gwc.resources.limits.memory)?.[1]);
+  t.ok(heapMiB > 0 && heapMiB <= limitMiB / 2, `heap ${heapMiB} MiB for a ${limitMiB} MiB limit`);
+  t.same(env.POD_NAME?.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } });
   const token = gwPod.volumes.find((v: Json) => v.name === 'agent-token');
   t.equal(token.projected.sources[0].serviceAccountToken.audience, 'kube-pcap-agent');
   const agentCa = gwPod.volumes.find((v: Json) => v.name === 'agent-ca');

@@ -46,6 +46,8 @@ t.test('leader election: defaults as client-go\'s, a unique identity, timings th
   t.throws(() => gw('--leader-election-retry-period-seconds=9'), /retry-period/);
   t.throws(() => gw('--leader-election-lease=nonamespace'), /NAMESPACE\/NAME/);
   t.equal(gw().statusMinIntervalMs, 1000);
+  t.same(gw().downloads, { maxConcurrent: 16, queue: 512 }, 'downloads: a bound on streams and on waiting');
+  t.equal(gw().agents.listConcurrency, 64);
 });
 
 t.test('listen addresses', async (t) => {

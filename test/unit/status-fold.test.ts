@@ -3,7 +3,7 @@
 // reflector's full-jitter back-off.
 import t from 'tap';
 import { foldReports, statusMatches, writeIntervalMs } from '../../src/gateway/aggregate-status.js';
-import { fullJitterDelay } from '../../src/kube/backoff.js';
+import { equalJitterDelay, fullJitterDelay } from '../../src/kube/backoff.js';
 import { reportName, type NodeReport, type NodeReportStatus } from '../../src/kube/node-report.js';
 import type { PacketCapture } from '../../src/kube/packetcapture.js';
 
@@ -75,6 +75,13 @@ t.test('report names: <capture>.<node> when it fits, a hashed DNS subdomain when
   t.equal(long, reportName('c'.repeat(200), `${'n'.repeat(60)}.example.com`), 'stable');
   const dashy = reportName(`${'a'.repeat(236)}-`.padEnd(240, 'b'), 'x'.repeat(30));
   t.match(dashy, /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'never a part ending in a dash');
+});
+
+t.test('equal-jitter back-off (the work queues): at least half the step, never more than the step', async (t) => {
+  t.equal(equalJitterDelay(0, 500, 60_000, () => 0), 250);
+  t.equal(equalJitterDelay(0, 500, 60_000, () => 0.999), 499);
+  t.equal(equalJitterDelay(4, 500, 60_000, () => 0.5), 6000);
+  t.equal(equalJitterDelay(30, 500, 60_000, () => 0), 30_000, 'capped');
 });
 
 t.test('full-jitter back-off: uniform below the capped exponential, never above', async (t) => {
