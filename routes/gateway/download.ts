@@ -4,8 +4,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import '../../src/gateway/decorators.js';
 import { CLIENT_GONE, zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
+import { Readable } from 'node:stream';
 import { QueueFullError } from '../../src/auth/concurrency-limit.js';
+import type { MissingNode } from '../../src/gateway/capture-files.js';
 import { HttpError, notFound } from '../../src/http/status.js';
+
+/** The manifest of a partial download: a name no node directory can take (entries are <node>/<file>). */
+const MISSING_ENTRY = 'MISSING.txt';
 
 /** What a client turned away by a full download queue is told to wait. */
 const RETRY_AFTER_SECONDS = 5;
@@ -15,11 +20,12 @@ const querystring = {
   additionalProperties: false,
   properties: {
     compression: { type: 'string', enum: ['store', 'deflate'], default: 'store' },
+    partial: { type: 'boolean', default: false },
   },
 } as const;
 
 export default async function downloadRoutes(app: FastifyInstance): Promise<void> {
-  app.get<{ Params: CaptureParams; Querystring: { compression: 'store' | 'deflate' } }>(
+  app.get<{ Params: CaptureParams; Querystring: { compression: 'store' | 'deflate'; partial: boolean } }>(
     '/download/:namespace/:name/files.zip',
     { schema: { params: captureParams, querystring }, config: { filesVerb: 'get' } },
     async (request, reply) => {
@@ -38,7 +44,7 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
       }
       reply.raw.once('close', release);
       try {
-        return await send(request.params, request.query.compression, request, reply);
+        return await send(request.params, request.query, request, reply);
       } catch (err) {
         release();
         throw err;
@@ -47,21 +53,24 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
   );
 
   /** Lists every node's files and streams them as one zip (docs: zip-stream.ts). */
-  async function send({ namespace, name }: CaptureParams, compression: 'store' | 'deflate', request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  async function send({ namespace, name }: CaptureParams, { compression, partial }: { compression: 'store' | 'deflate'; partial: boolean }, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const files = app.captureFiles;
     const pc = await files.capture(namespace, name);
-    const nodes = await files.collect(pc);
+    // ?partial=true: what is reachable now, with MISSING.txt naming what is not; without
+    // it, a node that holds files and cannot be asked is a 502 (capture-files.ts).
+    const { nodes, missing } = partial ? await files.collectReachable(pc) : { nodes: await files.collect(pc), missing: [] };
     const sources: ZipSource[] = nodes.flatMap((n) => n.files.map((f) => ({
       name: `${n.node}/${f.name}`,
       modified: new Date(f.modified),
       size: f.size,
       open: (signal: AbortSignal) => files.agents.open(n.endpoint, namespace, name, f.name, signal),
     })));
+    if (missing.length > 0) sources.unshift(missingManifest(namespace, name, missing));
     if (sources.length === 0) {
       throw notFound(`packetcaptures.projectcalico.org "${name}" in namespace "${namespace}" has no files yet`, 'NoFiles');
     }
     const m = app.gatewayMetrics;
-    request.log.info({ user: request.caller?.username, namespace, name, files: sources.length, nodes: nodes.map((n) => n.node) }, 'streaming files.zip');
+    request.log.info({ user: request.caller?.username, namespace, name, files: sources.length, nodes: nodes.map((n) => n.node), ...(missing.length > 0 ? { missing: missing.map((m) => m.node) } : {}) }, partial ? 'streaming a partial files.zip' : 'streaming files.zip');
     const zip = zipStream(sources, {
       deflate: compression === 'deflate',
       onBytes: (n) => m.bytesStreamed.inc(n),
@@ -78,4 +87,21 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
       .header('cache-control', 'no-store')
       .send(zip);
   }
+}
+
+/** The entry that says which nodes a partial zip leaves out, and why; first in the zip. */
+function missingManifest(namespace: string, name: string, missing: MissingNode[]): ZipSource {
+  const text = [
+    `This files.zip of ${namespace}/${name} is partial (?partial=true): these nodes hold files of the capture but were left out.`,
+    '',
+    ...missing.map((m) => `${m.node}\t${m.problem}\t${m.why}`),
+    '',
+  ].join('\n');
+  const bytes = Buffer.from(text);
+  return {
+    name: MISSING_ENTRY,
+    modified: new Date(),
+    size: bytes.length,
+    open: async () => ({ body: Readable.from([bytes]), length: bytes.length }),
+  };
 }

@@ -27,6 +27,13 @@ export interface CaptureFilesOptions {
   onAgentError?: (operation: string) => void;
 }
 
+/** A node that holds files of the capture but was left out, and why. */
+export interface MissingNode {
+  node: string;
+  problem: 'AgentUnreachable' | 'AgentInvalidResponse';
+  why: string;
+}
+
 export class CaptureFiles {
   private readonly apiTimeoutMs: number;
   private readonly log: Logger;
@@ -81,6 +88,29 @@ export class CaptureFiles {
    * is asked too (its status may lag a first file by a second) but may be skipped.
    */
   async collect(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<NodeFiles[]> {
+    const { nodes, missing } = await this.gather(pc, signal, entries);
+    const { namespace, name } = pc.metadata;
+    const invalid = missing.filter((m) => m.problem === 'AgentInvalidResponse').map((m) => m.node);
+    if (invalid.length > 0) {
+      throw badGateway(`the agents of these nodes sent a listing that is not a list of capture files: ${invalid.join(', ')}`, invalid, 'AgentInvalidResponse');
+    }
+    if (missing.length > 0) {
+      const unreachable = missing.map((m) => m.node);
+      throw badGateway(`the agents of these nodes hold files of ${namespace}/${name} but cannot be reached: ${unreachable.join(', ')}`, unreachable);
+    }
+    return nodes;
+  }
+
+  /**
+   * What is reachable now (a download with ?partial=true): the files of every node whose
+   * agent answered, and each node that holds files but was left out, with why. The caller
+   * says so in the zip (MISSING.txt); nothing is left out silently.
+   */
+  async collectReachable(pc: PacketCapture, signal?: AbortSignal): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
+    return await this.gather(pc, signal);
+  }
+
+  private async gather(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
     const { namespace, name } = pc.metadata;
     entries ??= await this.nodes(pc);
     // A node name becomes a zip directory: anything but a Kubernetes node name is refused
@@ -89,13 +119,12 @@ export class CaptureFiles {
     if (badNodes.length > 0) {
       throw badGateway(`the status of ${namespace}/${name} names nodes that are not node names: ${badNodes.join(', ')}`, badNodes, 'AgentInvalidResponse');
     }
-    const unreachable: string[] = [];
-    const invalid: string[] = [];
+    const missing: MissingNode[] = [];
     const results = await mapBounded(entries, this.o.listConcurrency, async (entry): Promise<NodeFiles | undefined> => {
       const holdsFiles = (entry.fileNames?.length ?? 0) > 0;
       const endpoint = this.directory.endpointFor(entry.node);
       if (!endpoint) {
-        if (holdsFiles) unreachable.push(entry.node);
+        if (holdsFiles) missing.push({ node: entry.node, problem: 'AgentUnreachable', why: 'no agent endpoint for this node (its agent is not running or not ready)' });
         this.log.warn({ node: entry.node, holdsFiles }, 'no agent endpoint for node');
         return undefined;
       }
@@ -107,25 +136,18 @@ export class CaptureFiles {
         if (err instanceof InvalidListingError) {
           this.onAgentError('list');
           this.log.warn({ node: entry.node, err: err.message }, 'agent listing refused');
-          invalid.push(entry.node);
+          missing.push({ node: entry.node, problem: 'AgentInvalidResponse', why: `its agent answered off-contract (${err.message.slice(0, 200)})` });
           return undefined;
         }
         if (!(err instanceof AgentError)) throw err;
         this.onAgentError('list');
         this.log.warn({ node: entry.node, holdsFiles, err: err.message }, 'agent listing failed');
-        if (holdsFiles) unreachable.push(entry.node);
+        if (holdsFiles) missing.push({ node: entry.node, problem: 'AgentUnreachable', why: `its agent could not be asked (${err.message.slice(0, 200)})` });
         return undefined;
       }
     });
-    if (invalid.length > 0) {
-      invalid.sort();
-      throw badGateway(`the agents of these nodes sent a listing that is not a list of capture files: ${invalid.join(', ')}`, invalid, 'AgentInvalidResponse');
-    }
-    if (unreachable.length > 0) {
-      unreachable.sort();
-      throw badGateway(`the agents of these nodes hold files of ${namespace}/${name} but cannot be reached: ${unreachable.join(', ')}`, unreachable);
-    }
-    return results.filter((r): r is NodeFiles => r !== undefined).sort((a, b) => a.node.localeCompare(b.node));
+    missing.sort((a, b) => a.node.localeCompare(b.node));
+    return { nodes: results.filter((r): r is NodeFiles => r !== undefined).sort((a, b) => a.node.localeCompare(b.node)), missing };
   }
 }
 

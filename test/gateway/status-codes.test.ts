@@ -2,16 +2,16 @@
 // real RBAC and real agents. (The API-server-down row needs its own control plane:
 // api-outage.test.ts.) Every error body is a Kubernetes Status that openapi.yaml describes.
 import { createSign } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
-import { https, type Response } from '../harness/http.js';
+import { https, run, type Response } from '../harness/http.js';
 import { checkResponse } from '../harness/openapi.js';
 import type { TapTest } from '../harness/tap.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
-import { startAgent } from '../harness/kube-pcap.js';
+import { scratchDir, startAgent } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
 const c = await cluster(t);
@@ -161,6 +161,22 @@ t.test('502 naming the node: an agent that holds files cannot be reached', async
   t.match(body.message, new RegExp(`cannot be reached: ${agent.node}$`));
   t.same(body.details?.causes?.map((cause) => cause.field), [agent.node]);
   await expectStatus(t, await https(url(FILES), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway', FILES);
+
+  // ?partial=true: what is reachable, and a manifest of what is not; never a silent partial zip.
+  const partial = await https(`${url(DOWNLOAD)}?partial=true`, { caFile: ca, token: w.devopsToken });
+  t.equal(partial.status, 200, `partial: ${partial.status === 200 ? '' : partial.body.toString().slice(0, 300)}`);
+  await checkResponse('GET', DOWNLOAD, partial.status, partial.headers['content-type'] as string, partial.body);
+  const dir = await scratchDir(t, 'partial');
+  await writeFile(join(dir, 'files.zip'), partial.body);
+  t.equal((await run('unzip', ['-t', join(dir, 'files.zip')])).code, 0, 'a valid zip');
+  const entries = (await run('unzip', ['-Z1', join(dir, 'files.zip')])).stdout.trim().split('\n');
+  const up = w.agents[0]!.node;
+  t.same(entries, ['MISSING.txt', ...[...w.files.keys()].filter((k) => k.startsWith(`${up}/`)).sort()], 'the manifest first, then every file of the node that answered');
+  const manifest = (await run('unzip', ['-p', join(dir, 'files.zip'), 'MISSING.txt'])).stdout;
+  t.match(manifest, /is partial \(\?partial=true\)/);
+  t.match(manifest, new RegExp(`^${agent.node}\tAgentUnreachable\tits agent could not be asked`, 'm'), 'names the node left out and why');
+  t.notMatch(manifest, new RegExp(up), 'and only it');
+  t.equal(manifest.trim().split('\n').length, 3, 'one line per missing node');
 });
 
 t.test('once stopped, DELETE removes every node\'s files; with an agent down it is a 502 first', async (t) => {
