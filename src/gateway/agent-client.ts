@@ -100,9 +100,8 @@ export class AgentClient {
     let body: unknown;
     try {
       body = await res.body.json();
-    } catch (err) {
+    } catch {
       if (deadline.aborted) throw new AgentError(ep.node, `the listing did not arrive within ${this.opts.timeoutMs} ms`);
-      void err;
       throw new InvalidListingError(ep.node, 'not JSON');
     }
     return parseListing(ep.node, body);
