@@ -49,11 +49,6 @@ export class CaptureSpecs extends EventEmitter {
     return this.reflector.lastError;
   }
 
-  /** The reflector's list and watch counts. */
-  get counts(): { lists: number; watches: number } {
-    return this.reflector.counts;
-  }
-
   start(): void {
     this.reflector.start();
   }
@@ -87,11 +82,11 @@ export class CaptureSpecs extends EventEmitter {
     if (held && held.metadata.uid === obj.metadata.uid && held.metadata.generation === obj.metadata.generation) {
       // The spec is the one held: take the new metadata. Only a change someone acts on
       // (deletion, labels, annotations) is passed on; a status write is not.
-      const before = JSON.stringify([held.metadata.deletionTimestamp, held.metadata.labels, (held.metadata as { annotations?: unknown }).annotations]);
+      const before = JSON.stringify([held.metadata.deletionTimestamp, held.metadata.labels, held.metadata.annotations]);
       const metadata = { ...held.metadata, ...obj.metadata };
       const next: PacketCapture = { ...held, metadata };
       this.items.set(key, next);
-      if (JSON.stringify([metadata.deletionTimestamp, metadata.labels, (metadata as { annotations?: unknown }).annotations]) !== before) this.emit('change', type, next);
+      if (JSON.stringify([metadata.deletionTimestamp, metadata.labels, metadata.annotations]) !== before) this.emit('change', type, next);
       return;
     }
     this.fetch(key, obj.metadata.namespace, obj.metadata.name, obj.metadata.resourceVersion);

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { KubeApiError, type KubeClient } from './client.js';
 import { PACKETCAPTURE, type NodeCaptureStatus } from './packetcapture.js';
+import type { NamespacedObjectMeta } from './reflector.js';
 
 export const NODE_REPORT = {
   group: 'kube-pcap.io',
@@ -26,14 +27,8 @@ export type NodeReportStatus = Omit<NodeCaptureStatus, 'node'> & {
 export interface NodeReport {
   apiVersion: string;
   kind: string;
-  metadata: {
-    name: string;
-    namespace: string;
-    uid?: string;
-    resourceVersion?: string;
-    labels?: Record<string, string>;
+  metadata: NamespacedObjectMeta & {
     ownerReferences?: { apiVersion: string; kind: string; name: string; uid: string; controller?: boolean }[];
-    deletionTimestamp?: string;
   };
   spec: { nodeName: string; captureName: string; captureUID: string };
   status?: NodeReportStatus;

@@ -1,5 +1,6 @@
 // The PacketCapture resource (projectcalico.org/v3), as deploy/crd defines it.
 import { KubeApiError, type KubeClient } from './client.js';
+import type { NamespacedObjectMeta } from './reflector.js';
 
 export const PACKETCAPTURE = {
   group: 'projectcalico.org',
@@ -40,16 +41,7 @@ export interface NodeCaptureStatus {
 export interface PacketCapture {
   apiVersion: string;
   kind: string;
-  metadata: {
-    name: string;
-    namespace: string;
-    uid?: string;
-    resourceVersion?: string;
-    generation?: number;
-    creationTimestamp?: string;
-    deletionTimestamp?: string;
-    labels?: Record<string, string>;
-  };
+  metadata: NamespacedObjectMeta;
   spec?: PacketCaptureSpec;
   status?: { files?: NodeCaptureStatus[]; summary?: string };
 }

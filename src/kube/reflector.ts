@@ -23,8 +23,14 @@ export interface ObjectMeta {
   resourceVersion?: string;
   uid?: string;
   generation?: number;
+  creationTimestamp?: string;
   deletionTimestamp?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
 }
+
+/** The metadata of a namespaced object as read from the API server: it has a name and a namespace. */
+export type NamespacedObjectMeta = ObjectMeta & { name: string; namespace: string };
 
 export interface KubeObject {
   metadata?: ObjectMeta;
@@ -71,8 +77,6 @@ export class Reflector<T extends KubeObject> extends EventEmitter {
   /** True while the cache follows the API server; false before the first list and while a list or watch keeps failing. */
   synced = false;
   lastError: string | undefined;
-  /** Lists and watch (re)starts made, for tests and benchmarks. */
-  readonly counts = { lists: 0, watches: 0 };
   private resourceVersion = '';
   private abort = new AbortController();
   private running: Promise<void> | undefined;
@@ -154,7 +158,6 @@ export class Reflector<T extends KubeObject> extends EventEmitter {
     // First list: any version the watch cache has ("0"). Later lists: nothing older than what
     // this cache already had, so a relist never travels back in time.
     const from = this.everListed && this.resourceVersion ? { resourceVersion: this.resourceVersion, resourceVersionMatch: 'NotOlderThan' } : { resourceVersion: '0' };
-    this.counts.lists++;
     try {
       do {
         const page = await this.kube.request<{ items?: T[]; metadata?: { resourceVersion?: string; continue?: string } }>({
@@ -187,7 +190,6 @@ export class Reflector<T extends KubeObject> extends EventEmitter {
     // The server ends the watch after this long; a client timeout a little later catches
     // a connection that died silently.
     const timeoutSeconds = 240 + Math.floor(Math.random() * 120);
-    this.counts.watches++;
     const body = await this.kube.stream({
       path: this.opts.path,
       query: {
