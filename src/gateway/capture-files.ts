@@ -4,6 +4,7 @@
 // listing before anything is streamed, so that a missing agent is a clean 502 naming the
 // nodes, never a zip that silently lacks files.
 import type { Logger } from 'pino';
+import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import { badGateway, notFound, serviceUnavailable } from '../http/status.js';
 import { KubeApiError, KubeUnavailableError, type KubeClient } from '../kube/client.js';
 import { entryOf, listCaptureReports } from '../kube/node-report.js';
@@ -35,31 +36,16 @@ export interface MissingNode {
 }
 
 export class CaptureFiles {
-  private readonly apiTimeoutMs: number;
-  private readonly log: Logger;
-  private readonly onAgentError: (operation: string) => void;
-
   constructor(
     private readonly kube: KubeClient,
     readonly directory: AgentDirectory,
     readonly agents: AgentClient,
     private readonly o: CaptureFilesOptions,
-  ) {
-    this.apiTimeoutMs = o.apiTimeoutMs;
-    this.log = o.log;
-    this.onAgentError = o.onAgentError ?? (() => undefined);
-  }
+  ) {}
 
   /** The PacketCapture, read with the gateway's own identity; 404 when there is none. */
   async capture(namespace: string, name: string): Promise<PacketCapture> {
-    let pc: PacketCapture | undefined;
-    try {
-      pc = await getPacketCapture(this.kube, namespace, name, this.apiTimeoutMs);
-    } catch (err) {
-      if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot read the PacketCapture: the API server is unavailable (${err.message})`);
-      if (err instanceof KubeApiError) throw serviceUnavailable(`cannot read the PacketCapture (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
-      throw err;
-    }
+    const pc = await readOr503('the PacketCapture', () => getPacketCapture(this.kube, namespace, name, this.o.apiTimeoutMs));
     if (!pc) throw notFound(`packetcaptures.projectcalico.org "${name}" not found in namespace "${namespace}"`);
     return pc;
   }
@@ -70,14 +56,7 @@ export class CaptureFiles {
    */
   async nodes(pc: PacketCapture): Promise<NodeCaptureStatus[]> {
     const { namespace, name, uid } = pc.metadata;
-    let reports;
-    try {
-      reports = await listCaptureReports(this.kube, { namespace, name, uid: uid ?? '' }, this.apiTimeoutMs);
-    } catch (err) {
-      if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot read the capture's node reports: the API server is unavailable (${err.message})`);
-      if (err instanceof KubeApiError) throw serviceUnavailable(`cannot read the capture's node reports (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
-      throw err;
-    }
+    const reports = await readOr503('the capture\'s node reports', () => listCaptureReports(this.kube, { namespace, name, uid: uid ?? '' }, this.o.apiTimeoutMs));
     if (reports.length === 0) return pc.status?.files ?? [];
     return reports.filter((r) => !r.metadata.deletionTimestamp).map(entryOf).sort((a, b) => a.node.localeCompare(b.node));
   }
@@ -88,7 +67,7 @@ export class CaptureFiles {
    * is asked too (its status may lag a first file by a second) but may be skipped.
    */
   async collect(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<NodeFiles[]> {
-    const { nodes, missing } = await this.gather(pc, signal, entries);
+    const { nodes, missing } = await this.collectReachable(pc, signal, entries);
     const { namespace, name } = pc.metadata;
     const invalid = missing.filter((m) => m.problem === 'AgentInvalidResponse').map((m) => m.node);
     if (invalid.length > 0) {
@@ -106,11 +85,7 @@ export class CaptureFiles {
    * agent answered, and each node that holds files but was left out, with why. The caller
    * says so in the zip (MISSING.txt); nothing is left out silently.
    */
-  async collectReachable(pc: PacketCapture, signal?: AbortSignal): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
-    return await this.gather(pc, signal);
-  }
-
-  private async gather(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
+  async collectReachable(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
     const { namespace, name } = pc.metadata;
     entries ??= await this.nodes(pc);
     // A node name becomes a zip directory: anything but a Kubernetes node name is refused
@@ -120,12 +95,13 @@ export class CaptureFiles {
       throw badGateway(`the status of ${namespace}/${name} names nodes that are not node names: ${badNodes.join(', ')}`, badNodes, 'AgentInvalidResponse');
     }
     const missing: MissingNode[] = [];
-    const results = await mapBounded(entries, this.o.listConcurrency, async (entry): Promise<NodeFiles | undefined> => {
+    const listings = new ConcurrencyLimit({ maxInFlight: this.o.listConcurrency, maxQueued: Infinity, what: 'agent listings' });
+    const results = await Promise.all(entries.map((entry) => listings.run(async (): Promise<NodeFiles | undefined> => {
       const holdsFiles = (entry.fileNames?.length ?? 0) > 0;
       const endpoint = this.directory.endpointFor(entry.node);
       if (!endpoint) {
         if (holdsFiles) missing.push({ node: entry.node, problem: 'AgentUnreachable', why: 'no agent endpoint for this node (its agent is not running or not ready)' });
-        this.log.warn({ node: entry.node, holdsFiles }, 'no agent endpoint for node');
+        this.o.log.warn({ node: entry.node, holdsFiles }, 'no agent endpoint for node');
         return undefined;
       }
       try {
@@ -134,33 +110,30 @@ export class CaptureFiles {
         return { node: entry.node, state: entry.state, endpoint, files: [...files].sort((a, b) => a.name.localeCompare(b.name)) };
       } catch (err) {
         if (err instanceof InvalidListingError) {
-          this.onAgentError('list');
-          this.log.warn({ node: entry.node, err: err.message }, 'agent listing refused');
+          this.o.onAgentError?.('list');
+          this.o.log.warn({ node: entry.node, err: err.message }, 'agent listing refused');
           missing.push({ node: entry.node, problem: 'AgentInvalidResponse', why: `its agent answered off-contract (${err.message.slice(0, 200)})` });
           return undefined;
         }
         if (!(err instanceof AgentError)) throw err;
-        this.onAgentError('list');
-        this.log.warn({ node: entry.node, holdsFiles, err: err.message }, 'agent listing failed');
+        this.o.onAgentError?.('list');
+        this.o.log.warn({ node: entry.node, holdsFiles, err: err.message }, 'agent listing failed');
         if (holdsFiles) missing.push({ node: entry.node, problem: 'AgentUnreachable', why: `its agent could not be asked (${err.message.slice(0, 200)})` });
         return undefined;
       }
-    });
+    })));
     missing.sort((a, b) => a.node.localeCompare(b.node));
     return { nodes: results.filter((r): r is NodeFiles => r !== undefined).sort((a, b) => a.node.localeCompare(b.node)), missing };
   }
 }
 
-/** fn over items, at most `limit` at once, results in input order. */
-async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
+/** A read from the API server that fails closed: unavailable or refused is a 503 saying what could not be read. */
+async function readOr503<T>(what: string, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot read ${what}: the API server is unavailable (${err.message})`);
+    if (err instanceof KubeApiError) throw serviceUnavailable(`cannot read ${what} (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
+    throw err;
+  }
 }
