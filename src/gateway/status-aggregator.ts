@@ -12,7 +12,7 @@ import { deleteNodeReport, reportsPath, type NodeReport } from '../kube/node-rep
 import { capturesPath, type PacketCapture } from '../kube/packetcapture.js';
 import { objectKey, Reflector, type KubeObject } from '../kube/reflector.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
-import { foldReports, statusMatches, writeIntervalMs, type NodePresence } from './aggregate-status.js';
+import { foldReports, statusMatches, writeIntervalMs } from './aggregate-status.js';
 
 export interface AggregatorMetrics {
   statusWrite(): void;
@@ -122,17 +122,11 @@ export class StatusAggregator {
       this.lastWrite.delete(key);
       return;
     }
-    const nodesKnown = this.nodes.synced;
-    const presence: NodePresence = (node) => (!nodesKnown ? 'unknown' : this.nodes.items.has(`/${node}`) ? 'present' : 'absent');
-    const fold = foldReports(pc.metadata.uid ?? '', this.byCapture.get(key)?.values() ?? [], presence);
-    const pruned = await this.prune(fold.gone);
-    const kept = fold.gone.filter((r) => !pruned.has(r));
-    if (kept.length > 0) {
-      // The Node cache said gone, a fresh read did not confirm it: keep the entries for now.
-      const back = foldReports(pc.metadata.uid ?? '', [...(this.byCapture.get(key)?.values() ?? [])].filter((r) => !pruned.has(r)), () => 'present');
-      fold.files = back.files;
-      fold.summary = back.summary;
-    }
+    const uid = pc.metadata.uid ?? '';
+    const reports = [...(this.byCapture.get(key)?.values() ?? [])];
+    const gone = await this.goneNodes(uid, reports);
+    const fold = foldReports(uid, reports, (node) => (gone.has(node) ? 'absent' : 'present'));
+    await this.prune(fold.gone);
     if (statusMatches(pc, fold)) return;
     const body = { status: { files: fold.files, summary: fold.files.length > 0 ? fold.summary : null } };
     const text = JSON.stringify(body);
@@ -161,20 +155,25 @@ export class StatusAggregator {
     }
   }
 
-  /** Deletes the reports whose Node a fresh read says is gone; returns those deleted (or already gone). */
-  private async prune(candidates: NodeReport[]): Promise<Set<NodeReport>> {
-    const done = new Set<NodeReport>();
-    const absent = new Map<string, boolean>();
-    for (const r of candidates) {
-      const node = r.spec.nodeName;
-      if (!absent.has(node)) absent.set(node, await this.nodeIsGone(node));
-      if (!absent.get(node)) continue;
+  /**
+   * The nodes of these reports that no longer exist: the Node cache says so (never while it
+   * is not synced: nothing is pruned when Nodes cannot be listed), and a fresh read confirms it.
+   */
+  private async goneNodes(uid: string, reports: NodeReport[]): Promise<Set<string>> {
+    const gone = new Set<string>();
+    if (!this.nodes.synced) return gone;
+    const candidates = new Set(reports.filter((r) => r.spec?.captureUID === uid && !this.nodes.items.has(`/${r.spec.nodeName}`)).map((r) => r.spec.nodeName));
+    for (const node of candidates) if (await this.nodeIsGone(node)) gone.add(node);
+    return gone;
+  }
+
+  /** Deletes the reports of nodes that are gone (their status entries leave with the next write). */
+  private async prune(reports: NodeReport[]): Promise<void> {
+    for (const r of reports) {
       await deleteNodeReport(this.o.kube, r.metadata.namespace, r.metadata.name, r.metadata.uid);
-      done.add(r);
       this.o.metrics?.reportPruned();
-      this.o.log.info({ capture: `${r.metadata.namespace}/${r.spec.captureName}`, node }, 'node no longer exists: its report and status entry removed');
+      this.o.log.info({ capture: `${r.metadata.namespace}/${r.spec.captureName}`, node: r.spec.nodeName }, 'node no longer exists: its report and status entry removed');
     }
-    return done;
   }
 
   /** True only when the API server says 404 for the Node now; any error keeps it. */
