@@ -25,7 +25,8 @@ import { createPodObject, Topology } from '../test/harness/topology.js';
 import { TestCluster } from '../test/harness/cluster.js';
 import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
 import { startDnsSender } from '../test/harness/dns-sender.js';
-import { installKubePcap, makePki, publishAgents, scratchDir, serviceAccountKubeconfig, startAgent, startGateway, SYSTEM_NAMESPACE, type AgentHandle, type GatewayHandle, type Pki } from '../test/harness/kube-pcap.js';
+import { apiServerRequestCounts } from '../test/harness/apiserver-metrics.js';
+import { gatewayMetric, installKubePcap, makePki, publishAgents, scratchDir, serviceAccountKubeconfig, startAgent, startGateway, SYSTEM_NAMESPACE, type AgentHandle, type GatewayHandle, type Pki } from '../test/harness/kube-pcap.js';
 import { writeDnsPcap } from '../test/harness/pcap-fixtures.js';
 import { shippedMemoryLimitMiB } from '../test/harness/shipped-privileges.js';
 import { waitFor } from '../test/harness/wait.js';
@@ -99,27 +100,6 @@ async function probes(td: Teardowns, c: TestCluster, count: number): Promise<Pro
 async function rssBytes(pid: number): Promise<number> {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
   return Number(m?.[1] ?? NaN) * 1024;
-}
-
-/** apiserver_request_total by "VERB resource", from the API server's own metrics. */
-async function apiRequests(c: TestCluster): Promise<Map<string, number>> {
-  const dispatcher = new Agent({ connect: { ca: await readFile(c.info.caFile), cert: await readFile(c.info.adminCertFile), key: await readFile(c.info.adminKeyFile) } });
-  try {
-    const text = await (await request(`${c.info.server}/metrics`, { dispatcher })).body.text();
-    const out = new Map<string, number>();
-    for (const line of text.split('\n')) {
-      if (!line.startsWith('apiserver_request_total{')) continue;
-      const verb = /verb="([A-Z]+)"/.exec(line)?.[1];
-      const resource = /resource="([a-z]+)"/.exec(line)?.[1];
-      const sub = /subresource="([a-z]*)"/.exec(line)?.[1];
-      if (!verb || !resource) continue;
-      const key = `${verb} ${resource}${sub ? `/${sub}` : ''}`;
-      out.set(key, (out.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1)));
-    }
-    return out;
-  } finally {
-    await dispatcher.close();
-  }
 }
 
 function rates(before: Map<string, number>, after: Map<string, number>, seconds: number): Map<string, number> {
@@ -248,7 +228,7 @@ async function main(): Promise<void> {
       const name = `scale-${n}`;
       // --- start ---
       states.clear();
-      const api0 = await apiRequests(c);
+      const api0 = await apiServerRequestCounts(c);
       const wb0 = watchBytes();
       const gb0 = getBytes();
       const refused0 = refused();
@@ -262,7 +242,7 @@ async function main(): Promise<void> {
       await waitFor(async () => (await getPacketCapture(kube, w.ns, name))?.status?.summary === `${n} Capturing`, { what: 'the status to say every node Capturing', timeoutMs: 120_000, intervalMs: 50 });
       const statusConvergedMs = Date.now() - t0;
       const startS = (Date.now() - t0) / 1000;
-      const api1 = await apiRequests(c);
+      const api1 = await apiServerRequestCounts(c);
       const wb1 = watchBytes();
       const gb1 = getBytes();
       const refusedStart = refused() - refused0;
@@ -275,14 +255,14 @@ async function main(): Promise<void> {
       const largestReport = Math.max(...list.items.map((r) => JSON.stringify(r).length));
 
       // --- steady --- (a measurement window, not a wait for anything)
-      const writes0 = await gatewayMetric(gateway, 'kube_pcap_gateway_status_writes_total');
+      const writes0 = await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_status_writes_total');
       const rw0 = reportWrites();
       const ts = Date.now();
       await new Promise((r) => setTimeout(r, STEADY_S * 1000));
       const steadyS = (Date.now() - ts) / 1000;
-      const api2 = await apiRequests(c);
+      const api2 = await apiServerRequestCounts(c);
       const wb2 = watchBytes();
-      const statusWritesSteady = ((await gatewayMetric(gateway, 'kube_pcap_gateway_status_writes_total')) - writes0) / steadyS;
+      const statusWritesSteady = ((await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_status_writes_total')) - writes0) / steadyS;
       const reportWritesSteady = (reportWrites() - rw0) / steadyS;
 
       // --- the gateway: list every node's files (cold, warm), first zip byte ---
@@ -303,7 +283,7 @@ async function main(): Promise<void> {
       if (zip.status !== 200) throw new Error(`files.zip of ${n} nodes answered ${zip.status}`);
 
       // --- stop ---
-      const api3 = await apiRequests(c);
+      const api3 = await apiServerRequestCounts(c);
       const wb3 = watchBytes();
       const refused3 = refused();
       const t3 = Date.now();
@@ -314,7 +294,7 @@ async function main(): Promise<void> {
         return true;
       }, { what: 'the status to say every node Finished', timeoutMs: 120_000, intervalMs: 50 });
       const stopS = (Date.now() - t3) / 1000;
-      const api4 = await apiRequests(c);
+      const api4 = await apiServerRequestCounts(c);
       const wb4 = watchBytes();
       const gb4 = getBytes();
       const refusedStop = refused() - refused3;
@@ -428,11 +408,6 @@ async function startShippedGateway(...a: Parameters<typeof startGateway>): Promi
   }
 }
 
-async function gatewayMetric(g: GatewayHandle, name: string): Promise<number> {
-  const res = await request(`${g.url}/metrics`, { dispatcher: new Agent({ connect: { rejectUnauthorized: false } }) });
-  const line = (await res.body.text()).split('\n').find((l) => l.startsWith(`${name} `));
-  return Number(line?.split(' ')[1] ?? 0);
-}
 
 /** Gateway RSS against concurrent downloads of one 4.5 MiB capture, bounded (defaults) and unbounded. */
 async function downloads(td: Teardowns, c: TestCluster, w: Probes, token: string): Promise<void> {

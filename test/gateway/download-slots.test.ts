@@ -9,6 +9,7 @@ import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
+import { gatewayMetric } from '../harness/kube-pcap.js';
 import { checkResponse } from '../harness/openapi.js';
 import { writeDnsPcap } from '../harness/pcap-fixtures.js';
 import { waitFor } from '../harness/wait.js';
@@ -33,9 +34,7 @@ async function stalledDownload(): Promise<IncomingMessage> {
 }
 
 async function gauge(name: string): Promise<number> {
-  const res = await https(`${w.gateway.url}/metrics`, { caFile: w.pki.ca.certFile });
-  const line = res.body.toString().split('\n').find((l) => l.startsWith(`${name} `));
-  return Number(line?.split(' ')[1] ?? NaN);
+  return await gatewayMetric(w.gateway, w.pki, name);
 }
 
 t.test('one streaming, one queued, the next one 429 with Retry-After; the queued one goes when the first closes', async (t) => {

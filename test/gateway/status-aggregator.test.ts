@@ -15,7 +15,7 @@ import { privateCluster, uniqueName } from '../harness/cluster.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https, run } from '../harness/http.js';
-import { scratchDir, startGateway, type GatewayHandle } from '../harness/kube-pcap.js';
+import { gatewayMetric, scratchDir, startGateway, type GatewayHandle } from '../harness/kube-pcap.js';
 import { captureReports, deleteNode } from '../harness/node-reports.js';
 import { writeDnsPcap } from '../harness/pcap-fixtures.js';
 import { waitFor } from '../harness/wait.js';
@@ -33,9 +33,7 @@ const downloadUrl = (): string => `${serving.url}/packet-capture/download/${w.ns
 const filesUrl = (): string => `${serving.url}/packet-capture/files/${w.ns}/${CAPTURE}`;
 
 async function metric(g: GatewayHandle, name: string): Promise<number> {
-  const res = await https(`${g.url}/metrics`, { caFile: ca });
-  const line = res.body.toString().split('\n').find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(' ')[1]) : 0;
+  return await gatewayMetric(g, w.pki, name);
 }
 
 async function leaseHolder(): Promise<string> {

@@ -220,8 +220,20 @@ export async function metricsReaderToken(c: TestCluster): Promise<string> {
 export async function agentMetric(agent: { address: string; port: number }, pki: Pki, token: string, name: string, labels?: string): Promise<number> {
   const res = await https(`https://${agent.address}:${agent.port}/metrics`, { caFile: pki.ca.certFile, servername: AGENT_SERVER_NAME, token });
   if (res.status !== 200) throw new Error(`/metrics of the agent at ${agent.address}:${agent.port}: ${res.status}`);
+  return metricValue(res.body.toString(), name, labels);
+}
+
+/** A metric of a gateway's /metrics (open to anyone who reaches it), summed over its series. */
+export async function gatewayMetric(gateway: { url: string }, pki: Pki, name: string, labels?: string): Promise<number> {
+  const res = await https(`${gateway.url}/metrics`, { caFile: pki.ca.certFile });
+  if (res.status !== 200) throw new Error(`/metrics of the gateway at ${gateway.url}: ${res.status}`);
+  return metricValue(res.body.toString(), name, labels);
+}
+
+/** A metric in Prometheus' text format, summed over its series (those whose labels contain `labels`, when given). */
+function metricValue(text: string, name: string, labels?: string): number {
   let total = 0;
-  for (const line of res.body.toString().split('\n')) {
+  for (const line of text.split('\n')) {
     if (!line.startsWith(`${name} `) && !line.startsWith(`${name}{`)) continue;
     if (labels !== undefined && !line.includes(labels)) continue;
     total += Number(line.slice(line.lastIndexOf(' ') + 1));
