@@ -9,7 +9,7 @@ import { chown, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { cluster } from '../harness/cluster.js';
+import { privateCluster } from '../harness/cluster.js';
 import { captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
 import { startDnsSender } from '../harness/dns-sender.js';
 import { https } from '../harness/http.js';
@@ -21,7 +21,9 @@ import type { NodeCaptureStatus } from '../../src/kube/packetcapture.js';
 import { reportedEntry } from '../harness/node-reports.js';
 
 const run = promisify(execFile);
-const c = await cluster(t);
+// An API server of its own: the filter-check count below must not see other test files'
+// captures (agents watch every namespace, and each new expression is one check).
+const c = await privateCluster(t);
 const w = await captureWorld(t, c, { nodes: 1, agents: false });
 const node = w.nodes[0]!;
 const client = await w.addPod(node, 'logging-a', { app: 'logging' });
