@@ -27,6 +27,7 @@ import type { TlsMaterial } from '../http/tls.js';
 import type { KubeClient } from '../kube/client.js';
 import type { CaptureStore } from './capture-store.js';
 import type { CaptureActivity } from './decorators.js';
+import type { FilePins } from './file-pins.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -37,6 +38,7 @@ export interface AgentAppDeps {
   tls: TlsMaterial;
   registry: Registry;
   store: CaptureStore;
+  pins: FilePins;
   activity: CaptureActivity;
   authAudience: string;
   /** Common names of the gateway's client certificate (verified against tls.clientCa). */
@@ -65,6 +67,7 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
   });
   app.decorate('captureStore', deps.store);
   app.decorate('captureActivity', deps.activity);
+  app.decorate('filePins', deps.pins);
   await app.register(errorsPlugin);
   await app.register(metricsPlugin, {
     registry: deps.registry,

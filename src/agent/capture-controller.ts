@@ -20,7 +20,7 @@ import type { Reflector } from '../kube/reflector.js';
 import type { CaptureSpecs } from './capture-specs.js';
 import { filtersToBpf } from './bpf.js';
 import type { CaptureStore } from './capture-store.js';
-import { nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
+import { formatBytes, nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
 import { CaptureWorker } from './capture-worker.js';
 import { withDeadline } from './deadline.js';
 import { DiskGate } from './disk-gate.js';
@@ -29,6 +29,7 @@ import { InterfaceCache, podKey } from './interface-cache.js';
 import { BufferBudget, NodeBudget } from './node-budget.js';
 import type { InterfaceResolver } from './pod-interface.js';
 import type { RotationPolicy } from './rotating-pcap.js';
+import type { RotationGate } from './rotation-gate.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
 
 export interface Pod {
@@ -76,6 +77,12 @@ export interface ControllerOptions {
   concurrency?: number;
   /** Capture writes in libuv's thread pool at once (src/agent/disk-gate.ts). */
   diskSlots?: number;
+  /** Shared with the file pins: rotations wait while a pin is made (rotation-gate.ts). */
+  rotationGate?: RotationGate;
+  /** Bytes held by downloads' pins: reserved on the disk like running captures' (file-pins.ts). */
+  pinnedBytes?: () => number;
+  /** Pins go with the files they pin: a deleted capture's downloads are cut, its space freed. */
+  dropPins?: (namespace: string, name: string) => Promise<unknown>;
 }
 
 /** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
@@ -141,7 +148,7 @@ export class CaptureController {
       },
     });
     this.interfaces = new InterfaceCache({ resolver: o.resolver, onLookup: () => o.metrics?.interfaceLookup(), onSettled: (pod) => this.enqueueNamespace(pod.namespace) });
-    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * o.policy.maxSizeBytes, captureDir: o.captureDir, diskFree: o.diskFree });
+    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * o.policy.maxSizeBytes, captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
     this.buffers = new BufferBudget(o.maxBufferedBytes);
     this.gate = new DiskGate(o.diskSlots ?? 4);
   }
@@ -174,15 +181,41 @@ export class CaptureController {
     this.interfaces.stop();
   }
 
+  /**
+   * Why `bytes` more may not be pinned for a download of this capture, if so. Only a capture
+   * still writing here can rotate the originals away and leave the pin holding the only copy:
+   * then the disk must have room for it beside what running captures may still write.
+   */
+  pinRefusal(namespace: string, name: string, bytes: number): string | undefined {
+    if (bytes === 0 || !this.isCapturing(namespace, name)) return undefined;
+    const v = this.budget.view();
+    if (Number.isNaN(v.diskFree) || v.diskFree - v.diskReserved >= bytes) return undefined;
+    return `not enough disk space on node ${this.o.nodeName} to pin ${formatBytes(bytes)} of ${namespace}/${name} for a download while it still rotates: ${formatBytes(v.diskFree)} free in ${v.captureDir}, ${formatBytes(v.diskReserved)} of it reserved by running captures and other downloads' pins`;
+  }
+
   isCapturing(namespace: string, name: string): boolean {
     const rt = this.runtimes.get(`${namespace}/${name}`);
     return rt !== undefined && [...rt.workers.values()].some((w) => w.capturing);
   }
 
-  /** Committed length of a file being written, for the file server. */
-  liveLength(path: string): number | undefined {
-    for (const r of this.runtimes.values()) for (const w of r.workers.values()) if (w.file.currentPath === path) return w.file.liveLength;
+  /**
+   * Committed length of the file with inode `ino` in `dir`, if a worker is writing it, for the
+   * file server. By inode, not by name: rotation gives the name to a new file at any moment.
+   */
+  liveLength(dir: string, ino: bigint): number | undefined {
+    for (const r of this.runtimes.values()) {
+      for (const w of r.workers.values()) {
+        if (w.file.dir !== dir) continue;
+        const n = w.file.liveLengthOf(ino);
+        if (n !== undefined) return n;
+      }
+    }
     return undefined;
+  }
+
+  /** Pinned bytes went down (a download ended): captures the disk budget refused may fit now. */
+  pinsReleased(): void {
+    for (const [k, r] of this.runtimes) if (r.refused) this.queue.add(k);
   }
 
   filesDeleted(namespace: string, name: string): void {
@@ -230,7 +263,7 @@ export class CaptureController {
     }
     let rt = existing;
     if (!rt) {
-      await withDeadline(this.claimDirectory(dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);
+      await withDeadline(this.claimDirectory(key, dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);
       rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, counters: undefined, refused: false };
       rt.sawTraffic = (await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`)).length > 0;
       this.runtimes.set(key, rt);
@@ -296,7 +329,7 @@ export class CaptureController {
       await Promise.all(stopping);
       if (admitted.length === 0) return;
       await withDeadline(mkdir(dir, { recursive: true, mode: 0o700 }), DISK_DEADLINE_MS, `creating ${dir}`);
-      await withDeadline(this.claimDirectory(dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
+      await withDeadline(this.claimDirectory(key, dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
       for (const want of admitted) {
         this.startWorker(key, rt, want, dir);
         unused--;
@@ -313,6 +346,7 @@ export class CaptureController {
       policy: this.o.policy,
       log: this.o.log,
       gate: this.gate,
+      rotationGate: this.o.rotationGate,
       buffers: this.buffers,
       onPackets: (n, bytes) => this.o.metrics?.packets(namespace, name, n, bytes),
       onRotate: () => {
@@ -387,6 +421,7 @@ export class CaptureController {
     this.expressions.delete(key);
     await Promise.all([...rt.workers.values()].map((w) => this.stopWorker(key, w)));
     const [namespace, name] = key.split('/') as [string, string];
+    await this.o.dropPins?.(namespace, name);
     const removed = await withDeadline(this.o.store.removeAll(namespace, name), DISK_DEADLINE_MS * 4, `removing the files of ${key}`);
     this.o.log.info({ capture: key, removed: removed.length }, 'capture deleted: stopped and files removed');
   }
@@ -405,6 +440,7 @@ export class CaptureController {
         } catch {
           continue; // not a capture directory of ours
         }
+        await this.o.dropPins?.(ns, name);
         const removed = await withDeadline(this.o.store.removeAll(ns, name), DISK_DEADLINE_MS * 4, `removing ${key}`);
         this.o.log.info({ capture: key, removed: removed.length }, 'files of a capture that no longer exists removed');
       }
@@ -425,11 +461,13 @@ export class CaptureController {
   }
 
   /** Records which capture (by uid) owns the directory; another uid's files are removed. */
-  private async claimDirectory(dir: string, uid: string): Promise<void> {
+  private async claimDirectory(key: string, dir: string, uid: string): Promise<void> {
     const marker = join(dir, UID_MARKER);
     const owner = await readFile(marker, 'utf8').catch(() => undefined);
     if (owner === uid) return;
     if (owner !== undefined) {
+      const [namespace, name] = key.split('/') as [string, string];
+      await this.o.dropPins?.(namespace, name);
       await rm(dir, { recursive: true, force: true });
       this.o.log.info({ dir }, 'files of an earlier capture with the same name removed');
     }

@@ -7,10 +7,11 @@
 // checked to be real directories inside the root.
 import { constants } from 'node:fs';
 import { lstat, open, readdir, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
 import { completePrefixLength } from '../pcap/format.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
+import { fileIdentity, fileIdentityAt } from './file-identity.js';
 
 /** What a served file name may look like (src/pcap/file-names.ts). */
 const FILE_NAME = CAPTURE_FILE_NAME;
@@ -24,6 +25,8 @@ export interface StoredFile {
   name: string;
   size: number;
   modified: string;
+  /** Same for one file through renames, different for any two files (file-identity.ts). */
+  identity: string;
 }
 
 export interface OpenedFile {
@@ -31,7 +34,11 @@ export interface OpenedFile {
   /** Bytes that may be served: for a growing file, up to its last complete record. */
   size: number;
   modified: Date;
+  identity: string;
 }
+
+/** Committed length of the file with this inode in this directory, if the agent is writing it. */
+export type LiveLength = (dir: string, ino: bigint) => number | undefined;
 
 export function isRotatedName(file: string): boolean {
   return ROTATED.test(file);
@@ -41,7 +48,7 @@ export class CaptureStore {
   constructor(
     readonly root: string,
     /** Committed length of a file the agent is writing right now (exact, no scan needed). */
-    private readonly liveLength: (path: string) => number | undefined = () => undefined,
+    private readonly liveLength: LiveLength = () => undefined,
   ) {}
 
   /** The directory of a capture; throws on names Kubernetes would never allow. */
@@ -63,9 +70,22 @@ export class CaptureStore {
     return dir;
   }
 
-  private async servableLength(path: string, file: string, statSize: number): Promise<number> {
-    if (isRotatedName(file)) return statSize;
-    return this.liveLength(path) ?? (await completePrefixLength(path));
+  /**
+   * The capture directory if it exists as a real directory inside the root (for pins, which
+   * link its files: file-pins.ts).
+   */
+  async directory(namespace: string, name: string): Promise<string | undefined> {
+    return await this.existingDir(namespace, name);
+  }
+
+  /**
+   * Bytes of the file that may be served: all of a rotated file (written whole, never
+   * touched again); of one being written, its committed records; of any other, its complete
+   * records (a crash may have left a torn one). `path` may be another link to the inode.
+   */
+  async servableLength(dir: string, path: string, file: string, st: { ino: bigint; size: bigint }): Promise<number> {
+    if (isRotatedName(file)) return Number(st.size);
+    return this.liveLength(dir, st.ino) ?? (await completePrefixLength(path));
   }
 
   async list(namespace: string, name: string): Promise<StoredFile[]> {
@@ -75,11 +95,11 @@ export class CaptureStore {
     for (const file of (await readdir(dir)).sort()) {
       if (!FILE_NAME.test(file)) continue;
       const path = join(dir, file);
-      const st = await lstat(path).catch(() => undefined);
+      const st = await lstat(path, { bigint: true }).catch(() => undefined);
       if (!st?.isFile()) continue;
-      const size = await this.servableLength(path, file, st.size).catch(() => undefined);
-      if (size === undefined) continue; // deleted by rotation while we looked
-      out.push({ name: file, size, modified: st.mtime.toISOString() });
+      const found = await Promise.all([this.servableLength(dir, path, file, st), fileIdentityAt(path, st)]).catch(() => undefined);
+      if (found === undefined) continue; // deleted by rotation while we looked
+      out.push({ name: file, size: found[0], modified: st.mtime.toISOString(), identity: found[1] });
     }
     return out;
   }
@@ -108,10 +128,10 @@ export class CaptureStore {
       return undefined;
     }
     try {
-      const st = await handle.stat();
+      const st = await handle.stat({ bigint: true });
       if (!st.isFile()) throw new Error('not a regular file');
-      const size = await this.servableLength(path, file, st.size);
-      return { handle, size: Math.min(size, st.size), modified: st.mtime };
+      const size = await this.servableLength(dirname(path), path, file, st);
+      return { handle, size: Math.min(size, Number(st.size)), modified: st.mtime, identity: await fileIdentity(st, handle) };
     } catch {
       await handle.close();
       return undefined;

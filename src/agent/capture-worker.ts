@@ -16,6 +16,7 @@ import { DeadlineExceeded, withDeadline } from './deadline.js';
 import type { DiskGate } from './disk-gate.js';
 import type { BufferBudget } from './node-budget.js';
 import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating-pcap.js';
+import type { RotationGate } from './rotation-gate.js';
 
 export interface WorkerSpec {
   /** namespace/name of the capture. */
@@ -49,6 +50,8 @@ export interface WorkerOptions {
   finalFlushMs?: number;
   onPackets?: (packets: number, bytes: number) => void;
   onRotate?: () => void;
+  /** Held by pins of the capture's directory (rotation-gate.ts). */
+  rotationGate?: RotationGate;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -90,7 +93,7 @@ export class CaptureWorker extends EventEmitter {
 
   constructor(readonly spec: WorkerSpec, private readonly opts: WorkerOptions) {
     super();
-    this.file = new RotatingPcapFile(spec.dir, `${spec.pod}_${spec.iface}`, opts.policy, () => opts.onRotate?.());
+    this.file = new RotatingPcapFile(spec.dir, `${spec.pod}_${spec.iface}`, opts.policy, () => opts.onRotate?.(), Date.now, opts.rotationGate);
   }
 
   /** Still writing (or about to write again) files of its capture. */

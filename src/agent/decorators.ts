@@ -1,5 +1,6 @@
 // What the agent's routes can reach on the fastify instance.
 import type { CaptureStore } from './capture-store.js';
+import type { FilePins } from './file-pins.js';
 
 export interface CaptureActivity {
   /** Whether this node is still writing files of the capture. */
@@ -12,5 +13,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     captureStore: CaptureStore;
     captureActivity: CaptureActivity;
+    filePins: FilePins;
   }
 }

@@ -13,7 +13,9 @@ import { buildAgentApp } from './app.js';
 import { CaptureSpecs } from './capture-specs.js';
 import { CaptureStore } from './capture-store.js';
 import { CaptureController, type ControllerMetrics, type Pod } from './capture-controller.js';
+import { FilePins } from './file-pins.js';
 import { HostInterfaceResolver } from './pod-interface.js';
+import { RotationGate } from './rotation-gate.js';
 
 function agentMetrics(registry: Registry): ControllerMetrics {
   const packets = new Counter({ name: 'kube_pcap_agent_packets_written_total', help: 'Packets written to pcap files, by capture.', labelNames: ['namespace', 'capture'], registers: [registry] });
@@ -54,7 +56,25 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const pods = new Reflector<Pod>(kube, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'pods' }), timeoutMs: config.apiTimeoutMs * 6 });
   const reports = new Reflector<NodeReport>(kube, { path: reportsPath(), fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'packetcapturenodereports' }), timeoutMs: config.apiTimeoutMs * 6 });
   let controller: CaptureController | undefined;
-  const store = new CaptureStore(config.captureDir, (path) => controller?.liveLength(path));
+  const store = new CaptureStore(config.captureDir, (dir, ino) => controller?.liveLength(dir, ino));
+  const rotationGate = new RotationGate();
+  const pinCount = new Gauge({ name: 'kube_pcap_agent_pins', help: 'Downloads holding pinned files on this node.', registers: [registry] });
+  const pinBytes = new Gauge({ name: 'kube_pcap_agent_pinned_bytes', help: 'Bytes of files held by downloads\' pins, each file once (reserved on the disk like running captures\').', registers: [registry] });
+  let pinned = 0;
+  const pinsExpired = new Counter({ name: 'kube_pcap_agent_pins_expired_total', help: 'Pins removed because their time was up (a download ended without releasing them).', registers: [registry] });
+  const pins = new FilePins({
+    root: config.captureDir, store, gate: rotationGate, ttlMs: config.pinTtlMs, maxPins: config.maxPins, log: log.child({ part: 'pins' }),
+    admit: (ns, name, bytes) => controller?.pinRefusal(ns, name, bytes),
+    onExpired: () => pinsExpired.inc(),
+    onChange: (n, bytes) => {
+      if (bytes < pinned) controller?.pinsReleased();
+      pinned = bytes;
+      pinCount.set(n);
+      pinBytes.set(bytes);
+    },
+  });
+  // Pins of a run before a restart: kept while their time is not up, the others removed.
+  await pins.load();
   controller = new CaptureController({
     nodeName: config.nodeName,
     captureDir: config.captureDir,
@@ -73,10 +93,13 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     maxWorkers: config.maxWorkers,
     maxBufferedBytes: config.maxBufferedBytes,
     metrics: agentMetrics(registry),
+    rotationGate,
+    pinnedBytes: () => pins.pinnedBytes,
+    dropPins: (ns, name) => pins.dropCapture(ns, name),
   });
   const running = controller;
   const app = await buildAgentApp({
-    kube, log, tls, registry, store, limits: config.limits,
+    kube, log, tls, registry, store, pins, limits: config.limits,
     activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), filesDeleted: (ns, name) => running.filesDeleted(ns, name) },
     authAudience: config.authAudience,
     gatewayClientNames: config.gatewayClientNames,
@@ -105,11 +128,13 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   pods.start();
   reports.start();
   running.start();
+  pins.start();
   try {
     await serveUntilSignal(app, config.listen, tls, log);
   } finally {
     // Captures stop, files stay: a restarted agent continues in new files.
     await running.stop();
+    pins.stop();
     log.info('captures stopped');
     await captures.stop();
     await pods.stop();

@@ -12,6 +12,8 @@ export interface NodeBudgetOptions {
   perWorkerBytes: number;
   captureDir: string;
   diskFree?: (dir: string) => Promise<number>;
+  /** Bytes downloads hold pinned (file-pins.ts): rotation may leave the pin the only copy. */
+  pinnedBytes?: () => number;
 }
 
 export class NodeBudget {
@@ -39,7 +41,7 @@ export class NodeBudget {
       freeWorkerSlots: Math.max(0, this.o.maxWorkers - this.workers),
       maxWorkers: this.o.maxWorkers,
       diskFree: this.diskFree,
-      diskReserved: this.workers * this.o.perWorkerBytes,
+      diskReserved: this.workers * this.o.perWorkerBytes + (this.o.pinnedBytes?.() ?? 0),
       perWorkerBytes: this.o.perWorkerBytes,
       captureDir: this.o.captureDir,
     };

@@ -10,6 +10,7 @@ import { constants } from 'node:fs';
 import { lstat, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { completePrefixLength, GLOBAL_HEADER_LENGTH } from '../pcap/format.js';
+import type { RotationGate } from './rotation-gate.js';
 
 export interface RotationPolicy {
   maxSizeBytes: number;
@@ -39,6 +40,8 @@ export class RotatingPcapFile {
   private committed = 0;
   private openedAt = 0;
   private header: Buffer | undefined;
+  /** Inode of the file being written: how the file server knows it by identity, not by name. */
+  private ino: bigint | undefined;
 
   constructor(
     readonly dir: string,
@@ -47,12 +50,15 @@ export class RotatingPcapFile {
     private readonly policy: RotationPolicy,
     private readonly onRotate: () => void = () => undefined,
     private readonly now: () => number = Date.now,
+    /** Renames and prunes wait while a pin of this directory is made (rotation-gate.ts). */
+    private readonly gate?: RotationGate,
   ) {
     this.currentPath = join(dir, `${base}.pcap`);
   }
 
-  get liveLength(): number | undefined {
-    return this.fh ? this.committed : undefined;
+  /** Committed length of the file with inode `ino`, if it is the one being written. */
+  liveLengthOf(ino: bigint): number | undefined {
+    return this.fh && this.ino === ino ? this.committed : undefined;
   }
 
   /** Makes a leftover current file (e.g. from before a crash) whole and rotates it away. */
@@ -62,9 +68,12 @@ export class RotatingPcapFile {
     // Not ours to read or rotate: opening a FIFO would block a thread until someone writes.
     if (!st.isFile()) throw new Error(`${this.currentPath} is not a regular file; remove it to capture on this interface`);
     const good = await completePrefixLength(this.currentPath);
+    // Cutting a torn tail never shortens what a pin holds: pins end on complete records.
     if (good < st.size) await truncate(this.currentPath, good);
-    if (good > GLOBAL_HEADER_LENGTH) await this.rotateFile(this.currentPath);
-    else await unlink(this.currentPath).catch(() => undefined);
+    await this.rotation(async () => {
+      if (good > GLOBAL_HEADER_LENGTH) await this.rotateFile(this.currentPath);
+      else await unlink(this.currentPath).catch(() => undefined);
+    });
   }
 
   /**
@@ -120,15 +129,21 @@ export class RotatingPcapFile {
   }
 
   private async openNew(header: Buffer): Promise<void> {
+    // A new inode every time, never a truncated old one: a download may have pinned the old
+    // one by a hard link (file-pins.ts), and truncating it would change the pinned bytes.
     // O_NOFOLLOW and O_NONBLOCK: whatever took the file's name (a symlink, a FIFO nothing
     // reads) fails at once instead of redirecting or blocking the write.
-    const fh = await open(this.currentPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
-    const st = await fh.stat().catch(() => undefined);
+    const existing = await lstat(this.currentPath).catch(() => undefined);
+    if (existing && !existing.isFile()) throw new Error(`${this.currentPath} is not a regular file; remove it to capture on this interface`);
+    if (existing) await this.rotation(() => unlink(this.currentPath).catch(() => undefined));
+    const fh = await open(this.currentPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
+    const st = await fh.stat({ bigint: true }).catch(() => undefined);
     if (!st?.isFile()) {
       await fh.close();
       throw new Error(`${this.currentPath} is not a regular file; remove it to capture on this interface`);
     }
     this.fh = fh;
+    this.ino = st.ino;
     this.committed = 0;
     this.openedAt = this.now();
     await this.write(header);
@@ -154,9 +169,15 @@ export class RotatingPcapFile {
 
   private async rotate(): Promise<void> {
     const hadPackets = this.committed > GLOBAL_HEADER_LENGTH;
-    await this.close();
-    if (hadPackets) await this.rotateFile(this.currentPath);
-    else await unlink(this.currentPath).catch(() => undefined);
+    await this.rotation(async () => {
+      await this.close();
+      if (hadPackets) await this.rotateFile(this.currentPath);
+      else await unlink(this.currentPath).catch(() => undefined);
+    });
+  }
+
+  private async rotation(op: () => Promise<void>): Promise<void> {
+    await (this.gate ? this.gate.rotation(this.dir, op) : op());
   }
 
   private async rotateFile(path: string): Promise<void> {

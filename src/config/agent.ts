@@ -22,6 +22,8 @@ export const agentOptions: OptionTable = {
   'status-interval-ms': { type: 'integer', default: 1000, min: 100, max: 60_000, help: 'At most one write of this node\'s report per capture per this interval.' },
   'report-counters-interval-seconds': { type: 'integer', default: 60, min: 1, max: 3600, help: 'Packet, byte and drop counters move in this node\'s reports at most once per this interval (the agent\'s /metrics has them live).' },
   'api-timeout-seconds': { type: 'integer', default: 5, min: 1, max: 60, help: 'Timeout of each request to the API server.' },
+  'pin-ttl-seconds': { type: 'integer', default: 120, min: 2, max: 86400, help: 'A download\'s pinned files are kept this long after their last use (the gateway renews them while it streams); then they are removed, also across agent restarts.' },
+  'max-pins': { type: 'integer', default: 128, min: 1, max: 100_000, help: 'Downloads holding pinned files on this node at once; more are answered 503 until one ends.' },
 };
 
 export interface AgentConfig extends ServerConfig {
@@ -41,6 +43,8 @@ export interface AgentConfig extends ServerConfig {
   statusIntervalMs: number;
   counterIntervalMs: number;
   apiTimeoutMs: number;
+  pinTtlMs: number;
+  maxPins: number;
 }
 
 export function agentConfig(v: OptionValues): AgentConfig {
@@ -69,5 +73,7 @@ export function agentConfig(v: OptionValues): AgentConfig {
     statusIntervalMs: v['status-interval-ms'] as number,
     counterIntervalMs: (v['report-counters-interval-seconds'] as number) * 1000,
     apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
+    pinTtlMs: (v['pin-ttl-seconds'] as number) * 1000,
+    maxPins: v['max-pins'] as number,
   };
 }

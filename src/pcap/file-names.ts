@@ -3,3 +3,9 @@
 // and turns into a zip entry): no separators, no dot-dot, no NUL, no tricks.
 export const CAPTURE_FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,250}\.pcap$/;
 export const CAPTURE_FILE_NAME_PATTERN = CAPTURE_FILE_NAME.source;
+
+/**
+ * A file's identity as the agent gives it (src/agent/file-identity.ts): inode, then its birth
+ * time, its first record's timestamp, or "e" (no record yet). One rule for both sides.
+ */
+export const FILE_IDENTITY = /^[0-9a-f]{1,16}-(?:b[0-9a-f]{1,20}|r[0-9a-f]{16}|e)$/;

@@ -2,14 +2,17 @@
 // workers, disk reserved per worker, buffered bytes; a capture refused for budget is an Error
 // naming the budget; the agent's /metrics is for those allowed to read it.
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { captureWorld } from '../harness/capture-fixture.js';
 import { startDnsSender } from '../harness/dns-sender.js';
 import { https } from '../harness/http.js';
-import { AGENT_SERVER_NAME, agentMetric, metricsReaderToken, scratchDir, type AgentHandle } from '../harness/kube-pcap.js';
+import { AGENT_SERVER_NAME, agentMetric, metricsReaderToken, scratchDir, SYSTEM_NAMESPACE, type AgentHandle } from '../harness/kube-pcap.js';
+import { agentRequester } from '../harness/agent-request.js';
+import { writeDnsPcap } from '../harness/pcap-fixtures.js';
 import { shippedMemoryLimitMiB } from '../harness/shipped-privileges.js';
 import type { TapTest } from '../harness/tap.js';
 import { waitFor } from '../harness/wait.js';
@@ -77,6 +80,35 @@ t.test('disk is reserved over all captures: together they never take more than t
   const used = Number((await run('du', ['-sb', disk])).stdout.split('\t')[0]);
   t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * 32 * 1024}`);
   t.ok(used <= running * 32 * 1024 + 16 * 1024, `${used} bytes on the disk, reservation ${running * 32 * 1024}`);
+});
+
+t.test('pinned files count against the disk budget: a capture refused while a download holds them starts when it ends', async (t) => {
+  const disk = await scratchDir(t, 'pin-disk');
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'kube-pcap-pins', disk]);
+  t.teardown(() => run('umount', [disk]).catch(() => undefined));
+  // A finished capture's files, 64 KiB of them, that a download is about to pin.
+  await capture(t, 'pinned-old', 'app == "nothing-here"');
+  const dir = join(disk, w.ns, 'pinned-old');
+  await mkdir(dir, { recursive: true });
+  const held = (await writeDnsPcap(join(dir, 'old-0_cali0-1700000000000001.pcap'), 650)).length;
+  t.ok(held > 60 * 1024, `${held} bytes of files`);
+  const a = await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
+  const gatewayToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
+  const call = agentRequester(a, w.pki, gatewayToken);
+  const made = await call(`/v1/captures/${w.ns}/pinned-old/pins`, { method: 'POST' });
+  t.equal(made.status, 201, made.text);
+  const pin = JSON.parse(made.text) as { id: string };
+  t.equal(await agentMetric(a, w.pki, scraper, 'kube_pcap_agent_pinned_bytes'), held);
+  // ~60 KiB free would hold a worker's 32 KiB, but not beside the 64 KiB the pin may come to hold alone.
+  await capture(t, 'after-pin', 'pod == "logging-0"');
+  const refused = await waitFor(async () => {
+    const e = (await states(['after-pin'])).get('after-pin')!;
+    return e.state === 'Error' ? e : undefined;
+  }, { what: 'the capture to be refused for disk', timeoutMs: 20_000 });
+  t.match(refused.message, /not enough disk space on node .* reserved by running captures and downloads' pinned files/);
+  t.equal((await call(`/v1/captures/${w.ns}/pinned-old/pins/${pin.id}`, { method: 'DELETE' })).status, 200);
+  await w.waitForState('after-pin', 'node-1', 'Capturing');
+  t.pass('released: the refused capture started');
 });
 
 t.test('with the default worker cap reached under traffic, the agent stays well inside its memory limit', async (t) => {

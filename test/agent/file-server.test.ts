@@ -3,11 +3,11 @@
 // Range, a file still being written, and every path trick we know of, sent as raw request
 // lines so nothing normalizes them.
 import { mkdir, rm, symlink, writeFile, readFile, stat } from 'node:fs/promises';
-import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import t from 'tap';
 import { bridgeAddress } from '../harness/addresses.js';
 import { cluster } from '../harness/cluster.js';
+import { agentRequester } from '../harness/agent-request.js';
 import { https, run } from '../harness/http.js';
 import { createCertificateAuthority, issueCertificate, type KeyPair } from '../../src/tls/certificates.js';
 import { installKubePcap, makePki, scratchDir, startAgent, SYSTEM_NAMESPACE } from '../harness/kube-pcap.js';
@@ -43,26 +43,7 @@ const ca = pki.ca.certFile;
 const gatewayToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
 const filesUrl = `${base}/v1/captures/${ns}/${capture}/files`;
 
-/**
- * A request whose path goes on the wire exactly as written (nothing normalizes it), with the
- * gateway's client certificate unless another (or none: null) is given.
- */
-async function agentRequest(path: string, opts: { method?: string; token?: string; headers?: Record<string, string>; clientCert?: KeyPair | null } = {}): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer; text: string }> {
-  const caPem = await readFile(ca);
-  const client = opts.clientCert === undefined ? pki.gatewayClient : opts.clientCert;
-  const identity = client ? { cert: await readFile(client.certFile), key: await readFile(client.keyFile) } : {};
-  return await new Promise((resolve, reject) => {
-    const headers = { authorization: `Bearer ${opts.token ?? gatewayToken}`, ...(opts.headers ?? {}) };
-    httpsRequest({ method: opts.method ?? 'GET', host: address, port: agent.port, path, ca: caPem, servername: 'kube-pcap-agent.kube-pcap.svc', headers, ...identity }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (d: Buffer) => chunks.push(d));
-      res.on('end', () => {
-        const body = Buffer.concat(chunks);
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString() });
-      });
-    }).on('error', reject).end();
-  });
-}
+const agentRequest = agentRequester(agent, pki, gatewayToken);
 const raw = async (path: string, token?: string) => await agentRequest(path, { token });
 const get = async (path: string, headers: Record<string, string> = {}) => await agentRequest(path, { headers });
 

@@ -88,7 +88,7 @@ t.test('node budgets: running workers stay, new ones fit the free slots and the 
 
   const disk = planCapture(inputs({ pods, budget: budget({ diskFree: 100e6, diskReserved: 40e6, perWorkerBytes: 30e6 }) }));
   t.same(disk.workers.map((w) => w.pod.name), ['a', 'b'], '60 MB not reserved: two workers of 30 MB');
-  t.match(disk.refused, /not enough disk space on node node-a: 100\.0 MB free in \/var\/lib\/kube-pcap, 40\.0 MB of it reserved by running captures, .* = 30\.0 MB; not captured: c, d/);
+  t.match(disk.refused, /not enough disk space on node node-a: 100\.0 MB free in \/var\/lib\/kube-pcap, 40\.0 MB of it reserved by running captures and downloads' pinned files, .* = 30\.0 MB; not captured: c, d/);
 
   const unknown = planCapture(inputs({ pods, budget: budget({ diskFree: Number.NaN }) }));
   t.equal(unknown.workers.length, 4, 'free space unknown: not checked');

@@ -1,0 +1,104 @@
+// Pinned files for downloads (docs/downloads.md, "Pinned files"; src/agent/file-pins.ts):
+//   POST   /v1/captures/{ns}/{name}/pins                     pin every file as it is now:
+//                                                            201 {id, expiresAt, ttlSeconds, files}
+//   PUT    /v1/captures/{ns}/{name}/pins/{pin}               renew it while the download runs
+//   GET    /v1/captures/{ns}/{name}/pins/{pin}/files/{file}  the pinned bytes, exactly the
+//                                                            listed size (Range, ETag, If-Match)
+//   DELETE /v1/captures/{ns}/{name}/pins/{pin}               release it
+// Pinning reads files, so it is the `get` verb like listing them.
+import type { FastifyInstance } from 'fastify';
+import '../../src/agent/decorators.js';
+import { sendCaptureFile } from '../../src/agent/file-response.js';
+import { PinRefusedError, type Pin } from '../../src/agent/file-pins.js';
+import { captureParams, type CaptureParams } from '../../src/http/params.js';
+import { HttpError, notFound } from '../../src/http/status.js';
+import { fileListing, fileParams } from './files.js';
+
+const pinParams = {
+  ...captureParams,
+  required: [...captureParams.required, 'pin'],
+  properties: { ...captureParams.properties, pin: { type: 'string', pattern: '^[0-9a-f]{32}$' } },
+} as const;
+
+const pinnedFileParams = {
+  ...fileParams,
+  required: [...fileParams.required, 'pin'],
+  properties: { ...fileParams.properties, pin: { type: 'string', pattern: '^[0-9a-f]{32}$' } },
+} as const;
+
+const pinLease = {
+  type: 'object',
+  required: ['id', 'expiresAt', 'ttlSeconds'],
+  properties: { id: { type: 'string' }, expiresAt: { type: 'string' }, ttlSeconds: { type: 'number' } },
+} as const;
+
+const pinBody = {
+  ...pinLease,
+  required: [...pinLease.required, 'files'],
+  properties: { ...pinLease.properties, files: fileListing },
+} as const;
+
+type PinParams = CaptureParams & { pin: string };
+
+export default async function agentPinRoutes(app: FastifyInstance): Promise<void> {
+  const lease = (pin: Pin): { id: string; expiresAt: string; ttlSeconds: number } => ({
+    id: pin.id,
+    expiresAt: new Date(pin.expiresAt).toISOString(),
+    ttlSeconds: app.filePins.ttlSeconds,
+  });
+  const gone = (p: PinParams): HttpError => notFound(`no pin ${p.pin} of ${p.namespace}/${p.name} on this node (released, expired, or its capture's files were deleted)`, 'PinNotFound');
+
+  app.post<{ Params: CaptureParams }>(
+    '/v1/captures/:namespace/:name/pins',
+    { schema: { params: captureParams, response: { 201: pinBody } }, config: { filesVerb: 'get' } },
+    async (request, reply) => {
+      const { namespace, name } = request.params;
+      try {
+        const pin = await app.filePins.create(namespace, name);
+        request.log.debug({ namespace, name, pin: pin.id, files: pin.files.length }, 'files pinned');
+        return await reply.code(201).send({ ...lease(pin), files: pin.files.map(({ name, size, modified, identity }) => ({ name, size, modified, identity })) });
+      } catch (err) {
+        if (!(err instanceof PinRefusedError)) throw err;
+        const reason = err.status === 507 ? 'InsufficientStorage' : err.status === 503 ? 'ServiceUnavailable' : 'Conflict';
+        throw new HttpError(err.status, reason, err.message, err.status === 503 ? { 'retry-after': '5' } : undefined);
+      }
+    },
+  );
+
+  app.put<{ Params: PinParams }>(
+    '/v1/captures/:namespace/:name/pins/:pin',
+    { schema: { params: pinParams, response: { 200: pinLease } }, config: { filesVerb: 'get' } },
+    async (request) => {
+      const { namespace, name, pin } = request.params;
+      const held = app.filePins.renew(pin, namespace, name);
+      if (!held) throw gone(request.params);
+      return lease(held);
+    },
+  );
+
+  app.delete<{ Params: PinParams }>(
+    '/v1/captures/:namespace/:name/pins/:pin',
+    { schema: { params: pinParams }, config: { filesVerb: 'get' } },
+    async (request) => {
+      const { namespace, name, pin } = request.params;
+      if (!(await app.filePins.release(pin, namespace, name))) throw gone(request.params);
+      return { released: pin };
+    },
+  );
+
+  app.get<{ Params: PinParams & { file: string } }>(
+    '/v1/captures/:namespace/:name/pins/:pin/files/:file',
+    { schema: { params: pinnedFileParams }, config: { filesVerb: 'get' } },
+    async (request, reply) => {
+      const { namespace, name, pin, file } = request.params;
+      const opened = await app.filePins.open(pin, namespace, name, file);
+      if (!opened) throw notFound(`no file "${file}" in pin ${pin} of ${namespace}/${name} on this node (the pin was released, expired, or never held it)`, 'PinNotFound');
+      try {
+        const { size, modified, identity } = opened.file;
+        await sendCaptureFile(request, reply, { handle: opened.handle, size, modified: new Date(modified), identity, label: `${namespace}/${name}/${file} (pin ${pin})` });
+      } finally {
+        opened.done();
+      }
+    },
+  );
+}
