@@ -1,7 +1,11 @@
 // GET /download/{namespace}/{name}/files.zip (also under /packet-capture): every node's
-// files of one capture, streamed as one zip with entries <node>/<file>.
+// files of one capture, streamed as one zip with entries <node>/<file>. Each node's files
+// are pinned when listed, so each entry is exactly the file listed at its listed size
+// (docs/downloads.md); a stored zip's length is then known before its first byte.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import '../../src/gateway/decorators.js';
+import { DownloadPins } from '../../src/gateway/download-pins.js';
+import { storedZipLength } from '../../src/gateway/zip-length.js';
 import { CLIENT_GONE, zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { Readable } from 'node:stream';
@@ -58,21 +62,33 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
     const pc = await files.capture(namespace, name);
     // ?partial=true: what is reachable now, with MISSING.txt naming what is not; without
     // it, a node that holds files and cannot be asked is a 502 (capture-files.ts).
-    const { nodes, missing } = partial ? await files.collectReachable(pc) : { nodes: await files.collect(pc), missing: [] };
-    const sources: ZipSource[] = nodes.flatMap((n) => n.files.map((f) => ({
-      name: `${n.node}/${f.name}`,
-      modified: new Date(f.modified),
-      size: f.size,
-      open: (signal: AbortSignal) => files.agents.open(n.endpoint, namespace, name, f.name, signal),
-    })));
+    const { nodes, missing } = partial ? await files.collectReachable(pc, { pin: true }) : { nodes: await files.collect(pc, { pin: true }), missing: [] };
+    const pins = new DownloadPins(files, namespace, name, nodes, request.log);
+    // Whatever ends the response (done, error, client gone), the pins go back.
+    reply.raw.once('close', () => void pins.releaseAll());
+    const sources: ZipSource[] = [];
+    for (const n of nodes) {
+      if (n.files.length === 0) pins.releaseNode(n);
+      n.files.forEach((f, i) => sources.push({
+        name: `${n.node}/${f.name}`,
+        modified: new Date(f.modified),
+        size: f.size,
+        open: (signal: AbortSignal) => files.agents.openPinned(n.endpoint, namespace, name, n.pin!.id, f, signal),
+        done: i === n.files.length - 1 ? () => pins.releaseNode(n) : undefined,
+      }));
+    }
     if (missing.length > 0) sources.unshift(missingManifest(namespace, name, missing));
     if (sources.length === 0) {
       throw notFound(`packetcaptures.projectcalico.org "${name}" in namespace "${namespace}" has no files yet`, 'NoFiles');
     }
+    pins.start();
+    // Stored: every size is pinned, so the length is exact (zip-length.ts). Deflated: unknown, chunked.
+    const length = compression === 'store' ? storedZipLength(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))) : undefined;
     const m = app.gatewayMetrics;
     request.log.info({ user: request.caller?.username, namespace, name, files: sources.length, nodes: nodes.map((n) => n.node), ...(missing.length > 0 ? { missing: missing.map((m) => m.node) } : {}) }, partial ? 'streaming a partial files.zip' : 'streaming files.zip');
     const zip = zipStream(sources, {
       deflate: compression === 'deflate',
+      length,
       onBytes: (n) => m.bytesStreamed.inc(n),
       onError: (err) => {
         m.downloads.inc({ result: 'aborted' });
@@ -81,6 +97,7 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
       },
     });
     zip.once('end', () => m.downloads.inc({ result: 'complete' }));
+    if (length !== undefined) reply.header('content-length', String(length));
     return reply
       .header('content-type', 'application/zip')
       .header('content-disposition', 'attachment; filename=files.zip')

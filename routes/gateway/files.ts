@@ -17,12 +17,13 @@ const listing = {
       type: 'array',
       items: {
         type: 'object',
-        required: ['node', 'file', 'size', 'modified'],
+        required: ['node', 'file', 'size', 'modified', 'identity'],
         properties: {
           node: { type: 'string' },
           file: { type: 'string' },
           size: { type: 'integer' },
           modified: { type: 'string' },
+          identity: { type: 'string' },
           state: { type: 'string' },
         },
       },
@@ -60,7 +61,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       return {
         namespace,
         name,
-        files: nodes.flatMap((n) => n.files.map((f) => ({ node: n.node, file: f.name, size: f.size, modified: f.modified, ...(n.state ? { state: n.state } : {}) }))),
+        files: nodes.flatMap((n) => n.files.map((f) => ({ node: n.node, file: f.name, size: f.size, modified: f.modified, identity: f.identity, ...(n.state ? { state: n.state } : {}) }))),
       };
     },
   );
@@ -76,7 +77,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
       if (active.length > 0) {
         throw conflict(`packetcaptures.projectcalico.org "${name}" is still capturing on ${active.join(', ')}: stop it first (set spec.endTime, or kubectl pcap stop)`);
       }
-      const nodes = await app.captureFiles.collect(pc, undefined, entries);
+      const nodes = await app.captureFiles.collect(pc, { entries });
       const removed: { node: string; file: string }[] = [];
       const failed: string[] = [];
       const invalid: string[] = [];

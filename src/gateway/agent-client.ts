@@ -9,9 +9,9 @@ import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ReloadingAgent } from '../tls/reloading-agent.js';
 import type { AgentEndpoint } from './agent-directory.js';
-import { InvalidListingError, isCaptureFileName, parseListing, type AgentFile } from './agent-listing.js';
+import { InvalidListingError, isCaptureFileName, parseListing, parsePin, type AgentFile, type AgentPin } from './agent-listing.js';
 
-export type { AgentFile } from './agent-listing.js';
+export type { AgentFile, AgentPin } from './agent-listing.js';
 
 /** The agent could not be asked, or did not answer as the contract says. */
 export class AgentError extends Error {
@@ -63,13 +63,13 @@ export class AgentClient {
     return `https://${host}:${ep.port}${path}`;
   }
 
-  private async call(ep: AgentEndpoint, method: 'GET' | 'DELETE', path: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private async call(ep: AgentEndpoint, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData> {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(this.url(ep, path), {
         method,
         dispatcher: this.https.current,
-        headers: { authorization: `Bearer ${await this.bearer()}` },
+        headers: { ...headers, authorization: `Bearer ${await this.bearer()}` },
         signal,
       });
     } catch (err) {
@@ -95,16 +95,33 @@ export class AgentClient {
    * costs a download that long, not the body timeout.
    */
   async list(ep: AgentEndpoint, namespace: string, name: string): Promise<AgentFile[]> {
+    return parseListing(ep.node, await this.json(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files`));
+  }
+
+  /** Pins the node's files for a download: they are served as listed until released (src/agent/file-pins.ts). */
+  async pin(ep: AgentEndpoint, namespace: string, name: string): Promise<AgentPin> {
+    return parsePin(ep.node, await this.json(ep, 'POST', `/v1/captures/${enc(namespace)}/${enc(name)}/pins`));
+  }
+
+  /** Keeps a pin while its download runs. */
+  async renewPin(ep: AgentEndpoint, namespace: string, name: string, pin: string): Promise<void> {
+    await this.json(ep, 'PUT', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}`);
+  }
+
+  async releasePin(ep: AgentEndpoint, namespace: string, name: string, pin: string): Promise<void> {
+    await this.json(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}`);
+  }
+
+  /** A JSON answer, whole within the agent timeout. */
+  private async json(ep: AgentEndpoint, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string): Promise<unknown> {
     const deadline = AbortSignal.timeout(this.opts.timeoutMs);
-    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files`, deadline);
-    let body: unknown;
+    const res = await this.call(ep, method, path, deadline);
     try {
-      body = await res.body.json();
+      return await res.body.json();
     } catch {
-      if (deadline.aborted) throw new AgentError(ep.node, `the listing did not arrive within ${this.opts.timeoutMs} ms`);
-      throw new InvalidListingError(ep.node, 'not JSON');
+      if (deadline.aborted) throw new AgentError(ep.node, `the answer to ${method} ${path} did not arrive within ${this.opts.timeoutMs} ms`);
+      throw new InvalidListingError(ep.node, `the answer to ${method} ${path} is not JSON`);
     }
-    return parseListing(ep.node, body);
   }
 
   /** The file's bytes as a stream that errors if the transfer is cut short. */
@@ -112,6 +129,22 @@ export class AgentClient {
     const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files/${enc(file)}`, signal);
     const len = Number(res.headers['content-length']);
     return { body: res.body, length: Number.isFinite(len) ? len : undefined };
+  }
+
+  /**
+   * A pinned file's bytes: exactly the listed file at its listed size, or an error before
+   * any of it is used. The agent's ETag must be the listed identity and its length the
+   * listed size; If-Match makes the agent refuse anything else as well.
+   */
+  async openPinned(ep: AgentEndpoint, namespace: string, name: string, pin: string, file: AgentFile, signal?: AbortSignal): Promise<{ body: Readable; length: number }> {
+    const etag = `"${file.identity}"`;
+    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}/files/${enc(file.name)}`, signal, { 'if-match': etag });
+    const length = Number(res.headers['content-length']);
+    if (res.headers.etag !== etag || length !== file.size) {
+      res.body.destroy();
+      throw new AgentError(ep.node, `pinned ${file.name} came as ${String(res.headers.etag)} with ${String(res.headers['content-length'])} bytes, not as listed (${etag}, ${file.size} bytes)`);
+    }
+    return { body: res.body, length };
   }
 
   async deleteFiles(ep: AgentEndpoint, namespace: string, name: string): Promise<string[]> {

@@ -18,6 +18,16 @@ export interface NodeFiles {
   state: CaptureState | undefined;
   endpoint: AgentEndpoint;
   files: AgentFile[];
+  /** With `pin`: the agent holds exactly these files for this download until it is released. */
+  pin?: { id: string; ttlSeconds: number };
+}
+
+export interface CollectOptions {
+  signal?: AbortSignal;
+  /** The nodes' entries when the caller has read them already. */
+  entries?: NodeCaptureStatus[];
+  /** Pin each node's files (a download): what is listed is then what is served. */
+  pin?: boolean;
 }
 
 export interface CaptureFilesOptions {
@@ -66,9 +76,11 @@ export class CaptureFiles {
    * reached fails the whole request (502, naming the nodes). A node whose entry lists none
    * is asked too (its status may lag a first file by a second) but may be skipped.
    */
-  async collect(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<NodeFiles[]> {
-    const { nodes, missing } = await this.collectReachable(pc, signal, entries);
+  async collect(pc: PacketCapture, o: CollectOptions = {}): Promise<NodeFiles[]> {
+    const { nodes, missing } = await this.collectReachable(pc, o);
     const { namespace, name } = pc.metadata;
+    // Nothing is streamed: the pins taken for it are given back at once.
+    if (missing.length > 0) await this.release(namespace, name, nodes);
     const invalid = missing.filter((m) => m.problem === 'AgentInvalidResponse').map((m) => m.node);
     if (invalid.length > 0) {
       throw badGateway(`the agents of these nodes sent a listing that is not a list of capture files: ${invalid.join(', ')}`, invalid, 'AgentInvalidResponse');
@@ -85,9 +97,10 @@ export class CaptureFiles {
    * agent answered, and each node that holds files but was left out, with why. The caller
    * says so in the zip (MISSING.txt); nothing is left out silently.
    */
-  async collectReachable(pc: PacketCapture, signal?: AbortSignal, entries?: NodeCaptureStatus[]): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
+  async collectReachable(pc: PacketCapture, o: CollectOptions = {}): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
     const { namespace, name } = pc.metadata;
-    entries ??= await this.nodes(pc);
+    const { signal } = o;
+    const entries = o.entries ?? await this.nodes(pc);
     // A node name becomes a zip directory: anything but a Kubernetes node name is refused
     // before any agent is asked (the agents' ServiceAccount can write any node's report).
     const badNodes = entries.map((e) => e.node).filter((n) => !isNodeName(n)).map((n) => JSON.stringify(n).slice(0, 80));
@@ -105,6 +118,15 @@ export class CaptureFiles {
         return undefined;
       }
       try {
+        if (o.pin) {
+          const pin = await this.agents.pin(endpoint, namespace, name);
+          const nf: NodeFiles = { node: entry.node, state: entry.state, endpoint, files: [...pin.files].sort((a, b) => a.name.localeCompare(b.name)), pin: { id: pin.id, ttlSeconds: pin.ttlSeconds } };
+          if (signal?.aborted) {
+            await this.release(namespace, name, [nf]);
+            return undefined;
+          }
+          return nf;
+        }
         const files = await this.agents.list(endpoint, namespace, name);
         if (signal?.aborted) return undefined;
         return { node: entry.node, state: entry.state, endpoint, files: [...files].sort((a, b) => a.name.localeCompare(b.name)) };
@@ -124,6 +146,22 @@ export class CaptureFiles {
     })));
     missing.sort((a, b) => a.node.localeCompare(b.node));
     return { nodes: results.filter((r): r is NodeFiles => r !== undefined).sort((a, b) => a.node.localeCompare(b.node)), missing };
+  }
+
+  /**
+   * Gives back these nodes' pins, each at most once, never failing: a pin the agent cannot
+   * be told about expires there on its own (--pin-ttl-seconds).
+   */
+  async release(namespace: string, name: string, nodes: NodeFiles[]): Promise<void> {
+    const releases = new ConcurrencyLimit({ maxInFlight: this.o.listConcurrency, maxQueued: Infinity, what: 'pin releases' });
+    await Promise.all(nodes.map((n) => {
+      const pin = n.pin;
+      if (!pin) return undefined;
+      n.pin = undefined;
+      return releases.run(() => this.agents.releasePin(n.endpoint, namespace, name, pin.id)).catch((err: Error) => {
+        this.o.log.info({ node: n.node, pin: pin.id, err: err.message }, 'cannot release a pin; it expires on the agent');
+      });
+    }));
   }
 }
 

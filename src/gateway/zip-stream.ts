@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { pipeline, Transform, type Readable } from 'node:stream';
 import { ZipArchive } from 'archiver';
 import { useNativeCrc32 } from './native-crc32.js';
+import { forceZip64 } from './zip-length.js';
 
 useNativeCrc32();
 
@@ -17,10 +18,17 @@ export interface ZipSource {
   /** Expected size when known; a shorter transfer is an error. */
   size?: number;
   open(signal: AbortSignal): Promise<{ body: Readable; length: number | undefined }>;
+  /** Called once the entry is in the archive (e.g. to release what held its file). */
+  done?: () => void;
 }
 
 export interface ZipOptions {
   deflate: boolean;
+  /**
+   * The archive's exact size, promised to the client (Content-Length): a byte more is never
+   * sent and a byte short is an error, so a mismatch cuts the connection (zip-length.ts).
+   */
+  length?: number;
   onBytes?: (n: number) => void;
   onError?: (err: Error) => void;
 }
@@ -28,25 +36,30 @@ export interface ZipOptions {
 /** The error a download ends with when its client went away. */
 export const CLIENT_GONE = 'client gone';
 
-/** Zip64 records from this total on: the 32-bit fields of classic zip end at 4 GiB. */
-const ZIP64_FROM_BYTES = 0xffffffff - 64 * 1024 * 1024;
-
 export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
-  const total = sources.reduce((n, s) => n + (s.size ?? 0), 0);
   const archive = new ZipArchive({
     store: !opts.deflate,
     zlib: { level: 6 },
-    forceZip64: total >= ZIP64_FROM_BYTES,
+    forceZip64: forceZip64(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))),
     // archiver buffers 1 MiB by default: enough for the network's chunks to outlive V8's
     // young generation, so that every streamed byte became old-space garbage (+50 MB RSS
     // and slower). Node's own 16 KiB keeps them short-lived; measured: RSS -45 MB, +15% MB/s.
     highWaterMark: 16 * 1024,
   });
   const abort = new AbortController();
+  let sent = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _enc, done) {
+      sent += chunk.length;
+      if (opts.length !== undefined && sent > opts.length) {
+        done(new Error(`files.zip grew past the ${opts.length} bytes promised (a bug): the connection is cut`));
+        return;
+      }
       opts.onBytes?.(chunk.length);
       done(null, chunk);
+    },
+    flush(done) {
+      done(opts.length !== undefined && sent !== opts.length ? new Error(`files.zip ended at ${sent} of the ${opts.length} bytes promised (a bug): the connection is cut`) : null);
     },
   });
   const fail = (err: Error): void => {
@@ -59,6 +72,8 @@ export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
   archive.on('error', fail);
   archive.on('warning', fail);
   // The client went away (the HTTP layer destroys what it was sending): stop reading agents.
+  // A broken length promise, first: then the close that follows is not taken for the client's.
+  counter.on('error', fail);
   counter.on('close', () => {
     if (!counter.readableEnded) fail(new Error(CLIENT_GONE));
   });
@@ -73,6 +88,7 @@ export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
       failed.catch(() => undefined);
       archive.append(checked, { name: src.name, date: src.modified, store: !opts.deflate });
       await Promise.race([once(archive, 'entry', { signal: abort.signal }), failed]);
+      src.done?.();
     }
     await archive.finalize();
   })().catch((err: unknown) => fail(err instanceof Error ? err : new Error(String(err))));

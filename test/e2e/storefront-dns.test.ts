@@ -1,5 +1,6 @@
 // The acceptance test: DESIGN.md's user story, every step asserted, every part real.
 import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import t from 'tap';
 import { allPackets, NAME, NS, StorefrontStory, type ZipContents } from './storefront-story.js';
 import { waitFor } from '../harness/wait.js';
@@ -86,7 +87,9 @@ t.test('6. kubectl delete packetcapture stops the capture', async (t) => {
   }
   // Traffic goes on; no file appears or grows any more.
   await story.otherTraffic();
-  for (const agent of story.agents) t.same(await readdir(agent.captureDir), [], `${agent.node}: nothing captured any more`);
+  // .pins holds downloads' pinned files (docs/downloads.md), empty once they ended.
+  for (const agent of story.agents) t.same((await readdir(agent.captureDir)).filter((f) => f !== '.pins'), [], `${agent.node}: nothing captured any more`);
+  for (const agent of story.agents) t.same(await readdir(join(agent.captureDir, '.pins')).catch(() => []), [], `${agent.node}: no pin left behind`);
   // Two gateway replicas: the one that answered step 2 may still hold that denial for
   // --authz-deny-ttl-seconds (5 s), which steps 3 to 6 can take less than.
   const seen: number[] = [];

@@ -1,6 +1,6 @@
 // The seed's story at the gateway: devops-sa with only the capture Role gets 403; once the
 // files Role is bound, the same curl gets a zip of every node's files, byte for byte.
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
@@ -71,15 +71,29 @@ t.test('the zip has the promised headers and is also served without the /packet-
     t.equal(res.status, 200);
     t.equal(res.headers['content-type'], 'application/zip');
     t.equal(res.headers['content-disposition'], 'attachment; filename=files.zip');
-    t.equal(res.headers['transfer-encoding'], 'chunked', 'streamed, not buffered');
+    t.equal(res.headers['content-length'], String(res.body.length), 'a stored zip says its exact length up front');
+    t.equal(res.headers['transfer-encoding'], undefined, 'so it is not chunked');
     t.equal(res.body.subarray(0, 2).toString(), 'PK');
   }
+});
+
+t.test('curl sees the exact length: progress has a total, and the bytes it got are the bytes promised', async (t) => {
+  const cwd = await scratchDir(t, 'length');
+  const r = await run('curl', ['-sS', '--cacert', ca, '-H', `Authorization: Bearer ${w.devopsToken}`, '-o', 'files.zip', '-w', '%{size_download} %header{content-length}', w.downloadUrl()], { cwd });
+  t.equal(r.code, 0, r.stderr);
+  const [got, promised] = r.stdout.trim().split(' ').map(Number);
+  t.ok(got! > 0);
+  t.equal(got, promised, `curl downloaded ${got} bytes of the ${promised} promised`);
+  t.equal((await readFile(join(cwd, 'files.zip'))).length, promised);
+  t.equal((await run('unzip', ['-t', 'files.zip'], { cwd })).code, 0);
 });
 
 t.test('compression=deflate gives a smaller zip with the same files', async (t) => {
   const stored = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken });
   const deflated = await https(`${w.downloadUrl()}?compression=deflate`, { caFile: ca, token: w.devopsToken });
   t.equal(deflated.status, 200);
+  t.equal(deflated.headers['transfer-encoding'], 'chunked', 'a deflated zip\'s length is not known up front: chunked');
+  t.equal(deflated.headers['content-length'], undefined);
   t.ok(deflated.body.length < stored.body.length, `deflate ${deflated.body.length} < store ${stored.body.length}`);
   const cwd = await scratchDir(t, 'deflate');
   await writeFile(join(cwd, 'd.zip'), deflated.body);
@@ -96,11 +110,15 @@ t.test('the listing shows node, file, size, modified and state, as openapi.yaml 
     const res = await https(url, { caFile: ca, token: w.devopsToken });
     t.equal(res.status, 200, path);
     await checkResponse('GET', path, res.status, res.headers['content-type'] as string, res.body);
-    const body = res.json<{ files: { node: string; file: string; size: number; state: string }[] }>();
+    const body = res.json<{ files: { node: string; file: string; size: number; state: string; identity: string }[] }>();
     t.same(body.files.map((f) => `${f.node}/${f.file}`).sort(), [...w.files.keys()].sort());
     for (const f of body.files) {
       t.equal(f.size, w.files.get(`${f.node}/${f.file}`)!.length, `${f.file} size`);
       t.equal(f.state, 'Capturing', 'the node\'s state');
+      // The identity is the file's inode and birth time on its node: the same through rotation's rename.
+      const agent = w.agents.find((a) => a.node === f.node)!;
+      const st = await stat(join(agent.captureDir, w.ns, CAPTURE, f.file), { bigint: true });
+      t.equal(f.identity, `${st.ino.toString(16)}-b${st.birthtimeNs.toString(16)}`, `${f.file} identity`);
     }
   }
 });

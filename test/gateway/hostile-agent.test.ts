@@ -27,9 +27,16 @@ await w.grantFiles();
 const ca = w.pki.ca.certFile;
 
 let listing: unknown = [];
+/** What the hostile agent answers to a pin (a download): by default a pin of the same listing. */
+let pinAnswer: (() => unknown) | undefined;
 const address = await bridgeAddress(t);
 const hostile: Server = createServer({ cert: await readFile(w.pki.agent.certFile), key: await readFile(w.pki.agent.keyFile) }, (req, res) => {
   res.setHeader('content-type', 'application/json');
+  if (req.method === 'POST' && req.url?.endsWith('/pins')) {
+    res.statusCode = 201;
+    res.end(JSON.stringify(pinAnswer ? pinAnswer() : { id: 'f'.repeat(32), expiresAt: new Date().toISOString(), ttlSeconds: 120, files: listing }));
+    return;
+  }
   res.end(JSON.stringify(req.url?.endsWith('/files') ? listing : []));
 });
 await new Promise<void>((resolve) => hostile.listen(0, address, resolve));
@@ -43,15 +50,18 @@ const pc = (await getPacketCapture(w.kube, w.ns, CAPTURE))!;
 await applyNodeReport(w.kube, { namespace: w.ns, name: CAPTURE, uid: pc.metadata.uid! }, node, { directory: `/var/lib/kube-pcap/${w.ns}/${CAPTURE}`, fileNames: ['x.pcap'], state: 'Capturing' }, 'test-hostile-agent');
 
 const modified = new Date().toISOString();
+const identity = '1f-b18ebfeae31b47582';
 const hostileListings: [string, unknown][] = [
-  ['a path out of the node\'s directory', [{ name: '../../etc/x.pcap', size: 10, modified }]],
-  ['a separator', [{ name: 'a/b.pcap', size: 10, modified }]],
-  ['not a pcap name', [{ name: 'notes.txt', size: 10, modified }]],
-  ['a NUL', [{ name: 'a\u0000.pcap', size: 10, modified }]],
-  ['a duplicate', [{ name: 'a.pcap', size: 10, modified }, { name: 'a.pcap', size: 10, modified }]],
-  ['a negative size', [{ name: 'a.pcap', size: -1, modified }]],
-  ['an absurd size', [{ name: 'a.pcap', size: 2 ** 60, modified }]],
-  ['no time', [{ name: 'a.pcap', size: 10 }]],
+  ['a path out of the node\'s directory', [{ name: '../../etc/x.pcap', size: 10, modified, identity }]],
+  ['a separator', [{ name: 'a/b.pcap', size: 10, modified, identity }]],
+  ['not a pcap name', [{ name: 'notes.txt', size: 10, modified, identity }]],
+  ['a NUL', [{ name: 'a\u0000.pcap', size: 10, modified, identity }]],
+  ['a duplicate', [{ name: 'a.pcap', size: 10, modified, identity }, { name: 'a.pcap', size: 10, modified, identity }]],
+  ['a negative size', [{ name: 'a.pcap', size: -1, modified, identity }]],
+  ['an absurd size', [{ name: 'a.pcap', size: 2 ** 60, modified, identity }]],
+  ['no time', [{ name: 'a.pcap', size: 10, identity }]],
+  ['no identity', [{ name: 'a.pcap', size: 10, modified }]],
+  ['an identity that is not one', [{ name: 'a.pcap', size: 10, modified, identity: '"x", W/"y"' }]],
   ['not a list', { files: [] }],
 ];
 
@@ -69,6 +79,17 @@ for (const [what, body] of hostileListings) {
   });
 }
 
+t.test('a pin whose id could be a path, or without a lifetime: 502 naming the node, no zip', async (t) => {
+  listing = [];
+  for (const answer of [{ id: '../../files', ttlSeconds: 120, files: [] }, { id: 'f'.repeat(32), files: [] }, [] as unknown]) {
+    pinAnswer = () => answer;
+    const res = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken });
+    t.equal(res.status, 502, JSON.stringify(answer));
+    t.match(res.json<{ details: { causes: { reason: string; field: string }[] } }>().details.causes, [{ reason: 'AgentInvalidResponse', field: node }]);
+  }
+  pinAnswer = undefined;
+});
+
 t.test('a well-formed listing from the same agent is served beside the real agents\' files', async (t) => {
   listing = [];
   const res = await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: ca, token: w.devopsToken });
@@ -79,6 +100,6 @@ t.test('a well-formed listing from the same agent is served beside the real agen
 t.test('node names that are not Kubernetes node names never become zip directories', async (t) => {
   for (const bad of ['..', '../x', 'a/b', 'Node-1', '', 'x'.repeat(254), 'a..b', '-a']) t.notOk(isNodeName(bad), JSON.stringify(bad));
   for (const good of ['node-1', 'ip-10-0-0-1.eu-west-1.compute.internal', 'a']) t.ok(isNodeName(good), good);
-  t.throws(() => parseListing('n', [{ name: '..pcap', size: 1, modified }]), /not a plain/);
-  t.same(parseListing('n', [{ name: 'web-0_cali0-1700000000000001.pcap', size: 24, modified, extra: 'ignored' }]), [{ name: 'web-0_cali0-1700000000000001.pcap', size: 24, modified }]);
+  t.throws(() => parseListing('n', [{ name: '..pcap', size: 1, modified, identity }]), /not a plain/);
+  t.same(parseListing('n', [{ name: 'web-0_cali0-1700000000000001.pcap', size: 24, modified, identity, extra: 'ignored' }]), [{ name: 'web-0_cali0-1700000000000001.pcap', size: 24, modified, identity }]);
 });

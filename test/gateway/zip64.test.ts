@@ -25,9 +25,12 @@ t.test('a 4.25 GiB capture downloads as a valid zip64 archive', { timeout: 600_0
   await waitFor(async () => (await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: w.pki.ca.certFile, token: w.devopsToken })).status === 200, { what: 'the grant', timeoutMs: 15_000 });
   const dir = await scratchDir(t, 'zip64');
   const out = join(dir, 'files.zip');
-  const dl = await run('curl', ['-sS', '--fail', '-k', '-o', out, '-w', '%{size_download}', '-H', `Authorization: Bearer ${w.devopsToken}`, w.downloadUrl()], { timeoutMs: 500_000 });
+  const dl = await run('curl', ['-sS', '--fail', '-k', '-o', out, '-w', '%{size_download} %header{content-length}', '-H', `Authorization: Bearer ${w.devopsToken}`, w.downloadUrl()], { timeoutMs: 500_000 });
   t.equal(dl.code, 0, dl.stderr);
-  t.ok(Number(dl.stdout) > size, `${dl.stdout} bytes`);
+  const [got, promised] = dl.stdout.trim().split(' ').map(Number);
+  t.ok(got! > size, `${got} bytes`);
+  // An entry past 4 GiB and entries at offsets past it: the zip64 fields of the length (zip-length.ts).
+  t.equal(got, promised, 'exactly the Content-Length promised before the first byte');
   const info = await run('zipinfo', ['-v', out], { timeoutMs: 60_000 });
   t.match(info.stdout, /Zip64/i, 'zip64 records are present');
   t.match(info.stdout, new RegExp(`${huge}`));

@@ -1,0 +1,207 @@
+// What you download is what was listed (docs/downloads.md, "Pinned files"), on busy captures
+// that rotate every ~200 ms while a client reads slowly. The client reads at a fixed pace and
+// stops reading in between, so the kernel's receive buffer does not grow past its initial
+// size and the pace reaches the gateway and, through it, the agents' fetches (curl's
+// --limit-rate lets the first few hundred KiB through at full speed, so it cannot be that
+// client). Each node holds about 1 MiB, several times what the buffers on the way take. Every zip that arrives must hold, for every
+// node, exactly the files its agent pinned at listing time, byte for byte up to their listed
+// sizes (checked against the pins on the nodes: identity, first record, bytes), and the
+// packets across each pod's entries must be one unbroken run of queries. On a busy capture
+// without pins, the listed files are renamed and pruned long before the client gets to them.
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { request } from 'node:https';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import t from 'tap';
+import { cluster } from '../harness/cluster.js';
+import { captureWorld, readPcap } from '../harness/capture-fixture.js';
+import { queryCounts, startDnsSender } from '../harness/dns-sender.js';
+import { REPO_ROOT } from '../harness/control-plane.js';
+import { run } from '../harness/http.js';
+import { scratchDir, startGateway } from '../harness/kube-pcap.js';
+import { waitFor } from '../harness/wait.js';
+
+const TTL_SECONDS = 3;
+const c = await cluster(t);
+const w = await captureWorld(t, c, { nodes: 2, agents: false });
+const ROTATED = /-(\d{16})\.pcap$/;
+const pods = [await w.addPod(w.nodes[0]!, 'logging-a', { app: 'logging' }), await w.addPod(w.nodes[1]!, 'logging-b', { app: 'logging' })];
+const MAX_FILES = 40;
+for (const n of w.nodes) await w.startAgent(n, ['--capture-max-size-bytes=24576', `--capture-max-files=${MAX_FILES}`, `--pin-ttl-seconds=${TTL_SECONDS}`]);
+await w.applyCapture('busy', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]');
+for (const n of ['node-1', 'node-2']) await w.waitForState('busy', n, 'WaitingForTraffic');
+// About 500 queries and 500 answers a second per pod: a 24 KiB file is full every ~200 ms.
+for (const p of pods) startDnsSender(t, p, w.dns.ip, p.name, 0, 2, w.logDir);
+for (const n of ['node-1', 'node-2']) {
+  await waitFor(async () => (await readdir(w.captureDir(n, 'busy')).catch(() => [] as string[])).filter((f) => ROTATED.test(f)).length >= MAX_FILES, { what: `${MAX_FILES} rotated files on ${n}`, timeoutMs: 60_000 });
+}
+const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
+for (const f of ['devops-serviceaccount.yaml', 'capture-role.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
+const token = await c.tokenFor(w.ns, 'devops-sa');
+const gateway = await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService });
+const url = `${gateway.url}/packet-capture/download/${w.ns}/busy/files.zip`;
+const pinsDir = (short: string): string => join(w.captureDir(short, 'busy'), '..', '..', '.pins');
+
+interface Pinned {
+  bytes: Buffer;
+  identity: string;
+}
+
+/**
+ * Reads every pin that appears on the nodes while `until` is pending: pin.json, and for each
+ * file its first `size` bytes and its identity (inode and birth time of the link, which is
+ * the listed file's inode). Keyed by zip entry, <node>/<file>.
+ */
+async function recordPins(until: Promise<unknown>): Promise<{ files: Map<string, Pinned>; problems: string[] }> {
+  const files = new Map<string, Pinned>();
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  let done = false;
+  void until.finally(() => (done = true));
+  while (!done) {
+    for (const short of ['node-1', 'node-2']) {
+      for (const id of await readdir(pinsDir(short)).catch(() => [] as string[])) {
+        if (seen.has(id)) continue;
+        const meta = await readFile(join(pinsDir(short), id, 'pin.json'), 'utf8').catch(() => undefined);
+        if (!meta) continue; // still being made
+        seen.add(id);
+        const pin = JSON.parse(meta) as { files: { name: string; size: number; identity: string }[] };
+        for (const f of pin.files) {
+          const path = join(pinsDir(short), id, f.name);
+          const st = await stat(path, { bigint: true }).catch(() => undefined);
+          const fh = await open(path).catch(() => undefined);
+          if (!st || !fh) {
+            problems.push(`${short} pin ${id}: ${f.name} was gone before the test could read it`);
+            continue;
+          }
+          const bytes = Buffer.alloc(f.size);
+          await fh.read(bytes, 0, f.size, 0);
+          await fh.close();
+          const identity = `${st.ino.toString(16)}-b${st.birthtimeNs.toString(16)}`;
+          if (identity !== f.identity) problems.push(`${short}/${f.name}: pinned as ${f.identity}, but the pinned file is ${identity}`);
+          files.set(`${w.nodeName(short)}/${f.name}`, { bytes, identity });
+        }
+      }
+    }
+    await new Promise((r) => setTimeout(r, 20)); // sampling the nodes' pin directories, not synchronizing
+  }
+  return { files, problems };
+}
+
+/**
+ * GETs `url` into `file`, reading at `bytesPerSecond`: between reads the stream is left
+ * alone, so its buffer fills, the socket is paused and TCP's window closes on the gateway.
+ */
+async function slowDownload(target: string, file: string, bytesPerSecond: number): Promise<{ status: number; length: number | undefined; bytes: number; complete: boolean; seconds: number }> {
+  const ca = await readFile(w.pki.ca.certFile);
+  const started = performance.now();
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    request(target, { ca, headers: { authorization: `Bearer ${token}` } }, resolve).on('error', reject).end();
+  });
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let complete = false;
+  try {
+    for await (const chunk of res) {
+      chunks.push(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+      const ahead = (bytes / bytesPerSecond) * 1000 - (performance.now() - started);
+      if (ahead > 0) await delay(ahead); // the client's pace, not a wait for anything
+    }
+    complete = res.complete;
+  } catch {
+    complete = false; // cut: what arrived is kept for the assertions
+  }
+  await writeFile(file, Buffer.concat(chunks));
+  const length = res.headers['content-length'] === undefined ? undefined : Number(res.headers['content-length']);
+  return { status: res.statusCode ?? 0, length, bytes, complete, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * Each record's time and DNS query name (Ethernet, IPv4 without options, UDP: the name starts
+ * 54 bytes into the frame), read here rather than by 80 tshark runs; tshark reads the first
+ * and last entry of each node too.
+ */
+function dnsRecords(pcap: Buffer): { time: number; query: string }[] {
+  const out: { time: number; query: string }[] = [];
+  for (let off = 24; off + 16 <= pcap.length;) {
+    const len = pcap.readUInt32LE(off + 8);
+    const frame = pcap.subarray(off + 16, off + 16 + len);
+    const labels: string[] = [];
+    for (let q = 54; q < frame.length && frame[q]! > 0; q += frame[q]! + 1) labels.push(frame.subarray(q + 1, q + 1 + frame[q]!).toString('latin1'));
+    out.push({ time: pcap.readUInt32LE(off) + pcap.readUInt32LE(off + 4) / 1e6, query: labels.join('.') });
+    off += 16 + len;
+  }
+  return out;
+}
+
+/** The first record of a pcap file: its 16-byte header and the packet. */
+function firstRecord(pcap: Buffer): Buffer {
+  if (pcap.length < 40) return Buffer.alloc(0);
+  return pcap.subarray(24, 40 + pcap.readUInt32LE(24 + 8));
+}
+
+for (let i = 1; i <= 2; i++) {
+  t.test(`download ${i} of a capture rotating every ~200 ms, read slowly: every entry is the listed file`, { timeout: 120_000 }, async (t) => {
+    const cwd = await scratchDir(t, `pinned-${i}`);
+    const download = slowDownload(url, join(cwd, 'files.zip'), 160 * 1024);
+    const pins = await recordPins(download);
+    const dl = await download;
+    t.equal(dl.status, 200);
+    t.ok(dl.complete, 'the response ended as HTTP says it should');
+    t.equal(dl.bytes, dl.length, `${dl.bytes} bytes, the Content-Length promised`);
+    // Long enough that node-2's pin, untouched while node-1's files stream, lives only by the gateway's renewals.
+    t.ok(dl.seconds > 2 * TTL_SECONDS, `the download took ${dl.seconds.toFixed(1)} s, more than twice a pin's ${TTL_SECONDS} s lifetime`);
+    t.same(pins.problems, [], 'every pinned file is the identity its pin lists');
+    t.equal((await run('unzip', ['-tq', 'files.zip'], { cwd })).code, 0, 'a valid zip');
+    t.equal((await run('unzip', ['-q', 'files.zip', '-d', 'x'], { cwd })).code, 0);
+
+    const entries: string[] = [];
+    for (const node of (await readdir(join(cwd, 'x'))).sort()) for (const f of (await readdir(join(cwd, 'x', node))).sort()) entries.push(`${node}/${f}`);
+    t.same(entries, [...pins.files.keys()].sort(), 'the zip holds exactly the pinned files of both nodes');
+    let interval = Infinity;
+    for (const short of ['node-1', 'node-2']) {
+      const node = w.nodeName(short);
+      const mine = entries.filter((e) => e.startsWith(`${node}/`));
+      t.ok(mine.length > MAX_FILES / 2, `${node}: ${mine.length} files listed`);
+      const queries: string[] = [];
+      const starts: number[] = [];
+      for (const e of mine) {
+        const bytes = await readFile(join(cwd, 'x', e));
+        const pinned = pins.files.get(e)!;
+        t.ok(firstRecord(bytes).equals(firstRecord(pinned.bytes)), `${e}: the first record of the listed file (${pinned.identity})`);
+        t.ok(bytes.equals(pinned.bytes), `${e}: byte for byte the listed file, ${pinned.bytes.length} bytes`);
+        // Rotated entries in time order, then the live one: the names sort that way.
+        const packets = dnsRecords(bytes);
+        queries.push(...packets.map((p) => p.query));
+        if (packets[0]) starts.push(packets[0].time);
+      }
+      for (const e of [mine[0]!, mine[mine.length - 1]!]) {
+        const read = await readPcap(join(cwd, 'x', e));
+        t.same(read.map((p) => p.query), dnsRecords(await readFile(join(cwd, 'x', e))).map((p) => p.query), `${e}: tshark reads the same packets`);
+      }
+      // From the first packet of the oldest file to that of the live one, one rotation per file.
+      interval = Math.min(interval, (starts[starts.length - 1]! - starts[0]!) / (starts.length - 1));
+      const prefix = short === 'node-1' ? 'logging-a' : 'logging-b';
+      const counts = queryCounts(queries, prefix);
+      const numbers = [...counts.keys()].sort((a, b) => a - b);
+      const gaps = numbers.filter((n, k) => k > 0 && n !== numbers[k - 1]! + 1);
+      t.ok(numbers.length > 100, `${node}: ${numbers.length} queries in ${mine.length} files`);
+      t.same(gaps, [], `${node}: the files run on without a gap (queries ${numbers[0]}..${numbers[numbers.length - 1]})`);
+      t.ok([...counts.values()].every((n) => n <= 2), `${node}: no packet twice`);
+    }
+    t.ok(interval < 0.4, `files rotated every ${interval.toFixed(3)} s on average`);
+    for (const short of ['node-1', 'node-2']) {
+      await waitFor(async () => (await readdir(pinsDir(short))).length === 0, { what: `${short}'s pins to be released`, timeoutMs: 10_000 });
+    }
+  });
+}
+
+t.test('a client that goes away leaves no pin behind', async (t) => {
+  const cwd = await scratchDir(t, 'gone');
+  const r = await run('curl', ['-sS', '--limit-rate', '4k', '--max-time', '2', '--cacert', w.pki.ca.certFile, '-H', `Authorization: Bearer ${token}`, '-o', 'files.zip', url], { cwd, timeoutMs: 30_000 });
+  t.equal(r.code, 28, 'curl gave up mid-download');
+  for (const short of ['node-1', 'node-2']) {
+    await waitFor(async () => (await readdir(pinsDir(short))).length === 0, { what: `${short}'s pins to be released`, timeoutMs: 10_000 });
+  }
+});

@@ -1,0 +1,75 @@
+// The promised Content-Length of a stored files.zip (src/gateway/zip-length.ts) against the
+// bytes archiver really writes, through the gateway's own zip stream: ordinary archives, more
+// entries than classic zip can count, and one just under 4 GiB that is zip64 by the gateway's
+// choice while no entry or offset needs it. Entries past 4 GiB, and offsets past it, are
+// test/gateway/zip64.test.ts's, through a real download.
+import { Readable } from 'node:stream';
+import t from 'tap';
+import { storedZipLength, ZIP64_FROM_BYTES } from '../../src/gateway/zip-length.js';
+import { zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
+
+const ZEROS = Buffer.alloc(1 << 20);
+
+/** A source of `size` zero bytes, without holding them. */
+function zeros(name: string, size: number): ZipSource {
+  return {
+    name,
+    modified: new Date('2026-11-27T12:00:00Z'),
+    size,
+    open: async () => {
+      let left = size;
+      const body = new Readable({
+        read() {
+          if (left === 0) {
+            this.push(null);
+            return;
+          }
+          const n = Math.min(left, ZEROS.length);
+          left -= n;
+          this.push(ZEROS.subarray(0, n));
+        },
+      });
+      return { body, length: size };
+    },
+  };
+}
+
+/** Bytes the zip stream produces for these sources, as a client would count them. */
+async function streamedLength(sources: ZipSource[], length?: number): Promise<number> {
+  let n = 0;
+  for await (const chunk of zipStream(sources, { deflate: false, length })) n += (chunk as Buffer).length;
+  return n;
+}
+
+t.test('ordinary archives: the promise is the size, to the byte', async (t) => {
+  const cases: ZipSource[][] = [
+    [zeros('node-1/a_cali1.pcap', 0)],
+    [zeros('node-1/a_cali1.pcap', 24), zeros('node-1/a_cali1-1700000000000001.pcap', 10_000)],
+    [zeros('MISSING.txt', 120), ...Array.from({ length: 50 }, (_, i) => zeros(`node-${i}.example.internal/pod-${i}_eth0-17000000000000${String(i).padStart(2, '0')}.pcap`, 1000 * i))],
+  ];
+  for (const sources of cases) {
+    const promised = storedZipLength(sources.map((s) => ({ name: s.name, size: s.size! })));
+    t.equal(await streamedLength(sources), promised, `${sources.length} entries: ${promised} bytes`);
+  }
+});
+
+t.test('more entries than classic zip counts (65 535): zip64 end records, still exact', async (t) => {
+  const sources = Array.from({ length: 65_537 }, (_, i) => zeros(`n/${i}.pcap`, i % 3));
+  const promised = storedZipLength(sources.map((s) => ({ name: s.name, size: s.size! })));
+  t.equal(await streamedLength(sources, promised), promised);
+});
+
+t.test('just under 4 GiB: zip64 by the gateway\'s choice, still exact', async (t) => {
+  const total = ZIP64_FROM_BYTES + 16 * 1024 * 1024;
+  const sources = [zeros('node-1/a_cali1-1700000000000001.pcap', total - 1000), zeros('node-1/a_cali1.pcap', 1000)];
+  const promised = storedZipLength(sources.map((s) => ({ name: s.name, size: s.size! })));
+  t.ok(promised < 2 ** 32, 'no offset needs zip64');
+  t.equal(await streamedLength(sources, promised), promised);
+});
+
+t.test('a stream that would break its promise fails instead of sending a wrong length', async (t) => {
+  const sources = [zeros('n/a.pcap', 100)];
+  const promised = storedZipLength(sources.map((s) => ({ name: s.name, size: s.size! })));
+  await t.rejects(streamedLength(sources, promised - 1), /grew past the \d+ bytes promised/);
+  await t.rejects(streamedLength(sources, promised + 1), /ended at \d+ of the \d+ bytes promised/);
+});
