@@ -17,7 +17,7 @@ import { cluster } from '../harness/cluster.js';
 import { captureWorld, readPcap } from '../harness/capture-fixture.js';
 import { queryCounts, startDnsSender } from '../harness/dns-sender.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
-import { run } from '../harness/http.js';
+import { https, run } from '../harness/http.js';
 import { scratchDir, startGateway } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -204,4 +204,27 @@ t.test('a client that goes away leaves no pin behind', async (t) => {
   for (const short of ['node-1', 'node-2']) {
     await waitFor(async () => (await readdir(pinsDir(short))).length === 0, { what: `${short}'s pins to be released`, timeoutMs: 10_000 });
   }
+});
+
+t.test('files deleted under a download cut it: never a valid zip with other content', { timeout: 120_000 }, async (t) => {
+  // The capture stops (files kept) and someone allowed to delete its files does, mid-download.
+  await w.applyCapture('busy', `  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]\n  endTime: "${new Date(Date.now() - 1000).toISOString()}"`);
+  for (const n of ['node-1', 'node-2']) await w.waitForState('busy', n, 'Finished');
+  await c.applyManifest(JSON.stringify({ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'files-delete', namespace: w.ns }, rules: [{ apiGroups: ['projectcalico.org'], resources: ['packetcaptures/files'], verbs: ['delete'] }] }));
+  await c.applyManifest(JSON.stringify({ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'files-delete', namespace: w.ns }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'files-delete' }, subjects: [{ kind: 'ServiceAccount', name: 'devops-sa', namespace: w.ns }] }));
+  const cwd = await scratchDir(t, 'deleted');
+  const download = slowDownload(url, join(cwd, 'files.zip'), 64 * 1024);
+  for (const short of ['node-1', 'node-2']) {
+    await waitFor(async () => (await readdir(pinsDir(short)).catch(() => [] as string[])).length > 0, { what: `${short}'s files to be pinned`, timeoutMs: 10_000 });
+  }
+  const del = await waitFor(async () => {
+    const r = await https(`${gateway.url}/packet-capture/files/${w.ns}/busy`, { method: 'DELETE', caFile: w.pki.ca.certFile, token });
+    return r.status === 200 ? r : undefined;
+  }, { what: 'the files to be deleted (the delete grant to show)', timeoutMs: 15_000 });
+  t.ok(del.json<{ removed: unknown[] }>().removed.length > 0);
+  const dl = await download;
+  t.notOk(dl.complete, 'the transfer was cut');
+  t.ok(dl.bytes < dl.length!, `${dl.bytes} of the ${dl.length} bytes promised: a client sees it was cut by its length alone`);
+  t.not((await run('unzip', ['-tq', 'files.zip'], { cwd })).code, 0, 'what arrived is no valid zip');
+  for (const short of ['node-1', 'node-2']) t.same(await readdir(pinsDir(short)), [], `${short}: the pins went with the files`);
 });
