@@ -1,5 +1,5 @@
 // Small helpers the benchmark scripts share.
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { connect } from '../src/kube/config.js';
@@ -40,6 +40,25 @@ export async function cpuSeconds(pid: number): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15 of /proc/<pid>/stat (1-based), in clock ticks.
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * CPU seconds (user, system) of a process's threads, summed by thread name: Node's main
+ * thread, libuv's thread pool, V8's helper threads, each apart.
+ */
+export async function threadCpuSeconds(pid: number): Promise<Map<string, { user: number; sys: number }>> {
+  const out = new Map<string, { user: number; sys: number }>();
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+    if (!stat) continue;
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const t = out.get(name) ?? { user: 0, sys: 0 };
+    t.user += Number(fields[11]) / 100;
+    t.sys += Number(fields[12]) / 100;
+    out.set(name, t);
+  }
+  return out;
 }
 
 export function percentile(values: number[], p: number): number {

@@ -53,6 +53,8 @@ export interface ControllerOptions {
   captureDir: string;
   policy: RotationPolicy;
   tcpdump: string;
+  /** tcpdump's stdio output buffer, through stdbuf (0: its own). */
+  tcpdumpOutputBufferBytes?: number;
   log: Logger;
   kube: KubeClient;
   store: CaptureStore;
@@ -88,6 +90,8 @@ export interface ControllerOptions {
 /** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
 const DISK_DEADLINE_MS = 5_000;
 const UID_MARKER = '.capture-uid';
+/** Under the capture directory, for tcpdumps' output channels; no namespace can be called so. */
+export const RUN_DIR = '.run';
 /** The work item that removes files of captures that no longer exist. */
 const GC_KEY = '\u0000gc';
 
@@ -343,10 +347,12 @@ export class CaptureController {
     const [namespace, name] = key.split('/') as [string, string];
     const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, dir }, {
       tcpdump: this.o.tcpdump,
+      outputBufferBytes: this.o.tcpdumpOutputBufferBytes,
       policy: this.o.policy,
       log: this.o.log,
       gate: this.gate,
       rotationGate: this.o.rotationGate,
+      runDir: join(this.o.captureDir, RUN_DIR),
       buffers: this.buffers,
       onPackets: (n, bytes) => this.o.metrics?.packets(namespace, name, n, bytes),
       onRotate: () => {

@@ -1,22 +1,29 @@
-// One tcpdump on one pod interface, its output split into whole records and written to
-// rotating files (docs/agent.md, "Capture workers"). tcpdump writes pcap to a pipe (-w - -U:
-// each packet as it comes); the worker never writes a partial record. A tcpdump that dies is
-// restarted with back-off and its files stay valid. Kernel drop counts are asked for every
-// few seconds (SIGUSR1).
+// One tcpdump on one pod interface, its output cut into blocks of whole records and written
+// to rotating files (docs/agent.md, "Capture workers"). tcpdump writes pcap to a pipe in whole
+// stdio buffers (-w -, no -U), flushed on SIGUSR2 while it waits for packets; the worker
+// never writes a partial record. A tcpdump that dies is restarted with back-off and its files
+// stay valid. Kernel drop counts are asked for every few seconds (SIGUSR1).
 //
 // Nothing here may wedge the agent: every failure in the loop becomes the worker's `error`
 // (never an unhandled rejection), stopping is SIGINT then SIGKILL of tcpdump's process group
 // after a deadline, waiting on the process's exit rather than on pipes, and disk writes go
 // through a gate with a deadline on the final flush, so a hung disk holds this worker alone.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { closeSync, constants, openSync } from 'node:fs';
+import { mkdir, unlink } from 'node:fs/promises';
+import { Socket } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import { RecordSplitter } from '../pcap/format.js';
+import { RecordArena } from './record-arena.js';
 import { DeadlineExceeded, withDeadline } from './deadline.js';
 import type { DiskGate } from './disk-gate.js';
 import type { BufferBudget } from './node-budget.js';
 import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating-pcap.js';
 import type { RotationGate } from './rotation-gate.js';
+import { signalWhenParked } from './parked-signal.js';
 
 export interface WorkerSpec {
   /** namespace/name of the capture. */
@@ -39,6 +46,12 @@ export interface WorkerStats {
 
 export interface WorkerOptions {
   tcpdump: string;
+  /**
+   * tcpdump's stdio buffer for its output, set through coreutils' stdbuf: a pipe's 4 KiB
+   * default wakes the agent 2 500 times a second at 10 MB/s, and those wake-ups were most
+   * of the agent's capture CPU; 256 KiB makes each read a full pipe. 0: tcpdump's own.
+   */
+  outputBufferBytes?: number;
   policy: RotationPolicy;
   log: Logger;
   gate: DiskGate;
@@ -52,15 +65,24 @@ export interface WorkerOptions {
   onRotate?: () => void;
   /** Held by pins of the capture's directory (rotation-gate.ts). */
   rotationGate?: RotationGate;
+  /** A private directory (0700) for tcpdump's output channels (FIFOs, unlinked once open). */
+  runDir: string;
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/**
+ * tcpdump is told to flush its output this often (SIGUSR2, when parked): with libpcap's 1 s
+ * block timeout, a packet reaches its file within about a second at low rates.
+ */
+const TCPDUMP_FLUSH_MS = 250;
 /** Gathered records are written once there are this many bytes... */
 const FLUSH_BYTES = 256 * 1024;
 /** ...or once the oldest has waited this long (what "readable at any moment" costs). */
 const FLUSH_MS = 100;
-/** Beyond this, tcpdump's pipe is no longer read until the disk has caught up. */
-const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/** One read of tcpdump's output: the arena pauses the channel below this much room. */
+const READ_BYTES = 128 * 1024;
+
+const execFileAsync = promisify(execFile);
 
 /** What the agent's container must keep of its capabilities for tcpdump to capture. */
 export const TCPDUMP_CAPABILITIES = ['NET_RAW', 'SETGID'] as const;
@@ -178,58 +200,133 @@ export class CaptureWorker extends EventEmitter {
     });
   }
 
-  private runOnce(): Promise<'ended' | 'disk-full'> {
-    if (this.stopping) return Promise.resolve('ended');
-    return new Promise((resolve) => {
-      // No --immediate-mode: it costs tcpdump 8x the CPU and drops packets at high rates;
-      // packets then reach us within libpcap's 1 s block timeout, or sooner when traffic is busy.
+  /**
+   * tcpdump's output channel: a FIFO rather than the pipe Node makes for a child, so that
+   * the agent reads it into one reused buffer (net.Socket's `onread`) instead of a fresh
+   * buffer per read, whose garbage collection was most of the agent's capture CPU. The FIFO
+   * is made in a private directory, opened at both ends, and unlinked at once: nothing of it
+   * stays in the filesystem.
+   */
+  private async openChannel(): Promise<{ readFd: number; writeFd: number }> {
+    const dir = this.opts.runDir;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const path = join(dir, `${randomBytes(8).toString('hex')}.fifo`);
+    await execFileAsync('mkfifo', ['-m', '600', path]);
+    try {
+      // The reading end first and non-blocking, so that opening the writing end returns at once.
+      const readFd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+      try {
+        return { readFd, writeFd: openSync(path, constants.O_WRONLY) };
+      } catch (err) {
+        closeSync(readFd);
+        throw err;
+      }
+    } finally {
+      await unlink(path).catch(() => undefined);
+    }
+  }
+
+  private async runOnce(): Promise<'ended' | 'disk-full'> {
+    if (this.stopping) return 'ended';
+    let channel: { readFd: number; writeFd: number };
+    try {
+      channel = await this.openChannel();
+    } catch (err) {
+      this.stats.error = `cannot make tcpdump's output channel in ${this.opts.runDir}: ${(err as Error).message}`;
+      return 'ended';
+    }
+    return await new Promise((resolve) => {
+      // Capture at tcpdump's own cost (docs/agent.md, "Capture at tcpdump's cost"): no
+      // --immediate-mode (8x tcpdump's CPU, and drops at high rates: packets reach tcpdump
+      // within libpcap's 1 s block timeout, or sooner when busy) and no -U (a write per
+      // packet, 2.6x): tcpdump writes whole stdio buffers, and a SIGUSR2 every 250 ms, sent
+      // while it waits for packets (parked-signal.ts), makes it flush what it holds, so files
+      // stay current at low rates.
       // `-Z root`: run as root, tcpdump changes user once its socket is open (Debian's to
       // `tcpdump` by default). Staying root keeps it ours to signal (SIGUSR1 for the drop
-      // counts, SIGINT to stop) without CAP_KILL; the change to root still calls
-      // initgroups(), hence CAP_SETGID. With CAP_NET_RAW that is all it needs: see
+      // counts, SIGUSR2 to flush, SIGINT to stop) without CAP_KILL; the change to root still
+      // calls initgroups(), hence CAP_SETGID. With CAP_NET_RAW that is all it needs: see
       // TCPDUMP_CAPABILITIES and deploy/agent/daemonset.yaml.
-      const args = ['-i', this.spec.iface, '-U', '-w', '-', '-n', '-Z', 'root', '-B', '4096'];
+      const args = ['-i', this.spec.iface, '-w', '-', '-n', '-Z', 'root', '-B', '4096'];
       if (this.spec.bpf) args.push(this.spec.bpf);
       let child: ChildProcess;
       try {
         // Detached: its own process group, so a stop reaches whatever it started too.
-        child = spawn(this.opts.tcpdump, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+        // stdbuf execs tcpdump: the same process, signalled and inspected as tcpdump.
+        const buffer = this.opts.outputBufferBytes ?? 0;
+        const stdio: StdioOptions = ['ignore', channel.writeFd, 'pipe'];
+        child = buffer > 0
+          ? spawn('stdbuf', ['-o', String(buffer), this.opts.tcpdump, ...args], { stdio, detached: true })
+          : spawn(this.opts.tcpdump, args, { stdio, detached: true });
       } catch (err) {
+        closeSync(channel.writeFd);
+        closeSync(channel.readFd);
         this.stats.error = `cannot start tcpdump: ${(err as Error).message}`;
         resolve('ended');
         return;
       }
+      // tcpdump holds the writing end now; ours would keep the channel from ever ending.
+      closeSync(channel.writeFd);
       this.child = child;
-      const splitter = new RecordSplitter();
+      const arena = new RecordArena();
+      const lengthAt = (buf: Buffer, off: number): number => arena.lengthAt(buf, off);
       const buffers = this.opts.buffers;
       let writing = Promise.resolve();
       let diskFull = false;
       let stderr = '';
-      const stdout = child.stdout!;
-      // Records are gathered and written in batches: one disk write per ~100 ms or 256 KiB,
-      // not one per packet, so the agent keeps up with what tcpdump alone could write.
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
+      // Records are written in batches: one disk write per ~100 ms or 256 KiB, not one per
+      // packet, so the agent keeps up with what tcpdump alone could write.
       let flushTimer: NodeJS.Timeout | undefined;
       let flushing = false;
+      let paused = false;
+      /** Bytes taken from the node's buffer budget and not given back yet. */
+      let held = 0;
+      const readBuffer = Buffer.allocUnsafeSlow(READ_BYTES);
+      const output = new Socket({
+        fd: channel.readFd,
+        readable: true,
+        writable: false,
+        onread: {
+          buffer: readBuffer,
+          callback: (n: number, buf: Buffer): boolean => {
+            try {
+              arena.push(buf.subarray(0, n));
+            } catch (err) {
+              this.stats.error = (err as Error).message;
+              this.signal('SIGKILL');
+              return false;
+            }
+            buffers.take(n);
+            held += n;
+            if (arena.wholeBytes >= FLUSH_BYTES) flush();
+            else if (arena.wholeRecords > 0) flushTimer ??= setTimeout(flush, FLUSH_MS);
+            // Back-pressure: with no room for another read, or past the node's buffer limit,
+            // the channel is not read; tcpdump waits and the kernel counts what it drops.
+            paused = arena.room < READ_BYTES || buffers.exhausted;
+            if (paused) flush();
+            return !paused;
+          },
+        },
+      });
       const resumeIfRoom = (): void => {
-        if (stdout.isPaused() && pendingBytes < MAX_PENDING_BYTES && !buffers.exhausted) stdout.resume();
+        if (paused && arena.room >= READ_BYTES && !buffers.exhausted) {
+          paused = false;
+          output.resume();
+        }
       };
       const unsubscribe = buffers.onAvailable(resumeIfRoom);
       const flush = (): void => {
         clearTimeout(flushTimer);
         flushTimer = undefined;
-        if (pending.length === 0 || flushing) return;
-        const records = pending;
-        const recordBytes = pendingBytes;
-        pending = [];
-        pendingBytes = 0;
+        if (flushing) return;
+        const batch = arena.take();
+        if (!batch) return;
         flushing = true;
         writing = writing.then(async () => {
-          if (diskFull) return;
           try {
-            await this.opts.gate.run(() => this.file.append(splitter.headerBytes!, records));
-            this.count(records);
+            if (diskFull) return;
+            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, [batch.bytes], lengthAt));
+            this.count(batch.records, batch.bytes.length);
           } catch (err) {
             if (err instanceof DiskFullError) {
               diskFull = true;
@@ -241,39 +338,43 @@ export class CaptureWorker extends EventEmitter {
             }
             this.emit('changed');
           } finally {
-            buffers.give(recordBytes);
+            buffers.give(batch.bytes.length);
+            held -= batch.bytes.length;
             flushing = false;
-            // Back-pressure: past the worker's or the node's buffer limit the pipe was
-            // paused and tcpdump waited (the kernel counts what it then drops).
+            if (arena.wholeBytes >= FLUSH_BYTES || (paused && arena.wholeRecords > 0)) flush();
+            else if (arena.wholeRecords > 0) flushTimer ??= setTimeout(flush, FLUSH_MS);
             resumeIfRoom();
-            if (pendingBytes >= FLUSH_BYTES) flush();
-            else if (pending.length > 0) flushTimer ??= setTimeout(flush, FLUSH_MS);
           }
         });
       };
-      stdout.on('data', (chunk: Buffer) => {
-        let records: Buffer[];
+      output.on('error', () => undefined);
+      // Signals only once tcpdump has said it listens (its handlers are in place by then;
+      // SIGUSR1 or SIGUSR2 before would end it), and only while it waits for packets: its
+      // handlers use stdio, which a signal mid-write would corrupt (parked-signal.ts).
+      let signalTimer: NodeJS.Timeout | undefined;
+      let statsAt = Date.now();
+      let unreadable = false;
+      let signalling = false;
+      const tick = async (): Promise<void> => {
+        const pid = child.pid;
+        // Stopping: SIGINT is on its way, and nothing may continue a tcpdump someone stopped.
+        if (signalling || pid === undefined || this.stopping || child.exitCode !== null || child.signalCode !== null) return;
+        signalling = true;
         try {
-          records = splitter.push(chunk);
-        } catch (err) {
-          this.stats.error = (err as Error).message;
-          this.signal('SIGKILL');
-          return;
+          const statsDue = Date.now() - statsAt >= (this.opts.statsIntervalMs ?? 5000);
+          const result = await signalWhenParked(pid, statsDue ? ['SIGUSR2', 'SIGUSR1'] : ['SIGUSR2']);
+          if (result === 'sent' && statsDue) statsAt = Date.now();
+          if (result === 'unreadable' && !unreadable) {
+            unreadable = true;
+            this.opts.log.warn({ capture: this.spec.capture, pod: this.spec.pod, iface: this.spec.iface }, 'cannot read tcpdump\'s /proc/<pid>/syscall: packets reach the file when tcpdump\'s buffer fills, not within a second');
+          }
+        } finally {
+          signalling = false;
         }
-        let n = 0;
-        for (const r of records) {
-          pending.push(r);
-          n += r.length;
-        }
-        pendingBytes += n;
-        buffers.take(n);
-        if (pendingBytes >= FLUSH_BYTES) flush();
-        else if (pending.length > 0) flushTimer ??= setTimeout(flush, FLUSH_MS);
-        if (pendingBytes >= MAX_PENDING_BYTES || buffers.exhausted) stdout.pause();
-      });
-      stdout.on('error', () => undefined);
+      };
       child.stderr!.on('data', (d: Buffer) => {
         stderr = (stderr + d.toString()).slice(-4096);
+        if (!signalTimer && stderr.includes('listening on')) signalTimer = setInterval(() => void tick(), TCPDUMP_FLUSH_MS);
         const drops = /(\d+) packets? dropped by kernel/g;
         let m: RegExpExecArray | null;
         let last: number | undefined;
@@ -281,7 +382,6 @@ export class CaptureWorker extends EventEmitter {
         if (last !== undefined) this.stats.kernelDrops = this.dropsBefore + last;
       });
       child.stderr!.on('error', () => undefined);
-      const statsTimer = setInterval(() => this.signal('SIGUSR1'), this.opts.statsIntervalMs ?? 5000);
       const ageTimer = setInterval(() => {
         writing = writing.then(async () => {
           await this.opts.gate.run(() => this.file.rotateIfOld()).catch((err: unknown) => {
@@ -299,35 +399,34 @@ export class CaptureWorker extends EventEmitter {
       const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
         if (finished) return;
         finished = true;
-        clearInterval(statsTimer);
+        clearInterval(signalTimer);
         clearInterval(ageTimer);
         this.child = undefined;
         void (async () => {
-          // The pipe ends with the process unless something inherited it; then it is cut.
-          await withDeadline(new Promise<void>((r) => (stdout.readableEnded || stdout.destroyed ? r() : stdout.once('close', () => r()))), 1000, 'the pipe to close').catch(() => undefined);
-          stdout.destroy();
+          // The channel ends with the process unless something inherited it; then it is cut.
+          await withDeadline(new Promise<void>((r) => (output.readableEnded || output.destroyed ? r() : output.once('close', () => r()))), 1000, 'the channel to close').catch(() => undefined);
+          output.destroy();
           // Everything tcpdump delivered reaches the file before the run ends, within a
           // deadline: a hung disk must not hold the stop.
           const drained = await withDeadline((async () => {
-            while (pending.length > 0 || flushing) {
+            while (arena.wholeRecords > 0 || flushing) {
               flush();
               await writing;
             }
             await writing;
           })(), this.opts.finalFlushMs ?? 5000, 'the last writes').then(() => true, () => false);
-          if (!drained) {
-            this.stats.error = `writing ${this.file.currentPath} hangs (is the disk hung?)`;
-            buffers.give(pendingBytes);
-            pending = [];
-            pendingBytes = 0;
-          }
+          if (!drained) this.stats.error = `writing ${this.file.currentPath} hangs (is the disk hung?)`;
+          // Whatever was read and is not on disk (a record tcpdump was cut in, or a hung write).
+          buffers.give(held);
+          held = 0;
           unsubscribe();
           this.dropsBefore = this.stats.kernelDrops;
           if (spawnError) {
-            this.stats.error = (spawnError as NodeJS.ErrnoException).code === 'ENOENT' ? `tcpdump not found ("${this.opts.tcpdump}")` : `cannot start tcpdump: ${spawnError.message}`;
+            this.stats.error = (spawnError as NodeJS.ErrnoException).code === 'ENOENT' ? `${(this.opts.outputBufferBytes ?? 0) > 0 ? 'stdbuf (coreutils)' : `tcpdump ("${this.opts.tcpdump}")`} not found` : `cannot start tcpdump: ${spawnError.message}`;
           } else if (!this.stopping && !diskFull) {
-            const why = stderr.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('tcpdump:') && !l.includes('listening on')).pop();
-            this.stats.error = why ? withPrivilegeHint(why) : `tcpdump exited (${signal ?? `code ${code}`})`;
+            const why = stderr.split('\n').map((l) => l.trim()).filter((l) => (l.startsWith('tcpdump:') || l.startsWith('stdbuf:')) && !l.includes('listening on')).pop();
+            if (why?.startsWith('stdbuf:') && /No such file/.test(why)) this.stats.error = `tcpdump not found ("${this.opts.tcpdump}")`;
+            else this.stats.error = why ? withPrivilegeHint(why) : `tcpdump exited (${signal ?? `code ${code}`})`;
             if (why && INTERFACE_GONE.test(why)) this.emit('interface-gone');
           }
           resolve(diskFull ? 'disk-full' : 'ended');
@@ -337,15 +436,13 @@ export class CaptureWorker extends EventEmitter {
     });
   }
 
-  private count(records: Buffer[]): void {
-    let bytes = 0;
-    for (const r of records) bytes += r.length;
+  private count(records: number, bytes: number): void {
     const first = this.stats.firstPacketAt === undefined;
-    this.stats.packets += records.length;
+    this.stats.packets += records;
     this.stats.bytes += bytes;
     const hadError = this.stats.error !== undefined;
     if (!this.gaveUp) this.stats.error = undefined;
-    this.opts.onPackets?.(records.length, bytes);
+    this.opts.onPackets?.(records, bytes);
     if (first) this.stats.firstPacketAt = Date.now();
     if (first || hadError) this.emit('changed');
   }

@@ -1,6 +1,7 @@
 // `kube-pcap agent`: one per node. Captures the traffic of the pods on this node that
 // PacketCaptures select, writes this node's reports of them, and serves the files to the gateway.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { AgentConfig } from '../config/agent.js';
 import { serveUntilSignal } from '../http/serve.js';
@@ -12,7 +13,7 @@ import { createLogger } from '../log/logger.js';
 import { buildAgentApp } from './app.js';
 import { CaptureSpecs } from './capture-specs.js';
 import { CaptureStore } from './capture-store.js';
-import { CaptureController, type ControllerMetrics, type Pod } from './capture-controller.js';
+import { CaptureController, RUN_DIR, type ControllerMetrics, type Pod } from './capture-controller.js';
 import { FilePins } from './file-pins.js';
 import { HostInterfaceResolver } from './pod-interface.js';
 import { RotationGate } from './rotation-gate.js';
@@ -50,6 +51,8 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const log = createLogger(config.logLevel, 'kube-pcap-agent').child({ node: config.nodeName });
   const kube = await connect(config.kubeconfig);
   await mkdir(config.captureDir, { recursive: true, mode: 0o700 });
+  // A FIFO made just before a crash, before it could be unlinked (capture-worker.ts).
+  await rm(join(config.captureDir, RUN_DIR), { recursive: true, force: true });
   const tls = await withClientCa(await loadTls(config.tls, 'kube-pcap-agent', log), config.clientCaFile, '--client-ca-file');
   const registry = new Registry();
   const captures = new CaptureSpecs(kube, { log: log.child({ watch: 'packetcaptures' }), timeoutMs: config.apiTimeoutMs * 6 });
@@ -80,6 +83,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     captureDir: config.captureDir,
     policy: { maxSizeBytes: config.maxSizeBytes, rotationSeconds: config.rotationSeconds, maxFiles: config.maxFiles },
     tcpdump: config.tcpdump,
+    tcpdumpOutputBufferBytes: config.tcpdumpOutputBufferBytes,
     log,
     kube,
     store,

@@ -56,52 +56,17 @@ export function recordLength(buf: Buffer, offset: number, header: PcapHeader): n
 }
 
 /**
- * Splits a byte stream of a pcap file into the global header and whole records, however
- * the bytes arrive (a pipe delivers arbitrary pieces). `push` returns the complete records
- * now available (one Buffer per record, header included); a partial record is kept until
- * the rest arrives. Throws on bytes that are not pcap.
+ * Bytes of the whole records at the start of `block` that fit in `room`, walking record
+ * headers (`lengthAt` reads incl_len). 0 when not even the first fits.
  */
-export class RecordSplitter {
-  header: PcapHeader | undefined;
-  headerBytes: Buffer | undefined;
-  private pending: Buffer[] = [];
-  private pendingLength = 0;
-
-  push(chunk: Buffer): Buffer[] {
-    this.pending.push(chunk);
-    this.pendingLength += chunk.length;
-    let buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLength);
-    let offset = 0;
-    if (!this.header) {
-      if (buf.length < GLOBAL_HEADER_LENGTH) {
-        this.pending = [buf];
-        return [];
-      }
-      const header = parseGlobalHeader(buf);
-      if (!header) throw new Error('the capture stream is not a classic pcap stream');
-      this.header = header;
-      this.headerBytes = Buffer.from(buf.subarray(0, GLOBAL_HEADER_LENGTH));
-      offset = GLOBAL_HEADER_LENGTH;
-    }
-    const records: Buffer[] = [];
-    while (buf.length - offset >= RECORD_HEADER_LENGTH) {
-      const len = recordLength(buf, offset, this.header);
-      if (len > MAX_RECORD_LENGTH) throw new Error(`corrupt pcap stream: a record claims ${len} bytes`);
-      const end = offset + RECORD_HEADER_LENGTH + len;
-      if (end > buf.length) break;
-      records.push(buf.subarray(offset, end));
-      offset = end;
-    }
-    buf = buf.subarray(offset);
-    this.pending = buf.length > 0 ? [buf] : [];
-    this.pendingLength = buf.length;
-    return records;
+export function wholeRecordsWithin(block: Buffer, room: number, lengthAt: (buf: Buffer, off: number) => number): number {
+  let off = 0;
+  while (off + RECORD_HEADER_LENGTH <= block.length) {
+    const end = off + RECORD_HEADER_LENGTH + lengthAt(block, off);
+    if (end > room || end > block.length) break;
+    off = end;
   }
-
-  /** Bytes received but not yet part of a complete record. */
-  get partialBytes(): number {
-    return this.pendingLength;
-  }
+  return off;
 }
 
 /**

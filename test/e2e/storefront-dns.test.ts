@@ -87,8 +87,10 @@ t.test('6. kubectl delete packetcapture stops the capture', async (t) => {
   }
   // Traffic goes on; no file appears or grows any more.
   await story.otherTraffic();
-  // .pins holds downloads' pinned files (docs/downloads.md), empty once they ended.
-  for (const agent of story.agents) t.same((await readdir(agent.captureDir)).filter((f) => f !== '.pins'), [], `${agent.node}: nothing captured any more`);
+  // .pins holds downloads' pinned files (docs/downloads.md), empty once they ended; .run is
+  // where tcpdumps' output channels are made (unlinked at once).
+  for (const agent of story.agents) t.same((await readdir(agent.captureDir)).filter((f) => f !== '.pins' && f !== '.run'), [], `${agent.node}: nothing captured any more`);
+  for (const agent of story.agents) t.same(await readdir(join(agent.captureDir, '.run')).catch(() => []), [], `${agent.node}: no channel left behind`);
   for (const agent of story.agents) t.same(await readdir(join(agent.captureDir, '.pins')).catch(() => []), [], `${agent.node}: no pin left behind`);
   // Two gateway replicas: the one that answered step 2 may still hold that denial for
   // --authz-deny-ttl-seconds (5 s), which steps 3 to 6 can take less than.

@@ -214,8 +214,18 @@ t.test('files deleted under a download cut it: never a valid zip with other cont
   await c.applyManifest(JSON.stringify({ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'files-delete', namespace: w.ns }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'files-delete' }, subjects: [{ kind: 'ServiceAccount', name: 'devops-sa', namespace: w.ns }] }));
   const cwd = await scratchDir(t, 'deleted');
   const download = slowDownload(url, join(cwd, 'files.zip'), 64 * 1024);
+  let ended: string | undefined;
+  void download.then(async (d) => {
+    ended = `the download ended first: ${d.status}, ${d.bytes} bytes: ${(await readFile(join(cwd, 'files.zip'), 'utf8').catch(() => '')).slice(0, 300)}`;
+  });
   for (const short of ['node-1', 'node-2']) {
-    await waitFor(async () => (await readdir(pinsDir(short)).catch(() => [] as string[])).length > 0, { what: `${short}'s files to be pinned`, timeoutMs: 10_000 });
+    await waitFor(async () => {
+      if (ended) throw new Error(ended);
+      return (await readdir(pinsDir(short)).catch(() => [] as string[])).length > 0;
+    }, { what: `${short}'s files to be pinned`, timeoutMs: 10_000 }).catch(async (err: Error) => {
+      const tail = async (f: string): Promise<string> => (await readFile(f, 'utf8')).split('\n').slice(-12).map((l) => l.slice(0, 300)).join('\n');
+      throw new Error(`${err.message}\ngateway:\n${await tail(gateway.logFile)}\nagent of ${short}:\n${await tail(w.agents.get(short)!.logFile)}`);
+    });
   }
   const del = await waitFor(async () => {
     const r = await https(`${gateway.url}/packet-capture/files/${w.ns}/busy`, { method: 'DELETE', caFile: w.pki.ca.certFile, token });

@@ -43,10 +43,10 @@ export class Netns {
     return this.holder.pid;
   }
 
-  /** Runs a command inside the namespace to completion. */
-  async exec(cmd: string, args: string[]): Promise<string> {
+  /** Runs a command inside the namespace to completion (killed after timeoutMs, 30 s by default). */
+  async exec(cmd: string, args: string[], timeoutMs = 30_000): Promise<string> {
     try {
-      const { stdout } = await run('nsenter', [`--net=/proc/${this.pid}/ns/net`, '--', cmd, ...args], { timeout: 30_000 });
+      const { stdout } = await run('nsenter', [`--net=/proc/${this.pid}/ns/net`, '--', cmd, ...args], { timeout: timeoutMs });
       return stdout;
     } catch (err) {
       const e = err as { stderr?: string; message: string };

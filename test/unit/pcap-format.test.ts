@@ -1,7 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { completePrefixLength, parseGlobalHeader, RecordSplitter } from '../../src/pcap/format.js';
+import { completePrefixLength, parseGlobalHeader, wholeRecordsWithin } from '../../src/pcap/format.js';
+import { RecordArena } from '../../src/agent/record-arena.js';
 import { scratchDir } from '../harness/kube-pcap.js';
 import { dnsQueryFrame, pcapGlobalHeader, pcapRecord } from '../harness/pcap-fixtures.js';
 
@@ -18,23 +19,55 @@ t.test('global header: both byte orders, micro- and nanosecond magic', async (t)
   t.equal(parseGlobalHeader(Buffer.from('0a0d0d0a' + '00'.repeat(20), 'hex')), undefined, 'pcapng is not classic pcap');
 });
 
-t.test('RecordSplitter yields whole records however the bytes are cut', async (t) => {
-  for (const chunk of [1, 7, 16, 17, 100, 4096]) {
-    const s = new RecordSplitter();
+t.test('RecordArena hands over whole records however the bytes are cut, without a buffer per read', async (t) => {
+  for (const chunk of [1, 7, 16, 17, 100, 4096, 65536]) {
+    const a = new RecordArena(4096);
     const out: Buffer[] = [];
-    for (let i = 0; i < file.length; i += chunk) out.push(...s.push(file.subarray(i, i + chunk)));
-    t.equal(out.length, records.length, `chunks of ${chunk}`);
+    let count = 0;
+    for (let i = 0; i < file.length; i += chunk) {
+      let piece = file.subarray(i, i + chunk);
+      // As the worker does: take a batch whenever the next piece would not fit.
+      while (piece.length > 0) {
+        const n = Math.min(piece.length, a.room);
+        a.push(piece.subarray(0, n));
+        piece = piece.subarray(n);
+        if (a.room === 0 || piece.length > 0) {
+          const b = a.take();
+          if (b) {
+            out.push(Buffer.from(b.bytes));
+            count += b.records;
+          }
+        }
+      }
+    }
+    const last = a.take();
+    if (last) {
+      out.push(Buffer.from(last.bytes));
+      count += last.records;
+    }
+    t.equal(count, records.length, `chunks of ${chunk}: every record`);
     t.ok(Buffer.concat(out).equals(Buffer.concat(records)), 'byte for byte');
-    t.equal(s.partialBytes, 0);
-    t.ok(s.headerBytes?.equals(pcapGlobalHeader()));
+    t.equal(a.partialBytes, 0);
+    t.ok(a.headerBytes?.equals(pcapGlobalHeader()));
   }
-  const s = new RecordSplitter();
-  t.throws(() => s.push(Buffer.alloc(64, 0x41)), /not a classic pcap stream/);
-  const huge = new RecordSplitter();
+  t.throws(() => new RecordArena(4096).push(Buffer.alloc(64, 0x41)), /not a classic pcap stream/);
+  const huge = new RecordArena(4096);
   huge.push(pcapGlobalHeader());
   const h = Buffer.alloc(16);
   h.writeUInt32LE(10_000_000, 8);
   t.throws(() => huge.push(h), /corrupt/);
+  t.throws(() => new RecordArena(64).push(Buffer.alloc(65)), /overrun/, 'never past its room');
+});
+
+t.test('wholeRecordsWithin cuts a block at the last record boundary that fits', async (t) => {
+  const a = new RecordArena(1 << 16);
+  a.push(file);
+  const block = a.take()!;
+  const lengthAt = (b: Buffer, o: number): number => a.lengthAt(b, o);
+  t.equal(wholeRecordsWithin(block.bytes, 0, lengthAt), 0);
+  t.equal(wholeRecordsWithin(block.bytes, records[0]!.length - 1, lengthAt), 0, 'not even the first');
+  t.equal(wholeRecordsWithin(block.bytes, records[0]!.length + records[1]!.length + 5, lengthAt), records[0]!.length + records[1]!.length);
+  t.equal(wholeRecordsWithin(block.bytes, 1e9, lengthAt), block.bytes.length);
 });
 
 t.test('completePrefixLength stops at the last complete record', async (t) => {

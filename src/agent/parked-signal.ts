@@ -1,0 +1,66 @@
+// Signals to tcpdump only while it waits for packets (docs/agent.md, "Capture at tcpdump's
+// cost").
+//
+// tcpdump flushes its output on SIGUSR2 and prints its drop counts on SIGUSR1, from signal
+// handlers that call stdio. A handler that runs while the main loop is inside fwrite() of a
+// packet (the copy into the stdio buffer done, the buffer's pointer not yet moved) writes
+// bytes twice: measured, a stream of 300 000 packets with a SIGUSR2 every 500 ms broke within
+// seconds ("a record claims 8373292 bytes"). So the agent sends them only while tcpdump is
+// parked in poll(): it stops tcpdump (SIGSTOP), and once the kernel says it is stopped reads
+// which system call it is in (/proc/<pid>/syscall); only inside poll/ppoll, where no stdio is
+// in progress, are the signals queued; SIGCONT then lets the handlers run as poll returns.
+// A stopped process cannot move, so the check cannot race. tcpdump is the agent's child and
+// runs as its user, so neither CAP_KILL nor CAP_SYS_PTRACE is needed (Yama allows a parent).
+// The wait for the stop to take yields to the event loop (on a busy node the stop can take a
+// few milliseconds to be scheduled), and tcpdump is continued whatever happens; while it is
+// stopped the kernel's capture ring (-B) keeps its packets.
+import { readFileSync } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+
+/** poll and ppoll on x86_64; ppoll on arm64 (73), which has no poll. */
+const WAITING_SYSCALLS = process.arch === 'arm64' ? new Set(['73']) : new Set(['7', '271']);
+/** How long the stop may take to be scheduled before tcpdump is let go for this round. */
+const STOP_WAIT_MS = 50;
+
+export type ParkedSignalResult = 'sent' | 'busy' | 'gone' | 'unreadable';
+
+export async function signalWhenParked(pid: number, signals: NodeJS.Signals[]): Promise<ParkedSignalResult> {
+  // Stopped by someone else (a debugger, an operator): theirs to continue, not ours.
+  try {
+    if (stateOf(pid) === 'T') return 'busy';
+    process.kill(pid, 'SIGSTOP');
+  } catch {
+    return 'gone';
+  }
+  try {
+    const deadline = Date.now() + STOP_WAIT_MS;
+    let stopped = stateOf(pid) === 'T';
+    while (!stopped && Date.now() < deadline) {
+      await nextTurn();
+      stopped = stateOf(pid) === 'T';
+    }
+    if (!stopped) return 'busy';
+    let syscall: string;
+    try {
+      syscall = readFileSync(`/proc/${pid}/syscall`, 'utf8').split(' ')[0] ?? '';
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'gone' : 'unreadable';
+    }
+    if (!WAITING_SYSCALLS.has(syscall)) return 'busy';
+    for (const s of signals) process.kill(pid, s);
+    return 'sent';
+  } catch {
+    return 'gone';
+  } finally {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
+}
+
+function stateOf(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.charAt(stat.lastIndexOf(')') + 2);
+}
