@@ -222,7 +222,7 @@ t.test('files deleted under a download cut it: never a valid zip with other cont
     await waitFor(async () => {
       if (ended) throw new Error(ended);
       return (await readdir(pinsDir(short)).catch(() => [] as string[])).length > 0;
-    }, { what: `${short}'s files to be pinned`, timeoutMs: 10_000 }).catch(async (err: Error) => {
+    }, { what: `${short}'s files to be pinned`, timeoutMs: 20_000 }).catch(async (err: Error) => {
       const tail = async (f: string): Promise<string> => (await readFile(f, 'utf8')).split('\n').slice(-12).map((l) => l.slice(0, 300)).join('\n');
       throw new Error(`${err.message}\ngateway:\n${await tail(gateway.logFile)}\nagent of ${short}:\n${await tail(w.agents.get(short)!.logFile)}`);
     });
