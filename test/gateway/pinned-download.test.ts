@@ -1,17 +1,15 @@
 // What you download is what was listed (docs/downloads.md, "Pinned files"), on busy captures
-// that rotate every ~200 ms while a client reads slowly. The client reads at a fixed pace and
-// stops reading in between, so the kernel's receive buffer does not grow past its initial
-// size and the pace reaches the gateway and, through it, the agents' fetches (curl's
-// --limit-rate lets the first few hundred KiB through at full speed, so it cannot be that
-// client). Each node holds about 1 MiB, several times what the buffers on the way take. Every zip that arrives must hold, for every
+// that rotate every ~200 ms while a client reads slowly. The client reads at a fixed pace from
+// a network namespace whose TCP receive buffers are capped, so the pace reaches the gateway
+// and, through it, the agents' fetches (on loopback, autotuning took a whole 2 MB zip at once;
+// curl's --limit-rate lets the first few hundred KiB through at full speed). Each node holds about 1 MiB, several times what the buffers on the way take. Every zip that arrives must hold, for every
 // node, exactly the files its agent pinned at listing time, byte for byte up to their listed
 // sizes (checked against the pins on the nodes: identity, first record, bytes), and the
 // packets across each pod's entries must be one unbroken run of queries. On a busy capture
 // without pins, the listed files are renamed and pruned long before the client gets to them.
-import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { request } from 'node:https';
+import { randomBytes } from 'node:crypto';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { captureWorld, readPcap } from '../harness/capture-fixture.js';
@@ -38,7 +36,8 @@ for (const n of ['node-1', 'node-2']) {
 const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
 for (const f of ['devops-serviceaccount.yaml', 'capture-role.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
 const token = await c.tokenFor(w.ns, 'devops-sa');
-const gateway = await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService });
+// On every address: the slow client reaches it over the test bridge from its own namespace.
+const gateway = await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--listen=0.0.0.0:0'] });
 const url = `${gateway.url}/packet-capture/download/${w.ns}/busy/files.zip`;
 const pinsDir = (short: string): string => join(w.captureDir(short, 'busy'), '..', '..', '.pins');
 
@@ -89,32 +88,38 @@ async function recordPins(until: Promise<unknown>): Promise<{ files: Map<string,
 }
 
 /**
- * GETs `url` into `file`, reading at `bytesPerSecond`: between reads the stream is left
- * alone, so its buffer fills, the socket is paused and TCP's window closes on the gateway.
+ * The slow client: a Node script in a network namespace of its own on the test bridge, whose
+ * TCP receive buffers are capped (net.ipv4.tcp_rmem is per namespace) so that autotuning cannot
+ * take megabytes off the gateway at once. It reads at `bytesPerSecond`, writes what arrived to
+ * `file` and its account to `file`.json.
  */
-async function slowDownload(target: string, file: string, bytesPerSecond: number): Promise<{ status: number; length: number | undefined; bytes: number; complete: boolean; seconds: number }> {
-  const ca = await readFile(w.pki.ca.certFile);
-  const started = performance.now();
-  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
-    request(target, { ca, headers: { authorization: `Bearer ${token}` } }, resolve).on('error', reject).end();
-  });
-  const chunks: Buffer[] = [];
-  let bytes = 0;
-  let complete = false;
-  try {
-    for await (const chunk of res) {
-      chunks.push(chunk as Buffer);
-      bytes += (chunk as Buffer).length;
-      const ahead = (bytes / bytesPerSecond) * 1000 - (performance.now() - started);
-      if (ahead > 0) await delay(ahead); // the client's pace, not a wait for anything
-    }
-    complete = res.complete;
-  } catch {
-    complete = false; // cut: what arrived is kept for the assertions
+const CLIENT = `
+import { request } from 'node:https';
+import { readFileSync, writeFileSync } from 'node:fs';
+const [url, ca, token, out, rate] = process.argv.slice(1);
+const started = performance.now();
+const chunks = []; let bytes = 0; let complete = false; let status = 0; let length;
+try {
+  const res = await new Promise((resolve, reject) => request(url, { ca: readFileSync(ca), servername: 'localhost', headers: { authorization: 'Bearer ' + token } }, resolve).on('error', reject).end());
+  status = res.statusCode; length = res.headers['content-length'] === undefined ? undefined : Number(res.headers['content-length']);
+  for await (const chunk of res) {
+    chunks.push(chunk); bytes += chunk.length;
+    const ahead = (bytes / Number(rate)) * 1000 - (performance.now() - started);
+    if (ahead > 0) await new Promise((r) => setTimeout(r, ahead));
   }
-  await writeFile(file, Buffer.concat(chunks));
-  const length = res.headers['content-length'] === undefined ? undefined : Number(res.headers['content-length']);
-  return { status: res.statusCode ?? 0, length, bytes, complete, seconds: (performance.now() - started) / 1000 };
+  complete = res.complete;
+} catch {}
+writeFileSync(out, Buffer.concat(chunks));
+writeFileSync(out + '.json', JSON.stringify({ status, length, bytes, complete, seconds: (performance.now() - started) / 1000 }));
+`;
+const clientNet = await w.topo.addNode(`client-${randomBytes(3).toString('hex')}`);
+await clientNet.ns.sysctl('net.ipv4.tcp_rmem', '4096 16384 32768');
+const bridgeUrl = url.replace('https://127.0.0.1:', `https://${process.env.KUBE_PCAP_BRIDGE_IP}:`);
+
+async function slowDownload(_target: string, file: string, bytesPerSecond: number): Promise<{ status: number; length: number | undefined; bytes: number; complete: boolean; seconds: number }> {
+  const p = clientNet.ns.spawn(t, `slow-client-${randomBytes(3).toString('hex')}`, process.execPath, ['--input-type=module', '-e', CLIENT, bridgeUrl, w.pki.ca.certFile, token, file, String(bytesPerSecond)], w.logDir);
+  await p.exited;
+  return JSON.parse(await readFile(`${file}.json`, 'utf8')) as { status: number; length: number | undefined; bytes: number; complete: boolean; seconds: number };
 }
 
 /**
