@@ -77,7 +77,7 @@ export class RotatingPcapFile {
   }
 
   /**
-   * Appends blocks of whole records (RecordBlocks' output; `lengthAt` reads a record's
+   * Appends blocks of whole records (RecordArena's batches; `lengthAt` reads a record's
    * incl_len). The first call (and the first after a rotation) writes `header`, the stream's
    * global header. A block is cut only where rotation needs it, between records, by walking
    * record headers; the rest goes to the disk as it came, in one gathered write per batch.
