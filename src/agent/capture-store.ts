@@ -5,7 +5,7 @@
 // used only if it is a plain name of the expected form, present in the directory listing,
 // and a regular file opened without following symlinks; the directories on the way are
 // checked to be real directories inside the root.
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
@@ -42,6 +42,29 @@ export type LiveLength = (dir: string, ino: bigint) => number | undefined;
 
 export function isRotatedName(file: string): boolean {
   return ROTATED.test(file);
+}
+
+export interface CaptureFileEntry {
+  name: string;
+  path: string;
+  /** lstat: a symlink under a capture file's name is no capture file. */
+  st: BigIntStats;
+}
+
+/**
+ * The capture files of a directory, sorted by name: plain names of the expected form that
+ * are regular files. A file removed while this looks is left out. What the file server lists
+ * and what a pin links are the same set (file-pins.ts).
+ */
+export async function captureFilesIn(dir: string): Promise<CaptureFileEntry[]> {
+  const out: CaptureFileEntry[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    if (!FILE_NAME.test(name)) continue;
+    const path = join(dir, name);
+    const st = await lstat(path, { bigint: true }).catch(() => undefined);
+    if (st?.isFile()) out.push({ name, path, st });
+  }
+  return out;
 }
 
 export class CaptureStore {
@@ -92,11 +115,7 @@ export class CaptureStore {
     const dir = await this.existingDir(namespace, name);
     if (!dir) return [];
     const out: StoredFile[] = [];
-    for (const file of (await readdir(dir)).sort()) {
-      if (!FILE_NAME.test(file)) continue;
-      const path = join(dir, file);
-      const st = await lstat(path, { bigint: true }).catch(() => undefined);
-      if (!st?.isFile()) continue;
+    for (const { name: file, path, st } of await captureFilesIn(dir)) {
       const found = await Promise.all([this.servableLength(dir, path, file, st), fileIdentityAt(path, st)]).catch(() => undefined);
       if (found === undefined) continue; // deleted by rotation while we looked
       out.push({ name: file, size: found[0], modified: st.mtime.toISOString(), identity: found[1] });

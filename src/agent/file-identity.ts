@@ -10,11 +10,7 @@ import { GLOBAL_HEADER_LENGTH, RECORD_HEADER_LENGTH } from '../pcap/format.js';
 
 /** The identity of an open file whose fstat is `st`. */
 export async function fileIdentity(st: BigIntStats, handle: FileHandle): Promise<string> {
-  return await identityOf(st, async () => {
-    const ts = Buffer.alloc(8);
-    await handle.read(ts, 0, 8, GLOBAL_HEADER_LENGTH);
-    return ts;
-  });
+  return await identityOf(st, () => firstRecordTime(handle));
 }
 
 /** The identity of the file at `path`, whose lstat is `st`; opened only when it has no birth time. */
@@ -22,13 +18,18 @@ export async function fileIdentityAt(path: string, st: BigIntStats): Promise<str
   return await identityOf(st, async () => {
     const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     try {
-      const ts = Buffer.alloc(8);
-      await handle.read(ts, 0, 8, GLOBAL_HEADER_LENGTH);
-      return ts;
+      return await firstRecordTime(handle);
     } finally {
       await handle.close();
     }
   });
+}
+
+/** The timestamp of the first record: 8 bytes right after the global header. */
+async function firstRecordTime(handle: FileHandle): Promise<Buffer> {
+  const ts = Buffer.alloc(8);
+  await handle.read(ts, 0, 8, GLOBAL_HEADER_LENGTH);
+  return ts;
 }
 
 async function identityOf(st: BigIntStats, firstRecordTime: () => Promise<Buffer>): Promise<string> {
@@ -36,9 +37,4 @@ async function identityOf(st: BigIntStats, firstRecordTime: () => Promise<Buffer
   if (st.birthtimeNs > 0n) return `${ino}-b${st.birthtimeNs.toString(16)}`;
   if (st.size < BigInt(GLOBAL_HEADER_LENGTH + RECORD_HEADER_LENGTH)) return `${ino}-e`;
   return `${ino}-r${(await firstRecordTime()).toString('hex')}`;
-}
-
-/** The identity as an HTTP entity tag (strong: the bytes served are exactly the file's). */
-export function etagOf(identity: string): string {
-  return `"${identity}"`;
 }

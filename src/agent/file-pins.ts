@@ -17,7 +17,7 @@ import { copyFile, link, lstat, mkdir, open, readdir, readFile, rename, rm, writ
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
-import type { CaptureStore } from './capture-store.js';
+import { captureFilesIn, type CaptureStore } from './capture-store.js';
 import { fileIdentityAt } from './file-identity.js';
 import type { RotationGate } from './rotation-gate.js';
 
@@ -227,11 +227,7 @@ export class FilePins {
    */
   private async linkAll(dir: string, pinDir: string): Promise<PinnedFile[]> {
     const out: PinnedFile[] = [];
-    for (const file of (await readdir(dir)).sort()) {
-      if (!CAPTURE_FILE_NAME.test(file)) continue;
-      const path = join(dir, file);
-      const orig = await lstat(path, { bigint: true }).catch(() => undefined);
-      if (!orig?.isFile()) continue;
+    for (const { name: file, path, st: orig } of await captureFilesIn(dir)) {
       const pinned = join(pinDir, file);
       try {
         await link(path, pinned);

@@ -6,7 +6,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { parseRange } from '../http/range.js';
 import { HttpError } from '../http/status.js';
-import { etagOf } from './file-identity.js';
+import { etagOf } from '../pcap/file-names.js';
 import { sendFileRange } from './send-file.js';
 
 export interface ServedFile {

@@ -7,6 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
+import { etagOf } from '../pcap/file-names.js';
 import { ReloadingAgent } from '../tls/reloading-agent.js';
 import type { AgentEndpoint } from './agent-directory.js';
 import { InvalidListingError, isCaptureFileName, parseListing, parsePin, type AgentFile, type AgentPin } from './agent-listing.js';
@@ -137,7 +138,7 @@ export class AgentClient {
    * listed size; If-Match makes the agent refuse anything else as well.
    */
   async openPinned(ep: AgentEndpoint, namespace: string, name: string, pin: string, file: AgentFile, signal?: AbortSignal): Promise<{ body: Readable; length: number }> {
-    const etag = `"${file.identity}"`;
+    const etag = etagOf(file.identity);
     const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}/files/${enc(file.name)}`, signal, { 'if-match': etag });
     const length = Number(res.headers['content-length']);
     if (res.headers.etag !== etag || length !== file.size) {

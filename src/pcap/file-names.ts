@@ -9,3 +9,8 @@ export const CAPTURE_FILE_NAME_PATTERN = CAPTURE_FILE_NAME.source;
  * time, its first record's timestamp, or "e" (no record yet). One rule for both sides.
  */
 export const FILE_IDENTITY = /^[0-9a-f]{1,16}-(?:b[0-9a-f]{1,20}|r[0-9a-f]{16}|e)$/;
+
+/** An identity as an HTTP entity tag (strong: the bytes served are exactly the file's). */
+export function etagOf(identity: string): string {
+  return `"${identity}"`;
+}
