@@ -325,7 +325,7 @@ export class CaptureWorker extends EventEmitter {
         writing = writing.then(async () => {
           try {
             if (diskFull) return;
-            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, [batch.bytes], lengthAt));
+            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, batch.bytes, lengthAt));
             this.count(batch.records, batch.bytes.length);
           } catch (err) {
             if (err instanceof DiskFullError) {

@@ -77,63 +77,47 @@ export class RotatingPcapFile {
   }
 
   /**
-   * Appends blocks of whole records (RecordArena's batches; `lengthAt` reads a record's
+   * Appends a block of whole records (a RecordArena batch; `lengthAt` reads a record's
    * incl_len). The first call (and the first after a rotation) writes `header`, the stream's
-   * global header. A block is cut only where rotation needs it, between records, by walking
-   * record headers; the rest goes to the disk as it came, in one gathered write per batch.
-   * Throws DiskFullError with the file still valid.
+   * global header. The block is cut only where rotation needs it, between records, by
+   * walking record headers; each piece goes to the disk in one write. Throws DiskFullError
+   * with the file still valid.
    */
-  async append(header: Buffer, blocks: Buffer[], lengthAt: (buf: Buffer, off: number) => number): Promise<void> {
+  async append(header: Buffer, block: Buffer, lengthAt: (buf: Buffer, off: number) => number): Promise<void> {
     if (this.header && !this.header.equals(header)) {
       // A restarted tcpdump with another link type or snap length: new file.
       await this.rotate();
     }
     this.header = header;
-    let batch: Buffer[] = [];
-    let batchBytes = 0;
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return;
-      try {
-        await this.writeAll(batch, batchBytes);
-      } catch (err) {
-        if (!(err instanceof DiskFullError)) throw err;
-        // The disk is full: keep every whole record that still fits, then give up.
-        for (const b of batch) {
-          for (let off = 0; off < b.length;) {
-            const end = off + RECORD_HEADER_LENGTH + lengthAt(b, off);
-            await this.write(b.subarray(off, end));
-            off = end;
-          }
-        }
+    let rest = block;
+    while (rest.length > 0) {
+      if (!this.fh) await this.openNew(header);
+      const room = this.policy.maxSizeBytes - this.committed;
+      let cut = rest.length <= room ? rest.length : wholeRecordsWithin(rest, room, lengthAt);
+      // A record larger than the limit goes alone into a file of its own.
+      if (cut === 0 && this.committed <= GLOBAL_HEADER_LENGTH) cut = RECORD_HEADER_LENGTH + lengthAt(rest, 0);
+      if (cut > 0) {
+        await this.writeRecords(rest.subarray(0, cut), lengthAt);
+        rest = rest.subarray(cut);
       }
-      batch = [];
-      batchBytes = 0;
-    };
-    for (let block of blocks) {
-      while (block.length > 0) {
-        if (!this.fh) await this.openNew(header);
-        const size = this.committed + batchBytes;
-        const room = this.policy.maxSizeBytes - size;
-        if (block.length <= room) {
-          batch.push(block);
-          batchBytes += block.length;
-          break;
-        }
-        let cut = wholeRecordsWithin(block, room, lengthAt);
-        // A record larger than the limit goes alone into a file of its own.
-        if (cut === 0 && size <= GLOBAL_HEADER_LENGTH) cut = RECORD_HEADER_LENGTH + lengthAt(block, 0);
-        if (cut > 0) {
-          batch.push(block.subarray(0, cut));
-          batchBytes += cut;
-          block = block.subarray(cut);
-        }
-        if (block.length === 0) break;
-        await flush();
-        await this.rotate();
-        await this.openNew(header);
+      if (rest.length === 0) break;
+      await this.rotate();
+      await this.openNew(header);
+    }
+  }
+
+  /** Writes whole records in one write; when the disk is full, every whole record that still fits, then gives up. */
+  private async writeRecords(bytes: Buffer, lengthAt: (buf: Buffer, off: number) => number): Promise<void> {
+    try {
+      await this.write(bytes);
+    } catch (err) {
+      if (!(err instanceof DiskFullError)) throw err;
+      for (let off = 0; off < bytes.length;) {
+        const end = off + RECORD_HEADER_LENGTH + lengthAt(bytes, off);
+        await this.write(bytes.subarray(off, end));
+        off = end;
       }
     }
-    await flush();
   }
 
   /** Rotates when the current file holds packets and is older than the rotation period. */
@@ -169,32 +153,6 @@ export class RotatingPcapFile {
     this.committed = 0;
     this.openedAt = this.now();
     await this.write(header);
-  }
-
-  /**
-   * Writes the buffers in one gathered write (no copy into one buffer), all or nothing:
-   * `committed` moves only once every byte is there, so a reader never gets a torn record.
-   */
-  private async writeAll(buffers: Buffer[], total: number): Promise<void> {
-    if (buffers.length === 1) return await this.write(buffers[0]!);
-    const fh = this.fh!;
-    try {
-      let { bytesWritten: done } = await fh.writev(buffers, this.committed);
-      if (done < total) {
-        // A short gathered write: the rest as one buffer.
-        const rest = Buffer.concat(buffers, total);
-        while (done < total) {
-          const { bytesWritten } = await fh.write(rest, done, total - done, this.committed + done);
-          if (bytesWritten === 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
-          done += bytesWritten;
-        }
-      }
-      this.committed += total;
-    } catch (err) {
-      await fh.truncate(this.committed).catch(() => undefined);
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC' || (err as NodeJS.ErrnoException).code === 'EDQUOT') throw new DiskFullError(this.currentPath);
-      throw err;
-    }
   }
 
   private async write(bytes: Buffer): Promise<void> {
