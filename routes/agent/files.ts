@@ -8,6 +8,7 @@
 import type { FastifyInstance } from 'fastify';
 import { CAPTURE_FILE_NAME_PATTERN } from '../../src/pcap/file-names.js';
 import '../../src/agent/decorators.js';
+import { CAPTURE_STATE_FILES } from '../../src/agent/capture-controller.js';
 import { sendCaptureFile } from '../../src/agent/file-response.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { conflict, notFound } from '../../src/http/status.js';
@@ -53,7 +54,8 @@ export default async function agentFileRoutes(app: FastifyInstance): Promise<voi
       if (app.captureActivity.isCapturing(namespace, name)) throw conflict(`capture ${namespace}/${name} is still capturing on this node`);
       // Downloads holding these files are cut: the space is the user's to free.
       const pins = await app.filePins.dropCapture(namespace, name);
-      const removed = await app.captureStore.removeAll(namespace, name);
+      // What the capture wrote stays counted (its maxPackets/maxBytes), and so does whose it is.
+      const removed = await app.captureStore.removeAll(namespace, name, CAPTURE_STATE_FILES);
       app.captureActivity.filesDeleted(namespace, name);
       request.log.info({ caller: request.caller?.username, namespace, name, removed: removed.length, pins }, 'capture files deleted');
       return { removed };

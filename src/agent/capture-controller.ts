@@ -21,6 +21,7 @@ import type { CaptureSpecs } from './capture-specs.js';
 import { filtersToBpf } from './bpf.js';
 import type { CaptureStore } from './capture-store.js';
 import { formatBytes, nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
+import { CaptureTally, TALLY_FILE } from './capture-tally.js';
 import { CaptureWorker } from './capture-worker.js';
 import { withDeadline } from './deadline.js';
 import { DiskGate } from './disk-gate.js';
@@ -90,6 +91,8 @@ export interface ControllerOptions {
 /** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
 const DISK_DEADLINE_MS = 5_000;
 const UID_MARKER = '.capture-uid';
+/** What a capture directory holds besides files: kept when only the files are deleted. */
+export const CAPTURE_STATE_FILES: ReadonlySet<string> = new Set([UID_MARKER, TALLY_FILE]);
 /** Under the capture directory, for tcpdumps' output channels; no namespace can be called so. */
 export const RUN_DIR = '.run';
 /** The work item that removes files of captures that no longer exist. */
@@ -104,6 +107,8 @@ interface Runtime {
   counters: { packets: number; bytes: number; kernelDrops: number; at: number } | undefined;
   /** Some worker was refused by the node's budget: retried when a worker stops. */
   refused: boolean;
+  /** What the capture has written here, persisted: its limits and its counters. */
+  tally: CaptureTally;
 }
 
 export function podView(p: Pod): PodView {
@@ -118,6 +123,11 @@ export function podView(p: Pod): PodView {
     deleting: p.metadata?.deletionTimestamp !== undefined,
     phase: p.status?.phase,
   };
+}
+
+/** The running worker captures what the plan wants (same filter, same snap length). */
+function sameCapture(worker: CaptureWorker, want: WorkerPlan): boolean {
+  return worker.spec.bpf === want.bpf && worker.spec.snapLen === want.snapLen;
 }
 
 export class CaptureController {
@@ -181,6 +191,8 @@ export class CaptureController {
     for (const t of this.timers) clearInterval(t);
     await withDeadline(this.queue.shutDown(), 15_000, 'finishing work in progress').catch((err: Error) => this.o.log.warn({ err: err.message }, 'stopping anyway'));
     await Promise.all([...this.runtimes.values()].flatMap((r) => [...r.workers.values()].map((w) => w.stop())));
+    // Exact counts on disk, so that a restart continues them (limits) where they stood.
+    await Promise.all([...this.runtimes.entries()].map(([key, r]) => withDeadline(r.tally.settle(), DISK_DEADLINE_MS, `writing the tally of ${key}`).catch((err: Error) => this.o.log.warn({ capture: key, err: err.message }, 'the capture\'s count stays as reserved'))));
     this.filters.stop();
     this.interfaces.stop();
   }
@@ -268,7 +280,8 @@ export class CaptureController {
     let rt = existing;
     if (!rt) {
       await withDeadline(this.claimDirectory(key, dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);
-      rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, counters: undefined, refused: false };
+      const tally = await withDeadline(CaptureTally.load(dir, uid), DISK_DEADLINE_MS, `reading ${dir}`);
+      rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, counters: undefined, refused: false, tally };
       rt.sawTraffic = (await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`)).length > 0;
       this.runtimes.set(key, rt);
     }
@@ -284,14 +297,19 @@ export class CaptureController {
       now,
       running: new Set(rt.workers.keys()),
       budget: this.budget.view(),
+      written: rt.tally,
     });
     if (plan.bpf !== undefined) this.expressions.set(key, plan.bpf);
+    if (plan.limits) rt.tally.setLimits({ maxPackets: plan.limits.maxPackets, maxBytes: plan.limits.maxBytes });
     rt.refused = plan.refused !== undefined;
     // The budget is taken before anything is awaited: captures worked on concurrently
-    // never admit workers against the same free slots.
-    const admitted = plan.workers.filter((w) => !rt.workers.has(w.key));
+    // never admit workers against the same free slots. A worker whose filter or snap length
+    // changed is started again (a pcap file has one snap length).
+    const admitted = plan.workers.filter((w) => !rt.workers.has(w.key) || !sameCapture(rt.workers.get(w.key)!, w));
     for (let n = 0; n < admitted.length; n++) this.budget.workerStarted();
     await this.converge(key, rt, plan, dir, admitted);
+    // With no worker left, the count on disk becomes exact (it runs ahead while writing).
+    if (rt.workers.size === 0) await withDeadline(rt.tally.settle(), DISK_DEADLINE_MS, `writing the tally of ${key}`);
 
     const fileNames = await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`);
     const report = this.o.reports.items.get(`${namespace}/${reportName(name, this.o.nodeName)}`);
@@ -301,6 +319,7 @@ export class CaptureController {
       directory: dir,
       plan,
       workers: [...rt.workers.values()].map((w) => ({ pod: w.spec.pod, iface: w.spec.iface, packets: w.stats.packets, bytes: w.stats.bytes, kernelDrops: w.stats.kernelDrops, error: w.stats.error })),
+      written: rt.tally,
       sawTraffic: rt.sawTraffic || [...rt.workers.values()].some((w) => w.stats.firstPacketAt !== undefined),
       fileNames,
       observed,
@@ -318,12 +337,12 @@ export class CaptureController {
     return waits.length > 0 ? { requeueAfterMs: Math.max(0, Math.min(...waits)) } : {};
   }
 
-  /** Stops the workers the plan no longer wants, starts the new ones. */
   /** Stops the workers the plan no longer wants, starts the `admitted` ones (their budget already taken). */
   private async converge(key: string, rt: Runtime, plan: CapturePlan, dir: string, admitted: WorkerPlan[]): Promise<void> {
     let unused = admitted.length;
     try {
-      const desired = new Set(plan.workers.map((w) => w.key));
+      const restarted = new Set(admitted.map((w) => w.key));
+      const desired = new Set(plan.workers.map((w) => w.key).filter((k) => !restarted.has(k)));
       const stopping: Promise<void>[] = [];
       for (const [wk, worker] of rt.workers) {
         if (desired.has(wk)) continue;
@@ -345,7 +364,7 @@ export class CaptureController {
 
   private startWorker(key: string, rt: Runtime, want: WorkerPlan, dir: string): void {
     const [namespace, name] = key.split('/') as [string, string];
-    const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, dir }, {
+    const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, snapLen: want.snapLen, dir }, {
       tcpdump: this.o.tcpdump,
       outputBufferBytes: this.o.tcpdumpOutputBufferBytes,
       policy: this.o.policy,
@@ -353,6 +372,7 @@ export class CaptureController {
       gate: this.gate,
       rotationGate: this.o.rotationGate,
       runDir: join(this.o.captureDir, RUN_DIR),
+      tally: rt.tally,
       buffers: this.buffers,
       onPackets: (n, bytes) => this.o.metrics?.packets(namespace, name, n, bytes),
       onRotate: () => {

@@ -3,9 +3,10 @@
 // filter check and of the interface lookups (read from their caches, never awaited), the
 // clock and the node's budgets — which capture workers should run, and what this node's
 // status entry says. No processes, no API server, no disk: the actuator does those.
-import type { CaptureState, NodeCaptureStatus, PacketCaptureSpec } from '../kube/packetcapture.js';
+import { captureLimitSpec, CaptureSpecError, type CaptureLimitSpec, type CaptureState, type NodeCaptureStatus, type PacketCaptureSpec } from '../kube/packetcapture.js';
 import { parseSelector, SelectorError } from '../selector/selector.js';
 import { FilterError, filtersToBpf } from './bpf.js';
+import { limitReached, type Written } from './capture-tally.js';
 import type { FilterVerdict } from './filter-checks.js';
 import type { InterfaceVerdict } from './interface-cache.js';
 import type { PodRef } from './pod-interface.js';
@@ -52,6 +53,8 @@ export interface PlanInputs {
   /** Keys of this capture's workers that run now (kept whatever the budget says). */
   running: ReadonlySet<string>;
   budget: NodeBudgetView;
+  /** What the capture has written on this node so far (capture-tally.ts), for its limits. */
+  written: Written;
 }
 
 export interface WorkerPlan {
@@ -62,6 +65,8 @@ export interface WorkerPlan {
   /** The evidence the interface was found by. */
   via: 'route' | 'cni-result';
   bpf: string;
+  /** tcpdump's -s; undefined: the whole packet. */
+  snapLen: number | undefined;
 }
 
 export type CapturePhase = 'Invalid' | 'Scheduled' | 'Active' | 'Finished';
@@ -85,6 +90,10 @@ export interface CapturePlan {
   /** The next moment the plan changes by the clock alone (start or end time). */
   wakeAt: number | undefined;
   bpf: string | undefined;
+  /** The spec's snapLen, maxPackets and maxBytes (undefined when the spec is invalid). */
+  limits: CaptureLimitSpec | undefined;
+  /** Why the capture finished on this node before its end time (a limit reached). */
+  finishedBy: string | undefined;
 }
 
 export function workerKey(podUid: string, iface: string): string {
@@ -109,16 +118,19 @@ export function selectedPods(capture: CaptureView, nodeName: string, pods: Itera
 }
 
 export function planCapture(i: PlanInputs): CapturePlan {
-  const plan: CapturePlan = { phase: 'Active', error: undefined, workers: [], refused: undefined, problems: [], matchedPods: [], settling: false, wakeAt: undefined, bpf: undefined };
+  const plan: CapturePlan = { phase: 'Active', error: undefined, workers: [], refused: undefined, problems: [], matchedPods: [], settling: false, wakeAt: undefined, bpf: undefined, limits: undefined, finishedBy: undefined };
   const spec = i.capture.spec;
   let selector: ReturnType<typeof parseSelector>;
+  let limits: CaptureLimitSpec;
   try {
     selector = parseSelector(spec?.selector ?? 'all()');
     plan.bpf = filtersToBpf(spec?.filters);
+    limits = captureLimitSpec(spec);
   } catch (err) {
-    if (!(err instanceof SelectorError || err instanceof FilterError)) throw err;
+    if (!(err instanceof SelectorError || err instanceof FilterError || err instanceof CaptureSpecError)) throw err;
     return { ...plan, phase: 'Invalid', error: err.message.split('\n')[0] };
   }
+  plan.limits = limits;
   const verdict = i.filter(plan.bpf);
   if (verdict.kind === 'invalid') return { ...plan, phase: 'Invalid', error: verdict.message };
 
@@ -129,6 +141,11 @@ export function planCapture(i: PlanInputs): CapturePlan {
   const start = parseTime(spec?.startTime);
   const end = parseTime(spec?.endTime);
   if (end !== undefined && i.now >= end) return { ...plan, phase: 'Finished' };
+  const reached = limitReached(limits, i.written);
+  if (reached) {
+    const what = reached === 'maxPackets' ? `${i.written.packets} packets` : `${i.written.bytes} bytes`;
+    return { ...plan, phase: 'Finished', finishedBy: `spec.${reached} (${limits[reached]}) reached on node ${i.nodeName}: ${what} written` };
+  }
   if (start !== undefined && i.now < start) return { ...plan, phase: 'Scheduled', wakeAt: start };
   plan.wakeAt = end;
   if (verdict.kind === 'pending') {
@@ -142,7 +159,7 @@ export function planCapture(i: PlanInputs): CapturePlan {
   const wanted: WorkerPlan[] = [];
   for (const pod of refs) {
     const v = i.iface(pod);
-    if (v.kind === 'found') wanted.push({ key: workerKey(pod.uid, v.iface), pod, iface: v.iface, via: v.via, bpf: plan.bpf });
+    if (v.kind === 'found') wanted.push({ key: workerKey(pod.uid, v.iface), pod, iface: v.iface, via: v.via, bpf: plan.bpf, snapLen: limits.snapLen });
     else if (v.kind === 'failed') plan.problems.push(`pod ${pod.name}: ${v.error}`);
     else plan.settling = true;
   }
@@ -197,6 +214,8 @@ export interface EntryInputs {
   fileNames: string[];
   /** What the API server holds for this node now. */
   observed: NodeCaptureStatus | undefined;
+  /** Packets and bytes written over the capture's life on this node (capture-tally.ts); else the running workers' sum. */
+  written?: { packets: number; bytes: number };
 }
 
 /** This node's entry in status.files, or undefined when the node has nothing to say. */
@@ -223,7 +242,7 @@ export function nodeEntry(i: EntryInputs): NodeCaptureStatus | undefined {
     messages = [];
   } else if (plan.phase === 'Finished') {
     state = 'Finished';
-    messages = [];
+    messages = plan.finishedBy ? [plan.finishedBy] : [];
   } else {
     const healthy = i.workers.some((w) => !w.error);
     if (plan.refused) state = 'Error';
@@ -241,8 +260,8 @@ export function nodeEntry(i: EntryInputs): NodeCaptureStatus | undefined {
     state,
     ...(messages.length > 0 ? { message: messages.join('; ').slice(0, 1024) } : {}),
     pods: i.workers.filter((w) => !w.error).length,
-    packets,
-    bytes,
+    packets: i.written?.packets ?? packets,
+    bytes: i.written?.bytes ?? bytes,
     kernelDrops,
   };
 }

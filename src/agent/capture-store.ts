@@ -157,12 +157,16 @@ export class CaptureStore {
     }
   }
 
-  /** Deletes every file of the capture on this node; returns the names removed. */
-  async removeAll(namespace: string, name: string): Promise<string[]> {
+  /**
+   * Deletes every file of the capture on this node but those named in `keep` (the capture's
+   * own state, when only its files are deleted); returns the pcap file names removed.
+   */
+  async removeAll(namespace: string, name: string, keep: ReadonlySet<string> = new Set()): Promise<string[]> {
     const dir = await this.existingDir(namespace, name);
     if (!dir) return [];
     const removed: string[] = [];
     for (const file of (await readdir(dir)).sort()) {
+      if (keep.has(file)) continue;
       const path = join(dir, file);
       const st = await lstat(path).catch(() => undefined);
       if (!st || st.isDirectory()) continue;

@@ -24,6 +24,7 @@ import type { BufferBudget } from './node-budget.js';
 import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating-pcap.js';
 import type { RotationGate } from './rotation-gate.js';
 import { signalWhenParked } from './parked-signal.js';
+import type { CaptureTally } from './capture-tally.js';
 
 export interface WorkerSpec {
   /** namespace/name of the capture. */
@@ -31,6 +32,8 @@ export interface WorkerSpec {
   pod: string;
   iface: string;
   bpf: string;
+  /** tcpdump's -s (bytes kept per packet); undefined: the whole packet. */
+  snapLen: number | undefined;
   dir: string;
 }
 
@@ -67,6 +70,8 @@ export interface WorkerOptions {
   rotationGate?: RotationGate;
   /** A private directory (0700) for tcpdump's output channels (FIFOs, unlinked once open). */
   runDir: string;
+  /** The capture's count on this node and its limits: every batch is claimed there first. */
+  tally?: CaptureTally;
 }
 
 const MAX_BACKOFF_MS = 30_000;
@@ -248,6 +253,7 @@ export class CaptureWorker extends EventEmitter {
       // calls initgroups(), hence CAP_SETGID. With CAP_NET_RAW that is all it needs: see
       // TCPDUMP_CAPABILITIES and deploy/agent/daemonset.yaml.
       const args = ['-i', this.spec.iface, '-w', '-', '-n', '-Z', 'root', '-B', '4096'];
+      if (this.spec.snapLen !== undefined) args.push('-s', String(this.spec.snapLen));
       if (this.spec.bpf) args.push(this.spec.bpf);
       let child: ChildProcess;
       try {
@@ -325,8 +331,18 @@ export class CaptureWorker extends EventEmitter {
         writing = writing.then(async () => {
           try {
             if (diskFull) return;
-            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, batch.bytes, lengthAt));
-            this.count(batch.records, batch.bytes.length);
+            let { bytes, records } = batch;
+            if (this.opts.tally) {
+              // The capture's limits (spec.maxPackets, spec.maxBytes) cut the batch; what
+              // does not fit is dropped here, and the controller finishes the capture.
+              const claimed = await this.opts.tally.claim(bytes, records, lengthAt);
+              if (claimed.records < records) this.emit('changed');
+              bytes = bytes.subarray(0, claimed.bytes);
+              records = claimed.records;
+            }
+            if (records === 0) return;
+            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, bytes, lengthAt));
+            this.count(records, bytes.length);
           } catch (err) {
             if (err instanceof DiskFullError) {
               diskFull = true;

@@ -23,6 +23,47 @@ export interface PacketCaptureSpec {
   filters?: PacketCaptureRule[];
   startTime?: string;
   endTime?: string;
+  // kube-pcap's extensions to Calico's resource (docs/agent.md, "Capture limits").
+  /** Bytes kept of each packet; tcpdump's whole packet (262 144) when absent. */
+  snapLen?: number;
+  /** Packets written per node, after which the capture is Finished on that node. */
+  maxPackets?: number;
+  /** Record bytes (16-byte header + captured bytes) written per node, likewise. */
+  maxBytes?: number;
+}
+
+/** tcpdump's largest snap length, and what it keeps when none is given. */
+export const MAX_SNAPLEN = 262_144;
+
+export interface CaptureLimitSpec {
+  snapLen: number | undefined;
+  maxPackets: number | undefined;
+  maxBytes: number | undefined;
+}
+
+export class CaptureSpecError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CaptureSpecError';
+  }
+}
+
+/**
+ * The spec's limits, checked as the CRD checks them (deploy/crd): the agent does not rely on
+ * the API server, which may be Calico's own and not know these fields.
+ */
+export function captureLimitSpec(spec: PacketCaptureSpec | undefined): CaptureLimitSpec {
+  const field = (name: 'snapLen' | 'maxPackets' | 'maxBytes', max: number, why: string): number | undefined => {
+    const v: unknown = spec?.[name];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > max) throw new CaptureSpecError(`spec.${name} must be a whole number from 1 to ${max}${why}`);
+    return v;
+  };
+  return {
+    snapLen: field('snapLen', MAX_SNAPLEN, ` (tcpdump's largest); leave it out to keep whole packets`),
+    maxPackets: field('maxPackets', Number.MAX_SAFE_INTEGER, ''),
+    maxBytes: field('maxBytes', Number.MAX_SAFE_INTEGER, ''),
+  };
 }
 
 /** One node's entry in status.files (the aggregator folds it from the node's report). */

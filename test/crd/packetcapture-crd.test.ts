@@ -32,6 +32,14 @@ t.test('the seed manifests are accepted', async (t) => {
   t.same(dns.spec, { selector: 'app == "logging"', filters: [{ protocol: 'UDP', ports: [53] }] });
 });
 
+t.test('the limits kube-pcap adds are kept as written; a Calico manifest has none', async (t) => {
+  await c.applyManifest(manifest(ns, 'limited', '  selector: all()\n  snapLen: 96\n  maxPackets: 1000\n  maxBytes: 9007199254740991'));
+  const pc = await getPacketCapture(client, ns, 'limited');
+  t.same(pc?.spec, { selector: 'all()', snapLen: 96, maxPackets: 1000, maxBytes: 9007199254740991 });
+  const plain = await getPacketCapture(client, ns, 'no-selector').catch(() => undefined);
+  t.notOk(plain && ('snapLen' in (plain.spec ?? {}) || 'maxPackets' in (plain.spec ?? {}) || 'maxBytes' in (plain.spec ?? {})), 'no defaults are added to Calico\'s fields');
+});
+
 t.test('selector defaults to all()', async (t) => {
   await c.applyManifest(manifest(ns, 'no-selector', '  filters: [{protocol: 1}]'));
   const pc = await c.custom.getNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: ns, plural: 'packetcaptures', name: 'no-selector' }) as { spec: { selector: string } };
@@ -46,6 +54,15 @@ const rejected: [string, string, RegExp][] = [
   ['port range beyond 65535', '  filters: [{protocol: TCP, ports: ["1:70000"]}]', /a port must be a number from 1 to 65535 or a range/],
   ['endTime before startTime', '  startTime: "2026-01-01T12:00:00Z"\n  endTime: "2026-01-01T11:00:00Z"', /spec\.endTime: Invalid value.*endTime must be after startTime/],
   ['a startTime that is not RFC 3339', '  startTime: "yesterday"', /spec\.startTime: Invalid value: "yesterday"/],
+  // kube-pcap's extensions (docs/agent.md, "Capture limits").
+  ['snapLen 0', '  snapLen: 0', /spec\.snapLen: Invalid value.*snapLen must be a number of bytes from 1 to 262144 \(tcpdump's largest\); leave it out to keep whole packets/],
+  ['snapLen beyond tcpdump\'s largest', '  snapLen: 262145', /snapLen must be a number of bytes from 1 to 262144/],
+  ['snapLen as a string', '  snapLen: "96"', /spec\.snapLen: Invalid value: "string": spec\.snapLen in body must be of type integer/],
+  ['maxPackets 0', '  maxPackets: 0', /spec\.maxPackets: Invalid value.*maxPackets must be a whole number from 1 to 9007199254740991; leave it out for no limit/],
+  ['maxPackets negative', '  maxPackets: -5', /maxPackets must be a whole number from 1/],
+  ['maxPackets past what a JSON number holds exactly', '  maxPackets: 9007199254740993', /maxPackets must be a whole number from 1 to 9007199254740991/],
+  ['maxBytes 0', '  maxBytes: 0', /spec\.maxBytes: Invalid value.*maxBytes must be a whole number of bytes from 1 to 9007199254740991/],
+  ['maxBytes as a quantity', '  maxBytes: 10Mi', /spec\.maxBytes in body must be of type integer/],
 ];
 for (const [what, spec, message] of rejected) {
   t.test(`rejected: ${what}`, async (t) => {

@@ -15,7 +15,7 @@ const valid = (): FilterVerdict => ({ kind: 'valid' });
 const found = (p: { name: string }): InterfaceVerdict => ({ kind: 'found', iface: `cali-${p.name}`, via: 'route' });
 
 function inputs(o: Partial<PlanInputs>): PlanInputs {
-  return { capture: capture(), nodeName: NODE, pods: [], filter: valid, iface: found, now: Date.parse('2026-11-27T12:00:00Z'), running: new Set(), budget: budget(), ...o };
+  return { capture: capture(), nodeName: NODE, pods: [], filter: valid, iface: found, now: Date.parse('2026-11-27T12:00:00Z'), running: new Set(), budget: budget(), written: { packets: 0, bytes: 0 }, ...o };
 }
 
 t.test('selects pods of its namespace on this node, by label, and plans one worker each', async (t) => {
@@ -105,4 +105,31 @@ t.test('the node entry: states, counters and when a node says nothing', async (t
   const idle = planCapture(inputs({ pods: [] }));
   t.equal(nodeEntry({ nodeName: NODE, directory: '/d', plan: idle, workers: [], sawTraffic: false, fileNames: [], observed: undefined }), undefined, 'no pods, no files: nothing to say');
   t.match(nodeEntry({ nodeName: NODE, directory: '/d', plan: idle, workers: [], sawTraffic: false, fileNames: [], observed: { node: NODE } }), { state: 'WaitingForTraffic', message: /no pod on node node-a matches/ }, 'an entry it wrote before is kept up to date');
+});
+
+t.test('limits: snapLen reaches the workers; a reached maxPackets or maxBytes finishes the node, and says why', async (t) => {
+  const pods = [pod('logging-a', { app: 'logging' })];
+  const active = planCapture(inputs({ capture: capture({ snapLen: 96, maxPackets: 10 }), pods, written: { packets: 9, bytes: 900 } }));
+  t.equal(active.phase, 'Active');
+  t.same(active.workers.map((w) => w.snapLen), [96]);
+  const done = planCapture(inputs({ capture: capture({ maxPackets: 10 }), pods, written: { packets: 10, bytes: 1000 } }));
+  t.equal(done.phase, 'Finished');
+  t.same(done.workers, [], 'no worker runs');
+  const entry = nodeEntry({ nodeName: NODE, directory: '/d', plan: done, workers: [], sawTraffic: true, fileNames: ['a.pcap'], observed: undefined, written: { packets: 10, bytes: 1000 } });
+  t.same([entry?.state, entry?.message, entry?.packets, entry?.bytes], ['Finished', `spec.maxPackets (10) reached on node ${NODE}: 10 packets written`, 10, 1000]);
+  t.equal(planCapture(inputs({ capture: capture({ maxBytes: 1000 }), pods, written: { packets: 3, bytes: 990 } })).phase, 'Finished', 'no record fits in the 10 bytes left');
+  t.equal(planCapture(inputs({ capture: capture({ maxPackets: 10 }), pods, written: { packets: 10, bytes: 1000 }, now: Date.parse('2020-01-01T00:00:00Z') })).phase, 'Finished');
+});
+
+t.test('limits the API server did not check (Calico\'s own API server) are refused by the agent', async (t) => {
+  for (const [spec, message] of [
+    [{ snapLen: 0 }, /spec\.snapLen must be a whole number from 1 to 262144/],
+    [{ snapLen: 70000.5 }, /spec\.snapLen must be a whole number/],
+    [{ maxPackets: '10' as unknown as number }, /spec\.maxPackets must be a whole number from 1/],
+    [{ maxBytes: -1 }, /spec\.maxBytes must be a whole number from 1/],
+  ] as const) {
+    const plan = planCapture(inputs({ capture: capture(spec), pods: [pod('logging-a', { app: 'logging' })] }));
+    t.equal(plan.phase, 'Invalid');
+    t.match(plan.error, message);
+  }
 });
