@@ -59,10 +59,10 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
   /** Lists every node's files and streams them as one zip (docs: zip-stream.ts). */
   async function send({ namespace, name }: CaptureParams, { compression, partial }: { compression: 'store' | 'deflate'; partial: boolean }, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const files = app.captureFiles;
-    const pc = await files.capture(namespace, name);
+    const found = await files.find(namespace, name);
     // ?partial=true: what is reachable now, with MISSING.txt naming what is not; without
     // it, a node that holds files and cannot be asked is a 502 (capture-files.ts).
-    const { nodes, missing } = partial ? await files.collectReachable(pc, { pin: true }) : { nodes: await files.collect(pc, { pin: true }), missing: [] };
+    const { nodes, missing } = partial ? await files.collectReachable(found, { pin: true }) : { nodes: await files.collect(found, { pin: true }), missing: [] };
     const pins = new DownloadPins(files, namespace, name, nodes, request.log);
     // Whatever ends the response (done, error, client gone), the pins go back.
     reply.raw.once('close', () => void pins.releaseAll());

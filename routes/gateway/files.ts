@@ -56,8 +56,7 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     { schema: { params: captureParams, querystring: noQuery, response: { 200: listing } }, config: { filesVerb: 'get' } },
     async (request) => {
       const { namespace, name } = request.params;
-      const pc = await app.captureFiles.capture(namespace, name);
-      const nodes = await app.captureFiles.collect(pc);
+      const nodes = await app.captureFiles.collect(await app.captureFiles.find(namespace, name));
       return {
         namespace,
         name,
@@ -71,13 +70,12 @@ export default async function filesRoutes(app: FastifyInstance): Promise<void> {
     { schema: { params: captureParams, querystring: noQuery, response: { 200: removal } }, config: { filesVerb: 'delete' } },
     async (request) => {
       const { namespace, name } = request.params;
-      const pc = await app.captureFiles.capture(namespace, name);
-      const entries = await app.captureFiles.nodes(pc);
-      const active = entries.filter((f) => f.state !== undefined && ACTIVE.has(f.state)).map((f) => f.node).sort();
+      const found = await app.captureFiles.find(namespace, name);
+      const active = found.entries.filter((f) => f.state !== undefined && ACTIVE.has(f.state)).map((f) => f.node).sort();
       if (active.length > 0) {
         throw conflict(`packetcaptures.projectcalico.org "${name}" is still capturing on ${active.join(', ')}: stop it first (set spec.endTime, or kubectl pcap stop)`);
       }
-      const nodes = await app.captureFiles.collect(pc, { entries });
+      const nodes = await app.captureFiles.collect(found);
       const removed: { node: string; file: string }[] = [];
       const failed: string[] = [];
       const invalid: string[] = [];

@@ -1,11 +1,13 @@
 // Runs the status aggregator on the one gateway replica that holds the Lease
 // (docs/status.md, "One writer"): it starts when this replica starts leading and stops, its
-// watches with it, when it stops; other replicas only serve downloads.
+// Node watch with it, when it stops; the captures and reports it folds are the gateway's
+// cache (capture-cache.ts), which every replica keeps for its requests anyway.
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { GatewayConfig } from '../config/gateway.js';
 import type { KubeClient } from '../kube/client.js';
 import { LeaderElector } from '../kube/leader-election.js';
+import type { CaptureCache } from './capture-cache.js';
 import { StatusAggregator } from './status-aggregator.js';
 
 /** One capture's status may cost each PacketCapture watcher this many bytes per second. */
@@ -16,7 +18,7 @@ export interface Aggregation {
   stop(): Promise<void>;
 }
 
-export function startAggregation(kube: KubeClient, config: GatewayConfig, log: Logger, registry: Registry): Aggregation {
+export function startAggregation(kube: KubeClient, cache: CaptureCache, config: GatewayConfig, log: Logger, registry: Registry): Aggregation {
   const leader = new Gauge({ name: 'kube_pcap_gateway_status_aggregator_leader', help: '1 while this replica holds the Lease and writes PacketCapture status.', registers: [registry] });
   const writes = new Counter({ name: 'kube_pcap_gateway_status_writes_total', help: 'PacketCapture status writes by this replica\'s aggregator.', registers: [registry] });
   const pruned = new Counter({ name: 'kube_pcap_gateway_reports_pruned_total', help: 'Node reports deleted because their Node no longer exists.', registers: [registry] });
@@ -30,6 +32,7 @@ export function startAggregation(kube: KubeClient, config: GatewayConfig, log: L
       if (!elector.isLeader) return;
       aggregator = new StatusAggregator({
         kube,
+        cache,
         log: log.child({ component: 'status-aggregator' }),
         minIntervalMs: config.statusMinIntervalMs,
         bytesPerSecond: STATUS_BYTES_PER_SECOND,

@@ -26,6 +26,7 @@ import type { KubeClient } from '../kube/client.js';
 import { AgentClient } from './agent-client.js';
 import { AgentDirectory } from './agent-directory.js';
 import { startAggregation } from './aggregation.js';
+import { CaptureCache } from './capture-cache.js';
 import { CaptureFiles } from './capture-files.js';
 import './decorators.js';
 
@@ -95,7 +96,9 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     serverName: config.agents.serverName, tokenFile: config.agents.tokenFile, timeoutMs: config.agents.timeoutMs,
     log: log.child({ component: 'agent-client' }),
   });
-  const captureFiles = new CaptureFiles(kube, directory, agents, {
+  const captureReads = new Counter({ name: 'kube_pcap_gateway_capture_reads_total', help: 'PacketCaptures (with their node reports) read for requests, by source: cache (the watch) or api (a GET on a cache miss).', labelNames: ['source'], registers: [registry] });
+  const cache = new CaptureCache(kube, { log: log.child({ component: 'capture-cache' }), apiTimeoutMs: config.apiTimeoutMs, metrics: { read: (source) => captureReads.inc({ source }) } });
+  const captureFiles = new CaptureFiles(cache, directory, agents, {
     apiTimeoutMs: config.apiTimeoutMs,
     listConcurrency: config.agents.listConcurrency,
     log: log.child({ component: 'capture-files' }),
@@ -116,9 +119,11 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   });
   app.decorate('downloadSlots', downloadSlots);
   directory.start();
-  const aggregation = startAggregation(kube, config, log, registry);
+  cache.start();
+  const aggregation = startAggregation(kube, cache, config, log, registry);
   app.addHook('onClose', async () => {
     await aggregation.stop();
+    await cache.stop();
     await directory.stop();
     await agents.close();
   });

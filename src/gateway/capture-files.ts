@@ -6,12 +6,13 @@
 import type { Logger } from 'pino';
 import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import { badGateway, notFound, serviceUnavailable } from '../http/status.js';
-import { KubeApiError, KubeUnavailableError, type KubeClient } from '../kube/client.js';
-import { entryOf, listCaptureReports } from '../kube/node-report.js';
-import { getPacketCapture, type CaptureState, type NodeCaptureStatus, type PacketCapture } from '../kube/packetcapture.js';
+import { KubeApiError, KubeUnavailableError } from '../kube/client.js';
+import { entryOf } from '../kube/node-report.js';
+import type { CaptureState, NodeCaptureStatus, PacketCapture } from '../kube/packetcapture.js';
 import { AgentError, type AgentClient, type AgentFile } from './agent-client.js';
 import { InvalidListingError, isNodeName } from './agent-listing.js';
 import type { AgentDirectory, AgentEndpoint } from './agent-directory.js';
+import type { CaptureCache } from './capture-cache.js';
 
 export interface NodeFiles {
   node: string;
@@ -24,10 +25,14 @@ export interface NodeFiles {
 
 export interface CollectOptions {
   signal?: AbortSignal;
-  /** The nodes' entries when the caller has read them already. */
-  entries?: NodeCaptureStatus[];
   /** Pin each node's files (a download): what is listed is then what is served. */
   pin?: boolean;
+}
+
+/** A capture as a request found it: the object, and each node's entry from its report. */
+export interface FoundCapture {
+  pc: PacketCapture;
+  entries: NodeCaptureStatus[];
 }
 
 export interface CaptureFilesOptions {
@@ -47,28 +52,23 @@ export interface MissingNode {
 
 export class CaptureFiles {
   constructor(
-    private readonly kube: KubeClient,
+    private readonly cache: CaptureCache,
     readonly directory: AgentDirectory,
     readonly agents: AgentClient,
     private readonly o: CaptureFilesOptions,
   ) {}
 
-  /** The PacketCapture, read with the gateway's own identity; 404 when there is none. */
-  async capture(namespace: string, name: string): Promise<PacketCapture> {
-    const pc = await readOr503('the PacketCapture', () => getPacketCapture(this.kube, namespace, name, this.o.apiTimeoutMs));
-    if (!pc) throw notFound(`packetcaptures.projectcalico.org "${name}" not found in namespace "${namespace}"`);
-    return pc;
-  }
-
   /**
-   * Each node's entry for the capture, from its node report. A capture with no reports at
-   * all falls back to status.files (written by agents older than the reports).
+   * The PacketCapture (read with the gateway's own identity; 404 when there is none) and
+   * each node's entry for it, from its node report (capture-cache.ts: from memory when the
+   * cache holds the capture). A capture with no reports at all falls back to status.files
+   * (written by agents older than the reports).
    */
-  async nodes(pc: PacketCapture): Promise<NodeCaptureStatus[]> {
-    const { namespace, name, uid } = pc.metadata;
-    const reports = await readOr503('the capture\'s node reports', () => listCaptureReports(this.kube, { namespace, name, uid: uid ?? '' }, this.o.apiTimeoutMs));
-    if (reports.length === 0) return pc.status?.files ?? [];
-    return reports.filter((r) => !r.metadata.deletionTimestamp).map(entryOf).sort((a, b) => a.node.localeCompare(b.node));
+  async find(namespace: string, name: string): Promise<FoundCapture> {
+    const { capture: pc, reports } = await readOr503('the PacketCapture and its node reports', () => this.cache.read(namespace, name));
+    if (!pc) throw notFound(`packetcaptures.projectcalico.org "${name}" not found in namespace "${namespace}"`);
+    if (reports.length === 0) return { pc, entries: pc.status?.files ?? [] };
+    return { pc, entries: reports.filter((r) => !r.metadata.deletionTimestamp).map(entryOf).sort((a, b) => a.node.localeCompare(b.node)) };
   }
 
   /**
@@ -76,9 +76,9 @@ export class CaptureFiles {
    * reached fails the whole request (502, naming the nodes). A node whose entry lists none
    * is asked too (its status may lag a first file by a second) but may be skipped.
    */
-  async collect(pc: PacketCapture, o: CollectOptions = {}): Promise<NodeFiles[]> {
-    const { nodes, missing } = await this.collectReachable(pc, o);
-    const { namespace, name } = pc.metadata;
+  async collect(found: FoundCapture, o: CollectOptions = {}): Promise<NodeFiles[]> {
+    const { nodes, missing } = await this.collectReachable(found, o);
+    const { namespace, name } = found.pc.metadata;
     // Nothing is streamed: the pins taken for it are given back at once.
     if (missing.length > 0) await this.release(namespace, name, nodes);
     const invalid = missing.filter((m) => m.problem === 'AgentInvalidResponse').map((m) => m.node);
@@ -97,10 +97,9 @@ export class CaptureFiles {
    * agent answered, and each node that holds files but was left out, with why. The caller
    * says so in the zip (MISSING.txt); nothing is left out silently.
    */
-  async collectReachable(pc: PacketCapture, o: CollectOptions = {}): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
+  async collectReachable({ pc, entries }: FoundCapture, o: CollectOptions = {}): Promise<{ nodes: NodeFiles[]; missing: MissingNode[] }> {
     const { namespace, name } = pc.metadata;
     const { signal } = o;
-    const entries = o.entries ?? await this.nodes(pc);
     // A node name becomes a zip directory: anything but a Kubernetes node name is refused
     // before any agent is asked (the agents' ServiceAccount can write any node's report).
     const badNodes = entries.map((e) => e.node).filter((n) => !isNodeName(n)).map((n) => JSON.stringify(n).slice(0, 80));

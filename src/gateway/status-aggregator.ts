@@ -8,11 +8,12 @@
 // pruned while Nodes cannot be listed.
 import type { Logger } from 'pino';
 import { KubeApiError, type KubeClient } from '../kube/client.js';
-import { deleteNodeReport, reportsPath, type NodeReport } from '../kube/node-report.js';
+import { deleteNodeReport, type NodeReport } from '../kube/node-report.js';
 import { capturesPath, type PacketCapture } from '../kube/packetcapture.js';
 import { objectKey, Reflector, type KubeObject } from '../kube/reflector.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
 import { foldReports, statusMatches, writeIntervalMs } from './aggregate-status.js';
+import { captureKeyOf, type CaptureCache } from './capture-cache.js';
 
 export interface AggregatorMetrics {
   statusWrite(): void;
@@ -21,6 +22,8 @@ export interface AggregatorMetrics {
 
 export interface AggregatorOptions {
   kube: KubeClient;
+  /** The gateway's captures and reports (capture-cache.ts), started and stopped by its owner. */
+  cache: CaptureCache;
   log: Logger;
   /** At least this long between two status writes of one capture. */
   minIntervalMs: number;
@@ -37,17 +40,17 @@ export class StatusAggregator {
   private readonly captures: Reflector<PacketCapture>;
   private readonly reports: Reflector<NodeReport>;
   private readonly nodes: Reflector<KubeObject>;
-  /** Reports by capture key ("<namespace>/<capture name>"), then by report key. */
-  private readonly byCapture = new Map<string, Map<string, NodeReport>>();
   private readonly lastWrite = new Map<string, number>();
   private readonly queue: WorkQueue;
   private timer: NodeJS.Timeout | undefined;
+  /** What it listens to on the shared cache, taken off again when it stops leading. */
+  private readonly unsubscribe: (() => void)[] = [];
 
   constructor(private readonly o: AggregatorOptions) {
-    const timeoutMs = o.apiTimeoutMs * 6;
-    this.captures = new Reflector<PacketCapture>(o.kube, { path: capturesPath(), log: o.log.child({ watch: 'packetcaptures' }), timeoutMs });
-    this.reports = new Reflector<NodeReport>(o.kube, { path: reportsPath(), log: o.log.child({ watch: 'packetcapturenodereports' }), timeoutMs });
-    this.nodes = new Reflector<KubeObject>(o.kube, { path: '/api/v1/nodes', metadataOnly: true, log: o.log.child({ watch: 'nodes' }), timeoutMs });
+    this.captures = o.cache.captures;
+    this.reports = o.cache.reports;
+    // Nodes only matter for pruning: watched by the leader alone.
+    this.nodes = new Reflector<KubeObject>(o.kube, { path: '/api/v1/nodes', metadataOnly: true, log: o.log.child({ watch: 'nodes' }), timeoutMs: o.apiTimeoutMs * 6 });
     this.queue = new WorkQueue((key) => this.work(key), {
       concurrency: 4,
       slotTimeoutMs: 30_000,
@@ -58,46 +61,26 @@ export class StatusAggregator {
   }
 
   start(): void {
-    this.captures.on('change', (_t, pc) => (pc ? this.queue.add(objectKey(pc)) : this.enqueueAll()));
-    this.reports.on('change', (type, r) => {
-      if (!r) {
-        this.reindex();
-        this.enqueueAll();
-        return;
-      }
-      const key = captureKeyOf(r);
-      let m = this.byCapture.get(key);
-      if (type === 'DELETED') {
-        m?.delete(objectKey(r));
-        if (m?.size === 0) this.byCapture.delete(key);
-      } else {
-        if (!m) this.byCapture.set(key, (m = new Map()));
-        m.set(objectKey(r), r);
-      }
-      this.queue.add(key);
-    });
+    const listen = <A extends unknown[]>(target: { on(e: string, l: (...a: A) => void): unknown; off(e: string, l: (...a: A) => void): unknown }, event: string, listener: (...a: A) => void): void => {
+      target.on(event, listener);
+      this.unsubscribe.push(() => target.off(event, listener));
+    };
+    listen(this.captures, 'change', (_t: unknown, pc?: PacketCapture) => (pc ? this.queue.add(objectKey(pc)) : this.enqueueAll()));
+    listen(this.o.cache, 'reports-changed', (key: string) => this.queue.add(key));
+    listen(this.o.cache, 'reports-relisted', () => this.enqueueAll());
     this.nodes.on('change', (_t, node) => (node ? this.enqueueNode(node.metadata?.name ?? '') : this.enqueueAll()));
-    for (const r of [this.captures, this.reports, this.nodes]) {
-      r.on('synced', () => this.enqueueAll());
-      r.start();
-    }
+    for (const r of [this.captures, this.reports, this.nodes]) listen(r, 'synced', () => this.enqueueAll());
+    this.nodes.start();
+    // The shared caches may have synced before this replica started leading.
+    this.enqueueAll();
     this.timer = setInterval(() => this.enqueueAll(), this.o.resyncMs);
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    for (const off of this.unsubscribe.splice(0)) off();
     await this.queue.shutDown();
-    await Promise.all([this.captures.stop(), this.reports.stop(), this.nodes.stop()]);
-  }
-
-  private reindex(): void {
-    this.byCapture.clear();
-    for (const [k, r] of this.reports.items) {
-      const key = captureKeyOf(r);
-      let m = this.byCapture.get(key);
-      if (!m) this.byCapture.set(key, (m = new Map()));
-      m.set(k, r);
-    }
+    await this.nodes.stop();
   }
 
   private enqueueAll(): void {
@@ -105,14 +88,7 @@ export class StatusAggregator {
   }
 
   private enqueueNode(node: string): void {
-    for (const [key, reports] of this.byCapture) {
-      for (const r of reports.values()) {
-        if (r.spec?.nodeName === node) {
-          this.queue.add(key);
-          break;
-        }
-      }
-    }
+    for (const r of this.reports.items.values()) if (r.spec?.nodeName === node) this.queue.add(captureKeyOf(r));
   }
 
   private async work(key: string): Promise<WorkResult | void> {
@@ -123,7 +99,7 @@ export class StatusAggregator {
       return;
     }
     const uid = pc.metadata.uid ?? '';
-    const reports = [...(this.byCapture.get(key)?.values() ?? [])];
+    const reports = this.o.cache.reportsOf(key);
     const gone = await this.goneNodes(uid, reports);
     const fold = foldReports(uid, reports, (node) => (gone.has(node) ? 'absent' : 'present'));
     await this.prune(fold.gone);
@@ -187,8 +163,4 @@ export class StatusAggregator {
       return false;
     }
   }
-}
-
-function captureKeyOf(r: NodeReport): string {
-  return `${r.metadata.namespace}/${r.spec?.captureName ?? ''}`;
 }
