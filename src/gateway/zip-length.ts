@@ -2,15 +2,15 @@
 // (docs/downloads.md, "Exact length"). With every entry's size pinned, the archive's layout is
 // fixed: per entry a local header, the bytes, a data descriptor (entries are streamed, so
 // their CRC follows them) and a central directory header; then the end records. The sizes
-// below are those archiver's zip writer (compress-commons) emits, zip64 included; the
+// below are those stored-zip.ts writes (archiver's layout, field for field), zip64 included; the
 // stream counts what it sends against this figure and cuts the connection rather than send
 // a byte more or end a byte short (zip-stream.ts), and test/unit/zip-length.test.ts holds
 // the two together for ordinary, many-entry and zip64 archives.
 
 /** Past this, a 32-bit zip field cannot hold a size or an offset. */
-const MAX32 = 0xffffffff;
+export const MAX32 = 0xffffffff;
 /** Past this many entries the classic end record cannot count them. */
-const MAX16 = 0xffff;
+export const MAX16 = 0xffff;
 
 /** Local file header: 30 bytes and the name (no extra field for a streamed entry). */
 const LOCAL_HEADER = 30;

@@ -1,10 +1,14 @@
 // The promised Content-Length of a stored files.zip (src/gateway/zip-length.ts) against the
-// bytes archiver really writes, through the gateway's own zip stream: ordinary archives, more
-// entries than classic zip can count, and one just under 4 GiB that is zip64 by the gateway's
-// choice while no entry or offset needs it. Entries past 4 GiB, and offsets past it, are
-// test/gateway/zip64.test.ts's, through a real download.
+// bytes the gateway's zip stream really writes (src/gateway/stored-zip.ts), and those bytes
+// against archiver's for the same entries: ordinary archives, more entries than classic zip
+// can count, and one just under 4 GiB that is zip64 by the gateway's choice while no entry
+// or offset needs it. Entries past 4 GiB, and offsets past it, are
+// test/gateway/zip64.test.ts's, through a real download checked by unzip.
 import { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
+import { ZipArchive } from 'archiver';
 import t from 'tap';
+import { StoredZipWriter } from '../../src/gateway/stored-zip.js';
 import { storedZipLength, ZIP64_FROM_BYTES } from '../../src/gateway/zip-length.js';
 import { zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
 
@@ -72,4 +76,39 @@ t.test('a stream that would break its promise fails instead of sending a wrong l
   const promised = storedZipLength(sources.map((s) => ({ name: s.name, size: s.size! })));
   await t.rejects(streamedLength(sources, promised - 1), /grew past the \d+ bytes promised/);
   await t.rejects(streamedLength(sources, promised + 1), /ended at \d+ of the \d+ bytes promised/);
+});
+
+/** The archive archiver writes for these (name, date, bytes) entries, stored. */
+async function archiverZip(entries: { name: string; date: Date; data: Buffer }[], forceZip64: boolean): Promise<Buffer> {
+  const a = new ZipArchive({ store: true, forceZip64 });
+  const chunks: Buffer[] = [];
+  a.on('data', (d: Buffer) => chunks.push(d));
+  for (const e of entries) {
+    a.append(Readable.from([e.data]), { name: e.name, date: e.date, store: true });
+    await new Promise((r) => a.once('entry', r));
+  }
+  await a.finalize();
+  return Buffer.concat(chunks);
+}
+
+function writerZip(entries: { name: string; date: Date; data: Buffer }[], forceZip64: boolean): Buffer {
+  const w = new StoredZipWriter(forceZip64);
+  const parts: Buffer[] = [];
+  for (const e of entries) parts.push(w.localHeader(e.name, e.date), e.data, w.descriptor(crc32(e.data), e.data.length));
+  parts.push(w.end());
+  return Buffer.concat(parts);
+}
+
+t.test('the gateway writes archiver\'s layout byte for byte: names, dates, empty entries, zip64 end records', async (t) => {
+  const entries = [
+    { name: 'node-1/logging-0_cali0.pcap', date: new Date('2026-11-27T12:34:57Z'), data: Buffer.from('pcap bytes') },
+    { name: 'node-1/empty_cali1.pcap', date: new Date('1975-06-01T00:00:00Z'), data: Buffer.alloc(0) },
+    { name: 'node-2/pöd-ü_eth0.pcap', date: new Date('2050-01-01T00:00:00Z'), data: Buffer.alloc(3000, 7) },
+    { name: 'MISSING.txt', date: new Date('2026-01-31T23:59:59.999Z'), data: Buffer.from('node-3\tAgentUnreachable\n') },
+  ];
+  for (const zip64 of [false, true]) {
+    const ours = writerZip(entries, zip64);
+    t.same(ours.toString('hex'), (await archiverZip(entries, zip64)).toString('hex'), `zip64 end records: ${zip64}`);
+    if (!zip64) t.equal(ours.length, storedZipLength(entries.map((e) => ({ name: e.name, size: e.data.length }))));
+  }
 });
