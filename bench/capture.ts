@@ -30,6 +30,8 @@ const { values: args } = parseArgs({
     pods: { type: 'string', default: '20' },
     // Writes a V8 CPU profile of the agent there (read it with Chrome's DevTools, or any .cpuprofile reader).
     'cpu-prof': { type: 'string' },
+    // More agent flags for the measured agent, e.g. --agent-arg=--tcpdump-output-buffer-bytes=65536.
+    'agent-arg': { type: 'string', multiple: true, default: [] },
   },
 });
 const RATES = args.rates.split(',').map(Number);
@@ -96,7 +98,7 @@ async function main(): Promise<void> {
     await agent.proc.stop();
     const nodeOptions = process.env.NODE_OPTIONS;
     if (args['cpu-prof']) process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${args['cpu-prof']}`.trim();
-    const bigAgent = await w.startAgent(node, ['--capture-max-size-bytes=1000000000', '--capture-max-files=2']);
+    const bigAgent = await w.startAgent(node, ['--capture-max-size-bytes=1000000000', '--capture-max-files=2', ...args['agent-arg']]);
     if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = nodeOptions;
     const scraper = await metricsReaderToken(c);
