@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RECORD_HEADER_LENGTH } from '../pcap/format.js';
+import { DiskFullError } from './rotating-pcap.js';
 
 export const TALLY_FILE = '.tally.json';
 
@@ -159,6 +160,9 @@ export class CaptureTally implements Written {
         await rename(tmp, this.path);
       } catch (err) {
         await unlink(tmp).catch(() => undefined);
+        // A full disk is the worker's disk-full stop, as when its records do not fit.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOSPC' || code === 'EDQUOT') throw new DiskFullError(this.path);
         throw err;
       }
     });

@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { CaptureTally, limitReached, TALLY_FILE } from '../../src/agent/capture-tally.js';
+import { DiskFullError } from '../../src/agent/rotating-pcap.js';
+import { run } from '../harness/http.js';
 import { pcapRecord } from '../harness/pcap-fixtures.js';
 import type { TapTest } from '../harness/tap.js';
 
@@ -92,4 +94,13 @@ t.test('a failed write fails the claim, and the next claim writes again', async 
   await mkdir(join(d, 'gone'));
   await tally.claim(block([10]), 1, lengthAt);
   t.ok((await onDisk(join(d, 'gone'))).packets >= 2, 'written on the next claim, with the failed one counted (the safe side)');
+});
+
+t.test('a full disk fails the claim as a full disk (the worker stops there, as when records do not fit)', async (t) => {
+  const d = await dir(t);
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'kube-pcap-tally', d]);
+  t.teardown(() => run('umount', [d]).catch(() => undefined));
+  await writeFile(join(d, 'filler'), Buffer.alloc(4096)).catch(() => undefined);
+  const tally = await CaptureTally.load(d, 'u1');
+  await t.rejects(tally.claim(block([10]), 1, lengthAt), DiskFullError);
 });
