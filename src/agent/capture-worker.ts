@@ -287,6 +287,8 @@ export class CaptureWorker extends EventEmitter {
       let paused = false;
       /** Bytes taken from the node's buffer budget and not given back yet. */
       let held = 0;
+      /** Bytes tcpdump wrote since the last flush tick. */
+      let receivedSinceTick = 0;
       const readBuffer = Buffer.allocUnsafeSlow(READ_BYTES);
       const output = new Socket({
         fd: channel.readFd,
@@ -304,6 +306,7 @@ export class CaptureWorker extends EventEmitter {
             }
             buffers.take(n);
             held += n;
+            receivedSinceTick += n;
             if (arena.wholeBytes >= FLUSH_BYTES) flush();
             else if (arena.wholeRecords > 0) flushTimer ??= setTimeout(flush, FLUSH_MS);
             // Back-pressure: with no room for another read, or past the node's buffer limit,
@@ -375,9 +378,15 @@ export class CaptureWorker extends EventEmitter {
         const pid = child.pid;
         // Stopping: SIGINT is on its way, and nothing may continue a tcpdump someone stopped.
         if (signalling || pid === undefined || this.stopping || child.exitCode !== null || child.signalCode !== null) return;
+        const statsDue = Date.now() - statsAt >= (this.opts.statsIntervalMs ?? 5000);
+        // A full output buffer since the last tick: tcpdump flushed by itself meanwhile, so
+        // what it holds is younger than the tick; a busy capture is not stopped four times a
+        // second for nothing (each stop costs /proc reads and two context switches).
+        const busy = receivedSinceTick >= Math.max(this.opts.outputBufferBytes ?? 0, 4096);
+        receivedSinceTick = 0;
+        if (busy && !statsDue) return;
         signalling = true;
         try {
-          const statsDue = Date.now() - statsAt >= (this.opts.statsIntervalMs ?? 5000);
           const result = await signalWhenParked(pid, statsDue ? ['SIGUSR2', 'SIGUSR1'] : ['SIGUSR2']);
           if (result === 'sent' && statsDue) statsAt = Date.now();
           if (result === 'unreadable' && !unreadable) {
