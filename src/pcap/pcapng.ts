@@ -1,0 +1,235 @@
+// pcapng, as the merged download and the live stream write it (docs/pcapng.md): one section
+// (Section Header Block naming kube-pcap), an Interface Description Block per pod interface
+// with its name, metadata, link type, snap length and timestamp resolution, Enhanced Packet
+// Blocks, a Name Resolution Block mapping pod IPs to names, and Interface Statistics Blocks.
+// Little-endian, every block padded to 32 bits (the pcapng specification, draft-ietf-opsawg-
+// pcapng). Packets are encoded into large chunks, not a buffer per packet: merging is
+// per-record work, and a buffer per record would make the garbage collector its main cost.
+import { isIPv4, isIPv6 } from 'node:net';
+
+const SHB = 0x0a0d0d0a;
+const IDB = 0x00000001;
+const NRB = 0x00000004;
+const ISB = 0x00000005;
+const EPB = 0x00000006;
+const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
+
+const OPT_COMMENT = 1;
+const SHB_HARDWARE = 2;
+const SHB_OS = 3;
+const SHB_USERAPPL = 4;
+const IF_NAME = 2;
+const IF_DESCRIPTION = 3;
+const IF_TSRESOL = 9;
+const ISB_STARTTIME = 2;
+const ISB_ENDTIME = 3;
+const ISB_IFDROP = 5;
+const NRB_IPV4 = 1;
+const NRB_IPV6 = 2;
+const NRB_END = 0;
+
+/** An option's value: text (UTF-8), raw bytes, or a 64-bit count. */
+type OptionValue = string | Buffer | bigint;
+
+function pad4(n: number): number {
+  return (n + 3) & ~3;
+}
+
+function optionBytes(options: [number, OptionValue][]): Buffer {
+  if (options.length === 0) return Buffer.alloc(0);
+  const parts: Buffer[] = [];
+  for (const [code, value] of options) {
+    let v: Buffer;
+    if (typeof value === 'bigint') {
+      v = Buffer.alloc(8);
+      v.writeBigUInt64LE(value);
+    } else {
+      v = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
+    }
+    if (v.length > 0xffff) throw new Error(`pcapng option ${code} is ${v.length} bytes, more than an option holds`);
+    const o = Buffer.alloc(4 + pad4(v.length));
+    o.writeUInt16LE(code, 0);
+    o.writeUInt16LE(v.length, 2);
+    v.copy(o, 4);
+    parts.push(o);
+  }
+  parts.push(Buffer.alloc(4)); // opt_endofopt: code 0, length 0
+  return Buffer.concat(parts);
+}
+
+function block(type: number, body: Buffer): Buffer {
+  const total = 12 + pad4(body.length);
+  const b = Buffer.alloc(total);
+  b.writeUInt32LE(type, 0);
+  b.writeUInt32LE(total, 4);
+  body.copy(b, 8);
+  b.writeUInt32LE(total, total - 4);
+  return b;
+}
+
+export interface SectionOptions {
+  /** shb_userappl, e.g. "kube-pcap 0.4.0". */
+  application: string;
+  os?: string;
+  hardware?: string;
+  comment?: string;
+}
+
+export function sectionHeaderBlock(o: SectionOptions): Buffer {
+  const fixed = Buffer.alloc(16);
+  fixed.writeUInt32LE(BYTE_ORDER_MAGIC, 0);
+  fixed.writeUInt16LE(1, 4);
+  fixed.writeUInt16LE(0, 6);
+  fixed.writeBigInt64LE(-1n, 8); // section length not given: the section is streamed
+  const opts: [number, OptionValue][] = [];
+  if (o.comment) opts.push([OPT_COMMENT, o.comment]);
+  if (o.hardware) opts.push([SHB_HARDWARE, o.hardware]);
+  if (o.os) opts.push([SHB_OS, o.os]);
+  opts.push([SHB_USERAPPL, o.application]);
+  return block(SHB, Buffer.concat([fixed, optionBytes(opts)]));
+}
+
+export interface InterfaceOptions {
+  linkType: number;
+  snapLen: number;
+  /** if_name, e.g. "<node>/<namespace>/<pod>/<iface>". */
+  name: string;
+  /** if_description, e.g. "k8s.node=...;k8s.namespace=...;k8s.pod=...;k8s.capture=...". */
+  description?: string;
+  /** Timestamps in 10^-tsresol seconds: 6 (microseconds, tcpdump's) or 9. */
+  tsresol: 6 | 9;
+  comment?: string;
+}
+
+export function interfaceDescriptionBlock(o: InterfaceOptions): Buffer {
+  const fixed = Buffer.alloc(8);
+  fixed.writeUInt16LE(o.linkType, 0);
+  fixed.writeUInt32LE(o.snapLen, 4);
+  const opts: [number, OptionValue][] = [];
+  if (o.comment) opts.push([OPT_COMMENT, o.comment]);
+  opts.push([IF_NAME, o.name]);
+  if (o.description) opts.push([IF_DESCRIPTION, o.description]);
+  opts.push([IF_TSRESOL, Buffer.from([o.tsresol])]);
+  return block(IDB, Buffer.concat([fixed, optionBytes(opts)]));
+}
+
+/** Name Resolution Block: each address with its names (e.g. "<pod>.<namespace>"). Addresses that are not IPs are left out. */
+export function nameResolutionBlock(entries: { ip: string; names: string[] }[]): Buffer {
+  const records: Buffer[] = [];
+  for (const e of entries) {
+    const names = e.names.filter((n) => n.length > 0 && !n.includes('\0'));
+    if (names.length === 0) continue;
+    let addr: Buffer;
+    let type: number;
+    if (isIPv4(e.ip)) {
+      addr = Buffer.from(e.ip.split('.').map(Number));
+      type = NRB_IPV4;
+    } else if (isIPv6(e.ip)) {
+      addr = ipv6Bytes(e.ip);
+      type = NRB_IPV6;
+    } else {
+      continue;
+    }
+    const value = Buffer.concat([addr, ...names.map((n) => Buffer.from(`${n}\0`, 'utf8'))]);
+    const r = Buffer.alloc(4 + pad4(value.length));
+    r.writeUInt16LE(type, 0);
+    r.writeUInt16LE(value.length, 2);
+    value.copy(r, 4);
+    records.push(r);
+  }
+  records.push(Buffer.from([NRB_END, 0, 0, 0]));
+  return block(NRB, Buffer.concat(records));
+}
+
+/** Interface Statistics Block: the kernel's drop count for an interface, and a comment (e.g. "N packets skipped"). */
+export function interfaceStatisticsBlock(o: { interfaceId: number; timestamp: bigint; startTime?: bigint; endTime?: bigint; kernelDrops?: number; comment?: string }): Buffer {
+  const fixed = Buffer.alloc(12);
+  fixed.writeUInt32LE(o.interfaceId, 0);
+  fixed.writeUInt32LE(Number(o.timestamp >> 32n), 4);
+  fixed.writeUInt32LE(Number(o.timestamp & 0xffffffffn), 8);
+  const opts: [number, OptionValue][] = [];
+  if (o.comment) opts.push([OPT_COMMENT, o.comment]);
+  const ts64 = (t: bigint): Buffer => {
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(Number(t >> 32n), 0);
+    b.writeUInt32LE(Number(t & 0xffffffffn), 4);
+    return b;
+  };
+  if (o.startTime !== undefined) opts.push([ISB_STARTTIME, ts64(o.startTime)]);
+  if (o.endTime !== undefined) opts.push([ISB_ENDTIME, ts64(o.endTime)]);
+  if (o.kernelDrops !== undefined) opts.push([ISB_IFDROP, BigInt(o.kernelDrops)]);
+  return block(ISB, Buffer.concat([fixed, optionBytes(opts)]));
+}
+
+/**
+ * Enhanced Packet Blocks written into large chunks: `packet()` copies the bytes in, and
+ * `take()` hands out what is ready. One allocation per chunk, not per packet.
+ */
+export class PacketEncoder {
+  private chunk: Buffer;
+  private fill = 0;
+
+  constructor(private readonly chunkBytes = 64 * 1024) {
+    this.chunk = Buffer.allocUnsafe(chunkBytes);
+  }
+
+  /** Bytes waiting in the current chunk. */
+  get pending(): number {
+    return this.fill;
+  }
+
+  /**
+   * One packet on interface `interfaceId`, at a timestamp in that interface's units given as
+   * its high and low 32 bits (merge.ts, timestampHalves: no BigInt per packet); returns a
+   * chunk when the current one is full (the caller sends it), else undefined.
+   */
+  packet(interfaceId: number, tsHigh: number, tsLow: number, data: Buffer, originalLength: number): Buffer | undefined {
+    const total = 32 + pad4(data.length);
+    let full: Buffer | undefined;
+    if (this.fill + total > this.chunk.length) {
+      full = this.take();
+      if (total > this.chunk.length) this.chunk = Buffer.allocUnsafe(total);
+    }
+    const b = this.chunk;
+    const o = this.fill;
+    b.writeUInt32LE(EPB, o);
+    b.writeUInt32LE(total, o + 4);
+    b.writeUInt32LE(interfaceId, o + 8);
+    b.writeUInt32LE(tsHigh, o + 12);
+    b.writeUInt32LE(tsLow, o + 16);
+    b.writeUInt32LE(data.length, o + 20);
+    b.writeUInt32LE(originalLength, o + 24);
+    data.copy(b, o + 28);
+    b.fill(0, o + 28 + data.length, o + total - 4);
+    b.writeUInt32LE(total, o + total - 4);
+    this.fill += total;
+    return full;
+  }
+
+  /** What is encoded so far, as its own buffer; the encoder starts a new chunk. */
+  take(): Buffer | undefined {
+    if (this.fill === 0) return undefined;
+    const out = this.chunk.subarray(0, this.fill);
+    this.chunk = Buffer.allocUnsafe(this.chunkBytes);
+    this.fill = 0;
+    return out;
+  }
+}
+
+function ipv6Bytes(ip: string): Buffer {
+  const [head, tail] = ip.split('::') as [string, string | undefined];
+  const parse = (s: string | undefined): string[] => (s ? s.split(':') : []);
+  let groups = parse(head);
+  let rest = parse(tail);
+  // An IPv4 tail ("::ffff:192.0.2.1") is two groups.
+  const fix = (g: string[]): string[] => g.flatMap((x) => (x.includes('.') ? (() => {
+    const [a, b, c, d] = x.split('.').map(Number) as [number, number, number, number];
+    return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)];
+  })() : [x]));
+  groups = fix(groups);
+  rest = fix(rest);
+  const all = tail === undefined ? groups : [...groups, ...Array(8 - groups.length - rest.length).fill('0'), ...rest];
+  const b = Buffer.alloc(16);
+  all.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2));
+  return b;
+}
