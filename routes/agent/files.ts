@@ -1,5 +1,5 @@
 // The agent's file API (docs/agent.md, "Contracts"), over this node's capture directory:
-//   GET    /v1/captures/{ns}/{name}/files          JSON list of {name, size, modified, identity}
+//   GET    /v1/captures/{ns}/{name}/files          JSON list of {name, size, modified, identity, source?}
 //   GET    /v1/captures/{ns}/{name}/files/{file}   the bytes (Range supported); a growing
 //                                                  file up to its last complete record;
 //                                                  ETag is the identity, If-Match honoured
@@ -19,12 +19,22 @@ export const fileParams = {
   properties: { ...captureParams.properties, file: { type: 'string', maxLength: 255, pattern: CAPTURE_FILE_NAME_PATTERN } },
 } as const;
 
+/** Where a file's packets come from (src/agent/file-source.ts), for the merged pcapng. */
+export const fileSource = {
+  type: 'object',
+  required: ['node', 'namespace', 'capture', 'pod', 'podUID', 'podIPs', 'iface', 'linkType', 'snapLen', 'tsresol'],
+  properties: {
+    node: { type: 'string' }, namespace: { type: 'string' }, capture: { type: 'string' }, pod: { type: 'string' }, podUID: { type: 'string' },
+    podIPs: { type: 'array', items: { type: 'string' } }, iface: { type: 'string' }, linkType: { type: 'integer' }, snapLen: { type: 'integer' }, tsresol: { type: 'integer' },
+  },
+} as const;
+
 export const fileListing = {
   type: 'array',
   items: {
     type: 'object',
     required: ['name', 'size', 'modified', 'identity'],
-    properties: { name: { type: 'string' }, size: { type: 'integer' }, modified: { type: 'string' }, identity: { type: 'string' } },
+    properties: { name: { type: 'string' }, size: { type: 'integer' }, modified: { type: 'string' }, identity: { type: 'string' }, source: fileSource },
   },
 } as const;
 

@@ -56,7 +56,7 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
       try {
         const pin = await app.filePins.create(namespace, name);
         request.log.debug({ namespace, name, pin: pin.id, files: pin.files.length }, 'files pinned');
-        return await reply.code(201).send({ ...lease(pin), files: pin.files.map(({ name, size, modified, identity }) => ({ name, size, modified, identity })) });
+        return await reply.code(201).send({ ...lease(pin), files: pin.files.map(({ name, size, modified, identity, source }) => ({ name, size, modified, identity, ...(source ? { source } : {}) })) });
       } catch (err) {
         if (!(err instanceof PinRefusedError)) throw err;
         const reason = err.status === 507 ? 'InsufficientStorage' : err.status === 503 ? 'ServiceUnavailable' : 'Conflict';

@@ -117,6 +117,7 @@ export function podView(p: Pod): PodView {
     name: p.metadata?.name ?? '',
     uid: p.metadata?.uid ?? '',
     ip: p.status?.podIP ?? p.status?.podIPs?.[0]?.ip,
+    ips: [...new Set([p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => typeof x === 'string' && x !== ''))],
     labels: p.metadata?.labels ?? {},
     nodeName: p.spec?.nodeName,
     hostNetwork: p.spec?.hostNetwork === true,
@@ -364,7 +365,8 @@ export class CaptureController {
 
   private startWorker(key: string, rt: Runtime, want: WorkerPlan, dir: string): void {
     const [namespace, name] = key.split('/') as [string, string];
-    const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, snapLen: want.snapLen, dir }, {
+    const origin = { node: this.o.nodeName, namespace, capture: name, pod: want.pod.name, podUID: want.pod.uid, podIPs: want.pod.ips ?? [want.pod.ip] };
+    const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, snapLen: want.snapLen, dir, origin }, {
       tcpdump: this.o.tcpdump,
       outputBufferBytes: this.o.tcpdumpOutputBufferBytes,
       policy: this.o.policy,

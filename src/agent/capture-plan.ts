@@ -23,6 +23,8 @@ export interface PodView {
   name: string;
   uid: string;
   ip: string | undefined;
+  /** Every IP of the pod (status.podIPs), `ip` first. */
+  ips?: string[];
   labels: Record<string, string>;
   nodeName: string | undefined;
   hostNetwork: boolean;
@@ -135,7 +137,7 @@ export function planCapture(i: PlanInputs): CapturePlan {
   if (verdict.kind === 'invalid') return { ...plan, phase: 'Invalid', error: verdict.message };
 
   const pods = selectedPods(i.capture, i.nodeName, i.pods, (l) => selector.matches(l));
-  const refs = pods.filter((p) => p.ip).map((p) => ({ namespace: p.namespace, name: p.name, uid: p.uid, ip: p.ip! }));
+  const refs = pods.filter((p) => p.ip).map((p) => ({ namespace: p.namespace, name: p.name, uid: p.uid, ip: p.ip!, ips: p.ips ?? [p.ip!] }));
   plan.matchedPods = refs;
 
   const start = parseTime(spec?.startTime);

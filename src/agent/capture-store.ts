@@ -12,6 +12,7 @@ import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
 import { completePrefixLength } from '../pcap/format.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
 import { fileIdentity, fileIdentityAt } from './file-identity.js';
+import { readSource, removeSources, SOURCES_DIR, type FileSource } from './file-source.js';
 
 /** What a served file name may look like (src/pcap/file-names.ts). */
 const FILE_NAME = CAPTURE_FILE_NAME;
@@ -27,6 +28,8 @@ export interface StoredFile {
   modified: string;
   /** Same for one file through renames, different for any two files (file-identity.ts). */
   identity: string;
+  /** Where its packets come from, as recorded when the file was started (file-source.ts). */
+  source?: FileSource;
 }
 
 export interface OpenedFile {
@@ -116,9 +119,9 @@ export class CaptureStore {
     if (!dir) return [];
     const out: StoredFile[] = [];
     for (const { name: file, path, st } of await captureFilesIn(dir)) {
-      const found = await Promise.all([this.servableLength(dir, path, file, st), fileIdentityAt(path, st)]).catch(() => undefined);
+      const found = await Promise.all([this.servableLength(dir, path, file, st), fileIdentityAt(path, st), readSource(dir, st)]).catch(() => undefined);
       if (found === undefined) continue; // deleted by rotation while we looked
-      out.push({ name: file, size: found[0], modified: st.mtime.toISOString(), identity: found[1] });
+      out.push({ name: file, size: found[0], modified: st.mtime.toISOString(), identity: found[1], ...(found[2] ? { source: found[2] } : {}) });
     }
     return out;
   }
@@ -173,6 +176,8 @@ export class CaptureStore {
       await unlink(path).catch(() => undefined);
       if (FILE_NAME.test(file)) removed.push(file);
     }
+    // The files' sources go with them (their pins keep a copy in pin.json).
+    if (!keep.has(SOURCES_DIR)) await removeSources(dir);
     await rmdir(dir).catch(() => undefined);
     await rmdir(join(this.root, namespace)).catch(() => undefined);
     return removed;

@@ -25,6 +25,8 @@ import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating
 import type { RotationGate } from './rotation-gate.js';
 import { signalWhenParked } from './parked-signal.js';
 import type { CaptureTally } from './capture-tally.js';
+import { removeSource, writeSource, type FileSource } from './file-source.js';
+import { parseGlobalHeader } from '../pcap/format.js';
 
 export interface WorkerSpec {
   /** namespace/name of the capture. */
@@ -35,6 +37,8 @@ export interface WorkerSpec {
   /** tcpdump's -s (bytes kept per packet); undefined: the whole packet. */
   snapLen: number | undefined;
   dir: string;
+  /** Where the packets come from, recorded with every file this worker starts (file-source.ts). */
+  origin: Omit<FileSource, 'iface' | 'linkType' | 'snapLen' | 'tsresol'>;
 }
 
 export interface WorkerStats {
@@ -120,7 +124,14 @@ export class CaptureWorker extends EventEmitter {
 
   constructor(readonly spec: WorkerSpec, private readonly opts: WorkerOptions) {
     super();
-    this.file = new RotatingPcapFile(spec.dir, `${spec.pod}_${spec.iface}`, opts.policy, () => opts.onRotate?.(), Date.now, opts.rotationGate);
+    this.file = new RotatingPcapFile(spec.dir, `${spec.pod}_${spec.iface}`, opts.policy, () => opts.onRotate?.(), Date.now, opts.rotationGate, {
+      opened: async (ino, birthNs, header) => {
+        const h = parseGlobalHeader(header);
+        if (!h) return;
+        await writeSource(spec.dir, ino, birthNs, { ...spec.origin, iface: spec.iface, linkType: h.linktype, snapLen: h.snaplen, tsresol: h.nanoseconds ? 9 : 6 });
+      },
+      removed: (ino) => removeSource(spec.dir, ino),
+    });
   }
 
   /** Still writing (or about to write again) files of its capture. */

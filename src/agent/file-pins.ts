@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
 import { captureFilesIn, type CaptureStore } from './capture-store.js';
 import { fileIdentityAt } from './file-identity.js';
+import { readSource, type FileSource } from './file-source.js';
 import type { RotationGate } from './rotation-gate.js';
 
 export const PINS_DIR = '.pins';
@@ -33,6 +34,8 @@ export interface PinnedFile {
   identity: string;
   /** The inode, to count bytes held by several pins once. */
   ino: string;
+  /** Where its packets come from (file-source.ts), copied here: the original's record goes when it is pruned. */
+  source?: FileSource;
 }
 
 export interface Pin {
@@ -241,13 +244,14 @@ export class FilePins {
       }
       const st = await lstat(pinned, { bigint: true });
       const copied = st.ino !== orig.ino;
-      const [size, identity] = await Promise.all([
+      const [size, identity, source] = await Promise.all([
         // A copy is no file a worker writes: its length is its complete records.
         this.o.store.servableLength(dir, pinned, file, st),
         // What a listing shows for the original, also when the pin holds a copy.
         copied ? fileIdentityAt(path, orig) : fileIdentityAt(pinned, st),
+        readSource(dir, orig),
       ]);
-      out.push({ name: file, size: Math.min(size, Number(st.size)), modified: orig.mtime.toISOString(), identity, ino: st.ino.toString() });
+      out.push({ name: file, size: Math.min(size, Number(st.size)), modified: orig.mtime.toISOString(), identity, ino: st.ino.toString(), ...(source ? { source } : {}) });
     }
     return out;
   }

@@ -21,6 +21,8 @@ export interface PodRef {
   name: string;
   uid: string;
   ip: string;
+  /** All its IPs (dual-stack), `ip` first; recorded with its files (file-source.ts). */
+  ips?: string[];
 }
 
 export type Resolution = { iface: string; via: 'route' | 'cni-result' } | { error: string };

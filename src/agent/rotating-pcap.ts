@@ -18,6 +18,14 @@ export interface RotationPolicy {
   maxFiles: number;
 }
 
+/** What the writer tells its owner about the files it makes and deletes (file-source.ts). */
+export interface FileHooks {
+  /** A new file is open and holds its header; awaited before any record goes in. */
+  opened?(ino: bigint, birthNs: bigint, header: Buffer): Promise<void>;
+  /** A file of this writer was deleted (pruned beyond maxFiles, or empty). */
+  removed?(ino: bigint): Promise<void>;
+}
+
 export class DiskFullError extends Error {
   constructor(path: string) {
     super(`no space left on the device holding ${path}`);
@@ -52,6 +60,7 @@ export class RotatingPcapFile {
     private readonly now: () => number = Date.now,
     /** Renames and prunes wait while a pin of this directory is made (rotation-gate.ts). */
     private readonly gate?: RotationGate,
+    private readonly hooks: FileHooks = {},
   ) {
     this.currentPath = join(dir, `${base}.pcap`);
   }
@@ -72,7 +81,7 @@ export class RotatingPcapFile {
     if (good < st.size) await truncate(this.currentPath, good);
     await this.rotation(async () => {
       if (good > GLOBAL_HEADER_LENGTH) await this.rotateFile(this.currentPath);
-      else await unlink(this.currentPath).catch(() => undefined);
+      else await this.unlinkFile(this.currentPath);
     });
   }
 
@@ -141,7 +150,7 @@ export class RotatingPcapFile {
     // reads) fails at once instead of redirecting or blocking the write.
     const existing = await lstat(this.currentPath).catch(() => undefined);
     if (existing && !existing.isFile()) throw new Error(`${this.currentPath} is not a regular file; remove it to capture on this interface`);
-    if (existing) await this.rotation(() => unlink(this.currentPath).catch(() => undefined));
+    if (existing) await this.rotation(() => this.unlinkFile(this.currentPath));
     const fh = await open(this.currentPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
     const st = await fh.stat({ bigint: true }).catch(() => undefined);
     if (!st?.isFile()) {
@@ -153,6 +162,7 @@ export class RotatingPcapFile {
     this.committed = 0;
     this.openedAt = this.now();
     await this.write(header);
+    await this.hooks.opened?.(st.ino, st.birthtimeNs, header);
   }
 
   private async write(bytes: Buffer): Promise<void> {
@@ -178,7 +188,7 @@ export class RotatingPcapFile {
     await this.rotation(async () => {
       await this.close();
       if (hadPackets) await this.rotateFile(this.currentPath);
-      else await unlink(this.currentPath).catch(() => undefined);
+      else await this.unlinkFile(this.currentPath);
     });
   }
 
@@ -200,8 +210,16 @@ export class RotatingPcapFile {
       .filter((x): x is { f: string; m: RegExpExecArray } => x.m !== null)
       .sort((a, b) => (BigInt(a.m[1]!) < BigInt(b.m[1]!) ? -1 : 1));
     for (const { f } of rotated.slice(0, Math.max(0, rotated.length - this.policy.maxFiles))) {
-      await unlink(join(this.dir, f)).catch(() => undefined);
+      await this.unlinkFile(join(this.dir, f));
     }
+  }
+
+  /** Deletes a file of this writer, and tells the owner which inode went. */
+  private async unlinkFile(path: string): Promise<void> {
+    const st = await lstat(path, { bigint: true }).catch(() => undefined);
+    if (!st) return;
+    await unlink(path).catch(() => undefined);
+    await this.hooks.removed?.(st.ino);
   }
 }
 

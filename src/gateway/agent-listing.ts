@@ -2,8 +2,10 @@
 // field: an agent is trusted to serve its node's files, not to name paths. A node's agent
 // (or whoever took its endpoint) could list `../../x`, and the agents' ServiceAccount can
 // write any node's status entry, so node names and file names are both checked here.
+import { isIP } from 'node:net';
 import { CAPTURE_FILE_NAME, FILE_IDENTITY } from '../pcap/file-names.js';
-import { DNS1123_SUBDOMAIN } from '../http/params.js';
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
+import type { FileSource } from '../agent/file-source.js';
 
 export interface AgentFile {
   name: string;
@@ -11,6 +13,8 @@ export interface AgentFile {
   modified: string;
   /** What the agent serves under this name, by inode (src/agent/file-identity.ts). */
   identity: string;
+  /** Where its packets come from, when the agent recorded it (src/agent/file-source.ts). */
+  source?: FileSource;
 }
 
 /** A download's pin on one node: its files, held as listed until released (src/agent/file-pins.ts). */
@@ -25,6 +29,10 @@ const PIN_ID = /^[0-9a-f]{32}$/;
 /** Files beyond this are not capture files (the agent's own size limit is far below). */
 export const MAX_FILE_SIZE = 2 ** 50;
 const NODE_NAME = new RegExp(DNS1123_SUBDOMAIN);
+const LABEL = new RegExp(DNS1123_LABEL);
+/** A network interface name as Linux allows it (at most 15 bytes, no slash, no space). */
+const IFACE = /^[A-Za-z0-9_.:@-]{1,15}$/;
+const UID = /^[0-9a-f-]{1,64}$/;
 
 /** The agent answered, but not as the contract says: never streamed, always a 502. */
 export class InvalidListingError extends Error {
@@ -56,8 +64,38 @@ export function parseListing(node: string, body: unknown): AgentFile[] {
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || size > MAX_FILE_SIZE) throw new InvalidListingError(node, `"${name}" has an impossible size ${JSON.stringify(size)}`);
     if (typeof modified !== 'string' || Number.isNaN(Date.parse(modified))) throw new InvalidListingError(node, `"${name}" has no valid modification time`);
     if (typeof identity !== 'string' || !FILE_IDENTITY.test(identity)) throw new InvalidListingError(node, `"${name}" has no valid identity: ${JSON.stringify(identity)?.slice(0, 60)}`);
-    return { name, size, modified, identity };
+    const source = (entry as Record<string, unknown>).source;
+    if (source === undefined) return { name, size, modified, identity };
+    return { name, size, modified, identity, source: parseSource(node, name, source) };
   });
+}
+
+/**
+ * A file's source, every field checked: these become interface names and descriptions and
+ * name-resolution entries in a pcapng that Wireshark displays, so nothing but names, IPs
+ * and small numbers gets through.
+ */
+function parseSource(node: string, file: string, v: unknown): FileSource {
+  const bad = (what: string): never => {
+    throw new InvalidListingError(node, `"${file}" has an invalid source: ${what}`);
+  };
+  if (typeof v !== 'object' || v === null) return bad('not an object');
+  const s = v as Record<string, unknown>;
+  const int = (x: unknown, min: number, max: number): x is number => typeof x === 'number' && Number.isInteger(x) && x >= min && x <= max;
+  if (s.node !== node) bad(`it names node ${JSON.stringify(s.node)?.slice(0, 80)}`);
+  if (typeof s.namespace !== 'string' || s.namespace.length > 63 || !LABEL.test(s.namespace)) bad('namespace');
+  if (!isNodeName(s.capture)) bad('capture');
+  if (!isNodeName(s.pod)) bad('pod');
+  if (typeof s.podUID !== 'string' || !UID.test(s.podUID)) bad('podUID');
+  if (!Array.isArray(s.podIPs) || s.podIPs.length > 8 || !s.podIPs.every((ip) => typeof ip === 'string' && isIP(ip) !== 0)) bad('podIPs');
+  if (typeof s.iface !== 'string' || !IFACE.test(s.iface)) bad('iface');
+  if (!int(s.linkType, 0, 0xffff)) bad('linkType');
+  if (!int(s.snapLen, 1, 0x7fffffff)) bad('snapLen');
+  if (s.tsresol !== 6 && s.tsresol !== 9) bad('tsresol');
+  return {
+    node, namespace: s.namespace as string, capture: s.capture as string, pod: s.pod as string, podUID: s.podUID as string,
+    podIPs: s.podIPs as string[], iface: s.iface as string, linkType: s.linkType as number, snapLen: s.snapLen as number, tsresol: s.tsresol as 6 | 9,
+  };
 }
 
 /** Checks an agent's answer to a pin request: an id the gateway can put in a path, a sane lease, a valid listing. */
