@@ -23,6 +23,7 @@ import type { CaptureStore } from './capture-store.js';
 import { formatBytes, nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
 import { CaptureTally, TALLY_FILE } from './capture-tally.js';
 import { CaptureWorker } from './capture-worker.js';
+import { SOURCE_RECORD_BYTES } from './file-source.js';
 import { withDeadline } from './deadline.js';
 import { DiskGate } from './disk-gate.js';
 import { FilterChecks } from './filter-checks.js';
@@ -163,7 +164,7 @@ export class CaptureController {
       },
     });
     this.interfaces = new InterfaceCache({ resolver: o.resolver, onLookup: () => o.metrics?.interfaceLookup(), onSettled: (pod) => this.enqueueNamespace(pod.namespace) });
-    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * o.policy.maxSizeBytes, captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
+    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * (o.policy.maxSizeBytes + SOURCE_RECORD_BYTES), captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
     this.buffers = new BufferBudget(o.maxBufferedBytes);
     this.gate = new DiskGate(o.diskSlots ?? 4);
   }

@@ -22,8 +22,6 @@ export interface CaptureLimits {
 
 export type LimitName = 'maxPackets' | 'maxBytes';
 
-/** Without a limit, the count is written ahead by this much (a checkpoint, not a bound). */
-const UNLIMITED_CHUNK = { packets: 65_536, bytes: 64 * 1024 * 1024 };
 /** With a limit, by 1/64 of it: what a crash may cost, and how many writes a capture makes. */
 const CHUNKS_PER_LIMIT = 64;
 
@@ -123,10 +121,16 @@ export class CaptureTally implements Written {
       this.bytesRefusedAt = this.limits.maxBytes;
       this.reserved = { packets: -1, bytes: -1 }; // written now, not at the next reservation
     }
-    if (this.packets > this.reserved.packets || this.bytes > this.reserved.bytes) {
+    // Without limits nothing depends on the count surviving a restart: no file is written.
+    const limited = this.limits.maxPackets !== undefined || this.limits.maxBytes !== undefined;
+    // Only a limited count is a bound that must be on disk first; the other rides along.
+    const behind = (this.limits.maxPackets !== undefined && this.packets > this.reserved.packets) || (this.limits.maxBytes !== undefined && this.bytes > this.reserved.bytes);
+    if (!limited) {
+      this.reserved = { packets: this.packets, bytes: this.bytes };
+    } else if (behind) {
       this.reserved = {
-        packets: Math.max(this.reserved.packets, ahead(this.packets, this.limits.maxPackets, UNLIMITED_CHUNK.packets)),
-        bytes: Math.max(this.reserved.bytes, ahead(this.bytes, this.limits.maxBytes, UNLIMITED_CHUNK.bytes)),
+        packets: this.limits.maxPackets === undefined ? this.packets : Math.max(this.reserved.packets, ahead(this.packets, this.limits.maxPackets)),
+        bytes: this.limits.maxBytes === undefined ? this.bytes : Math.max(this.reserved.bytes, ahead(this.bytes, this.limits.maxBytes)),
       };
       try {
         await this.persist(this.reserved);
@@ -144,6 +148,7 @@ export class CaptureTally implements Written {
 
   /** Writes the exact count (no reservation): all workers of the capture have stopped. */
   async settle(): Promise<void> {
+    if (this.limits.maxPackets === undefined && this.limits.maxBytes === undefined) return;
     if (this.reserved.packets === this.packets && this.reserved.bytes === this.bytes) return;
     this.reserved = { packets: this.packets, bytes: this.bytes };
     await this.persist(this.reserved);
@@ -172,8 +177,7 @@ export class CaptureTally implements Written {
 }
 
 /** What to reserve beyond `claimed`: a chunk ahead, never past the limit. */
-function ahead(claimed: number, limit: number | undefined, unlimited: number): number {
-  if (limit === undefined) return claimed + unlimited;
+function ahead(claimed: number, limit: number): number {
   return Math.max(claimed, Math.min(limit, claimed + Math.max(1, Math.ceil(limit / CHUNKS_PER_LIMIT))));
 }
 

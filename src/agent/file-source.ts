@@ -13,6 +13,8 @@ import { mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 
 export const SOURCES_DIR = '.sources';
+/** What a file's source record takes on disk (a block): reserved with the file (node-budget.ts). */
+export const SOURCE_RECORD_BYTES = 4096;
 
 export interface FileSource {
   node: string;

@@ -8,7 +8,7 @@ import { withDeadline } from './deadline.js';
 
 export interface NodeBudgetOptions {
   maxWorkers: number;
-  /** (captureMaxFiles + 1) x captureMaxSizeBytes: the most one worker's files take. */
+  /** (captureMaxFiles + 1) x (captureMaxSizeBytes + a block for each file's source record): the most one worker's files take. */
   perWorkerBytes: number;
   captureDir: string;
   diskFree?: (dir: string) => Promise<number>;

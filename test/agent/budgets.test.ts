@@ -57,9 +57,10 @@ t.test('a cap on capture workers per node: the capture past it is an Error namin
 
 t.test('disk is reserved over all captures: together they never take more than the disk has', async (t) => {
   const disk = await scratchDir(t, 'budget-disk');
-  await run('mount', ['-t', 'tmpfs', '-o', 'size=80k', 'kube-pcap-budget', disk]);
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=96k', 'kube-pcap-budget', disk]);
   t.teardown(() => run('umount', [disk]).catch(() => undefined));
-  // Each worker may write (1 + 1) x 16 KiB = 32 KiB: two fit in 80 KiB, a third does not.
+  // Each worker may write (1 + 1) x (16 KiB + a 4 KiB source record) = 40 KiB: two fit in
+  // 96 KiB (less the capture directories' own small files), a third does not.
   const a = await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
   const names = ['disk-a', 'disk-b', 'disk-c'];
   for (const n of names) await capture(t, n, 'pod == "logging-0"');
@@ -70,7 +71,7 @@ t.test('disk is reserved over all captures: together they never take more than t
   }, { what: 'the budget to refuse one capture', timeoutMs: 20_000 });
   t.match(refused.errors[0]![1].message, /not enough disk space on node .*: .* free in .*, .* of it reserved by running captures/);
   const running = [...refused.s.values()].reduce((n, e) => n + (e.pods ?? 0), 0);
-  t.ok(running <= 2, `${running} workers run: what 80 KiB holds at 32 KiB each`);
+  t.ok(running <= 2, `${running} workers run: what 96 KiB holds at 40 KiB each`);
   // Traffic fills and rotates their files; the disk never holds more than the reservation.
   await waitFor(async () => [...(await states(names)).values()].filter((e) => e.state === 'Capturing').length === 2, { what: 'traffic in the admitted captures', timeoutMs: 20_000 });
   // Let each admitted capture fill and rotate its files a few times: its disk use then is
@@ -78,8 +79,8 @@ t.test('disk is reserved over all captures: together they never take more than t
   const rotations = (): Promise<number> => agentMetric(a, w.pki, scraper, 'kube_pcap_agent_rotations_total');
   await waitFor(async () => (await rotations()) >= running * 2, { what: 'the files to fill and rotate', timeoutMs: 60_000, intervalMs: 500 });
   const used = Number((await run('du', ['-sb', disk])).stdout.split('\t')[0]);
-  t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * 32 * 1024}`);
-  t.ok(used <= running * 32 * 1024 + 16 * 1024, `${used} bytes on the disk, reservation ${running * 32 * 1024}`);
+  t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * 40 * 1024}`);
+  t.ok(used <= running * 40 * 1024 + 16 * 1024, `${used} bytes on the disk, reservation ${running * 40 * 1024}`);
 });
 
 t.test('pinned files count against the disk budget: a capture refused while a download holds them starts when it ends', async (t) => {
@@ -99,7 +100,7 @@ t.test('pinned files count against the disk budget: a capture refused while a do
   t.equal(made.status, 201, made.text);
   const pin = JSON.parse(made.text) as { id: string };
   t.equal(await agentMetric(a, w.pki, scraper, 'kube_pcap_agent_pinned_bytes'), held);
-  // ~60 KiB free would hold a worker's 32 KiB, but not beside the 64 KiB the pin may come to hold alone.
+  // ~60 KiB free would hold a worker's 40 KiB, but not beside the 64 KiB the pin may come to hold alone.
   await capture(t, 'after-pin', 'pod == "logging-0"');
   const refused = await waitFor(async () => {
     const e = (await states(['after-pin'])).get('after-pin')!;

@@ -54,7 +54,7 @@ t.test('not enough disk to start: Error naming free and needed space', async (t)
   await agent(t, [], await smallDisk(t, '1m'));
   await capture(t, 'no-room', '  selector: app == "logging"');
   const e = await w.waitForState('no-room', 'node-1', 'Error');
-  t.match(e.message, /not enough disk space on node node-1-[0-9a-f]{6}: .* free in .*, a capture of one pod interface needs \(captureMaxFiles \+ 1\) x captureMaxSizeBytes = 30\.0 MB/);
+  t.match(e.message, /not enough disk space on node node-1-[0-9a-f]{6}: .* free in .*, a capture of one pod interface needs \(captureMaxFiles \+ 1\) x \(captureMaxSizeBytes \+ 4 KiB for each file's source record\) = 30\.0 MB/);
   t.equal(e.pods, 0, 'no capture was started');
 });
 

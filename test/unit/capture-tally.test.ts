@@ -90,6 +90,7 @@ t.test('a file of another capture (same name, new uid) or a damaged one is a fre
 t.test('a failed write fails the claim, and the next claim writes again', async (t) => {
   const d = await dir(t);
   const tally = await CaptureTally.load(join(d, 'gone'), 'u1');
+  tally.setLimits({ maxPackets: 100 });
   await t.rejects(tally.claim(block([10]), 1, lengthAt), /ENOENT/);
   await mkdir(join(d, 'gone'));
   await tally.claim(block([10]), 1, lengthAt);
@@ -102,5 +103,6 @@ t.test('a full disk fails the claim as a full disk (the worker stops there, as w
   t.teardown(() => run('umount', [d]).catch(() => undefined));
   await writeFile(join(d, 'filler'), Buffer.alloc(4096)).catch(() => undefined);
   const tally = await CaptureTally.load(d, 'u1');
+  tally.setLimits({ maxPackets: 100 });
   await t.rejects(tally.claim(block([10]), 1, lengthAt), DiskFullError);
 });
