@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // kube-pcap: one binary, one subcommand per component.
 import './threadpool.js'; // first: sizes libuv's pool before anything uses it
-import { readFileSync } from 'node:fs';
+import { KUBE_PCAP_VERSION } from './version.js';
 import { agentConfig, agentOptions } from './config/agent.js';
 import { gatewayConfig, gatewayOptions } from './config/gateway.js';
 import { helpText, parseOptions, UsageError, type OptionTable, type OptionValues } from './config/options.js';
@@ -37,8 +37,7 @@ const commands: Record<string, Command> = {
 };
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  return KUBE_PCAP_VERSION;
 }
 
 function topHelp(): string {

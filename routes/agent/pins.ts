@@ -8,7 +8,10 @@
 // Pinning reads files, so it is the `get` verb like listing them.
 import type { FastifyInstance } from 'fastify';
 import '../../src/agent/decorators.js';
+import { Readable } from 'node:stream';
 import { sendCaptureFile } from '../../src/agent/file-response.js';
+import { nodePcapng } from '../../src/agent/node-pcapng.js';
+import { KUBE_PCAP_VERSION } from '../../src/version.js';
 import { PinRefusedError, type Pin } from '../../src/agent/file-pins.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { HttpError, notFound } from '../../src/http/status.js';
@@ -83,6 +86,28 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
       const { namespace, name, pin } = request.params;
       if (!(await app.filePins.release(pin, namespace, name))) throw gone(request.params);
       return { released: pin };
+    },
+  );
+
+  // The node's files of the pin as one time-ordered pcapng (docs/pcapng.md, "One node's
+  // stream"): what the gateway merges across nodes for files.pcapng.
+  app.get<{ Params: PinParams }>(
+    '/v1/captures/:namespace/:name/pins/:pin/files.pcapng',
+    { schema: { params: pinParams }, config: { filesVerb: 'get' } },
+    async (request, reply) => {
+      const { namespace, name, pin } = request.params;
+      const held = app.filePins.hold(pin, namespace, name);
+      if (!held) throw gone(request.params);
+      const abort = new AbortController();
+      const body = Readable.from(nodePcapng(held.files, { node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`, signal: abort.signal }), { objectMode: false });
+      // Whatever ends the response, the files are let go; an error mid-stream cuts the
+      // connection (a short pcapng must never look whole).
+      reply.raw.once('close', () => {
+        abort.abort();
+        held.done();
+      });
+      body.once('error', (err) => request.log.warn({ namespace, name, pin, err: err.message }, 'node pcapng aborted'));
+      return reply.type('application/x-pcapng').header('cache-control', 'no-store').send(body);
     },
   );
 

@@ -45,6 +45,8 @@ export interface AgentAppDeps {
   gatewayClientNames: string[];
   apiTimeoutMs: number;
   notReadyReason: () => Promise<string | undefined>;
+  /** This node's name, as the files' pcapng names it. */
+  nodeName: string;
 }
 
 export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance> {
@@ -68,6 +70,7 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
   app.decorate('captureStore', deps.store);
   app.decorate('captureActivity', deps.activity);
   app.decorate('filePins', deps.pins);
+  app.decorate('nodeName', deps.nodeName);
   await app.register(errorsPlugin);
   await app.register(metricsPlugin, {
     registry: deps.registry,

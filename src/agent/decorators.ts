@@ -14,5 +14,6 @@ declare module 'fastify' {
     captureStore: CaptureStore;
     captureActivity: CaptureActivity;
     filePins: FilePins;
+    nodeName: string;
   }
 }

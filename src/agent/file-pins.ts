@@ -199,6 +199,26 @@ export class FilePins {
     };
   }
 
+  /**
+   * Every file of a pin, by path, for one read of them all (the node's merged pcapng); `done`
+   * must be called when it ends. The pin lasts while the read runs, and `ttl` after.
+   */
+  hold(id: string, namespace: string, name: string): { files: { name: string; path: string; size: number; source?: FileSource }[]; done: () => void } | undefined {
+    const pin = this.find(id, namespace, name);
+    if (!pin) return undefined;
+    pin.readers++;
+    let ended = false;
+    return {
+      files: pin.files.map((f) => ({ name: f.name, path: join(this.dir, id, f.name), size: f.size, ...(f.source ? { source: f.source } : {}) })),
+      done: () => {
+        if (ended) return;
+        ended = true;
+        pin.readers--;
+        pin.expiresAt = this.now() + this.o.ttlMs;
+      },
+    };
+  }
+
   /** Removes the pins whose time is up and that nobody reads. */
   async sweep(): Promise<void> {
     const now = this.now();

@@ -103,7 +103,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   });
   const running = controller;
   const app = await buildAgentApp({
-    kube, log, tls, registry, store, pins, limits: config.limits,
+    kube, log, tls, registry, store, pins, limits: config.limits, nodeName: config.nodeName,
     activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), filesDeleted: (ns, name) => running.filesDeleted(ns, name) },
     authAudience: config.authAudience,
     gatewayClientNames: config.gatewayClientNames,

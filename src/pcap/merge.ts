@@ -83,8 +83,14 @@ function nanosOf(r: PcapRecord, nanoseconds: boolean): number {
   return nanoseconds ? r.fraction : r.fraction * 1000;
 }
 
+/** What the merge reads: a header, then records (a PcapStreamReader, or several files read in turn). */
+export interface RecordReader {
+  readonly header: PcapHeader | undefined;
+  next(): Promise<PcapRecord | undefined>;
+}
+
 export interface MergeSource {
-  reader: PcapStreamReader;
+  reader: RecordReader;
   /** The caller's tag, handed back with each record (e.g. its pcapng interface id). */
   tag: number;
 }
