@@ -154,7 +154,6 @@ export class CaptureTally implements Written {
     await this.persist(this.reserved);
   }
 
-
   /** Writes are serialized, each a whole file renamed into place: never a torn tally. */
   private persist(counts: { packets: number; bytes: number }): Promise<void> {
     const body = JSON.stringify({ uid: this.uid, packets: counts.packets, bytes: counts.bytes, ...(this.bytesRefusedAt !== undefined ? { bytesRefusedAt: this.bytesRefusedAt } : {}) } satisfies Persisted);
