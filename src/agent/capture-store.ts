@@ -17,7 +17,7 @@ import { readSource, removeSources, SOURCES_DIR, type FileSource } from './file-
 /** What a served file name may look like (src/pcap/file-names.ts). */
 const FILE_NAME = CAPTURE_FILE_NAME;
 /** Rotated files end in -<unix microseconds>.pcap; the others may still be growing. */
-const ROTATED = /-\d{13,19}\.pcap$/;
+const ROTATED = /-(\d{13,19})\.pcap$/;
 
 const NAMESPACE = new RegExp(DNS1123_LABEL);
 const CAPTURE = new RegExp(DNS1123_SUBDOMAIN);
@@ -45,6 +45,15 @@ export type LiveLength = (dir: string, ino: bigint) => number | undefined;
 
 export function isRotatedName(file: string): boolean {
   return ROTATED.test(file);
+}
+
+/**
+ * What a capture file's name says: its writer's base `<pod>_<iface>`, and for a rotated file
+ * when it was rotated (unix microseconds); the file being written has none.
+ */
+export function parseFileName(file: string): { base: string; rotatedAt: bigint | undefined } {
+  const m = ROTATED.exec(file);
+  return m ? { base: file.slice(0, m.index), rotatedAt: BigInt(m[1]!) } : { base: file.replace(/\.pcap$/, ''), rotatedAt: undefined };
 }
 
 export interface CaptureFileEntry {

@@ -10,6 +10,7 @@ import { createReadStream } from 'node:fs';
 import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../pcap/pcapng.js';
 import type { PcapHeader } from '../pcap/format.js';
 import { mergeByTime, PcapStreamReader, timestampHalves, type MergeSource, type PcapRecord, type RecordReader } from '../pcap/merge.js';
+import { parseFileName } from './capture-store.js';
 import type { FileSource } from './file-source.js';
 
 export interface NodeFile {
@@ -34,16 +35,13 @@ export interface NodePcapngOptions {
 function interfaceKey(f: NodeFile): string {
   const s = f.source;
   if (s) return `${s.podUID}/${s.iface}/${s.linkType}/${s.snapLen}/${s.tsresol}`;
-  return `name:${f.name.replace(/(-\d+)?\.pcap$/, '')}`;
+  return `name:${parseFileName(f.name).base}`;
 }
 
 /** Files of one pod interface in the order they were written: rotated ones by their time, the live one last. */
 function inWrittenOrder(files: NodeFile[]): NodeFile[] {
-  const micros = (f: NodeFile): bigint => {
-    const m = /-(\d+)\.pcap$/.exec(f.name);
-    return m ? BigInt(m[1]!) : BigInt(Number.MAX_SAFE_INTEGER) * 1000n;
-  };
-  return [...files].sort((a, b) => (micros(a) < micros(b) ? -1 : micros(a) > micros(b) ? 1 : 0));
+  const when = (f: NodeFile): bigint => parseFileName(f.name).rotatedAt ?? BigInt(Number.MAX_SAFE_INTEGER) * 1000n;
+  return [...files].sort((a, b) => (when(a) < when(b) ? -1 : when(a) > when(b) ? 1 : 0));
 }
 
 /** A file's pinned bytes, in small reads: one such buffer per pod interface being merged. */
@@ -67,8 +65,9 @@ export async function* nodePcapng(files: NodeFile[], o: NodePcapngOptions): Asyn
     const header = await reader.open();
     if (!header) continue; // nothing but empty files
     const s = ordered.find((f) => f.source)?.source;
-    const pod = s?.pod ?? ordered[0]!.name.split('_')[0]!;
-    const iface = s?.iface ?? ordered[0]!.name.replace(/(-\d+)?\.pcap$/, '').split('_').slice(1).join('_');
+    const base = parseFileName(ordered[0]!.name).base;
+    const pod = s?.pod ?? base.split('_')[0]!;
+    const iface = s?.iface ?? base.split('_').slice(1).join('_');
     const tsresol: 6 | 9 = header.nanoseconds ? 9 : 6;
     blocks.push(interfaceDescriptionBlock({
       linkType: header.linktype,
