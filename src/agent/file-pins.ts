@@ -185,18 +185,7 @@ export class FilePins {
     if (!pin || !entry) return undefined;
     const handle = await open(join(this.dir, id, entry.name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK).catch(() => undefined);
     if (!handle) return undefined;
-    pin.readers++;
-    let ended = false;
-    return {
-      handle,
-      file: entry,
-      done: () => {
-        if (ended) return;
-        ended = true;
-        pin.readers--;
-        pin.expiresAt = this.now() + this.o.ttlMs;
-      },
-    };
+    return { handle, file: entry, done: this.read(pin) };
   }
 
   /**
@@ -206,16 +195,21 @@ export class FilePins {
   hold(id: string, namespace: string, name: string): { files: { name: string; path: string; size: number; source?: FileSource }[]; done: () => void } | undefined {
     const pin = this.find(id, namespace, name);
     if (!pin) return undefined;
-    pin.readers++;
-    let ended = false;
     return {
       files: pin.files.map((f) => ({ name: f.name, path: join(this.dir, id, f.name), size: f.size, ...(f.source ? { source: f.source } : {}) })),
-      done: () => {
-        if (ended) return;
-        ended = true;
-        pin.readers--;
-        pin.expiresAt = this.now() + this.o.ttlMs;
-      },
+      done: this.read(pin),
+    };
+  }
+
+  /** One read of the pin begins: it is kept while any runs; the returned `done` (idempotent) ends it and starts the ttl again. */
+  private read(pin: LivePin): () => void {
+    pin.readers++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      pin.readers--;
+      pin.expiresAt = this.now() + this.o.ttlMs;
     };
   }
 
