@@ -59,11 +59,9 @@ export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
  */
 function storedZip(sources: ZipSource[], opts: ZipOptions): Readable {
   const abort = new AbortController();
-  let sent = 0;
+  const promise = new SentLength(opts);
   const counted = (b: Buffer): Buffer => {
-    sent += b.length;
-    if (opts.length !== undefined && sent > opts.length) throw new Error(`files.zip grew past the ${opts.length} bytes promised (a bug): the connection is cut`);
-    opts.onBytes?.(b.length);
+    promise.count(b.length);
     return b;
   };
   async function* archive(): AsyncGenerator<Buffer> {
@@ -93,12 +91,14 @@ function storedZip(sources: ZipSource[], opts: ZipOptions): Readable {
       } finally {
         body.destroy();
       }
-      if (expected !== undefined && received !== expected) throw new Error(`${src.name}: the agent sent ${received} of ${expected} bytes`);
+      const short = shortBody(src.name, received, expected);
+      if (short) throw short;
       yield counted(zip.descriptor(crc, received));
       src.done?.();
     }
     yield counted(zip.end());
-    if (opts.length !== undefined && sent !== opts.length) throw new Error(`files.zip ended at ${sent} of the ${opts.length} bytes promised (a bug): the connection is cut`);
+    const broken = promise.broken();
+    if (broken) throw broken;
   }
   const out = Readable.from(archive(), { objectMode: false, highWaterMark: 16 * 1024 });
   out.on('error', (err) => {
@@ -120,7 +120,7 @@ function storedZip(sources: ZipSource[], opts: ZipOptions): Readable {
 /** A deflated zip (?compression=deflate), through archiver. */
 function deflatedZip(sources: ZipSource[], opts: ZipOptions): Readable {
   const archive = new ZipArchive({
-    store: !opts.deflate,
+    store: false,
     zlib: { level: 6 },
     forceZip64: forceZip64(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))),
     // archiver buffers 1 MiB by default: enough for the network's chunks to outlive V8's
@@ -129,19 +129,19 @@ function deflatedZip(sources: ZipSource[], opts: ZipOptions): Readable {
     highWaterMark: 16 * 1024,
   });
   const abort = new AbortController();
-  let sent = 0;
+  const promise = new SentLength(opts);
   const counter = new Transform({
     transform(chunk: Buffer, _enc, done) {
-      sent += chunk.length;
-      if (opts.length !== undefined && sent > opts.length) {
-        done(new Error(`files.zip grew past the ${opts.length} bytes promised (a bug): the connection is cut`));
+      try {
+        promise.count(chunk.length);
+      } catch (err) {
+        done(err as Error);
         return;
       }
-      opts.onBytes?.(chunk.length);
       done(null, chunk);
     },
     flush(done) {
-      done(opts.length !== undefined && sent !== opts.length ? new Error(`files.zip ended at ${sent} of the ${opts.length} bytes promised (a bug): the connection is cut`) : null);
+      done(promise.broken() ?? null);
     },
   });
   const fail = (err: Error): void => {
@@ -168,7 +168,7 @@ function deflatedZip(sources: ZipSource[], opts: ZipOptions): Readable {
       const checked = lengthChecked(body, src.name, length ?? src.size);
       const failed = new Promise<never>((_, reject) => checked.once('error', reject));
       failed.catch(() => undefined);
-      archive.append(checked, { name: src.name, date: src.modified, store: !opts.deflate });
+      archive.append(checked, { name: src.name, date: src.modified, store: false });
       await Promise.race([once(archive, 'entry', { signal: abort.signal }), failed]);
       src.done?.();
     }
@@ -187,9 +187,37 @@ function lengthChecked(body: Readable, name: string, expected: number | undefine
       done(null, chunk);
     },
     flush(done) {
-      done(expected !== undefined && received !== expected ? new Error(`${name}: the agent sent ${received} of ${expected} bytes`) : null);
+      done(shortBody(name, received, expected) ?? null);
     },
   });
   pipeline(body, check, () => undefined);
   return check;
+}
+
+/**
+ * What a download sends, counted against the length promised to the client (Content-Length,
+ * when there is one): a byte more is never sent, a byte short is an error.
+ */
+class SentLength {
+  private sent = 0;
+
+  constructor(private readonly opts: ZipOptions) {}
+
+  /** Counts `n` bytes about to go out; throws rather than send past the promise. */
+  count(n: number): void {
+    this.sent += n;
+    if (this.opts.length !== undefined && this.sent > this.opts.length) throw new Error(`files.zip grew past the ${this.opts.length} bytes promised (a bug): the connection is cut`);
+    this.opts.onBytes?.(n);
+  }
+
+  /** At the end: the error if less than promised was sent. */
+  broken(): Error | undefined {
+    const promised = this.opts.length;
+    return promised !== undefined && this.sent !== promised ? new Error(`files.zip ended at ${this.sent} of the ${promised} bytes promised (a bug): the connection is cut`) : undefined;
+  }
+}
+
+/** The error for an agent's body that ended short of the length it was listed (or pinned) with. */
+function shortBody(name: string, received: number, expected: number | undefined): Error | undefined {
+  return expected !== undefined && received !== expected ? new Error(`${name}: the agent sent ${received} of ${expected} bytes`) : undefined;
 }
