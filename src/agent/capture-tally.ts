@@ -84,6 +84,11 @@ export class CaptureTally implements Written {
     this.limits = limits;
   }
 
+  /** Only a limited capture's count must survive a restart: without limits no file is written. */
+  private get limited(): boolean {
+    return this.limits.maxPackets !== undefined || this.limits.maxBytes !== undefined;
+  }
+
   /** The limit this node has reached, if any. */
   reached(): LimitName | undefined {
     return limitReached(this.limits, this);
@@ -121,11 +126,9 @@ export class CaptureTally implements Written {
       this.bytesRefusedAt = this.limits.maxBytes;
       this.reserved = { packets: -1, bytes: -1 }; // written now, not at the next reservation
     }
-    // Without limits nothing depends on the count surviving a restart: no file is written.
-    const limited = this.limits.maxPackets !== undefined || this.limits.maxBytes !== undefined;
     // Only a limited count is a bound that must be on disk first; the other rides along.
     const behind = (this.limits.maxPackets !== undefined && this.packets > this.reserved.packets) || (this.limits.maxBytes !== undefined && this.bytes > this.reserved.bytes);
-    if (!limited) {
+    if (!this.limited) {
       this.reserved = { packets: this.packets, bytes: this.bytes };
     } else if (behind) {
       this.reserved = {
@@ -148,7 +151,7 @@ export class CaptureTally implements Written {
 
   /** Writes the exact count (no reservation): all workers of the capture have stopped. */
   async settle(): Promise<void> {
-    if (this.limits.maxPackets === undefined && this.limits.maxBytes === undefined) return;
+    if (!this.limited) return;
     if (this.reserved.packets === this.packets && this.reserved.bytes === this.bytes) return;
     this.reserved = { packets: this.packets, bytes: this.bytes };
     await this.persist(this.reserved);

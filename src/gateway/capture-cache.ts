@@ -60,13 +60,12 @@ export class CaptureCache extends EventEmitter {
         return;
       }
       const key = captureKeyOf(r);
-      let m = this.byCapture.get(key);
       if (type === 'DELETED') {
+        const m = this.byCapture.get(key);
         m?.delete(objectKey(r));
         if (m?.size === 0) this.byCapture.delete(key);
       } else {
-        if (!m) this.byCapture.set(key, (m = new Map()));
-        m.set(objectKey(r), r);
+        this.index(objectKey(r), r);
       }
       this.emit('reports-changed', key);
     });
@@ -112,12 +111,14 @@ export class CaptureCache extends EventEmitter {
 
   private reindex(): void {
     this.byCapture.clear();
-    for (const [k, r] of this.reports.items) {
-      const key = captureKeyOf(r);
-      let m = this.byCapture.get(key);
-      if (!m) this.byCapture.set(key, (m = new Map()));
-      m.set(k, r);
-    }
+    for (const [k, r] of this.reports.items) this.index(k, r);
+  }
+
+  private index(reportKey: string, r: NodeReport): void {
+    const key = captureKeyOf(r);
+    let m = this.byCapture.get(key);
+    if (!m) this.byCapture.set(key, (m = new Map()));
+    m.set(reportKey, r);
   }
 }
 
