@@ -4,20 +4,16 @@
 // (docs/downloads.md); a stored zip's length is then known before its first byte.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import '../../src/gateway/decorators.js';
-import { DownloadPins } from '../../src/gateway/download-pins.js';
+import { inDownloadSlot, pinForDownload } from '../../src/gateway/download-session.js';
 import { storedZipLength } from '../../src/gateway/zip-length.js';
 import { CLIENT_GONE, zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { Readable } from 'node:stream';
-import { QueueFullError } from '../../src/auth/concurrency-limit.js';
 import type { MissingNode } from '../../src/gateway/capture-files.js';
-import { HttpError, notFound } from '../../src/http/status.js';
+import { notFound } from '../../src/http/status.js';
 
 /** The manifest of a partial download: a name no node directory can take (entries are <node>/<file>). */
 const MISSING_ENTRY = 'MISSING.txt';
-
-/** What a client turned away by a full download queue is told to wait. */
-const RETRY_AFTER_SECONDS = 5;
 
 const querystring = {
   type: 'object',
@@ -32,40 +28,14 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
   app.get<{ Params: CaptureParams; Querystring: { compression: 'store' | 'deflate'; partial: boolean } }>(
     '/download/:namespace/:name/files.zip',
     { schema: { params: captureParams, querystring }, config: { filesVerb: 'get' } },
-    async (request, reply) => {
-      // A place among the downloads this replica streams at once, held until the response
-      // closes: many clients queue instead of taking more memory than the replica has.
-      let release: () => void;
-      try {
-        release = await app.downloadSlots.acquire();
-      } catch (err) {
-        if (!(err instanceof QueueFullError)) throw err;
-        throw new HttpError(429, 'TooManyRequests', `too many downloads in progress on this gateway replica: retry in ${RETRY_AFTER_SECONDS} s`, { 'retry-after': String(RETRY_AFTER_SECONDS) }, { retryAfterSeconds: RETRY_AFTER_SECONDS });
-      }
-      if (reply.raw.destroyed || request.raw.destroyed) {
-        release(); // the client left while it waited
-        return reply;
-      }
-      reply.raw.once('close', release);
-      try {
-        return await send(request.params, request.query, request, reply);
-      } catch (err) {
-        release();
-        throw err;
-      }
-    },
+    async (request, reply) => inDownloadSlot(app, request, reply, () => send(request.params, request.query, request, reply)),
   );
 
   /** Lists every node's files and streams them as one zip (docs: zip-stream.ts). */
   async function send({ namespace, name }: CaptureParams, { compression, partial }: { compression: 'store' | 'deflate'; partial: boolean }, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
     const files = app.captureFiles;
-    const found = await files.find(namespace, name);
-    // ?partial=true: what is reachable now, with MISSING.txt naming what is not; without
-    // it, a node that holds files and cannot be asked is a 502 (capture-files.ts).
-    const { nodes, missing } = partial ? await files.collectReachable(found, { pin: true }) : { nodes: await files.collect(found, { pin: true }), missing: [] };
-    const pins = new DownloadPins(files, namespace, name, nodes, request.log);
-    // Whatever ends the response (done, error, client gone), the pins go back.
-    reply.raw.once('close', () => void pins.releaseAll());
+    // ?partial=true: what is reachable now, with MISSING.txt naming what is not.
+    const { nodes, missing, pins } = await pinForDownload(app, namespace, name, partial, request, reply);
     const sources: ZipSource[] = [];
     for (const n of nodes) {
       if (n.files.length === 0) pins.releaseNode(n);

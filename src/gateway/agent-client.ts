@@ -148,6 +148,17 @@ export class AgentClient {
     return { body: res.body, length };
   }
 
+  /** The pin's files on this node as one time-ordered pcapng (src/agent/node-pcapng.ts); its length is not known ahead. */
+  async openPinnedPcapng(ep: AgentEndpoint, namespace: string, name: string, pin: string, signal?: AbortSignal): Promise<Readable> {
+    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}/files.pcapng`, signal);
+    const type = String(res.headers['content-type'] ?? '');
+    if (!type.startsWith('application/x-pcapng')) {
+      res.body.destroy();
+      throw new AgentError(ep.node, `the node's pcapng came as ${JSON.stringify(type.slice(0, 80))}, not application/x-pcapng`);
+    }
+    return res.body;
+  }
+
   async deleteFiles(ep: AgentEndpoint, namespace: string, name: string): Promise<string[]> {
     const res = await this.call(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
     const body = (await res.body.json().catch(() => undefined)) as { removed?: unknown } | undefined;

@@ -50,8 +50,9 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   const reviewSeconds = new Histogram({ name: 'kube_pcap_review_duration_seconds', help: 'Latency of TokenReviews and SubjectAccessReviews sent to the API server.', labelNames: ['review', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [registry] });
   const agentErrors = new Counter({ name: 'kube_pcap_gateway_agent_errors_total', help: 'Failed calls to agents, by operation.', labelNames: ['operation'], registers: [registry] });
   const gatewayMetrics = {
-    bytesStreamed: new Counter({ name: 'kube_pcap_gateway_bytes_streamed_total', help: 'Bytes of files.zip sent to clients.', registers: [registry] }),
+    bytesStreamed: new Counter({ name: 'kube_pcap_gateway_bytes_streamed_total', help: 'Bytes of downloads (files.zip, files.pcapng) sent to clients.', registers: [registry] }),
     downloads: new Counter({ name: 'kube_pcap_gateway_downloads_total', help: 'files.zip downloads by result (complete, aborted).', labelNames: ['result'], registers: [registry] }),
+    pcapngDownloads: new Counter({ name: 'kube_pcap_gateway_pcapng_downloads_total', help: 'files.pcapng downloads by result (complete, aborted).', labelNames: ['result'], registers: [registry] }),
     agentErrors,
   };
 

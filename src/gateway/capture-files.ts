@@ -58,6 +58,11 @@ export class CaptureFiles {
     private readonly o: CaptureFilesOptions,
   ) {}
 
+  /** Agents asked (or read) at once per request (--agent-list-concurrency). */
+  get fanOut(): number {
+    return this.o.listConcurrency;
+  }
+
   /**
    * The PacketCapture (read with the gateway's own identity; 404 when there is none) and
    * each node's entry for it, from its node report (capture-cache.ts: from memory when the

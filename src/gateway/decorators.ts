@@ -6,6 +6,7 @@ import type { CaptureFiles } from './capture-files.js';
 export interface GatewayMetrics {
   bytesStreamed: Counter;
   downloads: Counter<'result'>;
+  pcapngDownloads: Counter<'result'>;
   agentErrors: Counter<'operation'>;
 }
 

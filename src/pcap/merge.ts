@@ -3,6 +3,7 @@
 // in the sources' sizes. A source whose kernel clock stepped back is not reordered against
 // itself: its record simply comes next, out of order by as much as its clock stepped, and
 // nothing is ever dropped for it.
+import { TimeHeap, type TimeKeyed } from './time-heap.js';
 import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from './format.js';
 
 export interface PcapRecord {
@@ -100,47 +101,18 @@ export interface MergedRecord extends PcapRecord {
   nanoseconds: boolean;
 }
 
-/** Records of every source in timestamp order (ties by tag), one held per source. */
+/** Records of every source in timestamp order (ties by tag), one held per source (time-heap.ts). */
 export async function* mergeByTime(sources: MergeSource[]): AsyncGenerator<MergedRecord> {
-  interface Head { rec: MergedRecord; src: MergeSource; s: number; ns: number }
-  const heap: Head[] = [];
-  const less = (a: Head, b: Head): boolean => a.s < b.s || (a.s === b.s && (a.ns < b.ns || (a.ns === b.ns && a.rec.tag < b.rec.tag)));
-  const push = (h: Head): void => {
-    heap.push(h);
-    for (let i = heap.length - 1; i > 0;) {
-      const p = (i - 1) >> 1;
-      if (!less(heap[i]!, heap[p]!)) break;
-      [heap[i], heap[p]] = [heap[p]!, heap[i]!];
-      i = p;
-    }
-  };
-  const pop = (): Head => {
-    const top = heap[0]!;
-    const last = heap.pop()!;
-    if (heap.length > 0) {
-      heap[0] = last;
-      for (let i = 0; ;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < heap.length && less(heap[l]!, heap[m]!)) m = l;
-        if (r < heap.length && less(heap[r]!, heap[m]!)) m = r;
-        if (m === i) break;
-        [heap[i], heap[m]] = [heap[m]!, heap[i]!];
-        i = m;
-      }
-    }
-    return top;
-  };
+  interface Head extends TimeKeyed { rec: MergedRecord; src: MergeSource }
+  const heap = new TimeHeap<Head>();
   const advance = async (src: MergeSource): Promise<void> => {
     const r = await src.reader.next();
     if (!r) return;
     const nanoseconds = src.reader.header!.nanoseconds;
-    push({ rec: { ...r, tag: src.tag, nanoseconds }, src, s: r.seconds, ns: nanosOf(r, nanoseconds) });
+    heap.push({ rec: { ...r, tag: src.tag, nanoseconds }, src, s: r.seconds, ns: nanosOf(r, nanoseconds), tag: src.tag });
   };
   await Promise.all(sources.map(advance));
-  while (heap.length > 0) {
-    const h = pop();
+  for (let h = heap.pop(); h; h = heap.pop()) {
     yield h.rec;
     await advance(h.src);
   }

@@ -7,25 +7,25 @@
 // per-record work, and a buffer per record would make the garbage collector its main cost.
 import { isIPv4, isIPv6 } from 'node:net';
 
-const SHB = 0x0a0d0d0a;
-const IDB = 0x00000001;
-const NRB = 0x00000004;
-const ISB = 0x00000005;
-const EPB = 0x00000006;
-const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
+export const SHB = 0x0a0d0d0a;
+export const IDB = 0x00000001;
+export const NRB = 0x00000004;
+export const ISB = 0x00000005;
+export const EPB = 0x00000006;
+export const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
 
-const OPT_COMMENT = 1;
+export const OPT_COMMENT = 1;
 const SHB_HARDWARE = 2;
 const SHB_OS = 3;
 const SHB_USERAPPL = 4;
-const IF_NAME = 2;
-const IF_DESCRIPTION = 3;
-const IF_TSRESOL = 9;
+export const IF_NAME = 2;
+export const IF_DESCRIPTION = 3;
+export const IF_TSRESOL = 9;
 const ISB_STARTTIME = 2;
 const ISB_ENDTIME = 3;
 const ISB_IFDROP = 5;
-const NRB_IPV4 = 1;
-const NRB_IPV6 = 2;
+export const NRB_IPV4 = 1;
+export const NRB_IPV6 = 2;
 const NRB_END = 0;
 
 /** An option's value: text (UTF-8), raw bytes, or a 64-bit count. */
@@ -203,6 +203,23 @@ export class PacketEncoder {
     b.fill(0, o + 28 + data.length, o + total - 4);
     b.writeUInt32LE(total, o + total - 4);
     this.fill += total;
+    return full;
+  }
+
+  /**
+   * A whole block copied in as it is (`block`: its bytes), with the interface id at offset 8
+   * rewritten when given (an EPB or ISB from another section, under this one's numbering);
+   * returns a full chunk as packet() does.
+   */
+  copy(block: Buffer, interfaceId?: number): Buffer | undefined {
+    let full: Buffer | undefined;
+    if (this.fill + block.length > this.chunk.length) {
+      full = this.take();
+      if (block.length > this.chunk.length) this.chunk = Buffer.allocUnsafe(block.length);
+    }
+    block.copy(this.chunk, this.fill);
+    if (interfaceId !== undefined) this.chunk.writeUInt32LE(interfaceId, this.fill + 8);
+    this.fill += block.length;
     return full;
   }
 

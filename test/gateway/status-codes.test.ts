@@ -19,6 +19,7 @@ const w = await storefrontWorld(t, c);
 await w.grantFiles();
 const ca = w.pki.ca.certFile;
 const DOWNLOAD = '/packet-capture/download/{namespace}/{name}/files.zip';
+const PCAPNG = '/packet-capture/download/{namespace}/{name}/files.pcapng';
 const FILES = '/packet-capture/files/{namespace}/{name}';
 
 function url(template: string, ns = w.ns, name = CAPTURE): string {
@@ -51,6 +52,10 @@ t.test('200 for the allowed user, to compare the failures against', async (t) =>
     return r.status === 200 ? r : undefined;
   }, { what: 'the files grant to apply', timeoutMs: 15_000 });
   t.equal(res.body.subarray(0, 2).toString(), 'PK');
+  const merged = await https(url(PCAPNG), { caFile: ca, token: w.devopsToken });
+  t.equal(merged.status, 200);
+  t.equal(merged.body.readUInt32LE(0), 0x0a0d0d0a, 'files.pcapng starts with a Section Header Block');
+  await checkResponse('GET', PCAPNG, merged.status, merged.headers['content-type'] as string, merged.body);
 });
 
 t.test('400: a namespace or name that is not a valid Kubernetes name', async (t) => {
@@ -60,6 +65,9 @@ t.test('400: a namespace or name that is not a valid Kubernetes name', async (t)
   }
   const res = await https(`${url(DOWNLOAD)}?unknown=1`, { caFile: ca, token: w.devopsToken });
   await expectStatus(t, res, 400, 'BadRequest');
+  // files.pcapng takes no compression: a zip's parameter is refused, not ignored.
+  await expectStatus(t, await https(`${url(PCAPNG)}?compression=store`, { caFile: ca, token: w.devopsToken }), 400, 'BadRequest', PCAPNG);
+  await expectStatus(t, await https(url(PCAPNG, w.ns, 'bad_name'), { caFile: ca, token: w.devopsToken }), 400, 'BadRequest', PCAPNG);
   const listing = await https(`${url(FILES)}?watch=true`, { caFile: ca, token: w.devopsToken });
   await expectStatus(t, listing, 400, 'BadRequest', FILES);
   // A kubectl user expects ?dryRun=All to delete nothing: it is refused, and nothing is deleted.
@@ -117,7 +125,8 @@ t.test('403: an authenticated user of another namespace', async (t) => {
   const token = await c.tokenFor(other, 'devops-sa');
   const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token }), 403, 'Forbidden');
   t.match(body.message, new RegExp(`system:serviceaccount:${other}:devops-sa" cannot get packetcaptures/files`));
-  // The same user is refused for listing and deletion too.
+  // The same user is refused for the merged pcapng, listing and deletion too.
+  await expectStatus(t, await https(url(PCAPNG), { caFile: ca, token }), 403, 'Forbidden', PCAPNG);
   await expectStatus(t, await https(url(FILES), { caFile: ca, token }), 403, 'Forbidden', FILES);
   await expectStatus(t, await https(url(FILES), { caFile: ca, token, method: 'DELETE' }), 403, 'Forbidden', FILES, 'DELETE');
 });
@@ -131,12 +140,15 @@ t.test('404: no such PacketCapture', async (t) => {
   const body = await expectStatus(t, await https(url(DOWNLOAD, w.ns, 'no-such-capture'), { caFile: ca, token: w.devopsToken }), 404, 'NotFound');
   t.match(body.message, /"no-such-capture" not found/);
   await expectStatus(t, await https(url(FILES, w.ns, 'no-such-capture'), { caFile: ca, token: w.devopsToken }), 404, 'NotFound', FILES);
+  await expectStatus(t, await https(url(PCAPNG, w.ns, 'no-such-capture'), { caFile: ca, token: w.devopsToken }), 404, 'NotFound', PCAPNG);
 });
 
 t.test('404 with another reason: a capture that has no files yet', async (t) => {
   await c.applyManifest(`apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: fresh, namespace: ${w.ns}}\nspec: {selector: all()}\n`);
   const body = await expectStatus(t, await https(url(DOWNLOAD, w.ns, 'fresh'), { caFile: ca, token: w.devopsToken }), 404, 'NoFiles');
   t.match(body.message, /has no files yet/);
+  const merged = await expectStatus(t, await https(url(PCAPNG, w.ns, 'fresh'), { caFile: ca, token: w.devopsToken }), 404, 'NoFiles', PCAPNG);
+  t.match(merged.message, /has no files yet/);
   const list = await https(url(FILES, w.ns, 'fresh'), { caFile: ca, token: w.devopsToken });
   t.equal(list.status, 200, 'the listing of such a capture is simply empty');
   t.same(list.json<{ files: unknown[] }>().files, []);
@@ -161,6 +173,8 @@ t.test('502 naming the node: an agent that holds files cannot be reached', async
   t.match(body.message, new RegExp(`cannot be reached: ${agent.node}$`));
   t.same(body.details?.causes?.map((cause) => cause.field), [agent.node]);
   await expectStatus(t, await https(url(FILES), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway', FILES);
+  const merged = await expectStatus(t, await https(url(PCAPNG), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway', PCAPNG);
+  t.same(merged.details?.causes?.map((cause) => cause.field), [agent.node], 'files.pcapng: the same 502 naming the node');
 
   // ?partial=true: what is reachable, and a manifest of what is not; never a silent partial zip.
   const partial = await https(`${url(DOWNLOAD)}?partial=true`, { caFile: ca, token: w.devopsToken });
@@ -177,6 +191,20 @@ t.test('502 naming the node: an agent that holds files cannot be reached', async
   t.match(manifest, new RegExp(`^${agent.node}\tAgentUnreachable\tits agent could not be asked`, 'm'), 'names the node left out and why');
   t.notMatch(manifest, new RegExp(up), 'and only it');
   t.equal(manifest.trim().split('\n').length, 3, 'one line per missing node');
+
+  // The merged pcapng says so in its section comment, and holds the packets of the node that answered.
+  const pcapng = await https(`${url(PCAPNG)}?partial=true`, { caFile: ca, token: w.devopsToken });
+  t.equal(pcapng.status, 200, pcapng.status === 200 ? 'partial files.pcapng' : pcapng.body.toString().slice(0, 300));
+  await checkResponse('GET', PCAPNG, pcapng.status, pcapng.headers['content-type'] as string, pcapng.body);
+  await writeFile(join(dir, 'files.pcapng'), pcapng.body);
+  const info = await run('capinfos', ['-M', join(dir, 'files.pcapng')]);
+  t.equal(info.code, 0, info.stderr);
+  t.match(info.stdout, /PARTIAL \(\?partial=true\): 1 node\(s\) hold files/);
+  t.match(info.stdout, new RegExp(`${agent.node}: AgentUnreachable: its agent could not be asked`), 'the comment names the node left out and why');
+  const upPackets = [...w.files.keys()].filter((k) => k.startsWith(`${up}/`)).length;
+  t.ok(upPackets > 0);
+  const names = (await run('tshark', ['-r', join(dir, 'files.pcapng'), '-T', 'fields', '-e', 'frame.interface_name'])).stdout.trim().split('\n');
+  t.ok(names.length > 0 && names.every((n) => n.startsWith(`${up}/${w.ns}/`)), `every packet is of the node that answered (${[...new Set(names)].join(', ')})`);
 });
 
 t.test('once stopped, DELETE removes every node\'s files; with an agent down it is a 502 first', async (t) => {

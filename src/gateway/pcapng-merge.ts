@@ -1,0 +1,192 @@
+// files.pcapng across nodes (docs/pcapng.md, "Across nodes"): the second stage of the merged
+// download. Each node's agent sends its files as one time-ordered pcapng (src/agent/
+// node-pcapng.ts); here those streams are merged into one section: every interface block
+// renumbered into the section's numbering, name records passed on, packets in timestamp
+// order by a heap that holds one packet per node. The fan-in is the number of nodes holding
+// files, never the number of files: memory is one read buffer and one packet per node,
+// whatever the capture's size.
+//
+// Opening is its own step: every node's stream is opened and read up to its first packet
+// before a byte goes to the client, so a node that cannot be read is a clean 502 naming it.
+// After that, a failure cuts the connection: a short pcapng must never look whole.
+import type { Readable } from 'node:stream';
+import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
+import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../pcap/pcapng.js';
+import { BlockType, parseInterfaceBlock, parseNameBlock, parsePacketBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
+import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
+
+export interface NodeStream {
+  node: string;
+  /** The node's pcapng (an agent's response body). */
+  open(signal: AbortSignal): Promise<Readable>;
+  /** Called once the node's stream has been read to its end (e.g. to release its pin). */
+  done?: () => void;
+}
+
+export interface NodeMergeOptions {
+  /** shb_userappl. */
+  application: string;
+  /** The section's comment (which capture, which nodes, what was left out). */
+  comment: string;
+  /** Node streams opened at once. */
+  openConcurrency: number;
+}
+
+/** A node's stream could not be opened or read as the contract says. */
+export class NodeStreamError extends Error {
+  constructor(readonly node: string, override readonly cause: Error) {
+    super(cause.message);
+    this.name = 'NodeStreamError';
+  }
+}
+
+/** Pod names as the agents write them into name records: `<pod>.<namespace>`, DNS characters only. */
+const RESOLVED_NAME = /^[a-z0-9]([-a-z0-9.]{0,314}[a-z0-9])?$/;
+
+class NodeInput {
+  /** The section's interface id of each of the node's interfaces, by the node's own id. */
+  readonly ids: number[] = [];
+  readonly tsresols: (6 | 9)[] = [];
+  ended = false;
+
+  constructor(readonly index: number, readonly stream: NodeStream, readonly reader: PcapngBlockReader, readonly body: Readable) {}
+}
+
+interface Head extends TimeKeyed {
+  input: NodeInput;
+  block: Buffer;
+  id: number;
+}
+
+export class NodeMerge {
+  private readonly heap = new TimeHeap<Head>();
+  private readonly enc = new PacketEncoder();
+  /** Chunks the encoder filled while a node's non-packet blocks went in. */
+  private readonly ready: Buffer[] = [];
+  private nextId = 0;
+
+  private constructor(private readonly inputs: NodeInput[], private readonly abort: AbortController) {}
+
+  /**
+   * Opens every node's stream and reads each up to its first packet (its interfaces and
+   * names). A node that fails is a NodeStreamError; every stream opened is then closed.
+   */
+  static async open(nodes: NodeStream[], o: NodeMergeOptions): Promise<{ merge: NodeMerge; header: Buffer }> {
+    const abort = new AbortController();
+    const limit = new ConcurrencyLimit({ maxInFlight: o.openConcurrency, maxQueued: Infinity, what: 'node pcapng streams' });
+    const opened = await Promise.allSettled(nodes.map((n, i) => limit.run(async () => {
+      if (abort.signal.aborted) throw new NodeStreamError(n.node, new Error('not opened: another node failed'));
+      try {
+        const body = await n.open(abort.signal);
+        return new NodeInput(i, n, new PcapngBlockReader(body as AsyncIterable<Buffer>, `the pcapng of node ${n.node}`), body);
+      } catch (err) {
+        abort.abort();
+        throw new NodeStreamError(n.node, err as Error);
+      }
+    })));
+    const inputs = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const merge = new NodeMerge(inputs, abort);
+    const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !/not opened/.test(String((r.reason as Error).message)));
+    if (failed) {
+      merge.close();
+      throw failed.reason;
+    }
+    merge.enc.copy(sectionHeaderBlock({ application: o.application, comment: o.comment }));
+    try {
+      for (const input of inputs) await merge.advance(input);
+    } catch (err) {
+      merge.close();
+      throw err;
+    }
+    const header = Buffer.concat([...merge.ready.splice(0), merge.enc.take() ?? Buffer.alloc(0)]);
+    return { merge, header };
+  }
+
+  /** The merged packets after the header, in chunks of about 64 KiB; any failure is thrown (and the streams closed). */
+  async *packets(): AsyncGenerator<Buffer> {
+    try {
+      for (let h = this.heap.pop(); h; h = this.heap.pop()) {
+        const full = this.enc.copy(h.block, h.id);
+        if (full) yield full;
+        await this.advance(h.input);
+        while (this.ready.length > 0) yield this.ready.shift()!;
+      }
+      const rest = this.enc.take();
+      if (rest) yield rest;
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Closes every node's stream (idempotent). */
+  close(): void {
+    this.abort.abort();
+    for (const i of this.inputs) i.body.destroy();
+  }
+
+  /**
+   * Reads the node's blocks up to its next packet, which goes on the heap; interface and name
+   * blocks met on the way go out at once (before any packet of theirs), renumbered.
+   */
+  private async advance(input: NodeInput): Promise<void> {
+    const r = input.reader;
+    const what = r.what;
+    try {
+      for (;;) {
+        const block = r.tryNext() ?? (await r.next());
+        if (!block) {
+          input.ended = true;
+          input.stream.done?.();
+          return;
+        }
+        const type = block.readUInt32LE(0);
+        if (type === BlockType.EPB) {
+          const p = parsePacketBlock(block, what);
+          const id = input.ids[p.interfaceId];
+          if (id === undefined) throw new PcapngFormatError(what, `a packet on interface ${p.interfaceId}, which no interface block declared`);
+          const [s, ns] = splitTimestamp(p.tsHigh, p.tsLow, input.tsresols[p.interfaceId]!);
+          this.heap.push({ s, ns, tag: input.index, input, block, id });
+          return;
+        }
+        if (type === BlockType.IDB) this.addInterface(input, block);
+        else if (type === BlockType.NRB) this.emit(this.names(block, what));
+        else if (type === BlockType.ISB) {
+          const id = input.ids[block.length >= 16 ? block.readUInt32LE(8) : -1];
+          if (id === undefined) throw new PcapngFormatError(what, 'statistics for an interface no interface block declared');
+          this.emit(block, id);
+        } else if (type !== BlockType.SHB) {
+          throw new PcapngFormatError(what, `a block of type ${type}, which the agents do not write`);
+        }
+      }
+    } catch (err) {
+      throw err instanceof NodeStreamError ? err : new NodeStreamError(input.stream.node, err as Error);
+    }
+  }
+
+  /** An interface of the node, under the section's next id; it must be the node's own, by name. */
+  private addInterface(input: NodeInput, block: Buffer): void {
+    const node = input.stream.node;
+    const i = parseInterfaceBlock(block, input.reader.what);
+    if (!i.name.startsWith(`${node}/`) || !(i.description ?? '').startsWith(`k8s.node=${node};`)) {
+      throw new PcapngFormatError(input.reader.what, `an interface named ${JSON.stringify(i.name.slice(0, 100))} that is not the node's own`);
+    }
+    input.ids.push(this.nextId++);
+    input.tsresols.push(i.tsresol);
+    this.emit(interfaceDescriptionBlock(i));
+  }
+
+  /** A node's name records, re-encoded: IPs as IPs, names as pod names, nothing else. */
+  private names(block: Buffer, what: string): Buffer {
+    const entries = parseNameBlock(block, what);
+    for (const e of entries) {
+      const bad = e.names.find((n) => !RESOLVED_NAME.test(n));
+      if (bad !== undefined) throw new PcapngFormatError(what, `a name record ${JSON.stringify(bad.slice(0, 100))} that is not a pod name`);
+    }
+    return nameResolutionBlock(entries);
+  }
+
+  private emit(block: Buffer, interfaceId?: number): void {
+    const full = this.enc.copy(block, interfaceId);
+    if (full) this.ready.push(full);
+  }
+}
