@@ -8,9 +8,10 @@
 // Pinning reads files, so it is the `get` verb like listing them.
 import type { FastifyInstance } from 'fastify';
 import '../../src/agent/decorators.js';
-import { Readable } from 'node:stream';
 import { sendCaptureFile } from '../../src/agent/file-response.js';
 import { nodePcapng } from '../../src/agent/node-pcapng.js';
+import { sendChunks } from '../../src/http/send-chunks.js';
+import { PacketEncoder } from '../../src/pcap/pcapng.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
 import { PinRefusedError, type Pin } from '../../src/agent/file-pins.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
@@ -42,6 +43,9 @@ const pinBody = {
 } as const;
 
 type PinParams = CaptureParams & { pin: string };
+
+/** The node pcapng's writes: large, as send-file.ts's, so that TLS takes few of them. */
+const CHUNK_BYTES = 256 * 1024;
 
 export default async function agentPinRoutes(app: FastifyInstance): Promise<void> {
   const lease = (pin: Pin): { id: string; expiresAt: string; ttlSeconds: number } => ({
@@ -99,15 +103,20 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
       const held = app.filePins.hold(pin, namespace, name);
       if (!held) throw gone(request.params);
       const abort = new AbortController();
-      const body = Readable.from(nodePcapng(held.files, { node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`, signal: abort.signal }), { objectMode: false });
-      // Whatever ends the response, the files are let go; an error mid-stream cuts the
-      // connection (a short pcapng must never look whole).
-      reply.raw.once('close', () => {
+      // Written outside fastify's reply through the encoder's reused chunks (send-chunks.ts).
+      const encoder = new PacketEncoder(CHUNK_BYTES);
+      reply.hijack();
+      reply.raw.writeHead(200, { 'content-type': 'application/x-pcapng', 'cache-control': 'no-store' });
+      try {
+        await sendChunks(reply.raw, nodePcapng(held.files, { node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`, signal: abort.signal, encoder }), { written: (c) => encoder.recycle(c) });
+      } catch (err) {
+        request.log.warn({ namespace, name, pin, err: (err as Error).message }, 'node pcapng aborted');
+        // Headers are out: cutting the connection is the only way to say "incomplete" (a short pcapng must never look whole).
+        reply.raw.destroy();
+      } finally {
         abort.abort();
         held.done();
-      });
-      body.once('error', (err) => request.log.warn({ namespace, name, pin, err: err.message }, 'node pcapng aborted'));
-      return reply.type('application/x-pcapng').header('cache-control', 'no-store').send(body);
+      }
     },
   );
 

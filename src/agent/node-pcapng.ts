@@ -6,10 +6,8 @@
 // Memory is flat in the capture's size and in its number of files: a pod interface's files
 // follow one another in time (rotation), so they are read one after the other as one stream,
 // and only the pod interfaces are merged, each holding one record and one small read buffer.
-import { createReadStream } from 'node:fs';
 import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../pcap/pcapng.js';
-import type { PcapHeader } from '../pcap/format.js';
-import { mergeByTime, PcapStreamReader, timestampHalves, type MergeSource, type PcapRecord, type RecordReader } from '../pcap/merge.js';
+import { mergeToPcapng, PcapFileSequence, type MergeInput } from '../pcap/merge.js';
 import { parseFileName } from './capture-store.js';
 import type { FileSource } from './file-source.js';
 
@@ -29,6 +27,8 @@ export interface NodePcapngOptions {
   /** shb_userappl. */
   application: string;
   signal?: AbortSignal;
+  /** The encoder whose chunks are yielded (its owner may recycle them once sent). */
+  encoder?: PacketEncoder;
 }
 
 /** The pod interface a file belongs to: its source, else what its name says (`<pod>_<iface>[-<micros>].pcap`). */
@@ -44,11 +44,6 @@ function inWrittenOrder(files: NodeFile[]): NodeFile[] {
   return [...files].sort((a, b) => (when(a) < when(b) ? -1 : when(a) > when(b) ? 1 : 0));
 }
 
-/** A file's pinned bytes, in small reads: one such buffer per pod interface being merged. */
-function fileReader(f: NodeFile, signal?: AbortSignal): PcapStreamReader {
-  return new PcapStreamReader(createReadStream(f.path, { start: 0, end: f.size - 1, highWaterMark: 16 * 1024, signal }), f.name);
-}
-
 export async function* nodePcapng(files: NodeFile[], o: NodePcapngOptions): AsyncGenerator<Buffer> {
   const groups = new Map<string, NodeFile[]>();
   for (const f of files) {
@@ -56,13 +51,18 @@ export async function* nodePcapng(files: NodeFile[], o: NodePcapngOptions): Asyn
     groups.set(k, [...(groups.get(k) ?? []), f]);
   }
   const blocks: Buffer[] = [sectionHeaderBlock({ application: o.application, comment: `kube-pcap capture ${o.namespace}/${o.capture}, node ${o.node}` })];
-  const sources: MergeSource[] = [];
-  const tsresols: (6 | 9)[] = [];
+  const inputs: MergeInput[] = [];
   const names = new Map<string, Set<string>>();
   for (const group of [...groups.values()].sort((a, b) => a[0]!.name.localeCompare(b[0]!.name))) {
     const ordered = inWrittenOrder(group);
-    const reader = new FileSequenceReader(ordered, o.signal);
-    const header = await reader.open();
+    const records = new PcapFileSequence(ordered, o.signal);
+    let header;
+    try {
+      header = await records.open();
+    } catch (err) {
+      await Promise.all([records, ...inputs.map((i) => i.records)].map((r) => r.close()));
+      throw err;
+    }
     if (!header) continue; // nothing but empty files
     const s = ordered.find((f) => f.source)?.source;
     const base = parseFileName(ordered[0]!.name).base;
@@ -76,8 +76,7 @@ export async function* nodePcapng(files: NodeFile[], o: NodePcapngOptions): Asyn
       name: `${o.node}/${o.namespace}/${pod}/${iface}`,
       description: `k8s.node=${o.node};k8s.namespace=${o.namespace};k8s.pod=${pod};k8s.capture=${o.capture}${s ? `;k8s.pod.uid=${s.podUID}` : ''}`,
     }));
-    sources.push({ reader, tag: tsresols.length });
-    tsresols.push(tsresol);
+    inputs.push({ records, interfaceId: inputs.length });
     for (const ip of s?.podIPs ?? []) {
       const set = names.get(ip) ?? new Set<string>();
       set.add(`${pod}.${o.namespace}`);
@@ -85,53 +84,13 @@ export async function* nodePcapng(files: NodeFile[], o: NodePcapngOptions): Asyn
     }
   }
   blocks.push(nameResolutionBlock([...names].map(([ip, n]) => ({ ip, names: [...n] }))));
-  yield Buffer.concat(blocks);
-  const enc = new PacketEncoder();
-  for await (const r of mergeByTime(sources)) {
-    const [hi, lo] = timestampHalves(r, tsresols[r.tag]!);
-    const full = enc.packet(r.tag, hi, lo, r.data, r.originalLength);
-    if (full) yield full;
-  }
-  const rest = enc.take();
-  if (rest) yield rest;
-}
-
-/**
- * A pod interface's files read as one stream of records, one file after the other. Each
- * file's header is checked against the first: a different link type or snap length would be
- * another interface, and is refused rather than mislabelled.
- */
-class FileSequenceReader implements RecordReader {
-  header: PcapHeader | undefined;
-  private readonly files: NodeFile[];
-  private index = 0;
-  private current: PcapStreamReader | undefined;
-
-  constructor(files: NodeFile[], private readonly signal?: AbortSignal) {
-    this.files = files.filter((f) => f.size > 0);
-  }
-
-  /** The first file's header; undefined when no file holds one. */
-  async open(): Promise<PcapHeader | undefined> {
-    for (; this.index < this.files.length; this.index++) {
-      this.current = fileReader(this.files[this.index]!, this.signal);
-      this.header = await this.current.open();
-      if (this.header) return this.header;
-    }
-    return undefined;
-  }
-
-  async next(): Promise<PcapRecord | undefined> {
-    for (;;) {
-      const r = await this.current?.next();
-      if (r) return r;
-      if (++this.index >= this.files.length) return undefined;
-      const f = this.files[this.index]!;
-      this.current = fileReader(f, this.signal);
-      const h = await this.current.open();
-      if (h && (h.linktype !== this.header!.linktype || h.snaplen !== this.header!.snaplen || h.nanoseconds !== this.header!.nanoseconds)) {
-        throw new Error(`${f.name}: its header (link type ${h.linktype}, snap length ${h.snaplen}) differs from its interface's earlier files`);
-      }
-    }
+  // The merge closes every file however the stream ends; until it starts, this does.
+  let merging = false;
+  try {
+    yield Buffer.concat(blocks);
+    merging = true;
+    yield* mergeToPcapng(inputs, o.encoder ?? new PacketEncoder());
+  } finally {
+    if (!merging) await Promise.all(inputs.map((i) => i.records.close()));
   }
 }

@@ -12,7 +12,7 @@
 import type { Readable } from 'node:stream';
 import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../pcap/pcapng.js';
-import { BlockType, parseInterfaceBlock, parseNameBlock, parsePacketBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
+import { BlockType, packetBlockWhole, parseInterfaceBlock, parseNameBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 
 export interface NodeStream {
@@ -43,23 +43,21 @@ export class NodeStreamError extends Error {
 /** Pod names as the agents write them into name records: `<pod>.<namespace>`, DNS characters only. */
 const RESOLVED_NAME = /^[a-z0-9]([-a-z0-9.]{0,314}[a-z0-9])?$/;
 
-class NodeInput {
+/** One node's stream, and its entry in the heap: its next packet (reused, as the merge takes one packet per node at a time). */
+class NodeInput implements TimeKeyed {
   /** The section's interface id of each of the node's interfaces, by the node's own id. */
   readonly ids: number[] = [];
   readonly tsresols: (6 | 9)[] = [];
-  ended = false;
+  s = 0;
+  ns = 0;
+  /** The section's id of the interface of the packet held. */
+  id = 0;
 
-  constructor(readonly index: number, readonly stream: NodeStream, readonly reader: PcapngBlockReader, readonly body: Readable) {}
-}
-
-interface Head extends TimeKeyed {
-  input: NodeInput;
-  block: Buffer;
-  id: number;
+  constructor(readonly tag: number, readonly stream: NodeStream, readonly reader: PcapngBlockReader, readonly body: Readable) {}
 }
 
 export class NodeMerge {
-  private readonly heap = new TimeHeap<Head>();
+  private readonly heap = new TimeHeap<NodeInput>();
   private readonly enc = new PacketEncoder();
   /** Chunks the encoder filled while a node's non-packet blocks went in. */
   private readonly ready: Buffer[] = [];
@@ -91,7 +89,8 @@ export class NodeMerge {
       merge.close();
       throw failed.reason;
     }
-    merge.enc.copy(sectionHeaderBlock({ application: o.application, comment: o.comment }));
+    const shb = sectionHeaderBlock({ application: o.application, comment: o.comment });
+    merge.enc.copy(shb, 0, shb.length);
     try {
       for (const input of inputs) await merge.advance(input);
     } catch (err) {
@@ -106,9 +105,10 @@ export class NodeMerge {
   async *packets(): AsyncGenerator<Buffer> {
     try {
       for (let h = this.heap.pop(); h; h = this.heap.pop()) {
-        const full = this.enc.copy(h.block, h.id);
+        const r = h.reader;
+        const full = this.enc.copy(r.buf, r.at, r.length, h.id);
         if (full) yield full;
-        await this.advance(h.input);
+        await this.advance(h);
         while (this.ready.length > 0) yield this.ready.shift()!;
       }
       const rest = this.enc.take();
@@ -133,21 +133,22 @@ export class NodeMerge {
     const what = r.what;
     try {
       for (;;) {
-        const block = r.tryNext() ?? (await r.next());
-        if (!block) {
-          input.ended = true;
+        if (!(r.tryNext() || (await r.next()))) {
           input.stream.done?.();
           return;
         }
-        const type = block.readUInt32LE(0);
+        const { buf, at, length, type } = r;
         if (type === BlockType.EPB) {
-          const p = parsePacketBlock(block, what);
-          const id = input.ids[p.interfaceId];
-          if (id === undefined) throw new PcapngFormatError(what, `a packet on interface ${p.interfaceId}, which no interface block declared`);
-          const [s, ns] = splitTimestamp(p.tsHigh, p.tsLow, input.tsresols[p.interfaceId]!);
-          this.heap.push({ s, ns, tag: input.index, input, block, id });
+          if (!packetBlockWhole(buf, at, length)) throw new PcapngFormatError(what, 'a packet block is shorter than its captured length');
+          const local = buf.readUInt32LE(at + 8);
+          const id = input.ids[local];
+          if (id === undefined) throw new PcapngFormatError(what, `a packet on interface ${local}, which no interface block declared`);
+          splitTimestamp(buf.readUInt32LE(at + 12), buf.readUInt32LE(at + 16), input.tsresols[local]!, input);
+          input.id = id;
+          this.heap.push(input);
           return;
         }
+        const block = r.block();
         if (type === BlockType.IDB) this.addInterface(input, block);
         else if (type === BlockType.NRB) this.emit(this.names(block, what));
         else if (type === BlockType.ISB) {
@@ -186,7 +187,7 @@ export class NodeMerge {
   }
 
   private emit(block: Buffer, interfaceId?: number): void {
-    const full = this.enc.copy(block, interfaceId);
+    const full = this.enc.copy(block, 0, block.length, interfaceId);
     if (full) this.ready.push(full);
   }
 }

@@ -19,40 +19,46 @@ export class PcapngFormatError extends Error {
 }
 
 /**
- * Whole blocks of one pcapng stream, in whatever chunks its bytes arrive. `tryNext()` hands
- * out a block already buffered without a promise (a merge asks once per packet), `more()`
- * reads on. Blocks are views into buffers never reused, so a caller may hold one while it
- * reads the next.
+ * Whole blocks of one pcapng stream, in whatever chunks its bytes arrive. After `tryNext()`
+ * (or `next()`) returns true, the block is `buf[at, at + length)`, valid until the next call:
+ * a merge asks once per packet, so a block is a position, not an allocation, and it is read
+ * in place in the chunk it arrived in. Only a block cut by a chunk boundary is copied, into
+ * one reused buffer. `tryNext()` takes no promise; `more()` reads on.
  */
 export class PcapngBlockReader {
-  private buf: Buffer = Buffer.alloc(0);
+  buf: Buffer = Buffer.alloc(0);
+  at = 0;
+  length = 0;
+  type = 0;
+  private cur: Buffer = Buffer.alloc(0);
   private off = 0;
+  /** A block cut by a chunk boundary, being put together: its bytes so far and how many are missing. */
+  private carry: Buffer = Buffer.alloc(0);
+  private carried = 0;
+  private missing = 0;
+  private whole = false;
+  private blocks = 0;
   private ended = false;
-  private sawSection = false;
   private readonly it: AsyncIterator<Buffer>;
 
   constructor(body: AsyncIterable<Buffer>, readonly what: string) {
     this.it = body[Symbol.asyncIterator]();
   }
 
-  /** The next whole block if it is buffered; undefined when more bytes are needed (or at the end). */
-  tryNext(): Buffer | undefined {
-    const avail = this.buf.length - this.off;
-    if (avail < 12) return undefined;
-    const type = this.buf.readUInt32LE(this.off);
-    if (!this.sawSection) {
-      if (type !== SHB || this.buf.readUInt32LE(this.off + 8) !== BYTE_ORDER_MAGIC) throw new PcapngFormatError(this.what, 'does not start with a little-endian Section Header Block');
-      this.sawSection = true;
-    } else if (type === SHB) {
-      throw new PcapngFormatError(this.what, 'starts a second section');
+  /** The next whole block if its bytes are here (no promise); false when more are needed, or at the end. */
+  tryNext(): boolean {
+    if (this.whole) {
+      this.whole = false;
+      return this.found(this.carry, 0, this.carried);
     }
-    const length = this.buf.readUInt32LE(this.off + 4);
-    if (length < 12 || length % 4 !== 0 || length > MAX_BLOCK_LENGTH) throw new PcapngFormatError(this.what, `a block of type ${type} claims ${length} bytes`);
-    if (avail < length) return undefined;
-    const block = this.buf.subarray(this.off, this.off + length);
-    if (block.readUInt32LE(length - 4) !== length) throw new PcapngFormatError(this.what, `a block of type ${type} ends with another length than it starts with`);
+    if (this.missing > 0) return false;
+    const avail = this.cur.length - this.off;
+    if (avail < 12) return false;
+    const length = this.lengthAt(this.cur, this.off);
+    if (avail < length) return false;
+    const at = this.off;
     this.off += length;
-    return block;
+    return this.found(this.cur, at, length);
   }
 
   /** Reads the next chunk; false at the end of the stream. The end inside a block is an error. */
@@ -61,22 +67,74 @@ export class PcapngBlockReader {
     const r = await this.it.next();
     if (r.done) {
       this.ended = true;
-      if (this.buf.length - this.off > 0) throw new PcapngFormatError(this.what, 'ends inside a block');
+      if (this.missing > 0 || this.cur.length - this.off > 0) throw new PcapngFormatError(this.what, 'ends inside a block');
       return false;
     }
-    const rest = this.buf.length - this.off;
-    this.buf = rest === 0 ? r.value : Buffer.concat([this.buf.subarray(this.off), r.value]);
-    this.off = 0;
+    const c = r.value;
+    const rest = this.cur.length - this.off;
+    if (this.missing === 0 && rest === 0) {
+      this.cur = c;
+      this.off = 0;
+      return true;
+    }
+    if (this.missing === 0 && rest < 12) {
+      // Not even the block's length is here: the few bytes go in front of the new chunk.
+      this.cur = Buffer.concat([this.cur.subarray(this.off), c]);
+      this.off = 0;
+      return true;
+    }
+    if (this.missing === 0) {
+      const length = this.lengthAt(this.cur, this.off);
+      if (this.carry.length < length) this.carry = Buffer.allocUnsafe(Math.max(length, 2 * this.carry.length, 4096));
+      this.cur.copy(this.carry, 0, this.off);
+      this.carried = rest;
+      this.missing = length - rest;
+    }
+    const n = Math.min(this.missing, c.length);
+    c.copy(this.carry, this.carried, 0, n);
+    this.carried += n;
+    this.missing -= n;
+    this.cur = c;
+    this.off = n;
+    if (this.missing === 0) this.whole = true;
     return true;
   }
 
-  /** The next block, reading as needed; undefined at the end. */
-  async next(): Promise<Buffer | undefined> {
+  /** The next block, reading as needed; false at the end. */
+  async next(): Promise<boolean> {
     for (;;) {
-      const b = this.tryNext();
-      if (b) return b;
-      if (!(await this.more())) return undefined;
+      if (this.tryNext()) return true;
+      if (!(await this.more())) return false;
     }
+  }
+
+  /** The current block as a view of its own (for the few blocks that are not packets). */
+  block(): Buffer {
+    return this.buf.subarray(this.at, this.at + this.length);
+  }
+
+  /** The length of the block at `o`, checked: a sane size, and one section, begun by a little-endian SHB. */
+  private lengthAt(b: Buffer, o: number): number {
+    const type = b.readUInt32LE(o);
+    if (this.blocks === 0) {
+      if (type !== SHB || b.readUInt32LE(o + 8) !== BYTE_ORDER_MAGIC) throw new PcapngFormatError(this.what, 'does not start with a little-endian Section Header Block');
+    } else if (type === SHB) {
+      throw new PcapngFormatError(this.what, 'starts a second section');
+    }
+    const length = b.readUInt32LE(o + 4);
+    if (length < 12 || length % 4 !== 0 || length > MAX_BLOCK_LENGTH) throw new PcapngFormatError(this.what, `a block of type ${type} claims ${length} bytes`);
+    return length;
+  }
+
+  private found(b: Buffer, at: number, length: number): boolean {
+    const type = b.readUInt32LE(at);
+    if (b.readUInt32LE(at + length - 4) !== length) throw new PcapngFormatError(this.what, `a block of type ${type} ends with another length than it starts with`);
+    this.buf = b;
+    this.at = at;
+    this.length = length;
+    this.type = type;
+    this.blocks++;
+    return true;
   }
 }
 
@@ -133,16 +191,9 @@ export function parseNameBlock(block: Buffer, what: string): { ip: string; names
   return entries;
 }
 
-export interface PacketFields {
-  interfaceId: number;
-  tsHigh: number;
-  tsLow: number;
-}
-
-/** An Enhanced Packet Block's interface and timestamp; its captured length is checked against the block. */
-export function parsePacketBlock(block: Buffer, what: string): PacketFields {
-  if (block.length < 32 || 28 + block.readUInt32LE(20) > block.length - 4) throw new PcapngFormatError(what, 'a packet block is shorter than its captured length');
-  return { interfaceId: block.readUInt32LE(8), tsHigh: block.readUInt32LE(12), tsLow: block.readUInt32LE(16) };
+/** Whether the Enhanced Packet Block at `at` holds its captured length (a cut packet is off-contract). */
+export function packetBlockWhole(b: Buffer, at: number, length: number): boolean {
+  return length >= 32 && 28 + b.readUInt32LE(at + 20) <= length - 4;
 }
 
 export const BlockType = { SHB, IDB, NRB, ISB, EPB } as const;

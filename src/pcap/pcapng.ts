@@ -163,11 +163,14 @@ export function interfaceStatisticsBlock(o: { interfaceId: number; timestamp: bi
 
 /**
  * Enhanced Packet Blocks written into large chunks: `packet()` copies the bytes in, and
- * `take()` hands out what is ready. One allocation per chunk, not per packet.
+ * `take()` hands out what is ready. One allocation per chunk, not per packet; none at all
+ * when the sender gives each chunk back once written (`recycle`): at hundreds of MiB/s, a
+ * new chunk per write made the garbage collector's threads the largest cost (bench:pcapng).
  */
 export class PacketEncoder {
   private chunk: Buffer;
   private fill = 0;
+  private readonly free: Buffer[] = [];
 
   constructor(private readonly chunkBytes = 64 * 1024) {
     this.chunk = Buffer.allocUnsafe(chunkBytes);
@@ -179,12 +182,39 @@ export class PacketEncoder {
   }
 
   /**
-   * One packet on interface `interfaceId`, at a timestamp in that interface's units given as
-   * its high and low 32 bits (merge.ts, timestampHalves: no BigInt per packet); returns a
-   * chunk when the current one is full (the caller sends it), else undefined.
+   * One packet on interface `interfaceId`: `caplen` bytes of `src` from `at`, captured at
+   * `seconds` and `fraction` (microseconds, or nanoseconds when `nanoseconds`; the interface's
+   * if_tsresol must say the same). Returns a chunk when the current one is full (the caller
+   * sends it), else undefined. Nothing is allocated per packet.
    */
+  packetAt(interfaceId: number, seconds: number, fraction: number, nanoseconds: boolean, src: Buffer, at: number, caplen: number, originalLength: number): Buffer | undefined {
+    let high: number;
+    let low: number;
+    if (!nanoseconds) {
+      // Microseconds since the epoch fit a double exactly (until the year 2255).
+      const us = seconds * 1_000_000 + fraction;
+      high = Math.floor(us / 4294967296);
+      low = us - high * 4294967296;
+    } else {
+      // Nanoseconds do not: seconds × 10^9 is split so that every product stays exact.
+      const sh = Math.floor(seconds / 65536);
+      const a = sh * 1_000_000_000;
+      const ah = Math.floor(a / 65536);
+      const l = (a - ah * 65536) * 65536 + (seconds - sh * 65536) * 1_000_000_000 + fraction;
+      const carry = Math.floor(l / 4294967296);
+      high = ah + carry;
+      low = l - carry * 4294967296;
+    }
+    return this.epb(interfaceId, high, low, src, at, caplen, originalLength);
+  }
+
+  /** One packet of `data`, at a timestamp given as its two 32-bit halves in the interface's units. */
   packet(interfaceId: number, tsHigh: number, tsLow: number, data: Buffer, originalLength: number): Buffer | undefined {
-    const total = 32 + pad4(data.length);
+    return this.epb(interfaceId, tsHigh, tsLow, data, 0, data.length, originalLength);
+  }
+
+  private epb(interfaceId: number, high: number, low: number, src: Buffer, at: number, caplen: number, originalLength: number): Buffer | undefined {
+    const total = 32 + pad4(caplen);
     let full: Buffer | undefined;
     if (this.fill + total > this.chunk.length) {
       full = this.take();
@@ -195,31 +225,31 @@ export class PacketEncoder {
     b.writeUInt32LE(EPB, o);
     b.writeUInt32LE(total, o + 4);
     b.writeUInt32LE(interfaceId, o + 8);
-    b.writeUInt32LE(tsHigh, o + 12);
-    b.writeUInt32LE(tsLow, o + 16);
-    b.writeUInt32LE(data.length, o + 20);
+    b.writeUInt32LE(high, o + 12);
+    b.writeUInt32LE(low, o + 16);
+    b.writeUInt32LE(caplen, o + 20);
     b.writeUInt32LE(originalLength, o + 24);
-    data.copy(b, o + 28);
-    b.fill(0, o + 28 + data.length, o + total - 4);
+    src.copy(b, o + 28, at, at + caplen);
+    b.fill(0, o + 28 + caplen, o + total - 4);
     b.writeUInt32LE(total, o + total - 4);
     this.fill += total;
     return full;
   }
 
   /**
-   * A whole block copied in as it is (`block`: its bytes), with the interface id at offset 8
-   * rewritten when given (an EPB or ISB from another section, under this one's numbering);
-   * returns a full chunk as packet() does.
+   * A whole block copied in as it is (`src[at, at + length)`), with the interface id at
+   * offset 8 rewritten when given (an EPB or ISB from another section, under this one's
+   * numbering); returns a full chunk as packet() does.
    */
-  copy(block: Buffer, interfaceId?: number): Buffer | undefined {
+  copy(src: Buffer, at: number, length: number, interfaceId?: number): Buffer | undefined {
     let full: Buffer | undefined;
-    if (this.fill + block.length > this.chunk.length) {
+    if (this.fill + length > this.chunk.length) {
       full = this.take();
-      if (block.length > this.chunk.length) this.chunk = Buffer.allocUnsafe(block.length);
+      if (length > this.chunk.length) this.chunk = Buffer.allocUnsafe(length);
     }
-    block.copy(this.chunk, this.fill);
+    src.copy(this.chunk, this.fill, at, at + length);
     if (interfaceId !== undefined) this.chunk.writeUInt32LE(interfaceId, this.fill + 8);
-    this.fill += block.length;
+    this.fill += length;
     return full;
   }
 
@@ -227,9 +257,17 @@ export class PacketEncoder {
   take(): Buffer | undefined {
     if (this.fill === 0) return undefined;
     const out = this.chunk.subarray(0, this.fill);
-    this.chunk = Buffer.allocUnsafe(this.chunkBytes);
+    this.chunk = this.free.pop() ?? Buffer.allocUnsafe(this.chunkBytes);
     this.fill = 0;
     return out;
+  }
+
+  /** A chunk from take() that has been written and may be reused. */
+  recycle(chunk: Buffer): void {
+    // Only the encoder's own chunks (a whole buffer of the chunk size), and only a few.
+    if (chunk.byteOffset === 0 && chunk.buffer.byteLength === this.chunkBytes && this.free.length < 4) {
+      this.free.push(Buffer.from(chunk.buffer, 0, this.chunkBytes));
+    }
   }
 }
 

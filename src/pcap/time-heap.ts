@@ -52,16 +52,19 @@ function earlier(a: TimeKeyed, b: TimeKeyed): boolean {
 }
 
 /**
- * A pcapng timestamp (its two 32-bit halves, in 10^-tsresol s) as [seconds, nanoseconds].
- * Microseconds since the epoch fit a double exactly (until the year 2255); nanoseconds do
- * not, and take the BigInt path.
+ * A pcapng timestamp (its two 32-bit halves, in 10^-tsresol s) into `into`'s seconds and
+ * nanoseconds (no allocation: once per packet). Microseconds since the epoch fit a double
+ * exactly (until the year 2255); nanoseconds do not, and take the BigInt path.
  */
-export function splitTimestamp(high: number, low: number, tsresol: 6 | 9): [number, number] {
+export function splitTimestamp(high: number, low: number, tsresol: 6 | 9, into: { s: number; ns: number }): void {
   if (tsresol === 6) {
     const us = high * 4294967296 + low;
     const s = Math.floor(us / 1_000_000);
-    return [s, (us - s * 1_000_000) * 1000];
+    into.s = s;
+    into.ns = (us - s * 1_000_000) * 1000;
+    return;
   }
   const ns = (BigInt(high) << 32n) | BigInt(low);
-  return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
+  into.s = Number(ns / 1_000_000_000n);
+  into.ns = Number(ns % 1_000_000_000n);
 }

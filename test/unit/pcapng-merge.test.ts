@@ -1,24 +1,33 @@
 // The pcapng pieces of the merged download (src/pcap/pcapng.ts, src/pcap/merge.ts), read by
-// real tshark: classic pcap streams of several pods merged in timestamp order into one pcapng
-// whose interfaces name the pods, whose Name Resolution Block names their IPs, with every
-// packet of every stream kept, a stream whose clock steps back included.
+// real tshark: several pods' classic pcap files (each pod's in rotation order) merged in
+// timestamp order into one pcapng whose interfaces name the pods, whose Name Resolution Block
+// names their IPs, with every packet of every file kept, a pod whose clock steps back included.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import t from 'tap';
-import { mergeByTime, PcapStreamReader, timestampHalves } from '../../src/pcap/merge.js';
+import { mergeToPcapng, PcapFileSequence } from '../../src/pcap/merge.js';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../../src/pcap/pcapng.js';
 import { run } from '../harness/http.js';
 import type { TapTest } from '../harness/tap.js';
 import { dnsQueryFrame, pcapGlobalHeader, pcapRecord } from '../harness/pcap-fixtures.js';
 
-/** A classic pcap stream of DNS queries from `src` at these microsecond timestamps, in chunks of odd sizes. */
-function podStream(src: string, micros: number[], chunk = 777): Readable {
-  const bytes = Buffer.concat([pcapGlobalHeader(), ...micros.map((us, i) => pcapRecord(dnsQueryFrame(src, '192.0.2.53', 40000, i, `${src.replace(/\./g, '-')}-${i}.storefront.example`), us))]);
-  const parts: Buffer[] = [];
-  for (let o = 0; o < bytes.length; o += chunk) parts.push(bytes.subarray(o, o + chunk));
-  return Readable.from(parts);
+/**
+ * A pod's packets (DNS queries from `src` at these microsecond timestamps) as classic pcap
+ * files of `perFile` records each, in the order they were written.
+ */
+async function podFiles(dir: string, pod: string, src: string, micros: number[], perFile = 2): Promise<{ name: string; path: string; size: number }[]> {
+  const files = [];
+  for (let f = 0; f * perFile < micros.length; f++) {
+    const bytes = Buffer.concat([pcapGlobalHeader(), ...micros.slice(f * perFile, (f + 1) * perFile).map((us, j) => {
+      const i = f * perFile + j;
+      return pcapRecord(dnsQueryFrame(src, '192.0.2.53', 40000, i, `${src.replace(/\./g, '-')}-${i}.storefront.example`), us);
+    })]);
+    const name = `${pod}_eth0-${f}.pcap`;
+    await writeFile(join(dir, name), bytes);
+    files.push({ name, path: join(dir, name), size: bytes.length });
+  }
+  return files;
 }
 
 const pods = [
@@ -32,22 +41,16 @@ async function mergedFile(t: TapTest): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'pcapng-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const out: Buffer[] = [sectionHeaderBlock({ application: 'kube-pcap test', os: 'Linux' })];
-  const sources = [];
+  const inputs = [];
   for (const [i, p] of pods.entries()) {
-    const reader = new PcapStreamReader(podStream(p.ip, p.micros), p.pod);
-    const h = await reader.open();
+    // A read buffer smaller than one record: every record is read across refills, and the buffer grows to fit.
+    const records = new PcapFileSequence(await podFiles(dir, p.pod, p.ip, p.micros), undefined, 40);
+    const h = await records.open();
     out.push(interfaceDescriptionBlock({ linkType: h!.linktype, snapLen: h!.snaplen, tsresol: 6, name: `${p.node}/shop/${p.pod}/eth0`, description: `k8s.node=${p.node};k8s.namespace=shop;k8s.pod=${p.pod};k8s.capture=cap` }));
-    sources.push({ reader, tag: i });
+    inputs.push({ records, interfaceId: i });
   }
   out.push(nameResolutionBlock(pods.map((p) => ({ ip: p.ip, names: [`${p.pod}.shop`] }))));
-  const enc = new PacketEncoder(1024);
-  for await (const r of mergeByTime(sources)) {
-    const [hi, lo] = timestampHalves(r, 6);
-    const full = enc.packet(r.tag, hi, lo, r.data, r.originalLength);
-    if (full) out.push(full);
-  }
-  const rest = enc.take();
-  if (rest) out.push(rest);
+  for await (const chunk of mergeToPcapng(inputs, new PacketEncoder(1024))) out.push(chunk);
   out.push(interfaceStatisticsBlock({ interfaceId: 0, timestamp: 1_700_000_000_020_000n, kernelDrops: 3, comment: '0 packets skipped' }));
   const file = join(dir, 'merged.pcapng');
   await writeFile(file, Buffer.concat(out));

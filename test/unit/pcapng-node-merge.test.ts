@@ -142,6 +142,16 @@ t.test('names from every node\'s name records; capinfos sees one section by kube
   t.match(r.stdout, /Number of packets:\s+13\n/);
 });
 
+t.test('however the nodes\' bytes are cut into chunks, the merged file is the same, byte for byte', async (t) => {
+  const nodes = await nodeStreams(t);
+  const whole = await merged([...nodes].map(([node, bytes]) => streamOf(node, bytes, 1 << 20)));
+  // 1 byte at a time, cuts inside the first 12 bytes of a block, blocks across several chunks.
+  for (const chunk of [1, 5, 11, 12, 13, 31, 100, 4093]) {
+    const out = await merged([...nodes].map(([node, bytes]) => streamOf(node, bytes, chunk)));
+    t.ok(out.equals(whole), `chunks of ${chunk} bytes`);
+  }
+});
+
 /** A node stream written by hand: a section, these interfaces, names and packets. */
 function handmade(o: { ifName: string; description: string; names?: string[]; packetInterface?: number }): Buffer {
   const enc = new PacketEncoder();
