@@ -120,7 +120,8 @@ async function main(): Promise<void> {
       for (const a of agents) for (const [n, t] of await threadCpuSeconds(a.proc.pid)) out.set(n, (out.get(n) ?? 0) + t.user + t.sys);
       return out;
     };
-    const threadLines: string[] = [];
+    /** The last round's CPU by thread, per download and packet size. */
+    const threadLines = new Map<string, string>();
 
     async function download(l: Workload, file: 'files.zip' | 'files.pcapng'): Promise<{ bytes: number; seconds: number; gwCpu: number; agentCpu: number }> {
       const [g0, a0, t0] = [await cpuOf([gw.proc.pid]), await cpuOf(agents.map((a) => a.proc.pid)), await agentThreads()];
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
         if (bytes < epbs || bytes > epbs + 65536) throw new Error(`files.pcapng of ${l.capture} is ${bytes} bytes; ${l.packets} packets take ${epbs}`);
       }
       const t1 = await agentThreads();
-      threadLines.push(`  ${file} of ${l.frame}-byte packets, agents' CPU s by thread: ${[...t1].map(([n, t]) => [n, t - (t0.get(n) ?? 0)] as const).filter(([, t]) => t >= 0.01).sort((a, b) => b[1] - a[1]).map(([n, t]) => `${n} ${t.toFixed(2)}`).join(', ')}`);
+      threadLines.set(`${file} ${l.frame}`, `  ${file} of ${l.frame}-byte packets (last round), agents' CPU s by thread: ${[...t1].map(([n, t]) => [n, t - (t0.get(n) ?? 0)] as const).filter(([, t]) => t >= 0.01).sort((a, b) => b[1] - a[1]).map(([n, t]) => `${n} ${t.toFixed(2)}`).join(', ')}`);
       return { bytes, seconds, gwCpu: (await cpuOf([gw.proc.pid])) - g0, agentCpu: (await cpuOf(agents.map((a) => a.proc.pid))) - a0 };
     }
 
@@ -161,7 +162,7 @@ async function main(): Promise<void> {
         `  gateway RSS while merging (every 100 ms): idle before ${mib(idle)} MiB, p50 ${mib(percentile(samples, 50))} MiB, max ${mib(Math.max(...samples))} MiB`,
       );
     }
-    process.stdout.write(['', ...lines, ...threadLines.slice(-4), ''].join('\n'));
+    process.stdout.write(['', ...lines, ...threadLines.values(), ''].join('\n'));
   } finally {
     await td.run();
   }
