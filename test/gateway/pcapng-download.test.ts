@@ -117,4 +117,7 @@ t.test('on a Finished capture, the merged pcapng holds exactly the packets of th
   t.match(info.stdout, new RegExp(`Number of packets:\\s+${inZip}\\n`), `files.pcapng holds the ${inZip} packets of the ${files} files`);
   t.match(info.stdout, /Number of interfaces in file: 2\n/, 'one interface per pod interface, however many files each has');
   t.match(info.stdout, /Capture application:\s+kube-pcap \S+/);
+  // Every pin of these downloads is given back once they are done, none left to lapse.
+  const pinsLeft = async (): Promise<string[]> => (await Promise.all(['node-1', 'node-2'].map((n) => readdir(join(w.captureDir(n, 'merged'), '..', '..', '.pins')).catch(() => [] as string[])))).flat();
+  await waitFor(async () => ((await pinsLeft()).length === 0 ? true : undefined), { what: 'every pin to be released', timeoutMs: 10_000 });
 });
