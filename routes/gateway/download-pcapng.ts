@@ -45,7 +45,7 @@ export default async function pcapngDownloadRoutes(app: FastifyInstance): Promis
         node: n.node,
         open: (signal: AbortSignal) => files.agents.openPinnedPcapng(n.endpoint, namespace, name, n.pin!.id, signal),
         done: () => pins.releaseNode(n),
-      })), { application: `kube-pcap ${KUBE_PCAP_VERSION}`, comment: sectionComment(namespace, name, holding.map((n) => n.node), missing), openConcurrency: files.fanOut });
+      })), { namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`, comment: sectionComment(namespace, name, holding.map((n) => n.node), missing), openConcurrency: files.fanOut });
     } catch (err) {
       if (!(err instanceof NodeStreamError)) throw err;
       app.gatewayMetrics.agentErrors.inc({ operation: 'pcapng' });

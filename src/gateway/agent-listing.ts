@@ -47,6 +47,16 @@ export function isNodeName(name: unknown): name is string {
   return typeof name === 'string' && name.length > 0 && name.length <= 253 && NODE_NAME.test(name);
 }
 
+/** A network interface name as Linux allows it. */
+export function isInterfaceName(name: string): boolean {
+  return IFACE.test(name);
+}
+
+/** A Kubernetes object uid. */
+export function isUid(uid: string): boolean {
+  return UID.test(uid);
+}
+
 export function isCaptureFileName(name: unknown): name is string {
   return typeof name === 'string' && CAPTURE_FILE_NAME.test(name);
 }

@@ -14,6 +14,7 @@ import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../pcap/pcapng.js';
 import { BlockType, packetBlockWhole, parseInterfaceBlock, parseNameBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
+import { isInterfaceName, isNodeName, isUid } from './agent-listing.js';
 
 export interface NodeStream {
   node: string;
@@ -24,6 +25,9 @@ export interface NodeStream {
 }
 
 export interface NodeMergeOptions {
+  /** The capture's namespace and name: every interface must say the same. */
+  namespace: string;
+  capture: string;
   /** shb_userappl. */
   application: string;
   /** The section's comment (which capture, which nodes, what was left out). */
@@ -63,7 +67,7 @@ export class NodeMerge {
   private readonly ready: Buffer[] = [];
   private nextId = 0;
 
-  private constructor(private readonly inputs: NodeInput[], private readonly abort: AbortController) {}
+  private constructor(private readonly inputs: NodeInput[], private readonly abort: AbortController, private readonly o: NodeMergeOptions) {}
 
   /**
    * Opens every node's stream and reads each up to its first packet (its interfaces and
@@ -83,7 +87,7 @@ export class NodeMerge {
       }
     })));
     const inputs = opened.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-    const merge = new NodeMerge(inputs, abort);
+    const merge = new NodeMerge(inputs, abort, o);
     const failed = opened.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !/not opened/.test(String((r.reason as Error).message)));
     if (failed) {
       merge.close();
@@ -164,12 +168,24 @@ export class NodeMerge {
     }
   }
 
-  /** An interface of the node, under the section's next id; it must be the node's own, by name. */
+  /**
+   * An interface of the node, under the section's next id. Its name and description are what
+   * Wireshark shows, so they must be exactly as node-pcapng.ts writes them, for this node and
+   * capture: `<node>/<namespace>/<pod>/<iface>` and `k8s.node=…;k8s.namespace=…;k8s.pod=…;
+   * k8s.capture=…[;k8s.pod.uid=…]`, with a pod name, an interface name and a uid.
+   */
   private addInterface(input: NodeInput, block: Buffer): void {
     const node = input.stream.node;
     const i = parseInterfaceBlock(block, input.reader.what);
-    if (!i.name.startsWith(`${node}/`) || !(i.description ?? '').startsWith(`k8s.node=${node};`)) {
-      throw new PcapngFormatError(input.reader.what, `an interface named ${JSON.stringify(i.name.slice(0, 100))} that is not the node's own`);
+    const prefix = `${node}/${this.o.namespace}/`;
+    const [pod = '', iface = '', ...extra] = i.name.startsWith(prefix) ? i.name.slice(prefix.length).split('/') : [];
+    const described = `k8s.node=${node};k8s.namespace=${this.o.namespace};k8s.pod=${pod};k8s.capture=${this.o.capture}`;
+    const uid = (i.description ?? '').startsWith(`${described};k8s.pod.uid=`) ? (i.description ?? '').slice(described.length + ';k8s.pod.uid='.length) : undefined;
+    if (!isNodeName(pod) || !isInterfaceName(iface) || extra.length > 0) {
+      throw new PcapngFormatError(input.reader.what, `an interface named ${JSON.stringify(i.name.slice(0, 100))}, not <node>/<namespace>/<pod>/<iface> of this node and capture`);
+    }
+    if (i.description !== described && (uid === undefined || !isUid(uid))) {
+      throw new PcapngFormatError(input.reader.what, `an interface described ${JSON.stringify((i.description ?? '').slice(0, 160))}, not as this node's pod ${pod} in this capture`);
     }
     input.ids.push(this.nextId++);
     input.tsresols.push(i.tsresol);

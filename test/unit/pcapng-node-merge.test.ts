@@ -49,6 +49,11 @@ const pods: Pod[] = [
   { node: 'node-c', pod: 'cache-0', ip: '192.0.2.13', times: [0.003, 0.0051] },
 ];
 
+/** A pod's uid, as Kubernetes writes them. */
+function uidOf(pod: string): string {
+  return `00000000-0000-4000-8000-${Buffer.from(pod).toString('hex').padStart(12, '0').slice(-12)}`;
+}
+
 /** Each node's pcapng, as its agent writes it. */
 async function nodeStreams(t: TapTest): Promise<Map<string, Buffer>> {
   const dir = await mkdtemp(join(tmpdir(), 'node-merge-'));
@@ -60,7 +65,7 @@ async function nodeStreams(t: TapTest): Promise<Map<string, Buffer>> {
     await writeFile(path, bytes);
     byNode.set(p.node, [...(byNode.get(p.node) ?? []), {
       name: `${p.pod}_eth0.pcap`, path, size: bytes.length,
-      source: { node: p.node, namespace: 'shop', capture: 'cap', pod: p.pod, podUID: `uid-${p.pod}`, podIPs: [p.ip], iface: 'eth0', linkType: 1, snapLen: 262144, tsresol: p.nanoseconds ? 9 : 6 },
+      source: { node: p.node, namespace: 'shop', capture: 'cap', pod: p.pod, podUID: uidOf(p.pod), podIPs: [p.ip], iface: 'eth0', linkType: 1, snapLen: 262144, tsresol: p.nanoseconds ? 9 : 6 },
     }]);
   }
   const out = new Map<string, Buffer>();
@@ -88,7 +93,7 @@ function streamOf(node: string, bytes: Buffer, chunk = 333): NodeStream & { rele
 }
 
 async function merged(streams: NodeStream[]): Promise<Buffer> {
-  const { merge, header } = await NodeMerge.open(streams, { application: 'kube-pcap test', comment: 'test section', openConcurrency: 2 });
+  const { merge, header } = await NodeMerge.open(streams, { namespace: 'shop', capture: 'cap', application: 'kube-pcap test', comment: 'test section', openConcurrency: 2 });
   const parts = [header];
   for await (const c of merge.packets()) parts.push(c);
   return Buffer.concat(parts);
@@ -116,7 +121,7 @@ t.test('three nodes\' streams become one section: every packet, under its node a
   for (const [id, name, description, , src] of rows) {
     const p = pods.find((x) => x.ip === src)!;
     t.equal(name, `${p.node}/shop/${p.pod}/eth0`);
-    t.match(description, new RegExp(`^k8s\\.node=${p.node};k8s\\.namespace=shop;k8s\\.pod=${p.pod};k8s\\.capture=cap;k8s\\.pod\\.uid=uid-${p.pod}$`));
+    t.match(description, new RegExp(`^k8s\\.node=${p.node};k8s\\.namespace=shop;k8s\\.pod=${p.pod};k8s\\.capture=cap;k8s\\.pod\\.uid=${uidOf(p.pod)}$`));
     if (ids.has(name!)) t.equal(ids.get(name!), id, `${name} keeps one interface id`);
     ids.set(name!, id!);
   }
@@ -175,7 +180,10 @@ t.test('what the gateway refuses from an agent, naming the node', async (t) => {
     t.ok((err as NodeStreamError).cause instanceof PcapngFormatError, `${what}: as off-contract`);
     t.match((err as Error).message, pattern, what);
   };
-  await refused('another node\'s interface', [streamOf('node-a', handmade({ ifName: 'node-b/shop/web-0/eth0', description: 'k8s.node=node-b;k8s.namespace=shop;k8s.pod=web-0;k8s.capture=cap' }))], /not the node's own/);
+  await refused('another node\'s interface', [streamOf('node-a', handmade({ ifName: 'node-b/shop/web-0/eth0', description: 'k8s.node=node-b;k8s.namespace=shop;k8s.pod=web-0;k8s.capture=cap' }))], /not <node>\/<namespace>\/<pod>\/<iface> of this node and capture/);
+  await refused('another namespace\'s interface', [streamOf('node-a', handmade({ ifName: 'node-a/bank/web-0/eth0', description: 'k8s.node=node-a;k8s.namespace=bank;k8s.pod=web-0;k8s.capture=cap' }))], /not <node>\/<namespace>\/<pod>\/<iface>/);
+  await refused('an interface name with what Wireshark would show as more', [streamOf('node-a', handmade({ ifName: 'node-a/shop/web-0/eth0\u202e', description: 'k8s.node=node-a;k8s.namespace=shop;k8s.pod=web-0;k8s.capture=cap' }))], /not <node>\/<namespace>\/<pod>\/<iface>/);
+  await refused('a description of another pod', [streamOf('node-a', handmade({ ifName: 'node-a/shop/web-0/eth0', description: 'k8s.node=node-a;k8s.namespace=shop;k8s.pod=db-0;k8s.capture=cap' }))], /not as this node's pod web-0 in this capture/);
   await refused('a packet on an undeclared interface', [streamOf('node-a', handmade({ ifName: 'node-a/shop/web-0/eth0', description: 'k8s.node=node-a;k8s.namespace=shop;k8s.pod=web-0;k8s.capture=cap', packetInterface: 3 }))], /interface 3, which no interface block declared/);
   await refused('a name that is not a pod name', [streamOf('node-a', handmade({ ifName: 'node-a/shop/web-0/eth0', description: 'k8s.node=node-a;k8s.namespace=shop;k8s.pod=web-0;k8s.capture=cap', names: ['evil\u202ename'] }))], /not a pod name/);
   await refused('not pcapng', [streamOf('node-a', Buffer.from('{"kind":"Status"}'.padEnd(64, ' ')))], /little-endian Section Header Block/);
