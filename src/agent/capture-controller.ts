@@ -216,6 +216,12 @@ export class CaptureController {
     return rt !== undefined && [...rt.workers.values()].some((w) => w.capturing);
   }
 
+  kernelDrops(namespace: string, name: string): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const w of this.runtimes.get(`${namespace}/${name}`)?.workers.values() ?? []) out.set(w.file.base, w.stats.kernelDrops);
+    return out;
+  }
+
   /**
    * Committed length of the file with inode `ino` in `dir`, if a worker is writing it, for the
    * file server. By inode, not by name: rotation gives the name to a new file at any moment.

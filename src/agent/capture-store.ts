@@ -86,6 +86,11 @@ export class CaptureStore {
     private readonly liveLength: LiveLength = () => undefined,
   ) {}
 
+  /** Committed length of the file with this inode in `dir`, if the agent is writing it (a live stream follows it). */
+  liveLengthOf(dir: string, ino: bigint): number | undefined {
+    return this.liveLength(dir, ino);
+  }
+
   /** The directory of a capture; throws on names Kubernetes would never allow. */
   captureDir(namespace: string, name: string): string {
     if (!NAMESPACE.test(namespace) || namespace.length > 63) throw new Error(`invalid namespace "${namespace}"`);

@@ -125,10 +125,10 @@ export class CaptureWorker extends EventEmitter {
   constructor(readonly spec: WorkerSpec, private readonly opts: WorkerOptions) {
     super();
     this.file = new RotatingPcapFile(spec.dir, `${spec.pod}_${spec.iface}`, opts.policy, () => opts.onRotate?.(), Date.now, opts.rotationGate, {
-      opened: async (ino, birthNs, header) => {
+      opened: async (ino, birthNs, header, firstRecord) => {
         const h = parseGlobalHeader(header);
         if (!h) return;
-        await writeSource(spec.dir, ino, birthNs, { ...spec.origin, iface: spec.iface, linkType: h.linktype, snapLen: h.snaplen, tsresol: h.nanoseconds ? 9 : 6 });
+        await writeSource(spec.dir, ino, birthNs, { ...spec.origin, iface: spec.iface, linkType: h.linktype, snapLen: h.snaplen, tsresol: h.nanoseconds ? 9 : 6, writer: this.file.writerId, firstRecord });
       },
       removed: (ino) => removeSource(spec.dir, ino),
     });
@@ -355,7 +355,7 @@ export class CaptureWorker extends EventEmitter {
               records = claimed.records;
             }
             if (records === 0) return;
-            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, bytes, lengthAt));
+            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, bytes, lengthAt, records));
             this.count(records, bytes.length);
           } catch (err) {
             if (err instanceof DiskFullError) {

@@ -5,6 +5,8 @@ import type { FilePins } from './file-pins.js';
 export interface CaptureActivity {
   /** Whether this node is still writing files of the capture. */
   isCapturing(namespace: string, name: string): boolean;
+  /** Kernel drops so far by pod interface (file base `<pod>_<iface>`), of the capture's running workers. */
+  kernelDrops(namespace: string, name: string): Map<string, number>;
   /** Called after files were deleted, so status can follow at once. */
   filesDeleted(namespace: string, name: string): void;
 }

@@ -30,6 +30,13 @@ export interface FileSource {
   snapLen: number;
   /** Timestamp resolution: 6 (microseconds) or 9 (nanoseconds). */
   tsresol: 6 | 9;
+  /**
+   * The writer that numbered the file's records, and the number of its first record: a live
+   * stream that falls behind and lets files go counts exactly what it skipped. Not in the
+   * agent's listings (the gateway needs neither).
+   */
+  writer?: string;
+  firstRecord?: number;
 }
 
 interface Stored extends FileSource {

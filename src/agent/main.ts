@@ -104,7 +104,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const running = controller;
   const app = await buildAgentApp({
     kube, log, tls, registry, store, pins, limits: config.limits, nodeName: config.nodeName,
-    activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), filesDeleted: (ns, name) => running.filesDeleted(ns, name) },
+    activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), kernelDrops: (ns, name) => running.kernelDrops(ns, name), filesDeleted: (ns, name) => running.filesDeleted(ns, name) },
     authAudience: config.authAudience,
     gatewayClientNames: config.gatewayClientNames,
     apiTimeoutMs: config.apiTimeoutMs,

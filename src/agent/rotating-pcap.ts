@@ -9,6 +9,7 @@
 import { constants } from 'node:fs';
 import { lstat, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { completePrefixLength, GLOBAL_HEADER_LENGTH, RECORD_HEADER_LENGTH, wholeRecordsWithin } from '../pcap/format.js';
 import type { RotationGate } from './rotation-gate.js';
 
@@ -20,8 +21,13 @@ export interface RotationPolicy {
 
 /** What the writer tells its owner about the files it makes and deletes (file-source.ts). */
 export interface FileHooks {
-  /** A new file is open and holds its header; awaited before any record goes in. */
-  opened?(ino: bigint, birthNs: bigint, header: Buffer): Promise<void>;
+  /**
+   * A new file is open and holds its header; awaited before any record goes in. Its first
+   * record will be this writer's record number `firstRecord` (counted from 0 since the writer
+   * was made): a reader that knows where it stopped in the previous file can tell exactly how
+   * many records it did not see (live-follow.ts).
+   */
+  opened?(ino: bigint, birthNs: bigint, header: Buffer, firstRecord: number): Promise<void>;
   /** A file of this writer was deleted (pruned beyond maxFiles, or empty). */
   removed?(ino: bigint): Promise<void>;
 }
@@ -43,6 +49,10 @@ function unixMicros(nowMs: number): number {
 
 export class RotatingPcapFile {
   readonly currentPath: string;
+  /** Which writer numbered the records (file sources carry it with `firstRecord`). */
+  readonly writerId = randomBytes(8).toString('hex');
+  /** Records written by this writer, over all its files. */
+  private written = 0;
   private fh: FileHandle | undefined;
   /** Bytes of the current file that are whole records (what readers may be given). */
   private committed = 0;
@@ -92,13 +102,15 @@ export class RotatingPcapFile {
    * walking record headers; each piece goes to the disk in one write. Throws DiskFullError
    * with the file still valid.
    */
-  async append(header: Buffer, block: Buffer, lengthAt: (buf: Buffer, off: number) => number): Promise<void> {
+  async append(header: Buffer, block: Buffer, lengthAt: (buf: Buffer, off: number) => number, records?: number): Promise<void> {
     if (this.header && !this.header.equals(header)) {
       // A restarted tcpdump with another link type or snap length: new file.
       await this.rotate();
     }
     this.header = header;
     let rest = block;
+    // The caller's count saves walking the records; they are walked only where a cut falls.
+    let restRecords = records ?? countRecords(block, block.length, lengthAt);
     while (rest.length > 0) {
       if (!this.fh) await this.openNew(header);
       const room = this.policy.maxSizeBytes - this.committed;
@@ -106,8 +118,10 @@ export class RotatingPcapFile {
       // A record larger than the limit goes alone into a file of its own.
       if (cut === 0 && this.committed <= GLOBAL_HEADER_LENGTH) cut = RECORD_HEADER_LENGTH + lengthAt(rest, 0);
       if (cut > 0) {
-        await this.writeRecords(rest.subarray(0, cut), lengthAt);
+        const n = cut === rest.length ? restRecords : countRecords(rest, cut, lengthAt);
+        await this.writeRecords(rest.subarray(0, cut), lengthAt, n);
         rest = rest.subarray(cut);
+        restRecords -= n;
       }
       if (rest.length === 0) break;
       await this.rotate();
@@ -116,14 +130,16 @@ export class RotatingPcapFile {
   }
 
   /** Writes whole records in one write; when the disk is full, every whole record that still fits, then gives up. */
-  private async writeRecords(bytes: Buffer, lengthAt: (buf: Buffer, off: number) => number): Promise<void> {
+  private async writeRecords(bytes: Buffer, lengthAt: (buf: Buffer, off: number) => number, records: number): Promise<void> {
     try {
       await this.write(bytes);
+      this.written += records;
     } catch (err) {
       if (!(err instanceof DiskFullError)) throw err;
       for (let off = 0; off < bytes.length;) {
         const end = off + RECORD_HEADER_LENGTH + lengthAt(bytes, off);
         await this.write(bytes.subarray(off, end));
+        this.written++;
         off = end;
       }
     }
@@ -162,7 +178,7 @@ export class RotatingPcapFile {
     this.committed = 0;
     this.openedAt = this.now();
     await this.write(header);
-    await this.hooks.opened?.(st.ino, st.birthtimeNs, header);
+    await this.hooks.opened?.(st.ino, st.birthtimeNs, header, this.written);
   }
 
   private async write(bytes: Buffer): Promise<void> {
@@ -221,6 +237,13 @@ export class RotatingPcapFile {
     await unlink(path).catch(() => undefined);
     await this.hooks.removed?.(st.ino);
   }
+}
+
+/** Records in the first `bytes` bytes of `block`. */
+function countRecords(block: Buffer, bytes: number, lengthAt: (buf: Buffer, off: number) => number): number {
+  let n = 0;
+  for (let off = 0; off + RECORD_HEADER_LENGTH <= bytes; n++) off += RECORD_HEADER_LENGTH + lengthAt(block, off);
+  return n;
 }
 
 function escapeRegExp(s: string): string {

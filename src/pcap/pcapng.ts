@@ -13,6 +13,12 @@ export const NRB = 0x00000004;
 export const ISB = 0x00000005;
 export const EPB = 0x00000006;
 export const BYTE_ORDER_MAGIC = 0x1a2b3c4d;
+/**
+ * kube-pcap's own block between an agent and the gateway (a local-use type: the top bit set,
+ * as the pcapng specification reserves for applications): how far the agent's clock has been
+ * delivered, in unix microseconds. The gateway consumes it; it never reaches a viewer.
+ */
+export const WATERMARK = 0x8b500001;
 
 export const OPT_COMMENT = 1;
 const SHB_HARDWARE = 2;
@@ -139,6 +145,14 @@ export function nameResolutionBlock(entries: { ip: string; names: string[] }[]):
   }
   records.push(Buffer.from([NRB_END, 0, 0, 0]));
   return block(NRB, Buffer.concat(records));
+}
+
+/** The agent's watermark (WATERMARK): its stream holds every packet before `micros`, as far as it can tell. */
+export function watermarkBlock(micros: bigint): Buffer {
+  const body = Buffer.alloc(8);
+  body.writeUInt32LE(Number(micros >> 32n), 0);
+  body.writeUInt32LE(Number(micros & 0xffffffffn), 4);
+  return block(WATERMARK, body);
 }
 
 /** Interface Statistics Block: the kernel's drop count for an interface, and a comment (e.g. "N packets skipped"). */

@@ -1,0 +1,436 @@
+// The live stream of one node (docs/pcapng.md, "Live"): the capture's files followed as they
+// are written, as one pcapng. Served from the files the capture writes anyway, never from
+// the capture's pipe: a viewer that reads slowly only lags behind the files, and the capture
+// neither waits for it nor drops for it.
+//
+// Each tick lists the capture directory, opens every new file of every pod interface, and
+// reads what is committed (the writer's own count for the file being written, all of a
+// rotated one). Files are followed by descriptor, so rotation's rename changes nothing and a
+// pruned file can still be read to its end; a viewer that falls so far behind that more than
+// a few pruned files would have to be held for it lets the oldest go. Every file says which
+// writer numbered its records and the number of its first (file-source.ts), so what was
+// skipped, in files let go or pruned before they were ever seen, is counted exactly and said
+// (an ISB comment "N packets skipped (viewer too slow)"), never a silent gap. What each tick read is
+// merged in time order across pod interfaces; a watermark block says how far this node's
+// clock has been delivered, also when nothing happens (the gateway's heartbeat).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { open, type FileHandle } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from '../pcap/format.js';
+import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, watermarkBlock } from '../pcap/pcapng.js';
+import { TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
+import { captureFilesIn, parseFileName, type CaptureFileEntry } from './capture-store.js';
+import { readSource, type FileSource } from './file-source.js';
+
+export interface LiveFollowOptions {
+  node: string;
+  namespace: string;
+  capture: string;
+  /** shb_userappl. */
+  application: string;
+  /** The capture's directory now, if it exists (checked on every tick: it may come and go). */
+  directory(): Promise<string | undefined>;
+  /** Committed length of the file with this inode if the agent is writing it. */
+  liveLength(dir: string, ino: bigint): number | undefined;
+  /** Kernel drops so far by pod interface (file base `<pod>_<iface>`). */
+  kernelDrops(): Map<string, number>;
+  /** Unix microseconds: include what is on disk from then on; undefined: from now. */
+  sinceMicros?: number;
+  signal: AbortSignal;
+  encoder: PacketEncoder;
+  /** Pause between ticks when there is nothing more to read. */
+  tickMs?: number;
+  /** How far behind its own clock a packet can reach the files (libpcap's timeout, tcpdump's flush, the agent's batch). */
+  watermarkLagMs?: number;
+  /** Interface statistics (kernel drops) this often per interface. */
+  statsIntervalMs?: number;
+  /** Pruned files held open for a slow viewer, per pod interface, before the oldest is let go. */
+  maxHeldPruned?: number;
+  /** Bytes read per pod interface per tick, at most (what one tick holds in memory). */
+  readBudget?: number;
+  now?: () => number;
+}
+
+/** A file being followed: by descriptor, whatever its name becomes. */
+interface Followed {
+  fh: FileHandle;
+  ino: bigint;
+  name: string;
+  /** Next byte to read. */
+  pos: number;
+  /** Directory listings in a row that did not have it: two mean pruned or deleted (one may be a rename under way). */
+  absent: number;
+  source: FileSource | undefined;
+  /** Records of the file before `pos` (read, or passed over when joining it midway). */
+  index: number;
+  /** Whether its first record number has been checked against where the last file stopped. */
+  checked: boolean;
+}
+
+/** One pod interface: its files in written order, and what one tick read of them. */
+class PodInterface implements TimeKeyed {
+  files: Followed[] = [];
+  header: PcapHeader | undefined;
+  interfaceId: number | undefined;
+  source: FileSource | undefined;
+  skipped = 0;
+  /** Where the last file read stopped, in its writer's record numbers: the next file should start there. */
+  expectWriter: string | undefined;
+  expectNext: number | undefined;
+  lastStats = 0;
+  lastMicros = 0;
+  /** Bytes read this tick, whole records; `cursor` is the next record's offset. */
+  buf = Buffer.allocUnsafe(64 * 1024);
+  filled = 0;
+  cursor = 0;
+  /** More is committed than this tick read. */
+  behind = false;
+  s = 0;
+  ns = 0;
+  tag = 0;
+
+  constructor(readonly key: string, readonly base: string) {}
+}
+
+const SKIP_NOTE = (n: number): string => `${n} packets skipped (viewer too slow)`;
+
+export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buffer> {
+  const now = o.now ?? Date.now;
+  const tickMs = o.tickMs ?? 100;
+  const lagMs = o.watermarkLagMs ?? 1500;
+  const statsMs = o.statsIntervalMs ?? 10_000;
+  const maxHeld = o.maxHeldPruned ?? 2;
+  const budget = o.readBudget ?? 1024 * 1024;
+  const enc = o.encoder;
+  const groups = new Map<string, PodInterface>();
+  /**
+   * Files decided on (followed or passed over), by inode and birth time (an inode number
+   * alone may be reused), with how many listings in a row have missed each.
+   */
+  const seen = new Map<string, number>();
+  const identity = (st: BigIntStats): string => `${st.ino}/${st.birthtimeNs}`;
+  const sources = new Map<string, FileSource>();
+  const sinceMicros = o.sinceMicros ?? 0;
+  let nextId = 0;
+  let lastWatermark = 0;
+  let lastSent = 0;
+  let first = true;
+  const out: Buffer[] = [];
+  const emit = (full: Buffer | undefined): void => {
+    if (full) out.push(full);
+  };
+  const block = (b: Buffer): void => emit(enc.copy(b, 0, b.length));
+
+  block(sectionHeaderBlock({ application: o.application, comment: `kube-pcap live capture ${o.namespace}/${o.capture}, node ${o.node}` }));
+  try {
+    for (;;) {
+      o.signal.throwIfAborted();
+      const dir = await o.directory();
+      const entries = dir ? await captureFilesIn(dir).catch(() => [] as CaptureFileEntry[]) : [];
+      if (dir) await discover(dir, entries);
+      // Files no longer listed are pruned (or deleted): held open, but only a few per interface.
+      // A listing races with rotation's rename (the file is under neither name when looked
+      // for), so only two listings in a row without a file say it is gone.
+      const listed = new Set(entries.map((e) => e.st.ino));
+      const present = new Set(entries.map((e) => identity(e.st)));
+      for (const [id, n] of seen) {
+        if (present.has(id)) seen.set(id, 0);
+        else if (n >= 1) seen.delete(id);
+        else seen.set(id, n + 1);
+      }
+      for (const g of groups.values()) {
+        for (const f of g.files) f.absent = listed.has(f.ino) ? 0 : f.absent + 1;
+        await letGoOfOldPruned(g);
+      }
+      let behind = false;
+      const heap = new TimeHeap<PodInterface>();
+      for (const g of groups.values()) {
+        if (dir) await readTick(dir, g);
+        behind ||= g.behind;
+        if (nextRecord(g)) heap.push(g);
+      }
+      for (let g = heap.pop(); g; g = heap.pop()) {
+        packet(g);
+        if (nextRecord(g)) heap.push(g);
+      }
+      heartbeat(behind);
+      const chunk = enc.take();
+      if (chunk) out.push(chunk);
+      for (const b of out.splice(0)) yield b;
+      first = false;
+      if (!behind) await sleep(tickMs, undefined, { signal: o.signal });
+    }
+  } finally {
+    await Promise.all([...groups.values()].flatMap((g) => g.files.map((f) => f.fh.close().catch(() => undefined))));
+  }
+
+  /** Opens the files not seen before, each into its pod interface, in written order. */
+  async function discover(dir: string, entries: CaptureFileEntry[]): Promise<void> {
+    const fresh = entries.filter((e) => !seen.has(identity(e.st)));
+    const when = (e: CaptureFileEntry): bigint => parseFileName(e.name).rotatedAt ?? BigInt(Number.MAX_SAFE_INTEGER) * 1000n;
+    fresh.sort((a, b) => (when(a) < when(b) ? -1 : when(a) > when(b) ? 1 : 0));
+    for (const e of fresh) {
+      seen.set(identity(e.st), 0);
+      const { base, rotatedAt } = parseFileName(e.name);
+      let start = 0;
+      if (first) {
+        // What was there when the stream began: from ?since on, or only what comes next.
+        if (o.sinceMicros === undefined) {
+          if (rotatedAt !== undefined) continue;
+          start = o.liveLength(dir, e.st.ino) ?? -1;
+          if (start < 0) continue; // not being written: nothing more will come
+        } else {
+          if (rotatedAt !== undefined && Number(rotatedAt) < o.sinceMicros) continue;
+        }
+      }
+      const { key, source } = await groupKey(dir, e.st, base);
+      let g = groups.get(key);
+      if (!g) {
+        g = new PodInterface(key, base);
+        groups.set(key, g);
+      }
+      let fh: FileHandle;
+      try {
+        fh = await open(e.path, 'r');
+      } catch {
+        continue; // gone while we looked
+      }
+      let index = 0;
+      if (start > 0) {
+        // Joining a file in the middle: its header first, for the interface block, and how
+        // many records come before (so that a skip later can be counted exactly).
+        const h = Buffer.alloc(GLOBAL_HEADER_LENGTH);
+        await fh.read(h, 0, GLOBAL_HEADER_LENGTH, 0);
+        const header = parseGlobalHeader(h);
+        if (!header) {
+          await fh.close();
+          continue;
+        }
+        adoptHeader(g, header);
+        index = await recordsBetween(fh, GLOBAL_HEADER_LENGTH, start, header.littleEndian);
+      }
+      g.files.push({ fh, ino: e.st.ino, name: e.name, pos: start, absent: 0, source, index, checked: false });
+    }
+  }
+
+  /** The file's pod interface (by its source, else by its name), and its source. */
+  async function groupKey(dir: string, st: BigIntStats, base: string): Promise<{ key: string; source: FileSource | undefined }> {
+    const s = await readSource(dir, st);
+    const key = s ? `${s.podUID}/${s.iface}/${s.linkType}/${s.snapLen}/${s.tsresol}` : `name:${base}`;
+    if (s && !sources.has(key)) sources.set(key, s);
+    return { key, source: s };
+  }
+
+  /** A pod interface's first header (or a different one): its interface block, and its pod's names. */
+  function adoptHeader(g: PodInterface, h: PcapHeader): void {
+    if (g.header && g.header.linktype === h.linktype && g.header.snaplen === h.snaplen && g.header.nanoseconds === h.nanoseconds) return;
+    g.header = h;
+    g.interfaceId = nextId++;
+    g.tag = g.interfaceId;
+    const s = g.source ?? sources.get(g.key);
+    g.source = s;
+    const pod = s?.pod ?? g.base.split('_')[0]!;
+    const iface = s?.iface ?? g.base.split('_').slice(1).join('_');
+    block(interfaceDescriptionBlock({
+      linkType: h.linktype,
+      snapLen: h.snaplen,
+      tsresol: h.nanoseconds ? 9 : 6,
+      name: `${o.node}/${o.namespace}/${pod}/${iface}`,
+      description: `k8s.node=${o.node};k8s.namespace=${o.namespace};k8s.pod=${pod};k8s.capture=${o.capture}${s ? `;k8s.pod.uid=${s.podUID}` : ''}`,
+    }));
+    if (s && s.podIPs.length > 0) block(nameResolutionBlock(s.podIPs.map((ip) => ({ ip, names: [`${pod}.${o.namespace}`] }))));
+  }
+
+  /**
+   * Reads what is committed of the pod interface's files, whole records, up to the budget:
+   * the files in turn, closing each that is finished (no longer written, read to its end).
+   */
+  async function readTick(dir: string, g: PodInterface): Promise<void> {
+    g.filled = 0;
+    g.cursor = 0;
+    g.behind = false;
+    while (g.files.length > 0) {
+      const f = g.files[0]!;
+      if (!f.checked) {
+        f.checked = true;
+        countGap(g, f);
+      }
+      const live = o.liveLength(dir, f.ino);
+      const size = live ?? Number((await f.fh.stat({ bigint: true })).size);
+      if (f.pos === 0) {
+        if (size < GLOBAL_HEADER_LENGTH) {
+          if (live !== undefined) return; // its header is still coming
+          await finish(g);
+          continue;
+        }
+        const h = Buffer.alloc(GLOBAL_HEADER_LENGTH);
+        await f.fh.read(h, 0, GLOBAL_HEADER_LENGTH, 0);
+        const header = parseGlobalHeader(h);
+        if (!header) {
+          await finish(g);
+          continue;
+        }
+        // Records of the previous file that are still buffered keep its interface: read them first.
+        if (g.filled > 0 && g.header && (g.header.linktype !== header.linktype || g.header.snaplen !== header.snaplen || g.header.nanoseconds !== header.nanoseconds)) return;
+        adoptHeader(g, header);
+        f.pos = GLOBAL_HEADER_LENGTH;
+      }
+      const room = Math.min(budget - g.filled, size - f.pos);
+      if (room > 0) {
+        if (g.buf.length < g.filled + room) {
+          const bigger = Buffer.allocUnsafe(Math.max(g.filled + room, Math.min(budget, 2 * g.buf.length), RECORD_HEADER_LENGTH + MAX_RECORD_LENGTH));
+          g.buf.copy(bigger, 0, 0, g.filled);
+          g.buf = bigger;
+        }
+        const { bytesRead } = await f.fh.read(g.buf, g.filled, room, f.pos);
+        // Only whole records count; a cut one is read again next tick.
+        const whole = wholeRecords(g.buf, g.filled, g.filled + bytesRead, g.header!.littleEndian);
+        f.pos += whole.bytes;
+        f.index += whole.records;
+        g.filled += whole.bytes;
+      }
+      if (f.pos < size) {
+        g.behind = true; // more is committed than this tick may hold
+        return;
+      }
+      if (live !== undefined) return; // read to what is committed; more will come
+      await finish(g); // a rotated (or pruned) file read to its end
+    }
+  }
+
+  async function finish(g: PodInterface): Promise<void> {
+    const f = g.files.shift();
+    if (f) await letGo(g, f);
+  }
+
+  /**
+   * Done with a file (read to its end, or let go unread): where it stopped is where the next
+   * file of its writer should start; the difference, if any, is what was skipped.
+   */
+  async function letGo(g: PodInterface, f: Followed): Promise<void> {
+    const s = f.source;
+    g.expectWriter = s?.writer;
+    g.expectNext = s?.writer !== undefined && s.firstRecord !== undefined ? s.firstRecord + f.index : undefined;
+    await f.fh.close().catch(() => undefined);
+  }
+
+  /** Records between where the last file stopped and where this one starts: skipped (too slow, or pruned unseen). */
+  function countGap(g: PodInterface, f: Followed): void {
+    const s = f.source;
+    if (g.expectNext === undefined || s?.writer !== g.expectWriter || s?.firstRecord === undefined) return;
+    if (s.firstRecord + f.index > g.expectNext) g.skipped += s.firstRecord + f.index - g.expectNext;
+  }
+
+  /** More than `maxHeld` pruned files open for this pod interface: the oldest go (counted when the next is read). */
+  async function letGoOfOldPruned(g: PodInterface): Promise<void> {
+    const gone = (f: Followed): boolean => f.absent >= 2;
+    while (g.files.filter(gone).length > maxHeld) {
+      const f = g.files.find(gone)!;
+      g.files.splice(g.files.indexOf(f), 1);
+      if (!f.checked) {
+        f.checked = true;
+        countGap(g, f);
+      }
+      await letGo(g, f);
+    }
+  }
+
+  /** The pod interface's next record of this tick into its heap key; false when the tick has no more. */
+  function nextRecord(g: PodInterface): boolean {
+    const h = g.header;
+    while (h && g.cursor + RECORD_HEADER_LENGTH <= g.filled) {
+      const b = g.buf;
+      const c = g.cursor;
+      const seconds = h.littleEndian ? b.readUInt32LE(c) : b.readUInt32BE(c);
+      const fraction = h.littleEndian ? b.readUInt32LE(c + 4) : b.readUInt32BE(c + 4);
+      const micros = seconds * 1_000_000 + (h.nanoseconds ? Math.floor(fraction / 1000) : fraction);
+      if (micros < sinceMicros) {
+        g.cursor += RECORD_HEADER_LENGTH + (h.littleEndian ? b.readUInt32LE(c + 8) : b.readUInt32BE(c + 8));
+        continue;
+      }
+      g.s = seconds;
+      g.ns = h.nanoseconds ? fraction : fraction * 1000;
+      return true;
+    }
+    return false;
+  }
+
+  /** The record at the pod interface's cursor as a packet (after a note of what was skipped, if anything was). */
+  function packet(g: PodInterface): void {
+    const h = g.header!;
+    const b = g.buf;
+    const c = g.cursor;
+    const u32 = (x: number): number => (h.littleEndian ? b.readUInt32LE(x) : b.readUInt32BE(x));
+    if (g.skipped > 0) {
+      block(interfaceStatisticsBlock({ interfaceId: g.interfaceId!, timestamp: stamp(g, now()), comment: SKIP_NOTE(g.skipped) }));
+      g.skipped = 0;
+    }
+    const incl = u32(c + 8);
+    emit(enc.packetAt(g.interfaceId!, u32(c), u32(c + 4), h.nanoseconds, b, c + RECORD_HEADER_LENGTH, incl, u32(c + 12)));
+    g.lastMicros = u32(c) * 1_000_000 + (h.nanoseconds ? Math.floor(u32(c + 4) / 1000) : u32(c + 4));
+    g.cursor = c + RECORD_HEADER_LENGTH + incl;
+  }
+
+  /**
+   * How far this node's clock has been delivered: what reaches the files reaches them within
+   * the lag, except where a pod interface is behind (then up to its last packet sent). Sent
+   * every tick while it moves, and at least once a second (the heartbeat). Kernel drop counts
+   * go out per interface every statsIntervalMs; a skip nobody has seen yet is said at once.
+   */
+  function heartbeat(behind: boolean): void {
+    const t = now();
+    let w = (t - lagMs) * 1000;
+    if (behind) for (const g of groups.values()) if (g.behind && g.lastMicros > 0) w = Math.min(w, g.lastMicros);
+    if (w > lastWatermark || t - lastSent >= 1000) {
+      lastWatermark = Math.max(lastWatermark, w);
+      lastSent = t;
+      block(watermarkBlock(BigInt(Math.floor(lastWatermark))));
+    }
+    const drops = o.kernelDrops();
+    for (const g of groups.values()) {
+      if (g.interfaceId === undefined) continue;
+      if (g.skipped > 0 && g.filled <= g.cursor) {
+        block(interfaceStatisticsBlock({ interfaceId: g.interfaceId, timestamp: stamp(g, t), comment: SKIP_NOTE(g.skipped) }));
+        g.skipped = 0;
+      }
+      if (t - g.lastStats >= statsMs) {
+        g.lastStats = t;
+        block(interfaceStatisticsBlock({ interfaceId: g.interfaceId, timestamp: stamp(g, t), kernelDrops: drops.get(g.base) ?? 0 }));
+      }
+    }
+  }
+}
+
+/** A wall-clock time (ms) in the interface's timestamp units. */
+function stamp(g: PodInterface, ms: number): bigint {
+  return BigInt(Math.floor(ms)) * (g.header?.nanoseconds ? 1_000_000n : 1000n);
+}
+
+/** Bytes and number of the whole records in buf[from, to). */
+function wholeRecords(buf: Buffer, from: number, to: number, littleEndian: boolean): { bytes: number; records: number } {
+  let off = from;
+  let records = 0;
+  while (off + RECORD_HEADER_LENGTH <= to) {
+    const incl = littleEndian ? buf.readUInt32LE(off + 8) : buf.readUInt32BE(off + 8);
+    if (incl > MAX_RECORD_LENGTH) throw new Error(`a record claims ${incl} bytes`);
+    if (off + RECORD_HEADER_LENGTH + incl > to) break;
+    off += RECORD_HEADER_LENGTH + incl;
+    records++;
+  }
+  return { bytes: off - from, records };
+}
+
+/** Records of a file between two offsets (where a stream joins a file midway), walked 1 MiB at a time. */
+async function recordsBetween(fh: FileHandle, from: number, to: number, littleEndian: boolean): Promise<number> {
+  const buf = Buffer.allocUnsafe(1024 * 1024 + RECORD_HEADER_LENGTH + MAX_RECORD_LENGTH);
+  let pos = from;
+  let n = 0;
+  while (pos < to) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), pos);
+    const whole = wholeRecords(buf, 0, bytesRead, littleEndian);
+    if (whole.bytes === 0) break;
+    pos += whole.bytes;
+    n += whole.records;
+  }
+  return n;
+}
