@@ -6,16 +6,9 @@ import type { FastifyInstance } from 'fastify';
 import '../../src/agent/decorators.js';
 import { liveNodePcapng } from '../../src/agent/live-follow.js';
 import { sendChunks } from '../../src/http/send-chunks.js';
-import { captureParams, type CaptureParams } from '../../src/http/params.js';
-import { badRequest } from '../../src/http/status.js';
+import { captureParams, parseSince, sinceQuery, type CaptureParams } from '../../src/http/params.js';
 import { PacketEncoder } from '../../src/pcap/pcapng.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
-
-const querystring = {
-  type: 'object',
-  additionalProperties: false,
-  properties: { since: { type: 'string', maxLength: 64 } },
-} as const;
 
 /** Chunks of the live stream: small enough that a tick's packets go out at once. */
 const CHUNK_BYTES = 64 * 1024;
@@ -23,7 +16,7 @@ const CHUNK_BYTES = 64 * 1024;
 export default async function agentLiveRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Params: CaptureParams; Querystring: { since?: string } }>(
     '/v1/captures/:namespace/:name/stream',
-    { schema: { params: captureParams, querystring }, config: { filesVerb: 'get' } },
+    { schema: { params: captureParams, querystring: sinceQuery }, config: { filesVerb: 'get' } },
     async (request, reply) => {
       const { namespace, name } = request.params;
       const sinceMicros = request.query.since === undefined ? undefined : parseSince(request.query.since);
@@ -51,11 +44,4 @@ export default async function agentLiveRoutes(app: FastifyInstance): Promise<voi
       }
     },
   );
-}
-
-/** ?since=<RFC 3339> as unix microseconds; anything else is a 400. */
-export function parseSince(since: string): number {
-  const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/.test(since) ? Date.parse(since) : NaN;
-  if (!Number.isFinite(ms)) throw badRequest(`since must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not ${JSON.stringify(since.slice(0, 64))}`);
-  return ms * 1000;
 }

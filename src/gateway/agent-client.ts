@@ -159,6 +159,21 @@ export class AgentClient {
     return res.body;
   }
 
+  /**
+   * The node's live pcapng of the capture from `sinceMicros` on (src/agent/live-follow.ts): open
+   * until either side closes it. Its heartbeats keep it inside the body timeout.
+   */
+  async openLive(ep: AgentEndpoint, namespace: string, name: string, sinceMicros: number, signal?: AbortSignal): Promise<Readable> {
+    const since = new Date(Math.floor(sinceMicros / 1000)).toISOString();
+    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/stream?since=${enc(since)}`, signal);
+    const type = String(res.headers['content-type'] ?? '');
+    if (!type.startsWith('application/x-pcapng')) {
+      res.body.destroy();
+      throw new AgentError(ep.node, `the node's live stream came as ${JSON.stringify(type.slice(0, 80))}, not application/x-pcapng`);
+    }
+    return res.body;
+  }
+
   async deleteFiles(ep: AgentEndpoint, namespace: string, name: string): Promise<string[]> {
     const res = await this.call(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
     const body = (await res.body.json().catch(() => undefined)) as { removed?: unknown } | undefined;

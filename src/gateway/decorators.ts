@@ -16,5 +16,7 @@ declare module 'fastify' {
     gatewayMetrics: GatewayMetrics;
     /** Places for files.zip streams (--max-concurrent-downloads, --download-queue). */
     downloadSlots: ConcurrencyLimit;
+    /** Places for live streams (--max-live-streams), no queue: a viewer waits for nothing. */
+    liveSlots: ConcurrencyLimit;
   }
 }

@@ -11,7 +11,7 @@
 // After that, a failure cuts the connection: a short pcapng must never look whole.
 import type { Readable } from 'node:stream';
 import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
-import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../pcap/pcapng.js';
+import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, type InterfaceOptions } from '../pcap/pcapng.js';
 import { BlockType, packetBlockWhole, parseInterfaceBlock, parseNameBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 import { isInterfaceName, isNodeName, isUid } from './agent-listing.js';
@@ -168,42 +168,51 @@ export class NodeMerge {
     }
   }
 
-  /**
-   * An interface of the node, under the section's next id. Its name and description are what
-   * Wireshark shows, so they must be exactly as node-pcapng.ts writes them, for this node and
-   * capture: `<node>/<namespace>/<pod>/<iface>` and `k8s.node=…;k8s.namespace=…;k8s.pod=…;
-   * k8s.capture=…[;k8s.pod.uid=…]`, with a pod name, an interface name and a uid.
-   */
+  /** An interface of the node (checkedInterface), under the section's next id. */
   private addInterface(input: NodeInput, block: Buffer): void {
-    const node = input.stream.node;
-    const i = parseInterfaceBlock(block, input.reader.what);
-    const prefix = `${node}/${this.o.namespace}/`;
-    const [pod = '', iface = '', ...extra] = i.name.startsWith(prefix) ? i.name.slice(prefix.length).split('/') : [];
-    const described = `k8s.node=${node};k8s.namespace=${this.o.namespace};k8s.pod=${pod};k8s.capture=${this.o.capture}`;
-    const uid = (i.description ?? '').startsWith(`${described};k8s.pod.uid=`) ? (i.description ?? '').slice(described.length + ';k8s.pod.uid='.length) : undefined;
-    if (!isNodeName(pod) || !isInterfaceName(iface) || extra.length > 0) {
-      throw new PcapngFormatError(input.reader.what, `an interface named ${JSON.stringify(i.name.slice(0, 100))}, not <node>/<namespace>/<pod>/<iface> of this node and capture`);
-    }
-    if (i.description !== described && (uid === undefined || !isUid(uid))) {
-      throw new PcapngFormatError(input.reader.what, `an interface described ${JSON.stringify((i.description ?? '').slice(0, 160))}, not as this node's pod ${pod} in this capture`);
-    }
+    const i = checkedInterface(block, input.stream.node, this.o, input.reader.what);
     input.ids.push(this.nextId++);
     input.tsresols.push(i.tsresol);
     this.emit(interfaceDescriptionBlock(i));
   }
 
-  /** A node's name records, re-encoded: IPs as IPs, names as pod names, nothing else. */
   private names(block: Buffer, what: string): Buffer {
-    const entries = parseNameBlock(block, what);
-    for (const e of entries) {
-      const bad = e.names.find((n) => !RESOLVED_NAME.test(n));
-      if (bad !== undefined) throw new PcapngFormatError(what, `a name record ${JSON.stringify(bad.slice(0, 100))} that is not a pod name`);
-    }
-    return nameResolutionBlock(entries);
+    return checkedNames(block, what);
   }
 
   private emit(block: Buffer, interfaceId?: number): void {
     const full = this.enc.copy(block, 0, block.length, interfaceId);
     if (full) this.ready.push(full);
   }
+}
+
+/**
+ * A node's interface block, checked. Its name and description are what Wireshark shows, so
+ * they must be exactly as the agent writes them, for this node and capture:
+ * `<node>/<namespace>/<pod>/<iface>` and `k8s.node=…;k8s.namespace=…;k8s.pod=…;k8s.capture=…
+ * [;k8s.pod.uid=…]`, with a pod name, an interface name and a uid.
+ */
+export function checkedInterface(block: Buffer, node: string, o: { namespace: string; capture: string }, what: string): InterfaceOptions {
+  const i = parseInterfaceBlock(block, what);
+  const prefix = `${node}/${o.namespace}/`;
+  const [pod = '', iface = '', ...extra] = i.name.startsWith(prefix) ? i.name.slice(prefix.length).split('/') : [];
+  const described = `k8s.node=${node};k8s.namespace=${o.namespace};k8s.pod=${pod};k8s.capture=${o.capture}`;
+  const uid = (i.description ?? '').startsWith(`${described};k8s.pod.uid=`) ? (i.description ?? '').slice(described.length + ';k8s.pod.uid='.length) : undefined;
+  if (!isNodeName(pod) || !isInterfaceName(iface) || extra.length > 0) {
+    throw new PcapngFormatError(what, `an interface named ${JSON.stringify(i.name.slice(0, 100))}, not <node>/<namespace>/<pod>/<iface> of this node and capture`);
+  }
+  if (i.description !== described && (uid === undefined || !isUid(uid))) {
+    throw new PcapngFormatError(what, `an interface described ${JSON.stringify((i.description ?? '').slice(0, 160))}, not as this node's pod ${pod} in this capture`);
+  }
+  return i;
+}
+
+/** A node's name records, re-encoded: IPs as IPs, names as pod names, nothing else. */
+export function checkedNames(block: Buffer, what: string): Buffer {
+  const entries = parseNameBlock(block, what);
+  for (const e of entries) {
+    const bad = e.names.find((n) => !RESOLVED_NAME.test(n));
+    if (bad !== undefined) throw new PcapngFormatError(what, `a name record ${JSON.stringify(bad.slice(0, 100))} that is not a pod name`);
+  }
+  return nameResolutionBlock(entries);
 }

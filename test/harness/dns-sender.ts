@@ -16,9 +16,10 @@ function query(name, id) {
   return Buffer.concat([Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]), labels, Buffer.from([0, 1, 0, 1])]);
 }
 async function send() {
-  const name = prefix + '-' + String(n).padStart(6, '0') + '.storefront.example';
-  await new Promise((r) => sock.send(query(name, n & 0xffff), 53, server, r));
-  n++;
+  // Numbered before the send is awaited: at 1 ms intervals two sends overlap, and must not share a number.
+  const id = n++;
+  const name = prefix + '-' + String(id).padStart(6, '0') + '.storefront.example';
+  await new Promise((r) => sock.send(query(name, id & 0xffff), 53, server, r));
 }
 const total = Number(count);
 const step = Number(intervalMs);

@@ -1,0 +1,152 @@
+// The live stream end to end (docs/pcapng.md, "Live"): real agents capturing real pods on two
+// nodes, the gateway merging their live streams, curl piped into tshark reading a live
+// capture from stdin (`-i -`, as Wireshark does with `-k -i <(curl …)`). A pod that starts
+// matching after the stream began shows up under its name; a paused viewer costs the capture
+// nothing; an idle stream stays open; deleting the capture ends the stream cleanly; a token
+// without the files permission gets 403 before any byte.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import t from 'tap';
+import { Agent, request } from 'undici';
+import { cluster } from '../harness/cluster.js';
+import { captureWorld, readCaptureDir, allPackets } from '../harness/capture-fixture.js';
+import { REPO_ROOT } from '../harness/control-plane.js';
+import { queryCounts, startDnsSender } from '../harness/dns-sender.js';
+import { https } from '../harness/http.js';
+import { agentMetric, gatewayMetric, metricsReaderToken, scratchDir, startGateway } from '../harness/kube-pcap.js';
+import { checkResponse } from '../harness/openapi.js';
+import { OwnedProcess } from '../harness/processes.js';
+import { BlockType, PcapngBlockReader } from '../../src/pcap/pcapng-reader.js';
+import { waitFor } from '../harness/wait.js';
+
+const c = await cluster(t);
+const w = await captureWorld(t, c, { nodes: 2, agentArgs: ['--capture-max-size-bytes=65536', '--capture-max-files=20'] });
+const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
+for (const f of ['devops-serviceaccount.yaml', 'capture-role.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
+const token = await c.tokenFor(w.ns, 'devops-sa');
+const podA = await w.addPod(w.nodes[0]!, 'logging-a', { app: 'logging' });
+await w.applyCapture('live', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]');
+await w.applyCapture('idle', '  selector: app == "nothing-matches-this"');
+await w.waitForState('live', 'node-1', 'WaitingForTraffic');
+const gateway = await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService });
+const ca = w.pki.ca.certFile;
+const url = (capture: string, prefix = '/packet-capture'): string => `${gateway.url}${prefix}/stream/${w.ns}/${capture}`;
+const dispatcher = new Agent({ connect: { ca: await readFile(ca) } });
+t.teardown(() => dispatcher.close());
+
+/** A live stream read as it comes (bytes counted, blocks parsed), until it ends or is cut. */
+function openStream(capture: string): { bytes: () => number; blocks: number[]; ended: Promise<{ clean: boolean; error?: string }>; close(): void } {
+  const abort = new AbortController();
+  let bytes = 0;
+  const blocks: number[] = [];
+  const ended = (async () => {
+    const res = await request(url(capture), { dispatcher, headers: { authorization: `Bearer ${token}` }, signal: abort.signal, bodyTimeout: 0 });
+    if (res.statusCode !== 200) return { clean: false, error: `HTTP ${res.statusCode}: ${await res.body.text()}` };
+    const counted = (async function* (): AsyncGenerator<Buffer> {
+      for await (const chunk of res.body) {
+        bytes += (chunk as Buffer).length;
+        yield chunk as Buffer;
+      }
+    })();
+    const r = new PcapngBlockReader(Readable.from(counted), 'the live stream');
+    while (await r.next()) blocks.push(r.type);
+    return { clean: true };
+  })().catch((err: Error) => ({ clean: false, error: err.message }));
+  return { bytes: () => bytes, blocks, ended, close: () => abort.abort() };
+}
+
+// Opened first, checked last: three minutes of nothing to capture.
+const idleStartedAt = Date.now();
+const idle = openStream('idle');
+t.teardown(() => idle.close());
+
+t.test('403 before any byte for a token without the files permission', async (t) => {
+  await c.createServiceAccount(w.ns, 'onlooker');
+  const res = await https(url('live'), { caFile: ca, token: await c.tokenFor(w.ns, 'onlooker') });
+  t.equal(res.status, 403);
+  t.equal(res.json<{ reason: string }>().reason, 'Forbidden');
+  await checkResponse('GET', '/packet-capture/stream/{namespace}/{name}', res.status, res.headers['content-type'] as string, res.body);
+  const bad = await https(`${url('live')}?since=yesterday`, { caFile: ca, token });
+  t.equal(bad.status, 400, 'a since that is not RFC 3339 is refused');
+});
+
+t.test('curl | tshark -i -: packets of a pod that starts matching after the stream began, under its pod name', async (t) => {
+  const dir = await scratchDir(t, 'live-tshark');
+  const out = join(dir, 'tshark.txt');
+  const script = `set -o pipefail; curl -sS -N --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL" | tshark -i - -l -a duration:25 -N n -T fields -E separator='|' -e frame.interface_name -e ip.src -e ip.src_host > "$OUT"`;
+  const viewer = new OwnedProcess('env', [`CA=${ca}`, `TOKEN=${token}`, `URL=${url('live')}`, `OUT=${out}`, 'bash', '-c', script], { name: 'curl-tshark', logFile: join(dir, 'viewer.log') });
+  t.teardown(() => viewer.stop());
+  await waitFor(async () => ((await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_live_streams')) >= 2 ? true : undefined), { what: 'the viewer\'s stream to be open', timeoutMs: 10_000 });
+  startDnsSender(t, podA, w.dns.ip, 'live-a', 0, 20, w.logDir);
+  // Only now does a second pod, on the other node, start to match.
+  const podB = await w.addPod(w.nodes[1]!, 'logging-b', { app: 'logging' });
+  startDnsSender(t, podB, w.dns.ip, 'live-b', 0, 20, w.logDir);
+  await viewer.exited;
+  const rows = (await readFile(out, 'utf8')).trim().split('\n').filter((l) => l !== '').map((l) => l.split('|'));
+  const log = await readFile(join(dir, 'viewer.log'), 'utf8');
+  const b = rows.filter((r) => r[1] === podB.ip);
+  t.ok(b.length > 5, `packets of the pod that started later: ${b.length} (viewer said: ${log.slice(-300)})`);
+  t.same([...new Set(b.map((r) => r[0]))], [`${w.nodeName('node-2')}/${w.ns}/logging-b/${podB.hostIface}`], 'under its own interface, named by node, namespace and pod');
+  t.equal(b[0]?.[2], `logging-b.${w.ns}`, 'its address shown as its name, from the stream\'s name records');
+  t.ok(rows.some((r) => r[1] === podA.ip && r[0] === `${w.nodeName('node-1')}/${w.ns}/logging-a/${podA.hostIface}`), 'and the first pod\'s packets, under its name');
+  t.notMatch(log, /aren't supported|isn't supported|malformed|cut short/i, 'tshark reading a pipe takes an interface block after packets');
+});
+
+t.test('a paused viewer (curl stopped for 5 s) costs the capture nothing: no kernel drops, every packet in the files, the agent\'s memory bounded', async (t) => {
+  const agent = w.agents.get('node-1')!;
+  const reader = await metricsReaderToken(c);
+  const dropsBefore = await agentMetric(agent, w.pki, reader, 'kube_pcap_agent_kernel_drops');
+  const rss = async (): Promise<number> => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${agent.proc.pid}/status`, 'utf8'))![1]) * 1024;
+  const rssBefore = await rss();
+  const dir = await scratchDir(t, 'live-paused');
+  const curl = new OwnedProcess('curl', ['-sS', '-N', '--cacert', ca, '-H', `Authorization: Bearer ${token}`, url('live'), '-o', join(dir, 'live.pcapng')], { name: 'curl-paused', logFile: join(dir, 'curl.log') });
+  t.teardown(() => curl.stop());
+  await waitFor(async () => ((await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_live_streams')) >= 2 ? true : undefined), { what: 'the stream to be open', timeoutMs: 10_000 });
+  // A busy pod: about 2 000 packets a second while the viewer sleeps.
+  const sender = startDnsSender(t, podA, w.dns.ip, 'paused', 0, 1, w.logDir);
+  const sizeOf = async (): Promise<number> => (await readFile(join(dir, 'live.pcapng')).catch(() => Buffer.alloc(0))).length;
+  await waitFor(async () => ((await sizeOf()) > 10_000 ? true : undefined), { what: 'packets to reach the viewer', timeoutMs: 15_000 });
+  process.kill(curl.pid, 'SIGSTOP');
+  const paused = Date.now();
+  let peak = 0;
+  while (Date.now() - paused < 5000) {
+    peak = Math.max(peak, await rss());
+    await new Promise((r) => setTimeout(r, 200)); // sampling the agent's RSS while the viewer is stopped, not waiting on a condition
+  }
+  process.kill(curl.pid, 'SIGCONT');
+  const atResume = await sizeOf();
+  await waitFor(async () => ((await sizeOf()) > atResume + 10_000 ? true : undefined), { what: 'the stream to go on after the viewer woke', timeoutMs: 15_000 });
+  await sender.stop();
+  t.equal(await agentMetric(agent, w.pki, reader, 'kube_pcap_agent_kernel_drops'), dropsBefore, 'the kernel dropped nothing while the viewer slept');
+  t.ok(peak - rssBefore < 64 * 2 ** 20, `the agent's RSS grew by ${((peak - rssBefore) / 2 ** 20).toFixed(1)} MiB at most while the viewer slept (bounded)`);
+  // Every query the pod sent is in the files, in one unbroken run. The capture writes its
+  // tail up to a second and a half after the sender stops, rotating meanwhile: read until a
+  // listing is not overtaken by a rename (a real gap never closes, and times out).
+  const ids = await waitFor(async () => {
+    const counts = queryCounts(allPackets(await readCaptureDir(w.captureDir('node-1', 'live'))).map((p) => p.query), 'paused');
+    const found = [...counts.keys()].sort((a, b) => a - b);
+    const missing: number[] = [];
+    for (let i = found[0]!; i <= found.at(-1)!; i++) if (!counts.has(i)) missing.push(i);
+    if (missing.length > 0) throw new Error(`${missing.length} queries missing between ${found[0]} and ${found.at(-1)}, from ${missing[0]}`);
+    return found;
+  }, { what: 'every query in the files, in one unbroken run', timeoutMs: 20_000, intervalMs: 1000 });
+  t.ok(ids.length > 1000, `${ids.length} queries written, none missing between the first (${ids[0]}) and the last (${ids.at(-1)})`);
+});
+
+t.test('deleting the PacketCapture ends its stream cleanly', async (t) => {
+  const s = openStream('live');
+  await waitFor(async () => (s.bytes() > 0 ? true : undefined), { what: 'the stream to start', timeoutMs: 10_000 });
+  await c.kubectl(['delete', '-n', w.ns, 'packetcaptures.projectcalico.org', 'live']);
+  const end = await Promise.race([s.ended, new Promise<{ clean: boolean; error?: string }>((r) => setTimeout(() => r({ clean: false, error: 'still open 20 s after the delete' }), 20_000))]);
+  t.same(end, { clean: true }, 'the response ended, on a whole block');
+  t.equal(s.blocks[0], BlockType.SHB);
+});
+
+t.test('an idle capture\'s stream is still open after 3 minutes, kept alive', async (t) => {
+  await waitFor(async () => (Date.now() - idleStartedAt >= 180_000 ? true : undefined), { what: 'three minutes', timeoutMs: 200_000, intervalMs: 1000 });
+  const state = await Promise.race([idle.ended, Promise.resolve(undefined)]);
+  t.equal(state, undefined, 'still open');
+  t.ok(idle.blocks.length >= 10, `${idle.blocks.length} blocks so far: something every few seconds keeps it alive`);
+  idle.close();
+});
