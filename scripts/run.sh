@@ -3,10 +3,10 @@
 # system packages, npm dependencies, the build, the control-plane binaries), then run the
 # command inside the sandbox (scripts/sandbox.sh). Works on a fresh clone as root.
 #
-#   scripts/run.sh test [test files...] | demo | bench:download | bench:capture | bench:auth | bench:scale | bench:pcapng
+#   scripts/run.sh test [test files...] | demo | bench:download | bench:capture | bench:auth | bench:scale | bench:pcapng | bench:live
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what="${1:?usage: scripts/run.sh test|demo|bench:download|bench:capture|bench:auth|bench:scale|bench:pcapng [args]}"
+what="${1:?usage: scripts/run.sh test|demo|bench:download|bench:capture|bench:auth|bench:scale|bench:pcapng|bench:live [args]}"
 shift
 
 source scripts/ensure-node.sh
@@ -39,5 +39,6 @@ case "$what" in
   bench:auth) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/auth.js "$@" ;;
   bench:scale) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/scale.js "$@" ;;
   bench:pcapng) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/pcapng.js "$@" ;;
+  bench:live) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/live.js "$@" ;;
   *) echo "unknown command: $what" >&2; exit 2 ;;
 esac
