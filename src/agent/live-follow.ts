@@ -170,6 +170,10 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
     const when = (e: CaptureFileEntry): bigint => parseFileName(e.name).rotatedAt ?? BigInt(Number.MAX_SAFE_INTEGER) * 1000n;
     fresh.sort((a, b) => (when(a) < when(b) ? -1 : when(a) > when(b) ? 1 : 0));
     for (const e of fresh) {
+      // A file with no record yet may not have its source yet either (the writer records it
+      // between the header and the first record), and where the filesystem keeps no birth
+      // times a reused inode's old source would pass for it: it is taken up once it has one.
+      if ((o.liveLength(dir, e.st.ino) ?? Number(e.st.size)) <= GLOBAL_HEADER_LENGTH) continue;
       seen.set(identity(e.st), 0);
       const { base, rotatedAt } = parseFileName(e.name);
       let start = 0;
