@@ -66,7 +66,9 @@ export default async function streamRoutes(app: FastifyInstance): Promise<void> 
             throw err;
           }
           if (now.pc.metadata.uid !== uid) return undefined; // deleted and made again: not this stream's capture
-          const finished = now.entries.length > 0 && now.entries.every((e) => e.state === 'Finished' || e.state === 'Error');
+          // Finished: every node says so; a capture no node ever took up, once its end time has passed.
+          const end = now.pc.spec?.endTime ? Date.parse(now.pc.spec.endTime) : NaN;
+          const finished = now.entries.length > 0 ? now.entries.every((e) => e.state === 'Finished' || e.state === 'Error') : end <= Date.now();
           return { nodes: now.entries.filter((e) => isNodeName(e.node)).map((e) => node(e.node)), finished };
         },
       });

@@ -118,6 +118,8 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
       const put = (full: Buffer | undefined): void => {
         if (full) out.push(full);
       };
+      // At the end, everything queued goes, watermarks or not: nothing is dropped.
+      const done = gone || (finishedAt !== undefined && (allDelivered() || now() - finishedAt > drainMs));
       // Everything that can go now: leading blocks in order, then packets by time.
       for (;;) {
         for (const i of inputs.values()) {
@@ -131,11 +133,10 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
           const q = i.queue[0];
           if (q && (!best || earlier(q, best.queue[0]!))) best = i;
         }
-        if (!best || !releasable(best.queue[0]!)) break;
+        if (!best || (!done && !releasable(best.queue[0]!))) break;
         const q = take(best);
         put(enc.copy(q.block, 0, q.block.length, q.id));
       }
-      const done = gone || (finishedAt !== undefined && (allDelivered() || now() - finishedAt > drainMs));
       if (!done && enc.pending === 0 && out.length === 0 && now() - lastOut >= keepAliveMs) {
         // Idle: something small keeps the connection (and an Ingress's read timeout) alive.
         const keep = nameResolutionBlock([]);

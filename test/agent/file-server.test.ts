@@ -167,6 +167,19 @@ t.test('mutual TLS: without the gateway\'s client certificate no token opens the
   t.equal(health.status, 200, 'probes need no certificate');
 });
 
+t.test('the live stream and a pin\'s node pcapng have the file API\'s TLS, authentication and authorization', async (t) => {
+  const nosy = await c.tokenFor(ns, 'nosy', { audience: 'kube-pcap-agent' }); // made by the callers' test: no files permission
+  for (const path of [`/v1/captures/${ns}/${capture}/stream`, `/v1/captures/${ns}/${capture}/pins/${'0'.repeat(32)}/files.pcapng`]) {
+    const noCert = await agentRequest(path, { clientCert: null });
+    t.equal(noCert.status, 401, `${path}: the gateway's token without its client certificate`);
+    t.match(noCert.text, /none was presented/);
+    t.equal((await raw(path, '')).status, 401, `${path}: no token`);
+    const res = await raw(path, nosy);
+    t.equal(res.status, 403, `${path}: a token not allowed packetcaptures/files`);
+    t.match(res.text, /cannot get packetcaptures\/files/);
+  }
+});
+
 t.test('DELETE removes the capture\'s files (a symlink, not its target) and reports them', async (t) => {
   const res = await agentRequest(`/v1/captures/${ns}/${capture}/files`, { method: 'DELETE' });
   t.equal(res.status, 200, res.text);

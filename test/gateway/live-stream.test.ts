@@ -143,10 +143,13 @@ t.test('deleting the PacketCapture ends its stream cleanly', async (t) => {
   t.equal(s.blocks[0], BlockType.SHB);
 });
 
-t.test('an idle capture\'s stream is still open after 3 minutes, kept alive', async (t) => {
+t.test('an idle capture\'s stream is still open after 3 minutes, kept alive, and ends when the capture finishes', async (t) => {
   await waitFor(async () => (Date.now() - idleStartedAt >= 180_000 ? true : undefined), { what: 'three minutes', timeoutMs: 200_000, intervalMs: 1000 });
   const state = await Promise.race([idle.ended, Promise.resolve(undefined)]);
   t.equal(state, undefined, 'still open');
   t.ok(idle.blocks.length >= 10, `${idle.blocks.length} blocks so far: something every few seconds keeps it alive`);
-  idle.close();
+  // Stopped (endTime in the past, as `kubectl pcap stop` does): the stream ends on its own.
+  await w.applyCapture('idle', `  selector: app == "nothing-matches-this"\n  endTime: "${new Date(Date.now() - 1000).toISOString()}"`);
+  const end = await Promise.race([idle.ended, new Promise<{ clean: boolean; error?: string }>((r) => setTimeout(() => r({ clean: false, error: 'still open 40 s after the capture finished' }), 40_000))]);
+  t.same(end, { clean: true }, 'and it ends cleanly once the capture has finished');
 });
