@@ -136,7 +136,10 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
         if (!best || (!done && !releasable(best.queue[0]!))) break;
         const q = take(best);
         put(enc.copy(q.block, 0, q.block.length, q.id));
+        // A backlog (a ?since with much on disk) goes out in pieces, with back-pressure between them.
+        if (out.length >= 16) break;
       }
+      const more = out.length >= 16;
       if (!done && enc.pending === 0 && out.length === 0 && now() - lastOut >= keepAliveMs) {
         // Idle: something small keeps the connection (and an Ingress's read timeout) alive.
         const keep = nameResolutionBlock([]);
@@ -145,6 +148,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
       put(enc.take());
       if (out.length > 0) lastOut = now();
       for (const b of out) yield b;
+      if (more) continue;
       if (done) return;
       // Until a node has something (or a watermark moves), at most a quarter of a second.
       let timer: NodeJS.Timeout | undefined;
