@@ -20,6 +20,7 @@ import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEAD
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, watermarkBlock } from '../pcap/pcapng.js';
 import { TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 import { captureFilesIn, parseFileName, type CaptureFileEntry } from './capture-store.js';
+import { inWrittenOrder, podInterfaceBlock, podInterfaceKey } from './pcapng-interfaces.js';
 import { readSource, type FileSource } from './file-source.js';
 
 export interface LiveFollowOptions {
@@ -166,10 +167,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
 
   /** Opens the files not seen before, each into its pod interface, in written order. */
   async function discover(dir: string, entries: CaptureFileEntry[]): Promise<void> {
-    const fresh = entries.filter((e) => !seen.has(identity(e.st)));
-    const when = (e: CaptureFileEntry): bigint => parseFileName(e.name).rotatedAt ?? BigInt(Number.MAX_SAFE_INTEGER) * 1000n;
-    fresh.sort((a, b) => (when(a) < when(b) ? -1 : when(a) > when(b) ? 1 : 0));
-    for (const e of fresh) {
+    for (const e of inWrittenOrder(entries.filter((x) => !seen.has(identity(x.st))))) {
       // A file with no record yet may not have its source yet either (the writer records it
       // between the header and the first record), and where the filesystem keeps no birth
       // times a reused inode's old source would pass for it: it is taken up once it has one.
@@ -220,7 +218,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
   /** The file's pod interface (by its source, else by its name), and its source. */
   async function groupKey(dir: string, st: BigIntStats, base: string): Promise<{ key: string; source: FileSource | undefined }> {
     const s = await readSource(dir, st);
-    const key = s ? `${s.podUID}/${s.iface}/${s.linkType}/${s.snapLen}/${s.tsresol}` : `name:${base}`;
+    const key = podInterfaceKey(base, s);
     if (s && !sources.has(key)) sources.set(key, s);
     return { key, source: s };
   }
@@ -231,18 +229,10 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
     g.header = h;
     g.interfaceId = nextId++;
     g.tag = g.interfaceId;
-    const s = g.source ?? sources.get(g.key);
-    g.source = s;
-    const pod = s?.pod ?? g.base.split('_')[0]!;
-    const iface = s?.iface ?? g.base.split('_').slice(1).join('_');
-    block(interfaceDescriptionBlock({
-      linkType: h.linktype,
-      snapLen: h.snaplen,
-      tsresol: h.nanoseconds ? 9 : 6,
-      name: `${o.node}/${o.namespace}/${pod}/${iface}`,
-      description: `k8s.node=${o.node};k8s.namespace=${o.namespace};k8s.pod=${pod};k8s.capture=${o.capture}${s ? `;k8s.pod.uid=${s.podUID}` : ''}`,
-    }));
-    if (s && s.podIPs.length > 0) block(nameResolutionBlock(s.podIPs.map((ip) => ({ ip, names: [`${pod}.${o.namespace}`] }))));
+    g.source ??= sources.get(g.key);
+    const { idb, names } = podInterfaceBlock({ node: o.node, namespace: o.namespace, capture: o.capture }, g.base, g.source, h);
+    block(interfaceDescriptionBlock(idb));
+    if (names.length > 0) block(nameResolutionBlock(names));
   }
 
   /**

@@ -9,6 +9,7 @@
 import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../pcap/pcapng.js';
 import { mergeToPcapng, PcapFileSequence, type MergeInput } from '../pcap/merge.js';
 import { parseFileName } from './capture-store.js';
+import { inWrittenOrder, podInterfaceBlock, podInterfaceKey } from './pcapng-interfaces.js';
 import type { FileSource } from './file-source.js';
 
 export interface NodeFile {
@@ -31,23 +32,10 @@ export interface NodePcapngOptions {
   encoder?: PacketEncoder;
 }
 
-/** The pod interface a file belongs to: its source, else what its name says (`<pod>_<iface>[-<micros>].pcap`). */
-function interfaceKey(f: NodeFile): string {
-  const s = f.source;
-  if (s) return `${s.podUID}/${s.iface}/${s.linkType}/${s.snapLen}/${s.tsresol}`;
-  return `name:${parseFileName(f.name).base}`;
-}
-
-/** Files of one pod interface in the order they were written: rotated ones by their time, the live one last. */
-function inWrittenOrder(files: NodeFile[]): NodeFile[] {
-  const when = (f: NodeFile): bigint => parseFileName(f.name).rotatedAt ?? BigInt(Number.MAX_SAFE_INTEGER) * 1000n;
-  return [...files].sort((a, b) => (when(a) < when(b) ? -1 : when(a) > when(b) ? 1 : 0));
-}
-
 export async function* nodePcapng(files: NodeFile[], o: NodePcapngOptions): AsyncGenerator<Buffer> {
   const groups = new Map<string, NodeFile[]>();
   for (const f of files) {
-    const k = interfaceKey(f);
+    const k = podInterfaceKey(parseFileName(f.name).base, f.source);
     groups.set(k, [...(groups.get(k) ?? []), f]);
   }
   const blocks: Buffer[] = [sectionHeaderBlock({ application: o.application, comment: `kube-pcap capture ${o.namespace}/${o.capture}, node ${o.node}` })];
@@ -64,22 +52,13 @@ export async function* nodePcapng(files: NodeFile[], o: NodePcapngOptions): Asyn
       throw err;
     }
     if (!header) continue; // nothing but empty files
-    const s = ordered.find((f) => f.source)?.source;
-    const base = parseFileName(ordered[0]!.name).base;
-    const pod = s?.pod ?? base.split('_')[0]!;
-    const iface = s?.iface ?? base.split('_').slice(1).join('_');
-    const tsresol: 6 | 9 = header.nanoseconds ? 9 : 6;
-    blocks.push(interfaceDescriptionBlock({
-      linkType: header.linktype,
-      snapLen: header.snaplen,
-      tsresol,
-      name: `${o.node}/${o.namespace}/${pod}/${iface}`,
-      description: `k8s.node=${o.node};k8s.namespace=${o.namespace};k8s.pod=${pod};k8s.capture=${o.capture}${s ? `;k8s.pod.uid=${s.podUID}` : ''}`,
-    }));
+    const source = ordered.find((f) => f.source)?.source;
+    const { idb, names: podNames } = podInterfaceBlock(o, parseFileName(ordered[0]!.name).base, source, header);
+    blocks.push(interfaceDescriptionBlock(idb));
     inputs.push({ records, interfaceId: inputs.length });
-    for (const ip of s?.podIPs ?? []) {
+    for (const { ip, names: n } of podNames) {
       const set = names.get(ip) ?? new Set<string>();
-      set.add(`${pod}.${o.namespace}`);
+      for (const x of n) set.add(x);
       names.set(ip, set);
     }
   }

@@ -19,9 +19,8 @@ import type { Readable } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, WATERMARK } from '../pcap/pcapng.js';
-import { BlockType, packetBlockWhole, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
-import { splitTimestamp } from '../pcap/time-heap.js';
-import { checkedInterface, checkedNames } from './pcapng-merge.js';
+import { BlockType, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
+import { checkedInterface, checkedNames, checkedPacket, checkedStatisticsInterface } from './pcapng-merge.js';
 
 export interface LiveNode {
   node: string;
@@ -249,12 +248,8 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
     while (!signal.aborted && (await r.next())) {
       const { buf, at, length, type } = r;
       if (type === BlockType.EPB) {
-        if (!packetBlockWhole(buf, at, length)) throw new PcapngFormatError(what, 'a packet block is shorter than its captured length');
-        const local = buf.readUInt32LE(at + 8);
-        const id = i.ids[local];
-        if (id === undefined) throw new PcapngFormatError(what, `a packet on interface ${local}, which no interface block declared`);
-        const q: Queued = { micros: 0, s: 0, ns: 0, block: Buffer.from(buf.subarray(at, at + length)), id };
-        splitTimestamp(buf.readUInt32LE(at + 12), buf.readUInt32LE(at + 16), i.tsresols[local]!, q);
+        const q: Queued = { micros: 0, s: 0, ns: 0, block: Buffer.from(buf.subarray(at, at + length)), id: 0 };
+        q.id = checkedPacket(r, i.ids, i.tsresols, q);
         q.micros = q.s * 1_000_000 + Math.floor(q.ns / 1000);
         i.lastPacketMicros = Math.max(i.lastPacketMicros, q.micros);
         await enqueue(i, q);
@@ -281,9 +276,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
       } else if (type === BlockType.NRB) {
         await enqueue(i, { micros: undefined, s: 0, ns: 0, block: checkedNames(r.block(), what), id: 0 });
       } else if (type === BlockType.ISB) {
-        const local = length >= 16 ? buf.readUInt32LE(at + 8) : -1;
-        const id = i.ids[local];
-        if (id === undefined) throw new PcapngFormatError(what, 'statistics for an interface no interface block declared');
+        const id = checkedStatisticsInterface(r, i.ids);
         const block = Buffer.from(buf.subarray(at, at + length));
         block.writeUInt32LE(id, 8);
         await enqueue(i, { micros: undefined, s: 0, ns: 0, block, id });

@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, type InterfaceOptions } from '../pcap/pcapng.js';
 import { BlockType, packetBlockWhole, parseInterfaceBlock, parseNameBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
+import { interfaceLabel } from '../pcap/interface-label.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 import { isInterfaceName, isNodeName, isUid } from './agent-listing.js';
 
@@ -141,25 +142,17 @@ export class NodeMerge {
           input.stream.done?.();
           return;
         }
-        const { buf, at, length, type } = r;
+        const type = r.type;
         if (type === BlockType.EPB) {
-          if (!packetBlockWhole(buf, at, length)) throw new PcapngFormatError(what, 'a packet block is shorter than its captured length');
-          const local = buf.readUInt32LE(at + 8);
-          const id = input.ids[local];
-          if (id === undefined) throw new PcapngFormatError(what, `a packet on interface ${local}, which no interface block declared`);
-          splitTimestamp(buf.readUInt32LE(at + 12), buf.readUInt32LE(at + 16), input.tsresols[local]!, input);
-          input.id = id;
+          input.id = checkedPacket(r, input.ids, input.tsresols, input);
           this.heap.push(input);
           return;
         }
         const block = r.block();
         if (type === BlockType.IDB) this.addInterface(input, block);
-        else if (type === BlockType.NRB) this.emit(this.names(block, what));
-        else if (type === BlockType.ISB) {
-          const id = input.ids[block.length >= 16 ? block.readUInt32LE(8) : -1];
-          if (id === undefined) throw new PcapngFormatError(what, 'statistics for an interface no interface block declared');
-          this.emit(block, id);
-        } else if (type !== BlockType.SHB) {
+        else if (type === BlockType.NRB) this.emit(checkedNames(block, what));
+        else if (type === BlockType.ISB) this.emit(block, checkedStatisticsInterface(r, input.ids));
+        else if (type !== BlockType.SHB) {
           throw new PcapngFormatError(what, `a block of type ${type}, which the agents do not write`);
         }
       }
@@ -174,10 +167,6 @@ export class NodeMerge {
     input.ids.push(this.nextId++);
     input.tsresols.push(i.tsresol);
     this.emit(interfaceDescriptionBlock(i));
-  }
-
-  private names(block: Buffer, what: string): Buffer {
-    return checkedNames(block, what);
   }
 
   private emit(block: Buffer, interfaceId?: number): void {
@@ -196,15 +185,37 @@ export function checkedInterface(block: Buffer, node: string, o: { namespace: st
   const i = parseInterfaceBlock(block, what);
   const prefix = `${node}/${o.namespace}/`;
   const [pod = '', iface = '', ...extra] = i.name.startsWith(prefix) ? i.name.slice(prefix.length).split('/') : [];
-  const described = `k8s.node=${node};k8s.namespace=${o.namespace};k8s.pod=${pod};k8s.capture=${o.capture}`;
-  const uid = (i.description ?? '').startsWith(`${described};k8s.pod.uid=`) ? (i.description ?? '').slice(described.length + ';k8s.pod.uid='.length) : undefined;
   if (!isNodeName(pod) || !isInterfaceName(iface) || extra.length > 0) {
     throw new PcapngFormatError(what, `an interface named ${JSON.stringify(i.name.slice(0, 100))}, not <node>/<namespace>/<pod>/<iface> of this node and capture`);
   }
+  const described = interfaceLabel({ node, ...o, pod, iface }).description;
+  const uidMark = ';k8s.pod.uid=';
+  const uid = (i.description ?? '').startsWith(`${described}${uidMark}`) ? (i.description ?? '').slice(described.length + uidMark.length) : undefined;
   if (i.description !== described && (uid === undefined || !isUid(uid))) {
     throw new PcapngFormatError(what, `an interface described ${JSON.stringify((i.description ?? '').slice(0, 160))}, not as this node's pod ${pod} in this capture`);
   }
   return i;
+}
+
+/**
+ * The node's packet block at the reader's position, checked (whole, on an interface declared
+ * before it): its interface in the section, and its time into `into`.
+ */
+export function checkedPacket(r: PcapngBlockReader, ids: number[], tsresols: (6 | 9)[], into: { s: number; ns: number }): number {
+  const { buf, at, length, what } = r;
+  if (!packetBlockWhole(buf, at, length)) throw new PcapngFormatError(what, 'a packet block is shorter than its captured length');
+  const local = buf.readUInt32LE(at + 8);
+  const id = ids[local];
+  if (id === undefined) throw new PcapngFormatError(what, `a packet on interface ${local}, which no interface block declared`);
+  splitTimestamp(buf.readUInt32LE(at + 12), buf.readUInt32LE(at + 16), tsresols[local]!, into);
+  return id;
+}
+
+/** The section's interface of the node's statistics block at the reader's position: one declared before it. */
+export function checkedStatisticsInterface(r: PcapngBlockReader, ids: number[]): number {
+  const id = ids[r.length >= 16 ? r.buf.readUInt32LE(r.at + 8) : -1];
+  if (id === undefined) throw new PcapngFormatError(r.what, 'statistics for an interface no interface block declared');
+  return id;
 }
 
 /** A node's name records, re-encoded: IPs as IPs, names as pod names, nothing else. */
