@@ -5,9 +5,8 @@
 import type { FastifyInstance } from 'fastify';
 import '../../src/agent/decorators.js';
 import { liveNodePcapng } from '../../src/agent/live-follow.js';
-import { sendChunks } from '../../src/http/send-chunks.js';
+import { sendPcapng } from '../../src/agent/pcapng-response.js';
 import { captureParams, parseSince, sinceQuery, type CaptureParams } from '../../src/http/params.js';
-import { PacketEncoder } from '../../src/pcap/pcapng.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
 
 /** Chunks of the live stream: small enough that a tick's packets go out at once. */
@@ -20,28 +19,17 @@ export default async function agentLiveRoutes(app: FastifyInstance): Promise<voi
     async (request, reply) => {
       const { namespace, name } = request.params;
       const sinceMicros = request.query.since === undefined ? undefined : parseSince(request.query.since);
-      const abort = new AbortController();
-      const encoder = new PacketEncoder(CHUNK_BYTES);
       const store = app.captureStore;
-      reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'application/x-pcapng', 'cache-control': 'no-store' });
-      reply.raw.once('close', () => abort.abort());
       request.log.info({ namespace, name, since: request.query.since }, 'live stream opened');
-      try {
-        await sendChunks(reply.raw, liveNodePcapng({
-          node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`,
-          directory: () => store.directory(namespace, name),
-          liveLength: (dir, ino) => store.liveLengthOf(dir, ino),
-          kernelDrops: () => app.captureActivity.kernelDrops(namespace, name),
-          sinceMicros, signal: abort.signal, encoder,
-        }), { written: (c) => encoder.recycle(c) });
-      } catch (err) {
-        if (!abort.signal.aborted) request.log.warn({ namespace, name, err: (err as Error).message }, 'live stream failed');
-        reply.raw.destroy();
-      } finally {
-        abort.abort();
-        request.log.info({ namespace, name }, 'live stream closed');
-      }
+      const { error, clientLeft } = await sendPcapng(reply, CHUNK_BYTES, (encoder, signal) => liveNodePcapng({
+        node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`,
+        directory: () => store.directory(namespace, name),
+        liveLength: (dir, ino) => store.liveLengthOf(dir, ino),
+        kernelDrops: () => app.captureActivity.kernelDrops(namespace, name),
+        sinceMicros, signal, encoder,
+      }));
+      if (error && !clientLeft) request.log.warn({ namespace, name, err: error.message }, 'live stream failed');
+      request.log.info({ namespace, name }, 'live stream closed');
     },
   );
 }

@@ -10,8 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import '../../src/agent/decorators.js';
 import { sendCaptureFile } from '../../src/agent/file-response.js';
 import { nodePcapng } from '../../src/agent/node-pcapng.js';
-import { sendChunks } from '../../src/http/send-chunks.js';
-import { PacketEncoder } from '../../src/pcap/pcapng.js';
+import { sendPcapng } from '../../src/agent/pcapng-response.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
 import { PinRefusedError, type Pin } from '../../src/agent/file-pins.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
@@ -102,19 +101,10 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
       const { namespace, name, pin } = request.params;
       const held = app.filePins.hold(pin, namespace, name);
       if (!held) throw gone(request.params);
-      const abort = new AbortController();
-      // Written outside fastify's reply through the encoder's reused chunks (send-chunks.ts).
-      const encoder = new PacketEncoder(CHUNK_BYTES);
-      reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'application/x-pcapng', 'cache-control': 'no-store' });
       try {
-        await sendChunks(reply.raw, nodePcapng(held.files, { node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`, signal: abort.signal, encoder }), { written: (c) => encoder.recycle(c) });
-      } catch (err) {
-        request.log.warn({ namespace, name, pin, err: (err as Error).message }, 'node pcapng aborted');
-        // Headers are out: cutting the connection is the only way to say "incomplete" (a short pcapng must never look whole).
-        reply.raw.destroy();
+        const { error } = await sendPcapng(reply, CHUNK_BYTES, (encoder, signal) => nodePcapng(held.files, { node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`, signal, encoder }));
+        if (error) request.log.warn({ namespace, name, pin, err: error.message }, 'node pcapng aborted');
       } finally {
-        abort.abort();
         held.done();
       }
     },
