@@ -13,14 +13,12 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { TestCluster } from '../test/harness/cluster.js';
-import { ControlPlane } from '../test/harness/control-plane.js';
 import { captureWorld, readPcap } from '../test/harness/capture-fixture.js';
 import { agentMetric, metricsReaderToken, scratchDir } from '../test/harness/kube-pcap.js';
 import { startDnsSender } from '../test/harness/dns-sender.js';
 import { createPodObject } from '../test/harness/topology.js';
 import { waitFor } from '../test/harness/wait.js';
-import { runBench, Teardowns, cpuSeconds, percentile, threadCpuSeconds } from './lib.js';
+import { benchControlPlane, runBench, Teardowns, cpuSeconds, percentile, threadCpuSeconds, udpPair } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -62,19 +60,11 @@ async function main(): Promise<void> {
   const td = new Teardowns();
   try {
     process.stdout.write(`kube-pcap capture benchmark: ${PACKETS} UDP packets of ${SIZE} bytes at ${RATES.join(' and ')} packets/s between two pods on one node\n`);
-    const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: [process.env.KUBE_PCAP_BRIDGE_IP!] });
-    td.teardown(() => cp.stop());
-    const c = new TestCluster(cp.info, cp);
+    const c = await benchControlPlane(td);
     const w = await captureWorld(td, c, { nodes: 1 });
     const node = w.nodes[0]!;
-    const sender = await w.addPod(node, 'sender', { app: 'sender' });
-    const receiver = await w.addPod(node, 'receiver', { app: 'receiver' });
-    receiver.ns.spawn(td, 'iperf3-server', 'iperf3', ['-s', '-B', receiver.ip], w.logDir);
-    await waitFor(async () => (await receiver.ns.exec('ss', ['-lun'])).includes(':5201') || (await receiver.ns.exec('ss', ['-ltn'])).includes(':5201'), { what: 'iperf3 to listen', timeoutMs: 10_000 });
-    const traffic = async (pps: number): Promise<void> => {
-      // -b in bits/s of payload: packets/s x payload bytes x 8.
-      await sender.ns.exec('iperf3', ['-c', receiver.ip, '-u', '-b', String(pps * SIZE * 8), '-l', String(SIZE), '-t', String(Math.ceil(PACKETS / pps)), '-B', sender.ip], (Math.ceil(PACKETS / pps) + 30) * 1000);
-    };
+    const { sender, send } = await udpPair(td, w, node);
+    const traffic = (pps: number): Promise<void> => send(pps, SIZE, Math.ceil(PACKETS / pps));
     const pause = (seconds: number): Promise<void> => new Promise((r) => setTimeout(r, seconds * 1000)); // a measurement window
     const bpf = 'udp and port 5201';
     const scratch = await scratchDir(td, 'bench-capture');

@@ -6,7 +6,10 @@ import { connect } from '../src/kube/config.js';
 import type { KubeClient } from '../src/kube/client.js';
 import { TestCluster } from '../test/harness/cluster.js';
 import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
+import type { CaptureWorld } from '../test/harness/capture-fixture.js';
 import { installKubePcap, makePki, scratchDir, type Pki } from '../test/harness/kube-pcap.js';
+import type { TopoNode, TopoPod } from '../test/harness/topology.js';
+import { waitFor } from '../test/harness/wait.js';
 
 /** Collects cleanups like a test's teardown, run in reverse order. */
 export class Teardowns {
@@ -100,9 +103,7 @@ export interface BenchCluster {
  * holding devops-sa with the files Role and one PacketCapture per name in `captures`.
  */
 export async function benchCluster(td: Teardowns, logPrefix: string, captures: string[]): Promise<BenchCluster> {
-  const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: process.env.KUBE_PCAP_BRIDGE_IP ? [process.env.KUBE_PCAP_BRIDGE_IP] : [] });
-  td.teardown(() => cp.stop());
-  const c = new TestCluster(cp.info, cp);
+  const c = await benchControlPlane(td);
   await installKubePcap(c);
   const pki = await makePki(td);
   const logDir = await scratchDir(td, logPrefix);
@@ -113,4 +114,27 @@ export async function benchCluster(td: Teardowns, logPrefix: string, captures: s
   const kube = await connect(c.info.kubeconfig);
   td.teardown(() => kube.close());
   return { c, kube, pki, logDir, ns };
+}
+
+/** A control plane of the benchmark's own, reachable from the test bridge's network namespaces. */
+export async function benchControlPlane(td: Teardowns): Promise<TestCluster> {
+  const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: process.env.KUBE_PCAP_BRIDGE_IP ? [process.env.KUBE_PCAP_BRIDGE_IP] : [] });
+  td.teardown(() => cp.stop());
+  return new TestCluster(cp.info, cp);
+}
+
+/** Two pods on one node, `sender` (labels app=sender) and `receiver` running an iperf3 server, and UDP traffic between them at a fixed rate. */
+export async function udpPair(td: Teardowns, w: CaptureWorld, node: TopoNode): Promise<{ sender: TopoPod; receiver: TopoPod; send(pps: number, size: number, seconds: number): Promise<void> }> {
+  const sender = await w.addPod(node, 'sender', { app: 'sender' });
+  const receiver = await w.addPod(node, 'receiver', { app: 'receiver' });
+  receiver.ns.spawn(td, 'iperf3-server', 'iperf3', ['-s', '-B', receiver.ip], w.logDir);
+  await waitFor(async () => (await receiver.ns.exec('ss', ['-lun'])).includes(':5201') || (await receiver.ns.exec('ss', ['-ltn'])).includes(':5201'), { what: 'iperf3 to listen', timeoutMs: 10_000 });
+  return {
+    sender,
+    receiver,
+    // -b in bits/s of payload: packets/s x payload bytes x 8.
+    send: async (pps, size, seconds) => {
+      await sender.ns.exec('iperf3', ['-c', receiver.ip, '-u', '-b', String(pps * size * 8), '-l', String(size), '-t', String(seconds), '-B', sender.ip], (seconds + 30) * 1000);
+    },
+  };
 }

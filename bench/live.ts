@@ -18,11 +18,10 @@ import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { BlockType, PcapngBlockReader } from '../src/pcap/pcapng-reader.js';
 import { captureWorld } from '../test/harness/capture-fixture.js';
-import { TestCluster } from '../test/harness/cluster.js';
-import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
+import { REPO_ROOT } from '../test/harness/control-plane.js';
 import { AGENT_SERVER_NAME, startGateway, SYSTEM_NAMESPACE } from '../test/harness/kube-pcap.js';
 import { waitFor } from '../test/harness/wait.js';
-import { cpuSeconds, percentile, runBench, Teardowns } from './lib.js';
+import { benchControlPlane, cpuSeconds, percentile, runBench, Teardowns, udpPair } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -67,16 +66,10 @@ async function main(): Promise<void> {
   const td = new Teardowns();
   try {
     process.stdout.write(`kube-pcap live stream benchmark: ${RATE} UDP packets/s of ${SIZE} bytes for ${SECONDS} s per phase; two nodes, one busy, one quiet\n`);
-    const cp = await ControlPlane.start({ bindAddress: '0.0.0.0', extraAddresses: [process.env.KUBE_PCAP_BRIDGE_IP!] });
-    td.teardown(() => cp.stop());
-    const c = new TestCluster(cp.info, cp);
+    const c = await benchControlPlane(td);
     const w = await captureWorld(td, c, { nodes: 2 });
-    const node = w.nodes[0]!;
-    const sender = await w.addPod(node, 'sender', { app: 'sender' });
+    const { send } = await udpPair(td, w, w.nodes[0]!);
     await w.addPod(w.nodes[1]!, 'quiet', { app: 'sender' });
-    const receiver = await w.addPod(node, 'receiver', { app: 'receiver' });
-    receiver.ns.spawn(td, 'iperf3-server', 'iperf3', ['-s', '-B', receiver.ip], w.logDir);
-    await waitFor(async () => (await receiver.ns.exec('ss', ['-lun'])).includes(':5201') || (await receiver.ns.exec('ss', ['-ltn'])).includes(':5201'), { what: 'iperf3 to listen', timeoutMs: 10_000 });
     const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
     for (const f of ['devops-serviceaccount.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
     const token = await c.tokenFor(w.ns, 'devops-sa');
@@ -84,9 +77,7 @@ async function main(): Promise<void> {
     for (const n of ['node-1', 'node-2']) await w.waitForState('live', n, 'WaitingForTraffic');
     const gw = await startGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, sourceMaps: false });
     const agent = w.agents.get('node-1')!;
-    const traffic = async (): Promise<void> => {
-      await sender.ns.exec('iperf3', ['-c', receiver.ip, '-u', '-b', String(RATE * SIZE * 8), '-l', String(SIZE), '-t', String(SECONDS), '-B', sender.ip], (SECONDS + 30) * 1000);
-    };
+    const traffic = (): Promise<void> => send(RATE, SIZE, SECONDS);
     const agents = [...w.agents.values()];
     const cpu = async (): Promise<{ agent: number; gateway: number }> => ({ agent: (await Promise.all(agents.map((x) => cpuSeconds(x.proc.pid)))).reduce((x, y) => x + y, 0), gateway: await cpuSeconds(gw.proc.pid) });
     const delta = (a: { agent: number; gateway: number }, b: { agent: number; gateway: number }): { agent: number; gateway: number } => ({ agent: b.agent - a.agent, gateway: b.gateway - a.gateway });
