@@ -176,7 +176,10 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
   /** Every node has delivered what it had when it finished (its watermark passed that moment). */
   function allDelivered(): boolean {
     if (finishedAt === undefined) return false;
-    for (const i of inputs.values()) if (i.connected && now() - i.heardAt <= staleMs && i.watermark < finishedAt * 1000) return false;
+    // A node not connected yet (or reconnecting) counts until it goes stale: a capture that
+    // had already finished when the stream began (?since) would otherwise end before any
+    // node had been heard.
+    for (const i of inputs.values()) if (now() - i.heardAt <= staleMs && i.watermark < finishedAt * 1000) return false;
     return true;
   }
 

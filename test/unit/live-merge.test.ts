@@ -128,3 +128,22 @@ t.test('the stream ends when the capture is gone', async (t) => {
   await until('the end of the stream', () => m.out.ended);
   t.pass('ended');
 });
+
+t.test('a capture already finished when the stream begins still delivers what its nodes hold (?since)', async (t) => {
+  const a = new FakeAgentStream('node-a');
+  a.packet(1);
+  a.packet(2);
+  // The agent's watermark is its clock (less a lag): past the moment the capture was seen finished.
+  a.body.write(watermarkBlock(BigInt((Date.now() + 1000) * 1000)));
+  let opened = false;
+  const m = run(() => ({ nodes: [{ node: 'node-a', open: async () => {
+    // The node answers after the merge has already learnt that the capture finished.
+    await new Promise((r) => setTimeout(r, 300));
+    opened = true;
+    return a.body;
+  } }], finished: true }));
+  t.teardown(m.stop);
+  await until('the end of the stream', () => m.out.ended);
+  t.ok(opened, 'the node was heard');
+  t.same(m.out.packets, [{ node: 'node-a', ms: 1 }, { node: 'node-a', ms: 2 }], 'every packet it held, then the end');
+});
