@@ -8,6 +8,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { KubeClient } from './client.js';
 
 export interface Connection {
@@ -91,11 +92,21 @@ async function clientNodeConnection(path: string): Promise<Connection> {
   const { KubeConfig } = await import('@kubernetes/client-node');
   const kc = new KubeConfig();
   kc.loadFromFile(path);
+  return await kubeConfigConnection(kc);
+}
+
+/**
+ * The current context of a loaded KubeConfig, credentials by its own machinery (token, token
+ * file, exec plugins, auth providers, client certificates): what kubectl-pcap uses.
+ */
+export async function kubeConfigConnection(kc: KubeConfig): Promise<Connection> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster?.server) throw new Error(`the context "${kc.getCurrentContext()}" has no cluster with a server`);
   const opts: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized?: boolean; servername?: string; headers?: Record<string, unknown> } = {};
   await kc.applyToHTTPSOptions(opts);
   let header: { value: string | undefined; at: number } | undefined;
   return {
-    server: kc.getCurrentCluster()!.server,
+    server: cluster.server,
     ca: opts.ca,
     cert: opts.cert,
     key: opts.key,
