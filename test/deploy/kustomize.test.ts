@@ -126,6 +126,13 @@ t.test('applied for real, each component can do its job and nothing more', async
   for (const a of gatewayMay) t.ok(await can('kube-pcap-gateway', a), `gateway may ${a.verb} ${a.resource}${'subresource' in a ? `/${a.subresource}` : ''}`);
   for (const a of gatewayMayNot) t.notOk(await can('kube-pcap-gateway', a), `gateway may not ${a.verb} ${a.resource}${'subresource' in a ? `/${a.subresource}` : ''} in ${a.namespace}`);
 
+  // Any user (a fresh ServiceAccount in no Role) may read the gateway's CA, and nothing else there.
+  const anyone = async (attrs: Record<string, string>) =>
+    (await c.authz.createSubjectAccessReview({ body: { spec: { user: 'system:serviceaccount:storefront:nobody', groups: ['system:serviceaccounts', 'system:authenticated'], resourceAttributes: attrs } } })).status?.allowed === true;
+  t.ok(await anyone({ group: '', resource: 'configmaps', verb: 'get', namespace: 'kube-pcap', name: 'kube-pcap-gateway-ca' }), 'any authenticated user may read the gateway\'s CA (kubectl pcap verifies the gateway with it)');
+  t.notOk(await anyone({ group: '', resource: 'configmaps', verb: 'get', namespace: 'kube-pcap', name: 'other' }), 'but no other ConfigMap');
+  t.notOk(await anyone({ group: '', resource: 'configmaps', verb: 'list', namespace: 'kube-pcap' }), 'and may not list them');
+
   const agentMay = [
     { ...pc, verb: 'watch', namespace: 'storefront' },
     { group: 'kube-pcap.io', resource: 'packetcapturenodereports', verb: 'patch', namespace: 'storefront' },

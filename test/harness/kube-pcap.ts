@@ -50,7 +50,7 @@ export async function makePki(t: Teardown): Promise<Pki> {
 /** deploy/'s namespace, ServiceAccounts and RBAC for the gateway and the agents (idempotent). */
 export async function installKubePcap(c: TestCluster): Promise<void> {
   await installCrd(c);
-  for (const f of ['namespace.yaml', 'gateway/serviceaccount.yaml', 'gateway/rbac.yaml', 'agent/serviceaccount.yaml', 'agent/rbac.yaml']) {
+  for (const f of ['namespace.yaml', 'gateway/serviceaccount.yaml', 'gateway/rbac.yaml', 'gateway/ca-reader-rbac.yaml', 'agent/serviceaccount.yaml', 'agent/rbac.yaml']) {
     await c.applyYaml(join(REPO_ROOT, 'deploy', f));
   }
 }

@@ -68,3 +68,16 @@ t.test('namespace owners (a group) get both, in their namespace only', async (t)
   t.notOk(await as('alice', ['storefront-owners'], files('get', other)), 'not in another namespace');
   t.notOk(await as('bob', ['payments-owners'], files('get', storefront)), 'not for another group');
 });
+
+t.test('gateway-access.yaml opens the port-forward to the gateway, and nothing else in kube-pcap', async (t) => {
+  await c.applyYaml(join(REPO_ROOT, 'deploy', 'namespace.yaml'));
+  await c.applyYaml(join(dir, 'gateway-access.yaml'));
+  const core = (verb: string, resource: string, o: { name?: string; subresource?: string } = {}) => ({ group: '', resource, verb, namespace: 'kube-pcap', ...o });
+  t.ok(await c.serviceAccountCan(storefront, 'devops-sa', core('get', 'services', { name: 'kube-pcap-gateway' })), 'get the gateway Service');
+  t.ok(await c.serviceAccountCan(storefront, 'devops-sa', core('list', 'pods')), 'find its pods');
+  t.ok(await c.serviceAccountCan(storefront, 'devops-sa', core('create', 'pods', { subresource: 'portforward' })), 'port-forward');
+  t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', core('get', 'services', { name: 'kube-pcap-agent' })), 'not another Service');
+  t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', core('create', 'pods', { subresource: 'exec' })), 'no exec');
+  t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', core('get', 'secrets')), 'no Secrets');
+  t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', core('delete', 'pods')), 'no deleting pods');
+});
