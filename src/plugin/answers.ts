@@ -81,7 +81,7 @@ export async function gatewayFailure(ctx: KubeContext, res: GatewayResponse, ver
     }
     case 502: {
       const nodes = (s.details?.causes ?? []).map((c) => `${c.field ?? '?'} (${c.reason === 'AgentInvalidResponse' ? 'answered off-contract' : 'unreachable'})`);
-      return new PluginError(`the agents of ${nodes.length === 1 ? 'node' : 'nodes'} ${nodes.join(', ') || '(unnamed)'} could not deliver their files. --partial downloads what the other nodes hold and names the missing ones in the result (MISSING.txt in a zip, the section comment in a pcapng).`);
+      return new PluginError(`${nodes.length === 1 ? 'the agent of node' : 'the agents of nodes'} ${nodes.join(', ') || '(unnamed)'} could not deliver ${nodes.length === 1 ? 'its' : 'their'} files. --partial downloads what the other nodes hold and names the missing ones in the result (MISSING.txt in a zip, the section comment in a pcapng).`);
     }
     case 503: {
       const after = res.headers['retry-after'];

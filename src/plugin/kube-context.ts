@@ -4,6 +4,9 @@
 // KubeConfig (tokens, token files, exec plugins such as EKS/GKE/OIDC login helpers, auth
 // providers, client certificates). The same credentials are presented to the gateway.
 import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { KubeConfig, type User } from '@kubernetes/client-node';
 import { KubeClient } from '../kube/client.js';
 import { kubeConfigConnection } from '../kube/config.js';
@@ -60,6 +63,38 @@ function jwtExpiry(token: string): number | undefined {
   }
 }
 
+/**
+ * kubectl's `tokenFile` user field, which client-node does not read (it knows only
+ * `token-file`): the current user's token is read from that file, as kubectl does, when the
+ * user has no other credential. Only that one field is looked up in the files client-node
+ * loaded; everything else stays client-node's.
+ */
+async function adoptKubectlTokenFile(kc: KubeConfig, explicit: string | undefined): Promise<void> {
+  const user = kc.getCurrentUser();
+  if (!user || user.token || user.exec || user.authProvider || user.certFile || user.certData) return;
+  const files = explicit ? [explicit] : process.env.KUBECONFIG ? process.env.KUBECONFIG.split(':').filter(Boolean) : [join(homedir(), '.kube', 'config')];
+  const { parse } = await import('yaml');
+  for (const file of files) {
+    let doc: { users?: { name?: string; user?: { tokenFile?: unknown } }[] };
+    try {
+      doc = parse(await readFile(file, 'utf8')) as typeof doc;
+    } catch {
+      continue;
+    }
+    const tokenFile = doc?.users?.find((u) => u.name === user.name)?.user?.tokenFile;
+    if (typeof tokenFile !== 'string') continue;
+    const path = isAbsolute(tokenFile) ? tokenFile : join(dirname(resolve(file)), tokenFile);
+    let token: string;
+    try {
+      token = (await readFile(path, 'utf8')).trim();
+    } catch (err) {
+      throw new PluginError(`cannot read the token file ${path} of the user "${user.name}": ${(err as Error).message}`);
+    }
+    kc.users = kc.users.map((u) => (u.name === user.name ? { ...u, token } : u));
+    return;
+  }
+}
+
 export async function loadKubeContext(flags: KubeContextFlags): Promise<KubeContext> {
   const kc = new KubeConfig();
   try {
@@ -83,6 +118,7 @@ export async function loadKubeContext(flags: KubeContextFlags): Promise<KubeCont
   if (!kc.getCurrentCluster()) {
     throw new PluginError(contextName ? `the context "${contextName}" names no cluster of the kubeconfig` : 'no current context in the kubeconfig: use --context, or "kubectl config use-context"');
   }
+  await adoptKubectlTokenFile(kc, flags.kubeconfig);
   let connection;
   try {
     connection = await kubeConfigConnection(kc);
