@@ -17,7 +17,8 @@ stamp="node_modules/.kube-pcap-installed"
 want="$(sha256sum package-lock.json | cut -d' ' -f1) $(node -v)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "kube-pcap: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  # --ignore-scripts: prepare would compile a second time what is compiled below.
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2
   echo "$want" > "$stamp"
 fi
 

@@ -103,11 +103,10 @@ export async function kubeFailure(ctx: KubeContext, err: unknown, verb: string, 
         `Managing captures needs "${verb}" on packetcaptures (projectcalico.org)${ns ? ` in namespace ${ns}` : ' in every namespace (-A)'}; rbac-examples/capture-role.yaml grants it per namespace.`,
       );
     }
-    if (err.status === 404 && 'name' in target) {
-      const crd = /the server could not find the requested resource/i.test(err.body.message ?? '') && err.body.details === undefined;
-      throw new PluginError(crd
-        ? `this cluster has no PacketCapture resource (projectcalico.org/v3): install kube-pcap's CRD with "kubectl apply -k deploy/" (README, "Deploying to a cluster").`
-        : `there is no PacketCapture ${target.name} in namespace ${ns}.`);
+    if (err.status === 404) {
+      // A missing object is a Status naming it; a missing resource type is a bare 404.
+      if ('name' in target && err.body.details !== undefined) throw new PluginError(`there is no PacketCapture ${target.name} in namespace ${ns}.`);
+      throw new PluginError(`this cluster has no PacketCapture resource (projectcalico.org/v3): install kube-pcap's CRD with "kubectl apply -k deploy/" (README, "Deploying to a cluster").`);
     }
     throw new PluginError(`the API server refused: ${err.body.message ?? err.message}`);
   }

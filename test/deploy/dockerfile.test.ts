@@ -40,6 +40,8 @@ t.test('multi-stage with gateway and agent targets from one pinned Node 24 base'
 t.test('dependencies come from the lockfile; the runtime has no dev dependencies', async (t) => {
   t.ok(stage('build').some(([k, a]) => k === 'RUN' && /\bnpm ci\b/.test(a)), 'npm ci in the build stage');
   t.notOk(text.includes('npm install'), 'never npm install');
+  // package.json's prepare compiles the sources, which are not copied yet when npm ci runs.
+  for (const s of ['build', 'prod-deps']) t.ok(stage(s).filter(([k, a]) => k === 'RUN' && /\bnpm ci\b/.test(a)).every(([, a]) => a.includes('--ignore-scripts')), `npm ci --ignore-scripts in ${s}`);
   t.ok(stage('prod-deps').some(([k, a]) => k === 'RUN' && /npm ci\b.*--omit=dev/.test(a)), 'production dependencies by npm ci --omit=dev');
   for (const s of ['gateway', 'agent']) {
     const copies = stage(s).filter(([k]) => k === 'COPY').map(([, a]) => a);
