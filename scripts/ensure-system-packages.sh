@@ -7,9 +7,10 @@ set -euo pipefail
 declare -A pkg=(
   [tcpdump]=tcpdump [tshark]=tshark [ip]=iproute2 [bridge]=iproute2 [unzip]=unzip [curl]=curl
   [openssl]=openssl [dig]=dnsutils [dnsmasq]=dnsmasq-base [setpriv]=util-linux
-  [unshare]=util-linux [nsenter]=util-linux [ps]=procps [socat]=socat
+  [unshare]=util-linux [nsenter]=util-linux [ps]=procps [socat]=socat [script]=bsdutils
+  [nginx]=nginx-light
 )
-[[ "${1:-}" == "--with-bench" ]] && pkg[nginx]=nginx-light && pkg[iperf3]=iperf3
+[[ "${1:-}" == "--with-bench" ]] && pkg[iperf3]=iperf3
 
 missing=()
 for cmd in "${!pkg[@]}"; do

@@ -13,7 +13,14 @@ export function outputFormat(value: string | undefined): OutputFormat {
 
 /** Objects as kubectl -o yaml|json prints them: one object, or a v1 List of several. */
 export function printObjects(out: NodeJS.WritableStream, format: 'yaml' | 'json', objects: unknown[], single: boolean): void {
-  const doc = single ? objects[0] : { apiVersion: 'v1', kind: 'List', items: objects, metadata: { resourceVersion: '' } };
+  // kubectl leaves managedFields out unless asked (--show-managed-fields): noise for people.
+  const shown = objects.map((o) => {
+    const meta = (o as { metadata?: Record<string, unknown> }).metadata;
+    if (!meta || !('managedFields' in meta)) return o;
+    const { managedFields: _omitted, ...rest } = meta;
+    return { ...(o as object), metadata: rest };
+  });
+  const doc = single ? shown[0] : { apiVersion: 'v1', kind: 'List', items: shown, metadata: { resourceVersion: '' } };
   out.write(format === 'json' ? `${JSON.stringify(doc, null, 4)}\n` : stringify(doc));
 }
 

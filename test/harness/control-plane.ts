@@ -64,7 +64,7 @@ export function controlPlaneBinDir(): string {
   return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
 }
 
-async function freePort(host: string): Promise<number> {
+export async function freePort(host: string): Promise<number> {
   return await new Promise((resolvePort, reject) => {
     const srv = createServer();
     srv.once('error', reject);

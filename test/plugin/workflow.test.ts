@@ -70,6 +70,9 @@ t.test('get, list and describe show each node\'s state', async (t) => {
   const json = JSON.parse((await kp(['get', CAPTURE, '-o', 'json'])).text) as { metadata: { name: string }; status: { files: unknown[] } };
   t.equal(json.metadata.name, CAPTURE);
   t.equal(json.status.files.length, 2);
+  const yaml = await kp(['get', CAPTURE, '-o', 'yaml']);
+  t.match(yaml.text, /^kind: PacketCapture$/m);
+  t.notMatch(yaml.text, /managedFields/, 'as kubectl prints it, without managedFields');
   const wide = await kp(['get', CAPTURE, '-o', 'wide']);
   t.match(wide.text, /SELECTOR +FILTERS +PACKETS/);
   t.match(wide.text, /app == "logging" +udp:53 /);

@@ -83,7 +83,7 @@ export const downloadCommand: CommandSpec = {
       progress?.clear();
       if (temp) await unlink(temp).catch(() => undefined);
       if (inv.signal.aborted) {
-        inv.stderr.write(`interrupted: nothing written to ${path}\n`);
+        inv.stderr.write(temp ? `interrupted: nothing written to ${path}\n` : 'interrupted\n');
         return 130;
       }
       throw new PluginError(`the download of ${target.name} was cut after ${formatBytes(received)}${total !== undefined ? ` of ${formatBytes(total)}` : ''} (${(err as Error).message})${temp ? `; nothing was written to ${path}` : ''}`);

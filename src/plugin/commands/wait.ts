@@ -6,13 +6,12 @@
 // for good (a selector that matches pods on 3 nodes of 50): requiring every node would wait
 // for ever, so that is --all-nodes. "finished" means every node that took the capture up is
 // Finished. A node in Error ends the wait at once with its message (exit 1).
-import { getPacketCapture, type NodeCaptureStatus, type PacketCapture } from '../../kube/packetcapture.js';
 import { KubeApiError } from '../../kube/client.js';
+import { getPacketCapture, summarizeStates, type NodeCaptureStatus, type PacketCapture } from '../../kube/packetcapture.js';
 import { kubeFailure } from '../answers.js';
 import { parseDuration } from '../durations.js';
 import type { CommandSpec } from '../invocation.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
-import { summarizeStates } from '../../kube/packetcapture.js';
 
 export type WaitFor = 'capturing' | 'finished';
 
