@@ -31,6 +31,9 @@ export PATH="$KUBE_PCAP_CONTROL_PLANE_BIN:$PATH"
 # The reference CNI plugins and cnitool, for pods wired by a real bridge CNI.
 KUBE_PCAP_CNI_BIN="$(bash test/cni/build-plugins.sh)"
 export KUBE_PCAP_CNI_BIN
+# The Gateway API's CRDs, to check deploy/examples/gateway-api.yaml against.
+KUBE_PCAP_GATEWAY_API_CRDS="$(bash test/gateway-api/fetch-crds.sh)"
+export KUBE_PCAP_GATEWAY_API_CRDS
 
 case "$what" in
   test) exec bash scripts/sandbox.sh node --enable-source-maps dist/test/harness/run-suite.js "$@" ;;
