@@ -34,6 +34,9 @@ export KUBE_PCAP_CNI_BIN
 # The Gateway API's CRDs, to check deploy/examples/gateway-api.yaml against.
 KUBE_PCAP_GATEWAY_API_CRDS="$(bash test/gateway-api/fetch-crds.sh)"
 export KUBE_PCAP_GATEWAY_API_CRDS
+# A helm binary (Helm 4, built from the Go module proxy once), for the chart's tests.
+KUBE_PCAP_HELM="$(bash test/helm/build-helm.sh)"
+export KUBE_PCAP_HELM
 
 case "$what" in
   test) exec bash scripts/sandbox.sh node --enable-source-maps dist/test/harness/run-suite.js "$@" ;;

@@ -57,9 +57,9 @@ export interface CommandResult {
 }
 
 /** Runs a command to completion (stdout/stderr captured, never a shell). */
-export async function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; maxBuffer?: number } = {}): Promise<CommandResult> {
+export async function run(cmd: string, args: string[], opts: { cwd?: string; timeoutMs?: number; maxBuffer?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CommandResult> {
   return await new Promise((resolve) => {
-    execFile(cmd, args, { cwd: opts.cwd, timeout: opts.timeoutMs ?? 120_000, maxBuffer: opts.maxBuffer ?? 64 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(cmd, args, { cwd: opts.cwd, env: opts.env, timeout: opts.timeoutMs ?? 120_000, maxBuffer: opts.maxBuffer ?? 64 << 20, encoding: 'utf8' }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout, stderr });
     });

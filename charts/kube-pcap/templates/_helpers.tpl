@@ -1,0 +1,13 @@
+{{/* Labels on every object: deploy/'s own, plus what Helm users expect. */}}
+{{- define "kube-pcap.labels" -}}
+app.kubernetes.io/part-of: kube-pcap
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "kube-pcap.image" -}}
+{{- $tag := .image.tag | default .root.Chart.AppVersion -}}
+{{ printf "%s:%s" .image.repository $tag }}
+{{- end }}
