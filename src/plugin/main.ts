@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { KUBE_PCAP_VERSION } from '../version.js';
 import { cleanCommand, deleteCommand, stopCommand } from './commands/lifecycle.js';
+import { isExtcapInvocation } from './extcap-detect.js';
 import { createCommand } from './commands/create.js';
 import { describeCommand, getCommand, listCommand } from './commands/show.js';
 import { downloadCommand } from './commands/download.js';
@@ -99,6 +100,11 @@ function parseCommandLine(name: string, c: CommandSpec, argv: string[]): { posit
 
 /** Runs one command line; returns the exit code. */
 export async function main(argv: string[], io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream } = process): Promise<number> {
+  // Wireshark's extcap calls (docs/plugin.md, "Wireshark"): its own command line, no subcommand.
+  if (isExtcapInvocation(argv)) {
+    const { extcapMain } = await import('./extcap.js');
+    return await extcapMain(argv, io);
+  }
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     io.stdout.write(topHelp());
