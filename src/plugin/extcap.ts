@@ -19,9 +19,8 @@ import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KUBE_PCAP_VERSION } from '../version.js';
 import { gatewayFailure, kubeFailure } from './answers.js';
-import { specFromFlags } from './commands/create.js';
-import { capturesPath, getPacketCapture, PACKETCAPTURE } from '../kube/packetcapture.js';
-import { KubeApiError } from '../kube/client.js';
+import { applyCapture, specFromFlags } from './commands/create.js';
+import { getPacketCapture } from '../kube/packetcapture.js';
 import { DEFAULT_GATEWAY_SERVICE, openGateway } from './gateway-access.js';
 import { loadKubeContext } from './kube-context.js';
 import { PluginError } from './plugin-error.js';
@@ -126,16 +125,7 @@ async function capture(values: Record<string, string | boolean | undefined>, con
   try {
     if (values.create) {
       const spec = specFromFlags({ ...selectorFlags(values.selector as string | undefined), filters: ((values.filter as string | undefined) ?? '').split(/\s+/).filter(Boolean), duration: (values.duration as string | undefined) || undefined });
-      try {
-        await ctx.kube.request({
-          method: 'PATCH', path: `${capturesPath(target.namespace)}/${encodeURIComponent(name)}`, query: { fieldManager: 'kubectl-pcap' },
-          contentType: 'application/apply-patch+yaml',
-          body: { apiVersion: PACKETCAPTURE.apiVersion, kind: PACKETCAPTURE.kind, metadata: target, spec },
-        });
-      } catch (e) {
-        if (e instanceof KubeApiError) await kubeFailure(ctx, e, 'create', target);
-        throw e;
-      }
+      await applyCapture(ctx, target, spec, false);
     } else if (!(await getPacketCapture(ctx.kube, target.namespace, name).catch((e: unknown) => kubeFailure(ctx, e, 'get', target)))) {
       throw new PluginError(`there is no PacketCapture ${name} in namespace ${target.namespace} (tick "New capture" to create it)`);
     }

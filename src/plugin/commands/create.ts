@@ -9,6 +9,7 @@ import { kubeFailure } from '../answers.js';
 import { parseDuration, parseTime } from '../durations.js';
 import { filterRule, FilterFlagError } from '../filter-flags.js';
 import type { CommandSpec } from '../invocation.js';
+import type { KubeContext } from '../kube-context.js';
 import { calicoFromLabelSelector, LabelSelectorError } from '../label-selector.js';
 import { outputFormat, printObjects } from '../output.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
@@ -64,6 +65,30 @@ export function specFromFlags(f: { selector?: string; labels?: string; filters: 
   return spec;
 }
 
+/**
+ * Creates or updates the capture by server-side apply (field manager kubectl-pcap); whether
+ * it existed before. Failures are answers (PluginError).
+ */
+export async function applyCapture(ctx: KubeContext, target: { namespace: string; name: string }, spec: PacketCaptureSpec, force: boolean): Promise<{ existed: boolean; applied: PacketCapture }> {
+  const manifest = { apiVersion: PACKETCAPTURE.apiVersion, kind: PACKETCAPTURE.kind, metadata: target, spec };
+  try {
+    const existed = (await getPacketCapture(ctx.kube, target.namespace, target.name)) !== undefined;
+    const applied = await ctx.kube.request<PacketCapture>({
+      method: 'PATCH',
+      path: `${capturesPath(target.namespace)}/${encodeURIComponent(target.name)}`,
+      query: { fieldManager: FIELD_MANAGER, force: force || undefined },
+      contentType: 'application/apply-patch+yaml',
+      body: manifest,
+    });
+    return { existed, applied };
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 409) {
+      throw new PluginError(`${err.body.message ?? 'conflict'}\nAnother field manager set these fields of ${target.name}; --force-conflicts takes them over.`);
+    }
+    return await kubeFailure(ctx, err, 'create', target);
+  }
+}
+
 export const createCommand: CommandSpec = {
   usage: 'create NAME [--selector EXPR | -l LABELS] [--filter PROTO[:PORTS]]... [--start TIME] [--duration D | --end TIME] [flags]',
   short: 'Create (or update) a capture of the pods a selector picks.',
@@ -106,25 +131,7 @@ export const createCommand: CommandSpec = {
       return 0;
     }
     const ctx = await inv.context();
-    const namespace = ctx.namespace;
-    const manifest = { apiVersion: PACKETCAPTURE.apiVersion, kind: PACKETCAPTURE.kind, metadata: { name, namespace }, spec };
-    let existed: boolean;
-    let applied: PacketCapture;
-    try {
-      existed = (await getPacketCapture(ctx.kube, namespace, name)) !== undefined;
-      applied = await ctx.kube.request<PacketCapture>({
-        method: 'PATCH',
-        path: `${capturesPath(namespace)}/${encodeURIComponent(name)}`,
-        query: { fieldManager: FIELD_MANAGER, force: inv.boolean('force-conflicts') || undefined },
-        contentType: 'application/apply-patch+yaml',
-        body: manifest,
-      });
-    } catch (err) {
-      if (err instanceof KubeApiError && err.status === 409) {
-        throw new PluginError(`${err.body.message ?? 'conflict'}\nAnother field manager set these fields of ${name}; --force-conflicts takes them over.`);
-      }
-      return await kubeFailure(ctx, err, 'create', { namespace, name });
-    }
+    const { existed, applied } = await applyCapture(ctx, { namespace: ctx.namespace, name }, spec, inv.boolean('force-conflicts'));
     if (format === 'yaml' || format === 'json') printObjects(inv.stdout, format, [applied], true);
     else inv.stdout.write(`packetcapture.projectcalico.org/${name} ${existed ? 'configured' : 'created'}\n`);
     return 0;
