@@ -2,7 +2,7 @@
 // gateway's and the API server's errors are Kubernetes Status objects; each status code
 // becomes the sentence a platform engineer would have written by hand.
 import { KubeApiError, KubeUnavailableError } from '../kube/client.js';
-import { getPacketCapture, type NodeCaptureStatus } from '../kube/packetcapture.js';
+import { getPacketCapture, type NodeCaptureStatus, type PacketCapture } from '../kube/packetcapture.js';
 import type { GatewayResponse } from './gateway-access.js';
 import type { KubeContext } from './kube-context.js';
 import { PluginError } from './plugin-error.js';
@@ -92,6 +92,23 @@ export async function gatewayFailure(ctx: KubeContext, res: GatewayResponse, ver
   }
 }
 
+/** The answer for a capture that does not exist (with a hint of what to do, when there is one). */
+export function noSuchCapture(target: Target, hint?: string): PluginError {
+  return new PluginError(`there is no PacketCapture ${target.name} in namespace ${target.namespace}${hint ? ` (${hint})` : ''}.`);
+}
+
+/** The capture, read as the user; a missing capture or a refusal is an answer (PluginError). */
+export async function readCapture(ctx: KubeContext, target: Target): Promise<PacketCapture> {
+  let pc: PacketCapture | undefined;
+  try {
+    pc = await getPacketCapture(ctx.kube, target.namespace, target.name);
+  } catch (err) {
+    return await kubeFailure(ctx, err, 'get', target);
+  }
+  if (!pc) throw noSuchCapture(target);
+  return pc;
+}
+
 /** Rethrows an API server failure (of managing the capture itself) as an answer. */
 export async function kubeFailure(ctx: KubeContext, err: unknown, verb: string, target: Target | { namespace?: string }): Promise<never> {
   const ns = target.namespace;
@@ -105,7 +122,7 @@ export async function kubeFailure(ctx: KubeContext, err: unknown, verb: string, 
     }
     if (err.status === 404) {
       // A missing object is a Status naming it; a missing resource type is a bare 404.
-      if ('name' in target && err.body.details !== undefined) throw new PluginError(`there is no PacketCapture ${target.name} in namespace ${ns}.`);
+      if ('name' in target && err.body.details !== undefined) throw noSuchCapture(target);
       throw new PluginError(`this cluster has no PacketCapture resource (projectcalico.org/v3): install kube-pcap's CRD with "kubectl apply -k deploy/" (README, "Deploying to a cluster").`);
     }
     throw new PluginError(`the API server refused: ${err.body.message ?? err.message}`);

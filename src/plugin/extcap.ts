@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KUBE_PCAP_VERSION } from '../version.js';
-import { gatewayFailure, kubeFailure } from './answers.js';
+import { gatewayFailure, kubeFailure, noSuchCapture } from './answers.js';
 import { applyCapture, specFromFlags } from './commands/create.js';
 import { getPacketCapture } from '../kube/packetcapture.js';
 import { DEFAULT_GATEWAY_SERVICE, openGateway } from './gateway-access.js';
@@ -127,7 +127,7 @@ async function capture(values: Record<string, string | boolean | undefined>, con
       const spec = specFromFlags({ ...selectorFlags(values.selector as string | undefined), filters: ((values.filter as string | undefined) ?? '').split(/\s+/).filter(Boolean), duration: (values.duration as string | undefined) || undefined });
       await applyCapture(ctx, target, spec, false);
     } else if (!(await getPacketCapture(ctx.kube, target.namespace, name).catch((e: unknown) => kubeFailure(ctx, e, 'get', target)))) {
-      throw new PluginError(`there is no PacketCapture ${name} in namespace ${target.namespace} (tick "New capture" to create it)`);
+      throw noSuchCapture(target, 'tick "New capture" to create it');
     }
     gateway = await openGateway(ctx, {
       gateway: (values.gateway as string | undefined) || process.env.KUBE_PCAP_GATEWAY || undefined,

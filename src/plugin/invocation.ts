@@ -1,6 +1,7 @@
 // What a subcommand gets: its parsed flags, the capture it names, the user's kube context
 // and, when it needs one, a connection to the gateway (opened on first use, closed at exit).
 import type { Gateway, GatewayFlags } from './gateway-access.js';
+import type { Target } from './answers.js';
 import type { KubeContext } from './kube-context.js';
 
 export type FlagValue = string | boolean | string[] | undefined;
@@ -21,6 +22,8 @@ export interface Invocation {
   boolean(flag: string): boolean;
   list(flag: string): string[];
   context(): Promise<KubeContext>;
+  /** The kube context and the capture NAME names in its namespace (commands that take a NAME). */
+  captureTarget(): Promise<{ ctx: KubeContext; target: Target }>;
   gateway(): Promise<Gateway>;
   gatewayFlags: GatewayFlags;
   /** Set when the user interrupts (Ctrl-C): long commands stop and clean up. */

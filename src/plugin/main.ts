@@ -152,6 +152,10 @@ export async function main(argv: string[], io: { stdout: NodeJS.WriteStream; std
         insecureSkipTlsVerify: values['insecure-skip-tls-verify'] === true,
       },
       context: () => (ctx ??= loadKubeContext({ kubeconfig: str('kubeconfig'), context: str('context'), namespace: str('namespace') })),
+      captureTarget: async () => {
+        const c = await inv.context();
+        return { ctx: c, target: { namespace: c.namespace, name: captureName! } };
+      },
       gateway: async () => (gateway ??= openGateway(await inv.context(), inv.gatewayFlags)),
       signal: abort.signal,
       stdout: io.stdout,

@@ -130,8 +130,8 @@ export const createCommand: CommandSpec = {
       printObjects(inv.stdout, format === 'json' ? 'json' : 'yaml', [manifest], true);
       return 0;
     }
-    const ctx = await inv.context();
-    const { existed, applied } = await applyCapture(ctx, { namespace: ctx.namespace, name }, spec, inv.boolean('force-conflicts'));
+    const { ctx, target } = await inv.captureTarget();
+    const { existed, applied } = await applyCapture(ctx, target, spec, inv.boolean('force-conflicts'));
     if (format === 'yaml' || format === 'json') printObjects(inv.stdout, format, [applied], true);
     else inv.stdout.write(`packetcapture.projectcalico.org/${name} ${existed ? 'configured' : 'created'}\n`);
     return 0;

@@ -51,8 +51,7 @@ export const downloadCommand: CommandSpec = {
   async run(inv) {
     const out = inv.string('write');
     const format = downloadFormat(out, inv.string('format'));
-    const ctx = await inv.context();
-    const target = { namespace: ctx.namespace, name: inv.name! };
+    const { ctx, target } = await inv.captureTarget();
     const path = out ?? `${target.name}.${format}`;
     const gateway = await inv.gateway();
     const res = await gateway.request('GET', `/download/${encodeURIComponent(target.namespace)}/${encodeURIComponent(target.name)}/files.${format}${inv.boolean('partial') ? '?partial=true' : ''}`, inv.signal);

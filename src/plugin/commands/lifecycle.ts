@@ -1,9 +1,8 @@
 // kubectl pcap stop / delete / clean: end a capture (files kept), delete the resource, or
 // delete its files from the nodes through the gateway.
-import { capturesPath, getPacketCapture } from '../../kube/packetcapture.js';
-import { gatewayFailure, kubeFailure } from '../answers.js';
+import { capturesPath } from '../../kube/packetcapture.js';
+import { gatewayFailure, kubeFailure, readCapture } from '../answers.js';
 import type { CommandSpec } from '../invocation.js';
-import { PluginError } from '../plugin-error.js';
 import { FIELD_MANAGER } from './create.js';
 
 export const stopCommand: CommandSpec = {
@@ -13,16 +12,14 @@ export const stopCommand: CommandSpec = {
   takes: 'name',
   flags: {},
   async run(inv) {
-    const ctx = await inv.context();
-    const target = { namespace: ctx.namespace, name: inv.name! };
+    const { ctx, target } = await inv.captureTarget();
+    const pc = await readCapture(ctx, target);
+    const end = pc.spec?.endTime ? Date.parse(pc.spec.endTime) : undefined;
+    if (end !== undefined && end <= Date.now()) {
+      inv.stdout.write(`packetcapture.projectcalico.org/${target.name} already stopped at ${pc.spec!.endTime}\n`);
+      return 0;
+    }
     try {
-      const pc = await getPacketCapture(ctx.kube, target.namespace, target.name);
-      if (!pc) throw new PluginError(`there is no PacketCapture ${target.name} in namespace ${target.namespace}.`);
-      const end = pc.spec?.endTime ? Date.parse(pc.spec.endTime) : undefined;
-      if (end !== undefined && end <= Date.now()) {
-        inv.stdout.write(`packetcapture.projectcalico.org/${target.name} already stopped at ${pc.spec!.endTime}\n`);
-        return 0;
-      }
       // A merge patch with the resourceVersion read: a concurrent change is a conflict, not lost.
       await ctx.kube.request({
         method: 'PATCH',
@@ -32,7 +29,6 @@ export const stopCommand: CommandSpec = {
         body: { metadata: { resourceVersion: pc.metadata.resourceVersion }, spec: { endTime: new Date().toISOString() } },
       });
     } catch (err) {
-      if (err instanceof PluginError) throw err;
       return await kubeFailure(ctx, err, 'patch', target);
     }
     inv.stdout.write(`packetcapture.projectcalico.org/${target.name} stopped (files kept: kubectl pcap download ${target.name} -n ${target.namespace})\n`);
@@ -47,8 +43,7 @@ export const deleteCommand: CommandSpec = {
   takes: 'name',
   flags: {},
   async run(inv) {
-    const ctx = await inv.context();
-    const target = { namespace: ctx.namespace, name: inv.name! };
+    const { ctx, target } = await inv.captureTarget();
     try {
       await ctx.kube.request({ method: 'DELETE', path: `${capturesPath(target.namespace)}/${encodeURIComponent(target.name)}` });
     } catch (err) {
@@ -67,8 +62,7 @@ export const cleanCommand: CommandSpec = {
   takes: 'name',
   flags: {},
   async run(inv) {
-    const ctx = await inv.context();
-    const target = { namespace: ctx.namespace, name: inv.name! };
+    const { ctx, target } = await inv.captureTarget();
     const gateway = await inv.gateway();
     const res = await gateway.request('DELETE', `/files/${encodeURIComponent(target.namespace)}/${encodeURIComponent(target.name)}`, inv.signal);
     if (res.status !== 200) throw await gatewayFailure(ctx, res, 'delete', target);

@@ -1,12 +1,12 @@
 // kubectl pcap get / list / describe: captures and their per-node state, from the capture's
 // status (folded by the gateway's status aggregator from every node's report).
-import { capturesPath, CAPTURE_STATES, getPacketCapture, summarizeStates, type PacketCapture } from '../../kube/packetcapture.js';
-import { kubeFailure } from '../answers.js';
+import { capturesPath, CAPTURE_STATES, summarizeStates, type PacketCapture } from '../../kube/packetcapture.js';
+import { kubeFailure, readCapture } from '../answers.js';
 import { formatAge, formatBytes } from '../durations.js';
 import { describeRule } from '../filter-flags.js';
 import type { CommandSpec, Invocation } from '../invocation.js';
 import { outputFormat, printObjects, table } from '../output.js';
-import { PluginError, PluginUsageError } from '../plugin-error.js';
+import { PluginUsageError } from '../plugin-error.js';
 
 /** Where the capture is in its life, from its spec alone (the nodes say the rest). */
 function phase(pc: PacketCapture, now: number): string {
@@ -64,14 +64,8 @@ async function show(inv: Invocation): Promise<number> {
   const now = Date.now();
   if (inv.name) {
     if (inv.boolean('all-namespaces')) throw new PluginUsageError('-A lists captures; give a NAME with -n instead');
-    const ctx = await inv.context();
-    let pc: PacketCapture | undefined;
-    try {
-      pc = await getPacketCapture(ctx.kube, ctx.namespace, inv.name);
-    } catch (err) {
-      return await kubeFailure(ctx, err, 'get', { namespace: ctx.namespace, name: inv.name });
-    }
-    if (!pc) throw new PluginError(`there is no PacketCapture ${inv.name} in namespace ${ctx.namespace}.`);
+    const { ctx, target } = await inv.captureTarget();
+    const pc = await readCapture(ctx, target);
     if (format === 'yaml' || format === 'json') printObjects(inv.stdout, format, [pc], true);
     else inv.stdout.write(rows([pc], format === 'wide', false, now));
     return 0;
@@ -113,14 +107,8 @@ export const describeCommand: CommandSpec = {
   takes: 'name',
   flags: {},
   async run(inv) {
-    const ctx = await inv.context();
-    let pc: PacketCapture | undefined;
-    try {
-      pc = await getPacketCapture(ctx.kube, ctx.namespace, inv.name!);
-    } catch (err) {
-      return await kubeFailure(ctx, err, 'get', { namespace: ctx.namespace, name: inv.name! });
-    }
-    if (!pc) throw new PluginError(`there is no PacketCapture ${inv.name} in namespace ${ctx.namespace}.`);
+    const { ctx, target } = await inv.captureTarget();
+    const pc = await readCapture(ctx, target);
     const now = Date.now();
     const spec = pc.spec ?? {};
     const lines = [

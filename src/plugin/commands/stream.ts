@@ -52,8 +52,7 @@ export const streamCommand: CommandSpec = {
     if (chosen === 0 && inv.stdout.isTTY) throw new PluginUsageError('stdout is a terminal: give --wireshark, --tshark, -w FILE, or pipe it (-w -)');
     const since = inv.string('since');
     if (since !== undefined) parseTime('--since', since);
-    const ctx = await inv.context();
-    const target = { namespace: ctx.namespace, name: inv.name! };
+    const { ctx, target } = await inv.captureTarget();
     const gateway = await inv.gateway();
     const request = new AbortController();
     const abort = (): void => request.abort();

@@ -6,9 +6,8 @@
 // for good (a selector that matches pods on 3 nodes of 50): requiring every node would wait
 // for ever, so that is --all-nodes. "finished" means every node that took the capture up is
 // Finished. A node in Error ends the wait at once with its message (exit 1).
-import { KubeApiError } from '../../kube/client.js';
 import { getPacketCapture, summarizeStates, type NodeCaptureStatus, type PacketCapture } from '../../kube/packetcapture.js';
-import { kubeFailure } from '../answers.js';
+import { kubeFailure, noSuchCapture } from '../answers.js';
 import { parseDuration } from '../durations.js';
 import type { CommandSpec } from '../invocation.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
@@ -56,8 +55,7 @@ export const waitCommand: CommandSpec = {
     const forWhat = (inv.string('for') ?? 'capturing').replace(/^condition=/, '');
     if (forWhat !== 'capturing' && forWhat !== 'finished') throw new PluginUsageError(`--for must be capturing or finished, not "${forWhat}"`);
     const timeoutMs = parseDuration('--timeout', inv.string('timeout') ?? '30s');
-    const ctx = await inv.context();
-    const target = { namespace: ctx.namespace, name: inv.name! };
+    const { ctx, target } = await inv.captureTarget();
     const deadline = Date.now() + timeoutMs;
     let last: PacketCapture | undefined;
     for (;;) {
@@ -65,10 +63,9 @@ export const waitCommand: CommandSpec = {
       try {
         pc = await getPacketCapture(ctx.kube, target.namespace, target.name);
       } catch (err) {
-        if (!(err instanceof KubeApiError)) throw new PluginError(`cannot read ${target.name}: ${(err as Error).message}`);
         return await kubeFailure(ctx, err, 'get', target);
       }
-      if (!pc) throw new PluginError(last ? `the PacketCapture ${target.name} in namespace ${target.namespace} was deleted while waiting` : `there is no PacketCapture ${target.name} in namespace ${target.namespace}.`);
+      if (!pc) throw last ? new PluginError(`the PacketCapture ${target.name} in namespace ${target.namespace} was deleted while waiting`) : noSuchCapture(target);
       last = pc;
       const verdict = waitVerdict(pc, forWhat, inv.boolean('all-nodes'));
       const nodes = summarizeStates(pc.status?.files ?? []) || 'no node has reported it';
