@@ -1,6 +1,5 @@
 // Small helpers the benchmark scripts share.
 import { readdir, readFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { connect } from '../src/kube/config.js';
 import type { KubeClient } from '../src/kube/client.js';
@@ -71,15 +70,7 @@ export function percentile(values: number[], p: number): number {
   return sorted[i]!;
 }
 
-export async function portOpen(host: string, port: number): Promise<boolean> {
-  return await new Promise((resolve) => {
-    const s = createConnection({ host, port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
+export { portOpen } from '../test/harness/http.js';
 
 /** Runs a benchmark's main and exits with its outcome (the harness's processes die with us). */
 export function runBench(main: () => Promise<void>): void {

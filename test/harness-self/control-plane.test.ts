@@ -2,20 +2,14 @@
 // teardown that leaves no process, port or directory behind, even when its owner is killed.
 import { spawn } from 'node:child_process';
 import { readdir, stat } from 'node:fs/promises';
-import { createConnection } from 'node:net';
 import t from 'tap';
 import { privateCluster } from '../harness/cluster.js';
 import { ControlPlane, REPO_ROOT } from '../harness/control-plane.js';
+import { portOpen as portOpenAt } from '../harness/http.js';
 import { waitFor } from '../harness/wait.js';
 
 const alive = async (pid: number): Promise<boolean> => await stat(`/proc/${pid}`).then(() => true, () => false);
-const portOpen = async (port: number): Promise<boolean> => await new Promise((resolve) => {
-  const s = createConnection({ host: '127.0.0.1', port }, () => {
-    s.destroy();
-    resolve(true);
-  });
-  s.on('error', () => resolve(false));
-});
+const portOpen = async (port: number): Promise<boolean> => await portOpenAt('127.0.0.1', port);
 
 async function childPids(pid: number): Promise<number[]> {
   const out: number[] = [];

@@ -1,6 +1,7 @@
 // HTTPS from tests: undici with the test CA, and the real curl.
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import { Agent, request } from 'undici';
 
 export interface Response {
@@ -63,5 +64,16 @@ export async function run(cmd: string, args: string[], opts: { cwd?: string; tim
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
+  });
+}
+
+/** Whether something accepts TCP connections at host:port now. */
+export async function portOpen(host: string, port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const s = createConnection({ host, port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
   });
 }

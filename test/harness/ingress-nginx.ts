@@ -4,7 +4,7 @@
 // become the directives ingress-nginx's template writes for them, so the example and the
 // test cannot drift apart. An annotation it does not know is an error, not ignored.
 import { readFile, writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
+import { portOpen } from './http.js';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import type { Teardown } from './cluster.js';
@@ -119,11 +119,7 @@ ${locations.join('\n')}
   t.teardown(() => proc.stop());
   await waitFor(async () => {
     if (!proc.running) throw await proc.failure('exited before listening');
-    return await new Promise<boolean>((resolve) => {
-      const s = createConnection({ host: '127.0.0.1', port: o.port });
-      s.once('connect', () => { s.destroy(); resolve(true); });
-      s.once('error', () => resolve(false));
-    });
+    return await portOpen('127.0.0.1', o.port);
   }, { what: 'the ingress-nginx imitation to listen', timeoutMs: 10_000, intervalMs: 50 });
   return { url: `https://127.0.0.1:${o.port}`, host, port: o.port, pid: proc.pid, proc, proxyTempDir: join(dir, 'proxy') };
 }
