@@ -77,3 +77,10 @@ export async function portOpen(host: string, port: number): Promise<boolean> {
     s.on('error', () => resolve(false));
   });
 }
+
+/** The entries of a zip file in its own order, as unzip lists them (throws if unzip cannot read it). */
+export async function zipEntries(file: string): Promise<string[]> {
+  const r = await run('unzip', ['-Z1', file]);
+  if (r.code !== 0) throw new Error(`unzip -Z1 ${file}: ${r.stderr || r.stdout}`);
+  return r.stdout.split('\n').filter(Boolean);
+}

@@ -12,7 +12,7 @@ import { createCertificateAuthority } from '../../src/tls/certificates.js';
 import { cluster } from '../harness/cluster.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
-import { run } from '../harness/http.js';
+import { run, zipEntries } from '../harness/http.js';
 import { scratchDir, startGateway, SYSTEM_NAMESPACE } from '../harness/kube-pcap.js';
 import { writeLargePcap } from '../harness/pcap-fixtures.js';
 import { PLUGIN, runPlugin, writeKubeconfig } from '../harness/plugin.js';
@@ -60,8 +60,7 @@ t.test('port-forward to the gateway Service, verified against the published CA, 
   const before = (await stubRuns()).length;
   const r = await kp(['download', CAPTURE, '-w', 'pf.zip', '--context', 'test']);
   t.equal(r.code, 0, r.stderr);
-  const list = await run('unzip', ['-Z1', join(dir, 'pf.zip')]);
-  t.same(list.stdout.split('\n').filter(Boolean).sort(), [...w.files.keys()].sort(), 'the zip, through the port-forward');
+  t.same((await zipEntries(join(dir, 'pf.zip'))).sort(), [...w.files.keys()].sort(), 'the zip, through the port-forward');
   const runs = (await stubRuns()).slice(before);
   t.equal(runs.length, 1, 'one port-forward for the command');
   t.same(runs[0]!.args, ['--context', 'test', 'port-forward', '--namespace', 'kube-pcap', '--address', '127.0.0.1', 'service/kube-pcap-gateway', ':9443'], 'kubectl with the same context, to the Service\'s https port');
