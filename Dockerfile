@@ -41,11 +41,12 @@ ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/src/cli.js"]
 CMD ["gateway"]
 
 # --- agent: tcpdump and iproute2 for capturing on the node; coreutils' stdbuf gives tcpdump
-# a larger output buffer (--tcpdump-output-buffer-bytes; Essential in Debian, named anyway) ---
+# a larger output buffer (--tcpdump-output-buffer-bytes), and perl grows a busy capture's pipe
+# (--tcpdump-pipe-bytes; Node has no fcntl). Both are Essential in Debian, named anyway ---
 FROM ${NODE_IMAGE} AS agent
 ENV NODE_ENV=production
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tcpdump iproute2 coreutils \
+ && apt-get install -y --no-install-recommends tcpdump iproute2 coreutils perl-base \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=app /app /app

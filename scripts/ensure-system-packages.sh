@@ -8,7 +8,7 @@ declare -A pkg=(
   [tcpdump]=tcpdump [tshark]=tshark [ip]=iproute2 [bridge]=iproute2 [unzip]=unzip [curl]=curl
   [openssl]=openssl [dig]=dnsutils [dnsmasq]=dnsmasq-base [setpriv]=util-linux
   [unshare]=util-linux [nsenter]=util-linux [ps]=procps [socat]=socat [script]=bsdutils
-  [nginx]=nginx-light
+  [nginx]=nginx-light [perl]=perl-base [stdbuf]=coreutils
 )
 [[ "${1:-}" == "--with-bench" ]] && pkg[iperf3]=iperf3
 

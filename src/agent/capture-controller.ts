@@ -28,7 +28,7 @@ import { withDeadline } from './deadline.js';
 import { DiskGate } from './disk-gate.js';
 import { FilterChecks } from './filter-checks.js';
 import { InterfaceCache, podKey } from './interface-cache.js';
-import { BufferBudget, NodeBudget } from './node-budget.js';
+import { BufferBudget, NodeBudget, PipeBudget } from './node-budget.js';
 import type { InterfaceResolver } from './pod-interface.js';
 import type { RotationPolicy } from './rotating-pcap.js';
 import type { RotationGate } from './rotation-gate.js';
@@ -47,7 +47,7 @@ export interface ControllerMetrics {
   filterCheck(): void;
   /** One interface lookup started (failures back off per pod). */
   interfaceLookup(): void;
-  observe(summary: { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number; bufferedBytes: number }): void;
+  observe(summary: { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number; bufferedBytes: number; pipeBytes: number }): void;
 }
 
 export interface ControllerOptions {
@@ -57,6 +57,10 @@ export interface ControllerOptions {
   tcpdump: string;
   /** tcpdump's stdio output buffer, through stdbuf (0: its own). */
   tcpdumpOutputBufferBytes?: number;
+  /** A busy tcpdump's pipe grows to this size (pipe-size.ts); 0 or undefined: never. */
+  tcpdumpPipeBytes?: number;
+  /** Grown pipes' capacity, over all workers (default 16 MiB). */
+  maxPipeBytes?: number;
   log: Logger;
   kube: KubeClient;
   store: CaptureStore;
@@ -141,6 +145,7 @@ export class CaptureController {
   private readonly interfaces: InterfaceCache;
   private readonly budget: NodeBudget;
   private readonly buffers: BufferBudget;
+  private readonly pipes: PipeBudget;
   private readonly gate: DiskGate;
   private readonly fieldManager: string;
   private timers: NodeJS.Timeout[] = [];
@@ -166,6 +171,7 @@ export class CaptureController {
     this.interfaces = new InterfaceCache({ resolver: o.resolver, onLookup: () => o.metrics?.interfaceLookup(), onSettled: (pod) => this.enqueueNamespace(pod.namespace) });
     this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * (o.policy.maxSizeBytes + SOURCE_RECORD_BYTES), captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
     this.buffers = new BufferBudget(o.maxBufferedBytes);
+    this.pipes = new PipeBudget(o.maxPipeBytes ?? 16 * 1024 * 1024);
     this.gate = new DiskGate(o.diskSlots ?? 4);
   }
 
@@ -383,6 +389,8 @@ export class CaptureController {
       runDir: join(this.o.captureDir, RUN_DIR),
       tally: rt.tally,
       buffers: this.buffers,
+      pipes: this.pipes,
+      pipeBytes: this.o.tcpdumpPipeBytes,
       onPackets: (n, bytes) => this.o.metrics?.packets(namespace, name, n, bytes),
       onRotate: () => {
         this.o.metrics?.rotation(namespace, name);
@@ -492,7 +500,7 @@ export class CaptureController {
       workers += capturing.length;
       for (const w of rt.workers.values()) drops += w.stats.kernelDrops;
     }
-    this.o.metrics?.observe({ captures, workers, kernelDrops: drops, diskFreeBytes: this.budget.diskFreeBytes, bufferedBytes: this.buffers.bytes });
+    this.o.metrics?.observe({ captures, workers, kernelDrops: drops, diskFreeBytes: this.budget.diskFreeBytes, bufferedBytes: this.buffers.bytes, pipeBytes: this.pipes.bytes });
   }
 
   /** Records which capture (by uid) owns the directory; another uid's files are removed. */

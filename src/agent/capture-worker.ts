@@ -20,7 +20,8 @@ import type { Logger } from 'pino';
 import { RecordArena } from './record-arena.js';
 import { DeadlineExceeded, withDeadline } from './deadline.js';
 import type { DiskGate } from './disk-gate.js';
-import type { BufferBudget } from './node-budget.js';
+import type { BufferBudget, PipeBudget } from './node-budget.js';
+import { resizePipe } from './pipe-size.js';
 import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating-pcap.js';
 import type { RotationGate } from './rotation-gate.js';
 import { signalWhenParked } from './parked-signal.js';
@@ -47,6 +48,8 @@ export interface WorkerStats {
   kernelDrops: number;
   firstPacketAt: number | undefined;
   restarts: number;
+  /** Capacity of the pipe from tcpdump once grown for a busy capture; 0 while it has the default. */
+  pipeBytes: number;
   /** Set while tcpdump keeps failing, and for good once the worker gave up (disk full). */
   error: string | undefined;
 }
@@ -63,6 +66,12 @@ export interface WorkerOptions {
   log: Logger;
   gate: DiskGate;
   buffers: BufferBudget;
+  /**
+   * The pipe from tcpdump grows to `pipeBytes` once tcpdump fills its whole output buffer
+   * between two flush ticks (pipe-size.ts), within the node's `pipes` budget.
+   */
+  pipes?: PipeBudget;
+  pipeBytes?: number;
   statsIntervalMs?: number;
   /** SIGINT, then SIGKILL after this long. */
   stopGraceMs?: number;
@@ -114,13 +123,15 @@ export declare interface CaptureWorker {
 
 export class CaptureWorker extends EventEmitter {
   readonly file: RotatingPcapFile;
-  readonly stats: WorkerStats = { packets: 0, bytes: 0, kernelDrops: 0, firstPacketAt: undefined, restarts: 0, error: undefined };
+  readonly stats: WorkerStats = { packets: 0, bytes: 0, kernelDrops: 0, firstPacketAt: undefined, restarts: 0, pipeBytes: 0, error: undefined };
   private child: ChildProcess | undefined;
   private stopping = false;
   private gaveUp = false;
   private running: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private dropsBefore = 0;
+  /** Why the kernel (or perl) would not grow this worker's pipe: not asked again. */
+  private pipeRefused: string | undefined;
 
   constructor(readonly spec: WorkerSpec, private readonly opts: WorkerOptions) {
     super();
@@ -395,6 +406,7 @@ export class CaptureWorker extends EventEmitter {
         // second for nothing (each stop costs /proc reads and two context switches).
         const busy = receivedSinceTick >= Math.max(this.opts.outputBufferBytes ?? 0, 4096);
         receivedSinceTick = 0;
+        if (busy) growPipe();
         if (busy && !statsDue) return;
         signalling = true;
         try {
@@ -432,9 +444,39 @@ export class CaptureWorker extends EventEmitter {
         if (child.pid === undefined) finish(null, null);
       });
       let finished = false;
+      /** Pipe capacity reserved in the node's budget for this run's channel (pipe-size.ts). */
+      let pipeReserved = 0;
+      let growing = false;
+      const growPipe = (): void => {
+        const want = this.opts.pipeBytes ?? 0;
+        const budget = this.opts.pipes;
+        // A pipe holds 64 KiB to begin with. The channel's fd is only valid while the socket
+        // is open: a closed one may already be the number of something else.
+        if (!budget || want <= 65_536 || pipeReserved > 0 || growing || this.pipeRefused !== undefined) return;
+        if (finished || output.destroyed || output.readableEnded) return;
+        if (!budget.reserve(want)) return;
+        growing = true;
+        resizePipe(channel.readFd, want).then((size) => {
+          if (finished) {
+            budget.release(want);
+            return;
+          }
+          pipeReserved = want;
+          this.stats.pipeBytes = size;
+        }, (err: Error) => {
+          budget.release(want);
+          this.pipeRefused = err.message;
+          this.opts.log.warn({ capture: this.spec.capture, pod: this.spec.pod, iface: this.spec.iface, pipeBytes: want, error: err.message }, 'cannot grow the pipe from tcpdump; the capture goes on with 64 KiB (more CPU, no packet less)');
+        }).finally(() => {
+          growing = false;
+        });
+      };
       const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
         if (finished) return;
         finished = true;
+        if (pipeReserved > 0) this.opts.pipes?.release(pipeReserved);
+        pipeReserved = 0;
+        this.stats.pipeBytes = 0;
         clearInterval(signalTimer);
         clearInterval(ageTimer);
         this.child = undefined;

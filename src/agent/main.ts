@@ -27,6 +27,7 @@ function agentMetrics(registry: Registry): ControllerMetrics {
   const drops = new Gauge({ name: 'kube_pcap_agent_kernel_drops', help: 'Packets the kernel dropped before tcpdump could read them, summed over running captures.', registers: [registry] });
   const diskFree = new Gauge({ name: 'kube_pcap_agent_disk_free_bytes', help: 'Free bytes on the capture directory\'s filesystem.', registers: [registry] });
   const buffered = new Gauge({ name: 'kube_pcap_agent_buffered_bytes', help: 'Bytes read from tcpdump and not yet written, over all captures (bounded by --max-buffered-bytes).', registers: [registry] });
+  const pipes = new Gauge({ name: 'kube_pcap_agent_pipe_bytes', help: 'Capacity of the grown pipes of busy captures, over all captures (bounded by --max-pipe-bytes).', registers: [registry] });
   const filterChecks = new Counter({ name: 'kube_pcap_agent_filter_checks_total', help: 'tcpdump -d runs checking a capture\'s filter (cached by expression; resyncs add none).', registers: [registry] });
   const lookups = new Counter({ name: 'kube_pcap_agent_interface_lookups_total', help: 'Lookups of a pod\'s host interface (failed ones back off per pod).', registers: [registry] });
   return {
@@ -43,6 +44,7 @@ function agentMetrics(registry: Registry): ControllerMetrics {
       drops.set(s.kernelDrops);
       if (!Number.isNaN(s.diskFreeBytes)) diskFree.set(s.diskFreeBytes);
       buffered.set(s.bufferedBytes);
+      pipes.set(s.pipeBytes);
     },
   };
 }
@@ -84,6 +86,8 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     policy: { maxSizeBytes: config.maxSizeBytes, rotationSeconds: config.rotationSeconds, maxFiles: config.maxFiles },
     tcpdump: config.tcpdump,
     tcpdumpOutputBufferBytes: config.tcpdumpOutputBufferBytes,
+    tcpdumpPipeBytes: config.tcpdumpPipeBytes,
+    maxPipeBytes: config.maxPipeBytes,
     log,
     kube,
     store,

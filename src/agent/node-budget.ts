@@ -92,6 +92,33 @@ export class BufferBudget {
   }
 }
 
+/**
+ * Kernel memory for the pipes of busy captures (pipe-size.ts), over all workers: each grown
+ * pipe is a reservation of its full size, charged to the agent's memory cgroup and counted
+ * against the node-wide fs.pipe-user-pages-soft of its user. Past the limit a busy capture
+ * keeps the default pipe and costs more CPU, nothing else.
+ */
+export class PipeBudget {
+  private used = 0;
+
+  constructor(readonly maxBytes: number) {}
+
+  get bytes(): number {
+    return this.used;
+  }
+
+  /** Takes `n` bytes if they fit. */
+  reserve(n: number): boolean {
+    if (this.used + n > this.maxBytes) return false;
+    this.used += n;
+    return true;
+  }
+
+  release(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+}
+
 async function defaultDiskFree(path: string): Promise<number> {
   const s = await statfs(path);
   return s.bavail * s.bsize;

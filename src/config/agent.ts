@@ -13,6 +13,8 @@ export const agentOptions: OptionTable = {
   'capture-max-files': { type: 'integer', default: 2, min: 0, max: 1000, help: 'Rotated files kept per pod and interface; the oldest is deleted first.' },
   tcpdump: { type: 'string', metavar: 'PATH', default: 'tcpdump', help: 'The tcpdump binary.' },
   'tcpdump-output-buffer-bytes': { type: 'integer', default: 262_144, min: 0, max: 64 * 1024 * 1024, help: 'tcpdump\'s output buffer (set with coreutils\' stdbuf): fewer, larger writes to the agent; the agent still has tcpdump flush every 250 ms. 0: tcpdump\'s own (4 KiB on a pipe), no stdbuf.' },
+  'tcpdump-pipe-bytes': { type: 'integer', default: 1024 * 1024, min: 0, max: 64 * 1024 * 1024, help: 'The pipe from a busy tcpdump to the agent grows to this size (a pipe holds 64 KiB; tcpdump writes its whole output buffer at once, so the agent wakes once per buffer instead of four times). Above /proc/sys/fs/pipe-max-size (1 MiB by default) the kernel refuses it. 0: never grown.' },
+  'max-pipe-bytes': { type: 'integer', default: 16 * 1024 * 1024, min: 0, max: 2 ** 32, help: 'Kernel memory for grown pipes, over all captures on this node; busy captures past it keep a 64 KiB pipe.' },
   'auth-audience': { type: 'string', metavar: 'AUDIENCE', default: 'kube-pcap-agent', help: 'Audience the gateway\'s token must carry.' },
   'client-ca-file': { type: 'string', metavar: 'FILE', help: 'CA that issued the gateway\'s client certificate (required: only the gateway may call the agent; reloaded when it changes).' },
   'gateway-client-names': { type: 'list', default: ['kube-pcap-gateway'], help: 'Common names of the gateway\'s client certificate that the agent accepts.' },
@@ -35,6 +37,8 @@ export interface AgentConfig extends ServerConfig {
   maxFiles: number;
   tcpdump: string;
   tcpdumpOutputBufferBytes: number;
+  tcpdumpPipeBytes: number;
+  maxPipeBytes: number;
   authAudience: string;
   clientCaFile: string;
   gatewayClientNames: string[];
@@ -66,6 +70,8 @@ export function agentConfig(v: OptionValues): AgentConfig {
     maxFiles: v['capture-max-files'] as number,
     tcpdump: v.tcpdump as string,
     tcpdumpOutputBufferBytes: v['tcpdump-output-buffer-bytes'] as number,
+    tcpdumpPipeBytes: v['tcpdump-pipe-bytes'] as number,
+    maxPipeBytes: v['max-pipe-bytes'] as number,
     authAudience: v['auth-audience'] as string,
     clientCaFile,
     gatewayClientNames,
