@@ -461,7 +461,8 @@ export class CaptureWorker extends EventEmitter {
             budget.release(want);
             return;
           }
-          pipeReserved = want;
+          budget.settle(want, size);
+          pipeReserved = size;
           this.stats.pipeBytes = size;
         }, (err: Error) => {
           budget.release(want);

@@ -117,6 +117,11 @@ export class PipeBudget {
   release(n: number): void {
     this.used = Math.max(0, this.used - n);
   }
+
+  /** The kernel rounds a pipe's size up (to a power of two of pages): what it gave is what counts. */
+  settle(reserved: number, actual: number): void {
+    this.used = Math.max(0, this.used - reserved + actual);
+  }
 }
 
 async function defaultDiskFree(path: string): Promise<number> {

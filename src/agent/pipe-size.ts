@@ -2,14 +2,14 @@
 //
 // A pipe holds 64 KiB. tcpdump writes its 256 KiB output buffer in one write(), so each
 // flush cost the agent at least four wake-ups, each an epoll return, a read and two context
-// switches: at 50 000 packets/s, most of what the agent spent above tcpdump's own cost.
+// switches: at 50 000 packets/s, perf put a third of the agent's capture CPU there.
 // With a 1 MiB pipe the whole buffer goes in at once and the agent wakes once for it.
 //
 // Node has no fcntl(2), so F_SETPIPE_SZ is done by perl (perl-base is Essential in Debian,
 // and the agent image names it), given the agent's end of the pipe: the size belongs to the
-// pipe, whoever sets it. The kernel may refuse: above
-// /proc/sys/fs/pipe-max-size, or once the user's pipes exceed fs.pipe-user-pages-soft, both
-// without CAP_SYS_RESOURCE, which the agent does not have. The capture then goes on at
+// pipe, whoever sets it. The kernel may refuse: above /proc/sys/fs/pipe-max-size, or once
+// the user's pipes exceed fs.pipe-user-pages-soft, both without CAP_SYS_RESOURCE, which the
+// agent does not have. The capture then goes on at
 // 64 KiB, costing CPU, not packets.
 import { spawn } from 'node:child_process';
 

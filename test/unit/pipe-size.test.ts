@@ -82,4 +82,8 @@ t.test('the node budget: reservations up to the limit, then none until one is re
   b.release(1024 * 1024);
   t.ok(b.reserve(1024 * 1024), 'room again once a capture ended');
   t.notOk(new PipeBudget(0).reserve(1024 * 1024), '--max-pipe-bytes=0 grows none');
+  const rounded = new PipeBudget(1024 * 1024);
+  t.ok(rounded.reserve(200_000));
+  rounded.settle(200_000, 256 * 1024);
+  t.equal(rounded.bytes, 256 * 1024, 'what the kernel gave counts, not what was asked');
 });
