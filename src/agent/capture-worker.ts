@@ -48,8 +48,6 @@ export interface WorkerStats {
   kernelDrops: number;
   firstPacketAt: number | undefined;
   restarts: number;
-  /** Capacity of the pipe from tcpdump once grown for a busy capture; 0 while it has the default. */
-  pipeBytes: number;
   /** Set while tcpdump keeps failing, and for good once the worker gave up (disk full). */
   error: string | undefined;
 }
@@ -123,7 +121,7 @@ export declare interface CaptureWorker {
 
 export class CaptureWorker extends EventEmitter {
   readonly file: RotatingPcapFile;
-  readonly stats: WorkerStats = { packets: 0, bytes: 0, kernelDrops: 0, firstPacketAt: undefined, restarts: 0, pipeBytes: 0, error: undefined };
+  readonly stats: WorkerStats = { packets: 0, bytes: 0, kernelDrops: 0, firstPacketAt: undefined, restarts: 0, error: undefined };
   private child: ChildProcess | undefined;
   private stopping = false;
   private gaveUp = false;
@@ -463,7 +461,6 @@ export class CaptureWorker extends EventEmitter {
           }
           budget.settle(want, size);
           pipeReserved = size;
-          this.stats.pipeBytes = size;
         }, (err: Error) => {
           budget.release(want);
           this.pipeRefused = err.message;
@@ -477,7 +474,6 @@ export class CaptureWorker extends EventEmitter {
         finished = true;
         if (pipeReserved > 0) this.opts.pipes?.release(pipeReserved);
         pipeReserved = 0;
-        this.stats.pipeBytes = 0;
         clearInterval(signalTimer);
         clearInterval(ageTimer);
         this.child = undefined;

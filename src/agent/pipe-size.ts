@@ -9,8 +9,7 @@
 // and the agent image names it), given the agent's end of the pipe: the size belongs to the
 // pipe, whoever sets it. The kernel may refuse: above /proc/sys/fs/pipe-max-size, or once
 // the user's pipes exceed fs.pipe-user-pages-soft, both without CAP_SYS_RESOURCE, which the
-// agent does not have. The capture then goes on at
-// 64 KiB, costing CPU, not packets.
+// agent does not have. The capture then goes on at 64 KiB, costing CPU, not packets.
 import { spawn } from 'node:child_process';
 
 /** Linux's fcntl commands (F_LINUX_SPECIFIC_BASE + 7 and + 8, the same on every architecture). */
