@@ -6,9 +6,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import '../../src/gateway/decorators.js';
 import { inDownloadSlot, pinForDownload } from '../../src/gateway/download-session.js';
 import { storedZipLength } from '../../src/gateway/zip-length.js';
-import { CLIENT_GONE, zipStream, type ZipSource } from '../../src/gateway/zip-stream.js';
+import { CLIENT_GONE, deflatedZipStream, StoredZipSender, type ZipSource } from '../../src/gateway/zip-stream.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { Readable } from 'node:stream';
+import { pushBodyOf } from '../../src/gateway/push-body.js';
 import type { MissingNode } from '../../src/gateway/capture-files.js';
 import { notFound } from '../../src/http/status.js';
 
@@ -56,23 +57,43 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
     const length = compression === 'store' ? storedZipLength(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))) : undefined;
     const m = app.gatewayMetrics;
     request.log.info({ user: request.caller?.username, namespace, name, files: sources.length, nodes: nodes.map((n) => n.node), ...(missing.length > 0 ? { missing: missing.map((m) => m.node) } : {}) }, partial ? 'streaming a partial files.zip' : 'streaming files.zip');
-    const zip = zipStream(sources, {
-      deflate: compression === 'deflate',
+    const opts = {
       length,
-      onBytes: (n) => m.bytesStreamed.inc(n),
-      onError: (err) => {
+      onBytes: (n: number) => m.bytesStreamed.inc(n),
+      onError: (err: Error) => {
         m.downloads.inc({ result: 'aborted' });
         if (err.message !== CLIENT_GONE) m.agentErrors.inc({ operation: 'stream' });
         request.log.warn({ namespace, name, err: err.message }, 'files.zip aborted');
       },
-    });
-    zip.once('end', () => m.downloads.inc({ result: 'complete' }));
-    if (length !== undefined) reply.header('content-length', String(length));
-    return reply
-      .header('content-type', 'application/zip')
-      .header('content-disposition', 'attachment; filename=files.zip')
-      .header('cache-control', 'no-store')
-      .send(zip);
+    };
+    const headers = {
+      'content-type': 'application/zip',
+      'content-disposition': 'attachment; filename=files.zip',
+      'cache-control': 'no-store',
+    };
+    if (compression === 'deflate') {
+      const zip = deflatedZipStream(sources, opts);
+      zip.once('end', () => m.downloads.inc({ result: 'complete' }));
+      return reply.headers(headers).send(zip);
+    }
+    const zip = new StoredZipSender(sources, opts);
+    // An agent failing on the first file is still answered with a status (a 502 naming it).
+    await zip.openFirst();
+    // The zip's bytes go out through reused chunks with their write callbacks (chunk-writer.ts),
+    // outside fastify's reply; the request's hooks (metrics, logs) still see it end.
+    reply.hijack();
+    const res = reply.raw;
+    try {
+      for (const [header, value] of Object.entries(reply.getHeaders())) if (value !== undefined) res.setHeader(header, value);
+      res.writeHead(200, { ...headers, 'content-length': String(length) });
+      await zip.send(res);
+      m.downloads.inc({ result: 'complete' });
+    } catch (err) {
+      zip.fail(err instanceof Error ? err : new Error(String(err)));
+      // Headers are out: cutting the connection is the only way to say "incomplete".
+      res.destroy();
+    }
+    return reply;
   }
 }
 
@@ -89,6 +110,6 @@ function missingManifest(namespace: string, name: string, missing: MissingNode[]
     name: MISSING_ENTRY,
     modified: new Date(),
     size: bytes.length,
-    open: async () => ({ body: Readable.from([bytes]), length: bytes.length }),
+    open: async () => ({ body: pushBodyOf(Readable.from([bytes])), length: bytes.length }),
   };
 }

@@ -5,11 +5,14 @@
 // namespace: a token alone opens no agent (docs/security.md).
 import { readFile, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { Agent, request, type Dispatcher } from 'undici';
 import { etagOf } from '../pcap/file-names.js';
 import { ReloadingAgent } from '../tls/reloading-agent.js';
 import type { AgentEndpoint } from './agent-directory.js';
+import { FileGetPool, type FileResponse } from './file-get.js';
+import type { PushBody } from './push-body.js';
 import { InvalidListingError, isCaptureFileName, parseListing, parsePin, type AgentFile, type AgentPin } from './agent-listing.js';
 
 export type { AgentFile, AgentPin } from './agent-listing.js';
@@ -36,18 +39,30 @@ export interface AgentClientOptions {
   idleTimeoutMs?: number;
 }
 
+/** An error answer's body is read this far for its message. */
+const ERROR_BODY_BYTES = 64 * 1024;
+
 export class AgentClient {
   private readonly https: ReloadingAgent;
+  /** File bodies (the bulk of a download) go through a leaner client than undici (file-get.ts). */
+  private files: FileGetPool | undefined;
   private token: { value: string; mtimeMs: number } | undefined;
 
   constructor(private readonly opts: AgentClientOptions) {
-    // The agents' CA and the gateway's client certificate follow their Secret's files.
-    this.https = new ReloadingAgent({ caFile: opts.caFile, certFile: opts.certFile, keyFile: opts.keyFile }, ({ ca, cert, key }) => new Agent({
-      connect: { ca, cert, key, servername: opts.serverName, rejectUnauthorized: true },
-      headersTimeout: opts.timeoutMs,
-      bodyTimeout: opts.idleTimeoutMs ?? 120_000,
-      keepAliveTimeout: 30_000,
-    }), { what: 'agents\' CA and the gateway\'s client certificate', log: opts.log });
+    const idleTimeoutMs = opts.idleTimeoutMs ?? 120_000;
+    const keepAliveMs = 30_000;
+    // The agents' CA and the gateway's client certificate follow their Secret's files: both
+    // clients are rebuilt from them, and connections made with the old ones end with their use.
+    this.https = new ReloadingAgent({ caFile: opts.caFile, certFile: opts.certFile, keyFile: opts.keyFile }, ({ ca, cert, key }) => {
+      this.files?.close();
+      this.files = new FileGetPool(createSecureContext({ ca, cert, key }), { headersTimeoutMs: opts.timeoutMs, idleTimeoutMs, keepAliveMs, maxIdlePerAgent: 2 });
+      return new Agent({
+        connect: { ca, cert, key, servername: opts.serverName, rejectUnauthorized: true },
+        headersTimeout: opts.timeoutMs,
+        bodyTimeout: idleTimeoutMs,
+        keepAliveTimeout: keepAliveMs,
+      });
+    }, { what: 'agents\' CA and the gateway\'s client certificate', log: opts.log });
   }
 
   /** The projected token file is rotated by the kubelet: re-read it whenever it changes. */
@@ -79,13 +94,22 @@ export class AgentClient {
     }
     if (res.statusCode >= 300) {
       const text = await res.body.text().catch(() => '');
-      let message = text.slice(0, 300);
-      try {
-        message = (JSON.parse(text) as { message?: string }).message ?? message;
-      } catch {
-        // not a Status object: keep the text
-      }
-      throw new AgentError(ep.node, `${method} ${path} answered ${res.statusCode}: ${message}`, res.statusCode);
+      throw new AgentError(ep.node, `${method} ${path} answered ${res.statusCode}: ${statusMessage(text)}`, res.statusCode);
+    }
+    return res;
+  }
+
+  /** A file's GET through the file client: its answer's head, the body still to be pumped. */
+  private async getFile(ep: AgentEndpoint, path: string, signal: AbortSignal | undefined, headers: Record<string, string>): Promise<FileResponse> {
+    let res: FileResponse;
+    try {
+      res = await this.files!.get({ host: ep.address, port: ep.port, servername: this.opts.serverName }, path, { ...headers, authorization: `Bearer ${await this.bearer()}` }, signal);
+    } catch (err) {
+      throw new AgentError(ep.node, `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`.trim());
+    }
+    if (res.status >= 300) {
+      const text = await res.body.text(ERROR_BODY_BYTES).catch(() => '');
+      throw new AgentError(ep.node, `GET ${path} answered ${res.status}: ${statusMessage(text)}`, res.status);
     }
     return res;
   }
@@ -125,27 +149,20 @@ export class AgentClient {
     }
   }
 
-  /** The file's bytes as a stream that errors if the transfer is cut short. */
-  async open(ep: AgentEndpoint, namespace: string, name: string, file: string, signal?: AbortSignal): Promise<{ body: Readable; length: number | undefined }> {
-    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files/${enc(file)}`, signal);
-    const len = Number(res.headers['content-length']);
-    return { body: res.body, length: Number.isFinite(len) ? len : undefined };
-  }
-
   /**
    * A pinned file's bytes: exactly the listed file at its listed size, or an error before
    * any of it is used. The agent's ETag must be the listed identity and its length the
    * listed size; If-Match makes the agent refuse anything else as well.
    */
-  async openPinned(ep: AgentEndpoint, namespace: string, name: string, pin: string, file: AgentFile, signal?: AbortSignal): Promise<{ body: Readable; length: number }> {
+  async openPinned(ep: AgentEndpoint, namespace: string, name: string, pin: string, file: AgentFile, signal?: AbortSignal): Promise<{ body: PushBody; length: number }> {
     const etag = etagOf(file.identity);
-    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}/files/${enc(file.name)}`, signal, { 'if-match': etag });
-    const length = Number(res.headers['content-length']);
-    if (res.headers.etag !== etag || length !== file.size) {
+    const res = await this.getFile(ep, `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}/files/${enc(file.name)}`, signal, { 'if-match': etag });
+    const got = res.headers.get('etag');
+    if (got !== etag || res.length !== file.size) {
       res.body.destroy();
-      throw new AgentError(ep.node, `pinned ${file.name} came as ${String(res.headers.etag)} with ${String(res.headers['content-length'])} bytes, not as listed (${etag}, ${file.size} bytes)`);
+      throw new AgentError(ep.node, `pinned ${file.name} came as ${String(got)} with ${res.length} bytes, not as listed (${etag}, ${file.size} bytes)`);
     }
-    return { body: res.body, length };
+    return { body: res.body, length: res.length };
   }
 
   /** The pin's files on this node as one time-ordered pcapng (src/agent/node-pcapng.ts); its length is not known ahead. */
@@ -183,8 +200,20 @@ export class AgentClient {
   }
 
   async close(): Promise<void> {
+    this.files?.close();
     await this.https.close();
   }
+}
+
+/** An agent's error answer: the message of its Status object, or the start of its text. */
+function statusMessage(text: string): string {
+  try {
+    const message = (JSON.parse(text) as { message?: unknown }).message;
+    if (typeof message === 'string') return message;
+  } catch {
+    // not a Status object: keep the text
+  }
+  return text.slice(0, 300);
 }
 
 const enc = encodeURIComponent;

@@ -1,13 +1,15 @@
-// files.zip as a stream: one agent file at a time is read into the archive, so memory stays
-// flat whatever the capture's size, and back-pressure runs end to end (a slow client slows
-// the archive, which slows the read from the agent). Any failure destroys the stream; the
-// HTTP layer then cuts the connection, so the client sees a truncated transfer rather than
-// a valid-looking zip that silently lacks files.
+// files.zip, one agent file at a time read into the archive, so memory stays flat whatever
+// the capture's size, and back-pressure runs end to end (a slow client slows the archive,
+// which slows the read from the agent). Any failure after the first byte cuts the
+// connection, so the client sees a truncated transfer rather than a valid-looking zip that
+// silently lacks files.
 import { once } from 'node:events';
-import { pipeline, Readable, Transform } from 'node:stream';
+import { pipeline, Readable, Transform, type Writable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { ZipArchive } from 'archiver';
+import { ChunkWriter } from './chunk-writer.js';
 import { useNativeCrc32 } from './native-crc32.js';
+import { streamOf, type PushBody } from './push-body.js';
 import { StoredZipWriter } from './stored-zip.js';
 import { forceZip64 } from './zip-length.js';
 
@@ -19,13 +21,17 @@ export interface ZipSource {
   modified: Date;
   /** Expected size when known; a shorter transfer is an error. */
   size?: number;
-  open(signal: AbortSignal): Promise<{ body: Readable; length: number | undefined }>;
+  open(signal: AbortSignal): Promise<OpenedBody>;
   /** Called once the entry is in the archive (e.g. to release what held its file). */
   done?: () => void;
 }
 
+export interface OpenedBody {
+  body: PushBody;
+  length: number | undefined;
+}
+
 export interface ZipOptions {
-  deflate: boolean;
   /**
    * The archive's exact size, promised to the client (Content-Length): a byte more is never
    * sent and a byte short is an error, so a mismatch cuts the connection (zip-length.ts).
@@ -36,89 +42,132 @@ export interface ZipOptions {
 }
 
 /**
- * An agent's body arrives in TLS reads of at most 16 KiB; gathered into writes of this size
+ * An agent's body arrives in TLS records of at most 16 KiB; gathered into chunks of this size
  * the client's TLS stream takes a quarter of the writes. Measured (bench:download, 2 GiB):
  * gateway CPU per GiB 1.76 s with 16 KiB writes, 1.64 with 64 KiB; 128 KiB saved little more
- * and took the gateway's peak RSS from 148 to 159 MB (its target is 150). One such buffer
- * per download in flight.
+ * and took the gateway's peak RSS from 148 to 159 MB (its target is 150).
  */
 const WRITE_BYTES = 64 * 1024;
+/** Per download: one chunk filling, two in flight to the client. */
+const WRITE_CHUNKS = 3;
 
 /** The error a download ends with when its client went away. */
 export const CLIENT_GONE = 'client gone';
 
-export function zipStream(sources: ZipSource[], opts: ZipOptions): Readable {
-  return opts.deflate ? deflatedZip(sources, opts) : storedZip(sources, opts);
-}
-
 /**
- * A stored zip (the default): one generator reads each agent's body, passes its chunks on as
- * they are (CRC-32 taken on the way, natively) and writes the headers around them
- * (stored-zip.ts). One stage per chunk instead of archiver's five: at several hundred MiB/s,
- * per-chunk stream overhead was the gateway's largest cost after TLS (bench:download).
+ * A stored zip (the default), written straight to the response. Each agent's body is pushed
+ * in (push-body.ts) and copied once into a reused chunk (chunk-writer.ts), whose CRC-32 is
+ * taken natively before it is written; the headers around it are stored-zip.ts's. When both
+ * chunks in flight are still with the client, the agent's socket is paused until one comes
+ * back: no stream stage, promise or allocation per TLS record (docs/downloads.md, "Throughput").
  */
-function storedZip(sources: ZipSource[], opts: ZipOptions): Readable {
-  const abort = new AbortController();
-  const promise = new SentLength(opts);
-  const counted = (b: Buffer): Buffer => {
-    promise.count(b.length);
-    return b;
-  };
-  async function* archive(): AsyncGenerator<Buffer> {
-    const zip = new StoredZipWriter(forceZip64(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
-    for (const src of sources) {
-      abort.signal.throwIfAborted();
-      const { body, length } = await src.open(abort.signal);
-      const expected = length ?? src.size;
-      yield counted(zip.localHeader(src.name, src.modified));
-      let crc = 0;
+export class StoredZipSender {
+  private readonly abort = new AbortController();
+  private readonly promise: SentLength;
+  private first: OpenedBody | undefined;
+  /** The body being read, resumed when a chunk is free. */
+  private reading: PushBody | undefined;
+
+  constructor(private readonly sources: ZipSource[], private readonly opts: ZipOptions) {
+    this.promise = new SentLength(opts);
+  }
+
+  /**
+   * Opens the first entry's body, writing nothing: a failure here comes before the response's
+   * head, so the caller can still answer it with an error status.
+   */
+  async openFirst(): Promise<void> {
+    const src = this.sources[0];
+    if (src && !this.first) this.first = await src.open(this.abort.signal);
+  }
+
+  /** Writes the whole zip to `out` and ends it; rejects on any failure (the caller then cuts the connection). */
+  async send(out: Writable): Promise<void> {
+    const onClose = (): void => {
+      if (!out.writableFinished) this.fail(new Error(CLIENT_GONE));
+    };
+    out.once('close', onClose);
+    try {
+      if (out.destroyed) throw new Error(CLIENT_GONE);
+      await this.archive(out);
+    } catch (err) {
+      const e = this.abort.signal.aborted ? (this.abort.signal.reason as Error) : err instanceof Error ? err : new Error(String(err));
+      this.fail(e);
+      throw e;
+    } finally {
+      out.removeListener('close', onClose);
+    }
+  }
+
+  /** Gives up: the body being read is cut, and the error reported once. */
+  fail(err: Error): void {
+    if (this.abort.signal.aborted) return;
+    this.abort.abort(err);
+    this.first?.body.destroy(err);
+    this.reading?.destroy(err);
+    this.opts.onError?.(err);
+  }
+
+  private async archive(out: Writable): Promise<void> {
+    const zip = new StoredZipWriter(forceZip64(this.sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
+    let crc = 0;
+    const writer = new ChunkWriter(out, {
+      chunkBytes: WRITE_BYTES,
+      chunks: WRITE_CHUNKS,
+      onChunk: (data) => {
+        crc = crc32(data, crc);
+      },
+      onWrite: (n) => this.promise.count(n),
+      onRoom: () => this.reading?.resume(),
+    });
+    for (const src of this.sources) {
+      this.abort.signal.throwIfAborted();
+      const opened = this.first ?? (await src.open(this.abort.signal));
+      this.first = undefined;
+      const { body } = opened;
+      const expected = opened.length ?? src.size;
       let received = 0;
       try {
-        let held: Buffer[] = [];
-        let heldBytes = 0;
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          crc = crc32(chunk, crc);
-          received += chunk.length;
-          held.push(chunk);
-          heldBytes += chunk.length;
-          if (heldBytes >= WRITE_BYTES) {
-            yield counted(held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes));
-            held = [];
-            heldBytes = 0;
-          }
-        }
-        if (heldBytes > 0) yield counted(Buffer.concat(held, heldBytes));
+        this.abort.signal.throwIfAborted();
+        writer.writeOwned(zip.localHeader(src.name, src.modified));
+        crc = 0;
+        this.reading = body;
+        await body.pump((view) => {
+          received += view.length;
+          if (expected !== undefined && received > expected) throw shortBody(src.name, received, expected);
+          return writer.add(view);
+        });
+        writer.flush();
       } finally {
+        this.reading = undefined;
         body.destroy();
       }
       const short = shortBody(src.name, received, expected);
       if (short) throw short;
-      yield counted(zip.descriptor(crc, received));
+      writer.writeOwned(zip.descriptor(crc, received));
+      if (writer.error) throw writer.error;
       src.done?.();
     }
-    yield counted(zip.end());
-    const broken = promise.broken();
+    writer.writeOwned(zip.end());
+    const broken = this.promise.broken();
     if (broken) throw broken;
+    // A response whose connection closes never finishes: the close (send's listener) aborts.
+    const signal = this.abort.signal;
+    signal.throwIfAborted();
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => reject(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      out.end(() => {
+        signal.removeEventListener('abort', onAbort);
+        if (writer.error) reject(writer.error);
+        else resolve();
+      });
+    });
   }
-  const out = Readable.from(archive(), { objectMode: false, highWaterMark: 16 * 1024 });
-  out.on('error', (err) => {
-    if (abort.signal.aborted) return;
-    abort.abort(err);
-    opts.onError?.(err);
-  });
-  // The client went away (the HTTP layer destroys what it was sending): the agent's body is
-  // cut at once, even while the generator waits for its next chunk.
-  out.on('close', () => {
-    if (out.readableEnded || abort.signal.aborted) return;
-    const gone = new Error(CLIENT_GONE);
-    abort.abort(gone);
-    opts.onError?.(gone);
-  });
-  return out;
 }
 
-/** A deflated zip (?compression=deflate), through archiver. */
-function deflatedZip(sources: ZipSource[], opts: ZipOptions): Readable {
+/** A deflated zip (?compression=deflate), through archiver, as a stream. */
+export function deflatedZipStream(sources: ZipSource[], opts: ZipOptions): Readable {
   const archive = new ZipArchive({
     store: false,
     zlib: { level: 6 },
@@ -165,7 +214,7 @@ function deflatedZip(sources: ZipSource[], opts: ZipOptions): Readable {
     for (const src of sources) {
       if (abort.signal.aborted) return;
       const { body, length } = await src.open(abort.signal);
-      const checked = lengthChecked(body, src.name, length ?? src.size);
+      const checked = lengthChecked(streamOf(body), src.name, length ?? src.size);
       const failed = new Promise<never>((_, reject) => checked.once('error', reject));
       failed.catch(() => undefined);
       archive.append(checked, { name: src.name, date: src.modified, store: false });
