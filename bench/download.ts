@@ -115,11 +115,11 @@ ${upstreams}
     listen 127.0.0.1:${proxyPort} ssl;
     ssl_certificate ${pki.gateway.certFile};
     ssl_certificate_key ${pki.gateway.keyFile};
-    # Streamed, as the gateway streams: nothing buffered to disk or whole in memory, and the
-    # same 16 KiB buffers the gateway's pipeline moves bytes in.
+    # Streamed, as the gateway streams: nothing buffered to disk or whole in memory, in the
+    # 64 KiB writes the gateway sends its client (with 16 KiB buffers nginx was ~6% slower).
     proxy_buffering off;
-    proxy_buffer_size 16k;
-    proxy_buffers 8 16k;
+    proxy_buffer_size 64k;
+    proxy_buffers 8 64k;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_set_header Authorization "Bearer ${agentToken}";
