@@ -131,8 +131,8 @@ class Connection {
   private readonly socket: TLSSocket;
   private phase: Phase = 'head';
   private used = false;
-  private head: Buffer[] = [];
-  private headBytes = 0;
+  /** The answer's head so far (the read buffer is reused, so it is kept as a copy). */
+  private head: Buffer | undefined;
   /** The exchange in progress. */
   private current: Exchange | undefined;
 
@@ -163,8 +163,7 @@ class Connection {
     this.phase = 'head';
     const exchange = new Exchange(this, reused, signal);
     this.current = exchange;
-    this.head = [];
-    this.headBytes = 0;
+    this.head = undefined;
     this.socket.setTimeout(this.opts.headersTimeoutMs);
     this.socket.write(request);
     this.socket.resume();
@@ -190,18 +189,15 @@ class Connection {
 
   private onHead(x: Exchange, view: Buffer): boolean {
     x.answered = true;
-    this.head.push(Buffer.from(view));
-    this.headBytes += view.length;
-    const all = this.head.length === 1 ? this.head[0]! : Buffer.concat(this.head, this.headBytes);
-    this.head = [all];
+    const all = this.head ? Buffer.concat([this.head, view]) : Buffer.from(view);
     const end = all.indexOf('\r\n\r\n');
+    if ((end < 0 ? all.length : end) > MAX_HEAD_BYTES) throw new FileGetError(`the answer's head is longer than ${MAX_HEAD_BYTES} bytes`);
     if (end < 0) {
-      if (this.headBytes > MAX_HEAD_BYTES) throw new FileGetError(`the answer's head is longer than ${MAX_HEAD_BYTES} bytes`);
+      this.head = all;
       return true;
     }
-    if (end > MAX_HEAD_BYTES) throw new FileGetError(`the answer's head is longer than ${MAX_HEAD_BYTES} bytes`);
     const head = parseHead(all.toString('latin1', 0, end));
-    this.head = [];
+    this.head = undefined;
     this.phase = 'body';
     this.socket.setTimeout(this.opts.idleTimeoutMs);
     const rest = all.subarray(end + 4);
