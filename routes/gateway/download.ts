@@ -77,7 +77,8 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
       return reply.headers(headers).send(zip);
     }
     const zip = new StoredZipSender(sources, opts);
-    // An agent failing on the first file is still answered with a status (a 502 naming it).
+    // A failure on the first file comes before the response's head: the error handler still
+    // answers it with a Status instead of a cut connection.
     await zip.openFirst();
     // The zip's bytes go out through reused chunks with their write callbacks (chunk-writer.ts),
     // outside fastify's reply; the request's hooks (metrics, logs) still see it end.
