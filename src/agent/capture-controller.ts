@@ -25,6 +25,7 @@ import { CaptureTally, TALLY_FILE } from './capture-tally.js';
 import { CaptureWorker } from './capture-worker.js';
 import { SOURCE_RECORD_BYTES } from './file-source.js';
 import { withDeadline } from './deadline.js';
+import { ProcessRecords } from './leftover-tcpdumps.js';
 import { DiskGate } from './disk-gate.js';
 import { FilterChecks } from './filter-checks.js';
 import { InterfaceCache, podKey } from './interface-cache.js';
@@ -100,6 +101,8 @@ const UID_MARKER = '.capture-uid';
 export const CAPTURE_STATE_FILES: ReadonlySet<string> = new Set([UID_MARKER, TALLY_FILE]);
 /** Under the capture directory, for tcpdumps' output channels; no namespace can be called so. */
 export const RUN_DIR = '.run';
+/** Under RUN_DIR: the running tcpdumps' records (leftover-tcpdumps.ts). */
+export const PIDS_DIR = 'tcpdumps';
 /** The work item that removes files of captures that no longer exist. */
 const GC_KEY = '\u0000gc';
 
@@ -147,6 +150,7 @@ export class CaptureController {
   private readonly buffers: BufferBudget;
   private readonly pipes: PipeBudget;
   private readonly gate: DiskGate;
+  private readonly processes: ProcessRecords;
   private readonly fieldManager: string;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
@@ -173,6 +177,7 @@ export class CaptureController {
     this.buffers = new BufferBudget(o.maxBufferedBytes);
     this.pipes = new PipeBudget(o.maxPipeBytes ?? 16 * 1024 * 1024);
     this.gate = new DiskGate(o.diskSlots ?? 4);
+    this.processes = new ProcessRecords(join(o.captureDir, RUN_DIR, PIDS_DIR));
   }
 
   start(): void {
@@ -387,6 +392,7 @@ export class CaptureController {
       gate: this.gate,
       rotationGate: this.o.rotationGate,
       runDir: join(this.o.captureDir, RUN_DIR),
+      processes: this.processes,
       tally: rt.tally,
       buffers: this.buffers,
       pipes: this.pipes,

@@ -23,6 +23,7 @@ import type { DiskGate } from './disk-gate.js';
 import type { BufferBudget, PipeBudget } from './node-budget.js';
 import { resizePipe } from './pipe-size.js';
 import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating-pcap.js';
+import type { ProcessRecords } from './leftover-tcpdumps.js';
 import type { RotationGate } from './rotation-gate.js';
 import { signalWhenParked } from './parked-signal.js';
 import type { CaptureTally } from './capture-tally.js';
@@ -81,6 +82,8 @@ export interface WorkerOptions {
   rotationGate?: RotationGate;
   /** A private directory (0700) for tcpdump's output channels (FIFOs, unlinked once open). */
   runDir: string;
+  /** Where running tcpdumps are recorded, for a later agent to end them (leftover-tcpdumps.ts). */
+  processes?: ProcessRecords;
   /** The capture's count on this node and its limits: every batch is claimed there first. */
   tally?: CaptureTally;
 }
@@ -294,6 +297,14 @@ export class CaptureWorker extends EventEmitter {
       // tcpdump holds the writing end now; ours would keep the channel from ever ending.
       closeSync(channel.writeFd);
       this.child = child;
+      const pid = child.pid;
+      if (pid !== undefined) {
+        try {
+          this.opts.processes?.add(pid);
+        } catch (err) {
+          this.opts.log.warn({ pid, error: (err as Error).message }, 'cannot record tcpdump for a later agent to end (leftover-tcpdumps.ts)');
+        }
+      }
       const arena = new RecordArena();
       const lengthAt = (buf: Buffer, off: number): number => arena.lengthAt(buf, off);
       const buffers = this.opts.buffers;
@@ -477,6 +488,7 @@ export class CaptureWorker extends EventEmitter {
         clearInterval(signalTimer);
         clearInterval(ageTimer);
         this.child = undefined;
+        if (pid !== undefined) void this.opts.processes?.remove(pid);
         void (async () => {
           // The channel ends with the process unless something inherited it; then it is cut.
           await withDeadline(new Promise<void>((r) => (output.readableEnded || output.destroyed ? r() : output.once('close', () => r()))), 1000, 'the channel to close').catch(() => undefined);

@@ -1,7 +1,8 @@
 // Restarts: the agent killed with SIGKILL mid-capture leaves only valid files and goes on
 // in a new file when it is back; the API server restarting mid-capture costs nothing: the
-// capture goes on, the watches recover, and a pod created afterwards is captured.
-import { readFile } from 'node:fs/promises';
+// capture goes on, the watches recover, and a pod created afterwards is captured; the
+// tcpdumps of a killed agent are ended by the next one (src/agent/leftover-tcpdumps.ts).
+import { readdir, readFile } from 'node:fs/promises';
 import t from 'tap';
 import { privateCluster } from '../harness/cluster.js';
 import { allPackets, captureFiles, captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
@@ -74,4 +75,42 @@ t.test('API server restarted mid-capture: capture goes on, watches recover withi
   const log = await readFile(w.agents.get('node-1')!.logFile, 'utf8');
   t.match(log, /watch failed; will resume it|list\/watch failed; will list again/, 'the agent noticed the outage');
   await sender.stop();
+});
+
+/** tcpdumps capturing on a host interface, by pid (zombies are not running). */
+async function tcpdumpsOn(iface: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const [cmd, stat] = await Promise.all([readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => ''), readFile(`/proc/${e}/stat`, 'utf8').catch(() => '')]);
+    const args = cmd.split('\0');
+    if (args.some((a) => a.endsWith('tcpdump')) && args[args.indexOf('-i') + 1] === iface && !/\) Z /.test(stat)) out.push(Number(e));
+  }
+  return out;
+}
+
+t.test('tcpdumps of a killed agent do not run on: the next agent ends them (5 kills in a row)', async (t) => {
+  // Nothing is sent on this pod: its tcpdump never writes to its channel, so it never
+  // learns of the agent's death from SIGPIPE.
+  const quiet = await w.addPod(node, 'quiet-a', { app: 'quiet' });
+  await w.applyCapture('idle', '  selector: app == "quiet"');
+  let survived = 0;
+  for (let i = 0; i < 5; i++) {
+    const [old] = await waitFor(async () => {
+      const pids = await tcpdumpsOn(quiet.hostIface);
+      return pids.length === 1 ? pids : undefined;
+    }, { what: `one tcpdump on ${quiet.hostIface}`, timeoutMs: 20_000 });
+    await w.agents.get('node-1')!.proc.kill();
+    if ((await tcpdumpsOn(quiet.hostIface)).includes(old!)) survived++;
+    await w.startAgent(node);
+    await waitFor(async () => !(await tcpdumpsOn(quiet.hostIface)).includes(old!), { what: `the tcpdump of the killed agent (pid ${old}) to end`, timeoutMs: 20_000 });
+  }
+  t.comment(`${survived} of 5 tcpdumps were still running when their agent was gone`);
+  const left = await waitFor(async () => {
+    const pids = await tcpdumpsOn(quiet.hostIface);
+    return pids.length === 1 ? pids : undefined;
+  }, { what: `the capture of ${quiet.hostIface} to run again`, timeoutMs: 20_000 });
+  t.equal(left.length, 1, 'exactly one tcpdump on the quiet pod\'s interface: the new agent\'s');
+  const log = await readFile(w.agents.get('node-1')!.logFile, 'utf8');
+  if (survived > 0) t.match(log, /ended the tcpdumps an earlier agent left running/, 'the agent says what it ended');
 });
