@@ -84,6 +84,12 @@ export interface CapturePlan {
   problems: string[];
   matchedPods: PodRef[];
   /**
+   * Selected pods that run in the node's own network namespace (hostNetwork): their packets
+   * cannot be told from the node's and every other host-network pod's, so they are never
+   * captured; the node's entry says so (docs/agent.md, "Host-network pods").
+   */
+  hostNetworkPods: string[];
+  /**
    * A filter check or an interface lookup is running right now: the plan will change as soon
    * as it answers, so its status is not worth writing yet (it would say WaitingForTraffic
    * with no tcpdump running).
@@ -108,19 +114,29 @@ function parseTime(s: string | undefined): number | undefined {
   return Number.isNaN(t) ? undefined : t;
 }
 
-/** Pods of this node that the selector picks in the capture's namespace, sorted by name. */
-export function selectedPods(capture: CaptureView, nodeName: string, pods: Iterable<PodView>, matches: (labels: Record<string, string>) => boolean): PodView[] {
+/**
+ * Pods of this node that the selector picks in the capture's namespace, sorted by name;
+ * host-network pods apart (never captured: see CapturePlan.hostNetworkPods).
+ */
+export function selectedPods(capture: CaptureView, nodeName: string, pods: Iterable<PodView>, matches: (labels: Record<string, string>) => boolean): { pods: PodView[]; hostNetwork: PodView[] } {
   const out: PodView[] = [];
+  const host: PodView[] = [];
   for (const pod of pods) {
-    if (pod.namespace !== capture.namespace || pod.nodeName !== nodeName || pod.hostNetwork) continue;
+    if (pod.namespace !== capture.namespace || pod.nodeName !== nodeName) continue;
     if (pod.deleting || pod.phase === 'Succeeded' || pod.phase === 'Failed') continue;
-    if (matches(pod.labels)) out.push(pod);
+    if (matches(pod.labels)) (pod.hostNetwork ? host : out).push(pod);
   }
-  return out.sort((a, b) => a.name.localeCompare(b.name));
+  const byName = (a: PodView, b: PodView): number => a.name.localeCompare(b.name);
+  return { pods: out.sort(byName), hostNetwork: host.sort(byName) };
+}
+
+/** What the node's entry says of the selected host-network pods. */
+export function hostNetworkMessage(pods: string[]): string {
+  return `not captured: ${pods.join(', ')} ${pods.length === 1 ? 'uses' : 'use'} the node's own network (hostNetwork: true), whose packets cannot be told from the node's and other host-network pods', and kube-pcap never captures the node's traffic for a namespace's capture`;
 }
 
 export function planCapture(i: PlanInputs): CapturePlan {
-  const plan: CapturePlan = { phase: 'Active', error: undefined, workers: [], refused: undefined, problems: [], matchedPods: [], settling: false, wakeAt: undefined, bpf: undefined, limits: undefined, finishedBy: undefined };
+  const plan: CapturePlan = { phase: 'Active', error: undefined, workers: [], refused: undefined, problems: [], matchedPods: [], hostNetworkPods: [], settling: false, wakeAt: undefined, bpf: undefined, limits: undefined, finishedBy: undefined };
   const spec = i.capture.spec;
   let selector: ReturnType<typeof parseSelector>;
   let limits: CaptureLimitSpec;
@@ -136,7 +152,9 @@ export function planCapture(i: PlanInputs): CapturePlan {
   const verdict = i.filter(plan.bpf);
   if (verdict.kind === 'invalid') return { ...plan, phase: 'Invalid', error: verdict.message };
 
-  const pods = selectedPods(i.capture, i.nodeName, i.pods, (l) => selector.matches(l));
+  const selected = selectedPods(i.capture, i.nodeName, i.pods, (l) => selector.matches(l));
+  plan.hostNetworkPods = selected.hostNetwork.map((p) => p.name);
+  const pods = selected.pods;
   const refs = pods.filter((p) => p.ip).map((p) => ({ namespace: p.namespace, name: p.name, uid: p.uid, ip: p.ip!, ips: p.ips ?? [p.ip!] }));
   plan.matchedPods = refs;
 
@@ -247,13 +265,16 @@ export function nodeEntry(i: EntryInputs): NodeCaptureStatus | undefined {
     messages = plan.finishedBy ? [plan.finishedBy] : [];
   } else {
     const healthy = i.workers.some((w) => !w.error);
-    if (plan.refused) state = 'Error';
+    // Only host-network pods selected here: nothing will ever be captured on this node.
+    const onlyHostNetwork = plan.hostNetworkPods.length > 0 && plan.matchedPods.length === 0;
+    if (plan.refused || onlyHostNetwork) state = 'Error';
     else if (i.workers.length > 0 && !healthy) state = 'Error';
     else state = i.sawTraffic ? 'Capturing' : 'WaitingForTraffic';
     messages = [...(plan.refused ? [plan.refused] : []), ...workerErrors, ...plan.problems];
-    if (plan.matchedPods.length === 0) messages.push(`no pod on node ${i.nodeName} matches the selector`);
+    if (plan.hostNetworkPods.length > 0) messages.push(hostNetworkMessage(plan.hostNetworkPods));
+    else if (plan.matchedPods.length === 0) messages.push(`no pod on node ${i.nodeName} matches the selector`);
   }
-  const relevant = fatal !== undefined || plan.matchedPods.length > 0 || i.fileNames.length > 0 || i.workers.length > 0 || i.observed !== undefined;
+  const relevant = fatal !== undefined || plan.matchedPods.length > 0 || plan.hostNetworkPods.length > 0 || i.fileNames.length > 0 || i.workers.length > 0 || i.observed !== undefined;
   if (!relevant) return undefined;
   return {
     node: i.nodeName,

@@ -36,6 +36,20 @@ t.test('selects pods of its namespace on this node, by label, and plans one work
   t.equal(plan.phase, 'Active');
   t.same(plan.workers.map((w) => [w.pod.name, w.iface, w.bpf]), [['logging-a', 'cali-logging-a', '(udp and (port 53))'], ['logging-b', 'cali-logging-b', '(udp and (port 53))']]);
   t.same(plan.matchedPods.map((p) => p.name), ['logging-a', 'logging-b']);
+  t.same(plan.hostNetworkPods, ['host'], 'the selected host-network pod is set apart, not captured');
+});
+
+t.test('host-network pods are never captured, and the node says so (Error when they are all it has)', async (t) => {
+  const only = planCapture(inputs({ capture: capture({ selector: 'app == "proxy"' }), pods: [pod('proxy-1', { app: 'proxy' }, { hostNetwork: true, ip: '198.51.100.7' })] }));
+  t.same(only.workers, [], 'no tcpdump on the node\'s interfaces');
+  const entry = nodeEntry({ nodeName: NODE, directory: '/d', plan: only, workers: [], sawTraffic: false, fileNames: [], observed: undefined });
+  t.equal(entry?.state, 'Error', 'nothing will ever be captured on this node: an error, not a wait');
+  t.match(entry?.message, /not captured: proxy-1 uses the node's own network \(hostNetwork: true\)/);
+  const mixed = planCapture(inputs({ capture: capture({ selector: 'app == "proxy"' }), pods: [pod('proxy-1', { app: 'proxy' }, { hostNetwork: true }), pod('proxy-2', { app: 'proxy' })] }));
+  t.same(mixed.workers.map((w) => w.pod.name), ['proxy-2'], 'the other pods are captured');
+  const mixedEntry = nodeEntry({ nodeName: NODE, directory: '/d', plan: mixed, workers: [{ pod: 'proxy-2', iface: 'cali-proxy-2', packets: 1, bytes: 60, kernelDrops: 0, error: undefined }], sawTraffic: true, fileNames: ['proxy-2_cali-proxy-2.pcap'], observed: undefined });
+  t.equal(mixedEntry?.state, 'Capturing');
+  t.match(mixedEntry?.message, /not captured: proxy-1 uses/);
 });
 
 t.test('invalid selectors and filters are spec errors; a pending check is neither error nor capture', async (t) => {
