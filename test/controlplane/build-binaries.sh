@@ -17,55 +17,8 @@ K8S_OUT="$CACHE/bin/kubernetes-v$K8S_VERSION"
 ETCD_OUT="$CACHE/bin/etcd-v$ETCD_VERSION"
 OUT="$CACHE/bin/control-plane-v$K8S_VERSION-etcd-v$ETCD_VERSION"
 
-log() { printf '[control-plane] %s\n' "$*" >&2; }
-
-# go build is silent for minutes on a cold cache: say that it is still working.
-with_progress() {
-  local what="$1"; shift
-  local started=$SECONDS
-  ( while sleep 20; do log "... still $what ($((SECONDS - started)) s)"; done ) &
-  local ticker=$!
-  local status=0
-  "$@" || status=$?
-  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
-  return "$status"
-}
-need_go() { command -v go >/dev/null || { log "go is needed to build $1 (or set KUBEBUILDER_ASSETS)"; exit 1; }; }
-
-# build_k8s <cmd>...: builds k8s.io/kubernetes/cmd/<cmd> into $K8S_OUT.
-build_k8s() {
-  need_go "$*"
-  local work; work="$(mktemp -d "${TMPDIR:-/tmp}/kube-pcap-build.XXXXXX")"
-  (
-    trap 'rm -rf "$work"' EXIT
-    cd "$work"
-    export GOFLAGS="-mod=mod" CGO_ENABLED=0
-    go mod init kube-pcap-controlplane >/dev/null 2>&1
-    go mod download "k8s.io/kubernetes@v$K8S_VERSION"
-    local modfile staging gover
-    modfile="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/v$K8S_VERSION.mod"
-    staging="v0.${K8S_VERSION#1.}"
-    gover="$(awk '$1=="go"{print $2; exit}' "$modfile")"
-    {
-      printf 'module kube-pcap-controlplane\n\ngo %s\n\nrequire k8s.io/kubernetes v%s\n\n' "$gover" "$K8S_VERSION"
-      awk -v v="$staging" '$2=="=>" && $3 ~ /^\.\/staging\// {print "replace " $1 " => " $1 " " v}' "$modfile"
-    } > go.mod
-    {
-      printf '//go:build tools\n\npackage tools\n\nimport (\n'
-      for c in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
-      printf ')\n'
-    } > tools.go
-    log "resolving k8s.io/kubernetes v$K8S_VERSION (staging modules at $staging)"
-    with_progress "downloading Kubernetes modules" go mod tidy >&2
-    local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$K8S_VERSION") -X k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
-    mkdir -p "$K8S_OUT"
-    for c in "$@"; do
-      log "building $c v$K8S_VERSION (the first time: about 5 minutes; cached afterwards)"
-      with_progress "building $c" go build -trimpath -ldflags "$ldflags" -o "$K8S_OUT/$c.tmp" "k8s.io/kubernetes/cmd/$c"
-      mv "$K8S_OUT/$c.tmp" "$K8S_OUT/$c"
-    done
-  )
-}
+LOG_TAG=control-plane
+source "$(dirname "$0")/../lib-build.sh"
 
 build_etcd() {
   need_go etcd
@@ -95,7 +48,7 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
   done
   if [[ -x "$KUBEBUILDER_ASSETS/kubectl" ]]; then echo "$KUBEBUILDER_ASSETS"; exit 0; fi
   # Asset bundles do not always ship kubectl: build only that, never write into the bundle.
-  [[ -x "$K8S_OUT/kubectl" ]] || build_k8s kubectl
+  [[ -x "$K8S_OUT/kubectl" ]] || build_k8s "$K8S_OUT" kubectl
   dir="$CACHE/bin/assets-$(printf '%s' "$KUBEBUILDER_ASSETS" | sha256sum | cut -c1-12)"
   link_into "$dir" "$KUBEBUILDER_ASSETS/kube-apiserver" "$KUBEBUILDER_ASSETS/etcd" "$K8S_OUT/kubectl"
   echo "$dir"; exit 0
@@ -103,7 +56,7 @@ fi
 
 missing=()
 for c in kube-apiserver kubectl; do [[ -x "$K8S_OUT/$c" ]] || missing+=("$c"); done
-(( ${#missing[@]} == 0 )) || build_k8s "${missing[@]}"
+(( ${#missing[@]} == 0 )) || build_k8s "$K8S_OUT" "${missing[@]}"
 [[ -x "$ETCD_OUT/etcd" ]] || build_etcd
 link_into "$OUT" "$K8S_OUT/kube-apiserver" "$ETCD_OUT/etcd" "$K8S_OUT/kubectl"
 echo "$OUT"

@@ -54,6 +54,14 @@ export interface ControlPlaneOptions {
   binDir?: string;
   /** More kube-apiserver flags (e.g. OIDC), for a control plane of the test's own. */
   extraApiServerArgs?: string[];
+  /**
+   * A control plane for real nodes (test/cluster): Node and RBAC authorization with the
+   * NodeRestriction admission plugin, the `kubernetes` Service's endpoints kept by the API
+   * server itself, services from this range (its first address is in the serving
+   * certificate), and a client certificate for the kubelets' API (logs, exec, port-forward)
+   * that checks their serving certificates against the cluster CA.
+   */
+  forNodes?: { serviceCidr: string; serviceIp: string };
 }
 
 /** The directory with the binaries: KUBE_PCAP_CONTROL_PLANE_BIN, else build/find them. */
@@ -101,7 +109,7 @@ export class ControlPlane {
         commonName: 'kube-apiserver',
         usage: 'server',
         dnsNames: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc'],
-        ipAddresses: ['127.0.0.1', '10.96.0.1', ...extra],
+        ipAddresses: ['127.0.0.1', opts.forNodes?.serviceIp ?? '10.96.0.1', ...extra],
       });
       const admin = await issueCertificate(pki, 'admin', ca, {
         commonName: 'kube-pcap-test-admin',
@@ -146,15 +154,16 @@ export class ControlPlane {
         '--tls-private-key-file', serving.keyFile,
         '--client-ca-file', ca.certFile,
         '--token-auth-file', tokenFile,
-        '--authorization-mode', 'RBAC',
+        '--authorization-mode', opts.forNodes ? 'Node,RBAC' : 'RBAC',
         '--service-account-issuer', issuer,
         '--service-account-key-file', saKey,
         '--service-account-signing-key-file', saKey,
-        '--service-cluster-ip-range', '10.96.0.0/16',
+        '--service-cluster-ip-range', opts.forNodes?.serviceCidr ?? '10.96.0.0/16',
         '--allow-privileged=true',
-        // The controller that would repair the "kubernetes" Service endpoints is not run here.
-        '--endpoint-reconciler-type', 'none',
+        // Without nodes, nothing would use the "kubernetes" Service's endpoints.
+        '--endpoint-reconciler-type', opts.forNodes ? 'lease' : 'none',
         '--v', '1',
+        ...(opts.forNodes ? await kubeletClientArgs(pki, ca) : []),
         ...(opts.extraApiServerArgs ?? []),
       ];
       await cp.startEtcd();
@@ -223,6 +232,20 @@ export class ControlPlane {
     await this.etcd?.stop(10_000);
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The API server's side of talking to kubelets, for a control plane with real nodes. */
+async function kubeletClientArgs(pki: string, ca: KeyPair): Promise<string[]> {
+  const kubeletClient = await issueCertificate(pki, 'apiserver-kubelet-client', ca, {
+    commonName: 'kube-apiserver-kubelet-client', organizations: ['system:masters'], usage: 'client',
+  });
+  return [
+    '--enable-admission-plugins', 'NodeRestriction',
+    '--kubelet-client-certificate', kubeletClient.certFile,
+    '--kubelet-client-key', kubeletClient.keyFile,
+    '--kubelet-certificate-authority', ca.certFile,
+    '--kubelet-preferred-address-types', 'InternalIP',
+  ];
 }
 
 function adminKubeconfig(server: string, ca: KeyPair, admin: KeyPair): string {

@@ -16,6 +16,8 @@ export interface OwnedProcessOptions {
   cwd?: string;
   /** Run inside the network namespace of this process id (see netns.ts). */
   netnsPid?: number;
+  /** Run inside the mount namespace of this process id (a test cluster's node, test/cluster). */
+  mntnsPid?: number;
   /** Keep stdout as a pipe instead of logging it (e.g. to read pcap data). */
   pipeStdout?: boolean;
   /**
@@ -33,7 +35,11 @@ export class OwnedProcess {
 
   constructor(readonly command: string, readonly args: string[], readonly opts: OwnedProcessOptions) {
     const prefix = ['--pdeathsig', 'KILL', '--'];
-    const netns = opts.netnsPid !== undefined ? ['nsenter', `--net=/proc/${opts.netnsPid}/ns/net`, '--'] : [];
+    const enter = [
+      ...(opts.netnsPid !== undefined ? [`--net=/proc/${opts.netnsPid}/ns/net`] : []),
+      ...(opts.mntnsPid !== undefined ? [`--mount=/proc/${opts.mntnsPid}/ns/mnt`] : []),
+    ];
+    const netns = enter.length > 0 ? ['nsenter', ...enter, '--'] : [];
     // Dropping privileges keeps the parent-death signal: the kernel clears it only when
     // credentials change to something that is not a subset of the old ones.
     const privileges = opts.privileges ? ['setpriv', ...opts.privileges, '--'] : [];
