@@ -25,6 +25,7 @@ import { CaptureTally, TALLY_FILE } from './capture-tally.js';
 import { CaptureWorker } from './capture-worker.js';
 import { SOURCE_RECORD_BYTES } from './file-source.js';
 import { withDeadline } from './deadline.js';
+import type { CniAddresses } from './cni-addresses.js';
 import { ProcessRecords } from './leftover-tcpdumps.js';
 import { DiskGate } from './disk-gate.js';
 import { FilterChecks } from './filter-checks.js';
@@ -70,6 +71,8 @@ export interface ControllerOptions {
   /** This node's reports (fieldSelector spec.nodeName), to know what the API server holds. */
   reports: Reflector<NodeReport>;
   resolver: InterfaceResolver;
+  /** Pods' addresses from the runtime's CNI result cache, ahead of the API server (cni-addresses.ts). */
+  addresses?: CniAddresses;
   /** At most one report write per capture per this interval. */
   statusIntervalMs: number;
   /** Counters (packets, bytes, drops) move in reports at most once per this interval. */
@@ -119,13 +122,21 @@ interface Runtime {
   tally: CaptureTally;
 }
 
-export function podView(p: Pod): PodView {
+/**
+ * The agent's view of a pod. Its addresses are the kubelet's (status.podIPs); until the
+ * kubelet has reported any, those the runtime's CNI result cache holds for the pod's uid
+ * (cni-addresses.ts), so that a new pod is captured from its first packet.
+ */
+export function podView(p: Pod, runtimeIps?: (uid: string) => string[] | undefined): PodView {
+  const uid = p.metadata?.uid ?? '';
+  let ips = [...new Set([p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => typeof x === 'string' && x !== ''))];
+  if (ips.length === 0 && p.spec?.hostNetwork !== true && uid !== '') ips = runtimeIps?.(uid) ?? [];
   return {
     namespace: p.metadata?.namespace ?? '',
     name: p.metadata?.name ?? '',
-    uid: p.metadata?.uid ?? '',
-    ip: p.status?.podIP ?? p.status?.podIPs?.[0]?.ip,
-    ips: [...new Set([p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => typeof x === 'string' && x !== ''))],
+    uid,
+    ip: ips[0],
+    ips,
     labels: p.metadata?.labels ?? {},
     nodeName: p.spec?.nodeName,
     hostNetwork: p.spec?.hostNetwork === true,
@@ -172,7 +183,12 @@ export class CaptureController {
         for (const [key, e] of this.expressions) if (e === expression) this.queue.add(key);
       },
     });
-    this.interfaces = new InterfaceCache({ resolver: o.resolver, onLookup: () => o.metrics?.interfaceLookup(), onSettled: (pod) => this.enqueueNamespace(pod.namespace) });
+    this.interfaces = new InterfaceCache({
+      resolver: o.resolver,
+      onLookup: () => o.metrics?.interfaceLookup(),
+      onResult: (pod, verdict, ms) => o.log.debug({ pod: `${pod.namespace}/${pod.name}`, ip: pod.ip, ms, ...(verdict.kind === 'found' ? { iface: verdict.iface, via: verdict.via } : { error: verdict.kind === 'failed' ? verdict.error : undefined }) }, verdict.kind === 'found' ? 'pod interface found' : 'pod interface lookup failed; retrying with back-off'),
+      onSettled: (pod) => this.enqueueNamespace(pod.namespace),
+    });
     this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * (o.policy.maxSizeBytes + SOURCE_RECORD_BYTES), captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
     this.buffers = new BufferBudget(o.maxBufferedBytes);
     this.pipes = new PipeBudget(o.maxPipeBytes ?? 16 * 1024 * 1024);
@@ -182,7 +198,11 @@ export class CaptureController {
 
   start(): void {
     this.o.captures.on('change', (_type, obj) => (obj ? this.queue.add(`${obj.metadata.namespace}/${obj.metadata.name}`) : this.enqueueAll()));
-    this.o.pods.on('change', (_type, obj) => (obj?.metadata?.namespace ? this.enqueueNamespace(obj.metadata.namespace) : this.enqueueAll()));
+    this.o.pods.on('change', (type, obj) => {
+      this.o.log.debug({ event: type, pod: obj?.metadata ? `${obj.metadata.namespace}/${obj.metadata.name}` : undefined, ip: obj?.status?.podIP }, 'pod changed');
+      if (obj?.metadata?.namespace) this.enqueueNamespace(obj.metadata.namespace);
+      else this.enqueueAll();
+    });
     this.o.captures.on('synced', () => this.enqueueAll());
     this.o.pods.on('synced', () => this.enqueueAll());
     // A report changed or deleted behind this agent's back is put right.
@@ -192,8 +212,16 @@ export class CaptureController {
     // filter check and no interface lookup that already has an answer.
     this.timers.push(setInterval(() => {
       this.o.log.debug({ captures: this.o.captures.items.size }, 'resync: every capture queued');
+      void this.o.addresses?.rescan().catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read the CNI result cache; pods are captured once the API server has their addresses'));
       this.enqueueAll();
     }, this.o.resyncMs));
+    // A pod's network set up by the runtime: its captures start before the kubelet reports it.
+    this.o.addresses?.on('change', (uids) => {
+      const wanted = new Set(uids);
+      const namespaces = new Set<string>();
+      for (const p of this.o.pods.items.values()) if (p.metadata?.uid && wanted.has(p.metadata.uid) && p.metadata.namespace) namespaces.add(p.metadata.namespace);
+      for (const ns of namespaces) this.enqueueNamespace(ns);
+    });
     this.timers.push(setInterval(() => this.observe(), 5000));
     this.enqueueAll();
   }
@@ -264,6 +292,11 @@ export class CaptureController {
     this.queue.add(GC_KEY);
   }
 
+  private podView(p: Pod): PodView {
+    const addresses = this.o.addresses;
+    return podView(p, addresses && ((uid) => addresses.ipsOf(uid)));
+  }
+
   private enqueueNamespace(namespace: string): void {
     for (const pc of this.o.captures.items.values()) if (pc.metadata.namespace === namespace) this.queue.add(`${namespace}/${pc.metadata.name}`);
   }
@@ -287,6 +320,7 @@ export class CaptureController {
   }
 
   private async reconcile(key: string, pc: PacketCapture, existing: Runtime | undefined): Promise<WorkResult> {
+    const began = Date.now();
     const { namespace, name } = pc.metadata;
     const uid = pc.metadata.uid ?? '';
     const dir = this.o.store.captureDir(namespace, name);
@@ -310,7 +344,7 @@ export class CaptureController {
     const plan = planCapture({
       capture: { namespace, name, uid, spec: pc.spec },
       nodeName: this.o.nodeName,
-      pods: [...this.o.pods.items.values()].map(podView),
+      pods: [...this.o.pods.items.values()].map((p) => this.podView(p)),
       filter: (e) => this.filters.verdict(e),
       iface: (pod) => this.interfaces.lookup(pod),
       now,
@@ -325,6 +359,7 @@ export class CaptureController {
     // never admit workers against the same free slots. A worker whose filter or snap length
     // changed is started again (a pcap file has one snap length).
     const admitted = plan.workers.filter((w) => !rt.workers.has(w.key) || !sameCapture(rt.workers.get(w.key)!, w));
+    this.o.log.debug({ capture: key, phase: plan.phase, pods: plan.matchedPods.length, workers: plan.workers.length, starting: admitted.length, settling: plan.settling, ms: Date.now() - began }, 'reconcile');
     for (let n = 0; n < admitted.length; n++) this.budget.workerStarted();
     await this.converge(key, rt, plan, dir, admitted);
     // With no worker left, the count on disk becomes exact (it runs ahead while writing).
@@ -479,7 +514,7 @@ export class CaptureController {
   private async collectGarbage(): Promise<void> {
     const live = new Set([...this.o.captures.items.values()].map((pc) => `${pc.metadata.namespace}/${pc.metadata.name}`));
     this.filters.retain(new Set(this.expressions.values()));
-    this.interfaces.retain(new Set([...this.o.pods.items.values()].map(podView).filter((p) => p.ip).map((p) => podKey({ uid: p.uid, ip: p.ip! }))));
+    this.interfaces.retain(new Set([...this.o.pods.items.values()].map((p) => this.podView(p)).filter((p) => p.ip).map((p) => podKey({ uid: p.uid, ip: p.ip! }))));
     for (const ns of await readdir(this.o.captureDir).catch(() => [] as string[])) {
       for (const name of await readdir(join(this.o.captureDir, ns)).catch(() => [] as string[])) {
         const key = `${ns}/${name}`;

@@ -18,6 +18,8 @@ export interface InterfaceCacheOptions {
   /** An answer for this pod changed: work on the captures of its namespace. */
   onSettled: (pod: PodRef) => void;
   onLookup?: () => void;
+  /** Each lookup's outcome and duration, for the agent's debug log. */
+  onResult?: (pod: PodRef, verdict: InterfaceVerdict, ms: number) => void;
   baseRetryMs?: number;
   maxRetryMs?: number;
 }
@@ -65,14 +67,20 @@ export class InterfaceCache {
 
   private async resolve(pod: PodRef): Promise<LookOutcome<InterfaceVerdict>> {
     this.o.onLookup?.();
+    const started = Date.now();
     let error: string;
     try {
       const r = await this.o.resolver.resolve(pod);
-      if ('iface' in r) return { answer: { kind: 'found', iface: r.iface, via: r.via } };
+      if ('iface' in r) {
+        const found: InterfaceVerdict = { kind: 'found', iface: r.iface, via: r.via };
+        this.o.onResult?.(pod, found, Date.now() - started);
+        return { answer: found };
+      }
       error = r.error;
     } catch (err) {
       error = (err as Error).message;
     }
+    this.o.onResult?.(pod, { kind: 'failed', error }, Date.now() - started);
     return { retry: () => ({ kind: 'failed', error }) };
   }
 }

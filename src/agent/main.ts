@@ -16,7 +16,8 @@ import { CaptureStore } from './capture-store.js';
 import { CaptureController, PIDS_DIR, RUN_DIR, type ControllerMetrics, type Pod } from './capture-controller.js';
 import { FilePins } from './file-pins.js';
 import { ProcessRecords } from './leftover-tcpdumps.js';
-import { HostInterfaceResolver } from './pod-interface.js';
+import { CniAddresses } from './cni-addresses.js';
+import { CniResultCache, HostInterfaceResolver } from './pod-interface.js';
 import { RotationGate } from './rotation-gate.js';
 
 function agentMetrics(registry: Registry): ControllerMetrics {
@@ -84,6 +85,8 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   });
   // Pins of a run before a restart: kept while their time is not up, the others removed.
   await pins.load();
+  const cniCache = new CniResultCache(config.cniResultsDir);
+  const addresses = new CniAddresses(cniCache, { onError: (err) => log.warn({ dir: config.cniResultsDir, err: err.message }, 'watching the CNI result cache failed; it is read again at every resync') });
   controller = new CaptureController({
     nodeName: config.nodeName,
     captureDir: config.captureDir,
@@ -98,7 +101,8 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     captures,
     pods,
     reports,
-    resolver: new HostInterfaceResolver({ cniResultsDir: config.cniResultsDir }),
+    resolver: new HostInterfaceResolver({ cniResultsDir: config.cniResultsDir, cni: cniCache }),
+    addresses,
     statusIntervalMs: config.statusIntervalMs,
     counterIntervalMs: config.counterIntervalMs,
     resyncMs: config.resyncMs,
@@ -136,6 +140,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     exit.unref();
     void running.stop().finally(() => process.exit(1));
   });
+  await addresses.start().catch((err: Error) => log.warn({ dir: config.cniResultsDir, err: err.message }, 'cannot read the CNI result cache; new pods are captured once the API server has their addresses'));
   captures.start();
   pods.start();
   reports.start();
@@ -146,6 +151,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   } finally {
     // Captures stop, files stay: a restarted agent continues in new files.
     await running.stop();
+    addresses.stop();
     pins.stop();
     log.info('captures stopped');
     await captures.stop();

@@ -123,6 +123,8 @@ export function parseCniCache(file: string, text: string, mtimeMs: number): CniA
 export interface HostInterfaceResolverOptions {
   /** libcni's result cache (mounted read-only from the host); bridge CNIs need it. */
   cniResultsDir: string;
+  /** The reader of that cache, when the agent shares one (cni-addresses.ts reads it too). */
+  cni?: CniResultCache;
   ip?: string;
 }
 
@@ -131,7 +133,7 @@ export class HostInterfaceResolver implements InterfaceResolver {
   private readonly ip: string;
 
   constructor(o: HostInterfaceResolverOptions) {
-    this.cni = new CniResultCache(o.cniResultsDir);
+    this.cni = o.cni ?? new CniResultCache(o.cniResultsDir);
     this.ip = o.ip ?? 'ip';
   }
 

@@ -8,7 +8,7 @@ import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { allPackets, captureFiles, captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
 import { startDnsSender } from '../harness/dns-sender.js';
-import { createPodObject } from '../harness/topology.js';
+import { createPodObject, createScheduledPod } from '../harness/topology.js';
 import { waitFor } from '../harness/wait.js';
 import { reportedEntry } from '../harness/node-reports.js';
 import { readFile, readdir } from 'node:fs/promises';
@@ -31,6 +31,20 @@ t.test('a pod on a bridge is captured on its bridge port, found in the CNI resul
   t.ok(packets.every((p) => p.src === pod.ip || p.dst === pod.ip), 'only the pod\'s traffic');
   const log = await readFile(w.agents.get('node-1')!.logFile, 'utf8');
   t.match(log, new RegExp(`"iface":"${pod.hostIface}","via":"cni-result"`), 'the agent says where it found the interface');
+});
+
+t.test('a new pod is captured from the runtime\'s CNI result, before the API server has its address', async (t) => {
+  await w.applyCapture('early', '  selector: app == "early"\n  filters: [{protocol: UDP, ports: [53]}]');
+  // The Pod as the scheduler leaves it; the runtime then sets up its network (cnitool writes
+  // the result, with the pod's uid, as containerd does) and the kubelet never reports it.
+  const uid = await createScheduledPod(c, { namespace: w.ns, name: 'early-1', node: node1.name, labels: { app: 'early' } });
+  const pod = await w.topo.addBridgedPod(node1, w.ns, 'early-1', { uid });
+  startDnsSender(t, pod, w.dns.ip, 'early', 0, 50, w.logDir);
+  const dir = w.captureDir('node-1', 'early');
+  await waitFor(async () => allPackets(await readCaptureDir(dir)).some((p) => p.src === pod.ip && p.query.startsWith('early-')), { what: 'the new pod\'s queries to be captured', timeoutMs: 20_000 });
+  t.same(await captureFiles(dir), [`early-1_${pod.hostIface}.pcap`], 'on its own bridge port');
+  const status = await c.core.readNamespacedPodStatus({ namespace: w.ns, name: 'early-1' });
+  t.equal(status.status?.podIP, undefined, 'while the API server still has no address for it');
 });
 
 t.test('a forged neighbour entry does not turn one tenant\'s capture onto another tenant\'s pod', async (t) => {

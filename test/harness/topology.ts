@@ -171,7 +171,8 @@ export class Topology {
    * default route is the bridge's address, and libcni writes the attachment's result into
    * the node's CNI result cache (cniResultsDir), with the pod's name in CNI_ARGS.
    */
-  async addBridgedPod(node: TopoNode, namespace: string, name: string): Promise<TopoPod> {
+  /** A pod wired by the bridge plugin through cnitool; `uid` goes into its CNI_ARGS as a runtime puts it. */
+  async addBridgedPod(node: TopoNode, namespace: string, name: string, o: { uid?: string } = {}): Promise<TopoPod> {
     const state = await this.cniState(node);
     const ns = await Netns.create(this.t, `${node.name}-${name}`, this.logDir);
     const cniBin = cniBinDir();
@@ -181,7 +182,7 @@ export class Topology {
       '--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /var/lib && exec "$@"', state.varLib,
       'nsenter', `--net=/proc/${node.ns.pid}/ns/net`, '--', join(cniBin, 'cnitool'), 'add', 'kpt-bridge', `/proc/${ns.pid}/ns/net`,
     ], {
-      env: { ...process.env, CNI_PATH: cniBin, NETCONFPATH: state.netDir, CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${randomBytes(8).toString('hex')}` },
+      env: { ...process.env, CNI_PATH: cniBin, NETCONFPATH: state.netDir, CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=${randomBytes(8).toString('hex')}${o.uid ? `;K8S_POD_UID=${o.uid}` : ''}` },
       timeout: 30_000,
     });
     const result = JSON.parse(stdout) as { interfaces?: { name: string; sandbox?: string }[]; ips?: { address: string }[] };
@@ -247,14 +248,20 @@ export class Topology {
 
 /** The Pod object a kubelet would report: bound to the node, Running, with its IP. */
 export async function createPodObject(c: TestCluster, pod: { namespace: string; name: string; node: string; ip: string; labels: Record<string, string> }): Promise<void> {
-  await c.core.createNamespacedPod({
+  await createScheduledPod(c, pod);
+  await setPodIp(c, pod.namespace, pod.name, pod.ip);
+}
+
+/** A Pod as the scheduler leaves it: bound to its node, no address reported yet. Its uid. */
+export async function createScheduledPod(c: TestCluster, pod: { namespace: string; name: string; node: string; labels: Record<string, string> }): Promise<string> {
+  const created = await c.core.createNamespacedPod({
     namespace: pod.namespace,
     body: {
       metadata: { name: pod.name, labels: pod.labels },
       spec: { nodeName: pod.node, containers: [{ name: 'app', image: 'registry.invalid/app:1' }], automountServiceAccountToken: false },
     },
   });
-  await setPodIp(c, pod.namespace, pod.name, pod.ip);
+  return created.metadata!.uid!;
 }
 
 export async function setPodIp(c: TestCluster, namespace: string, name: string, ip: string): Promise<void> {
