@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests, the demo and the benchmarks use, if missing.
-#   scripts/ensure-system-packages.sh [--with-bench]
+#   scripts/ensure-system-packages.sh [--with-bench] [--with-cluster]
+# --with-cluster: what the real nodes of test/cluster need besides what is built from the Go
+# module proxy: runc (the OCI runtime, with seccomp), iptables (kube-proxy and the bridge
+# plugin), buildah (images from our Dockerfile without a Docker engine) and debootstrap
+# (the Debian base those images start from).
 set -euo pipefail
 
 # command -> Debian package
@@ -10,7 +14,13 @@ declare -A pkg=(
   [unshare]=util-linux [nsenter]=util-linux [ps]=procps [socat]=socat [script]=bsdutils
   [nginx]=nginx-light [perl]=perl-base [stdbuf]=coreutils
 )
-[[ "${1:-}" == "--with-bench" ]] && pkg[iperf3]=iperf3
+for arg in "$@"; do
+  case "$arg" in
+    --with-bench) pkg[iperf3]=iperf3 ;;
+    --with-cluster) pkg[runc]=runc; pkg[iptables]=iptables; pkg[buildah]=buildah; pkg[debootstrap]=debootstrap ;;
+    *) echo "ensure-system-packages: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for cmd in "${!pkg[@]}"; do

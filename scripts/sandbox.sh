@@ -18,7 +18,23 @@ if [[ "${KUBE_PCAP_SANDBOX:-}" != "1" ]]; then
     echo "kube-pcap: the tests and the demo create network namespaces and must run as root (try: sudo -E npm test)" >&2
     exit 1
   fi
-  exec unshare --pid --mount --net --fork --kill-child --mount-proc -- env KUBE_PCAP_SANDBOX=1 bash "$0" "$@"
+  # Not exec'd: once the sandbox is gone, the cgroups the test cluster's kubelets made
+  # (test/cluster, /sys/fs/cgroup/*/kube-pcap-*) are removed, however the run ended. They
+  # belong to the machine's cgroup hierarchies, which no namespace takes away; by now every
+  # process that was in them is dead (the kernel kills a PID namespace's processes with it).
+  trap 'true' INT TERM
+  status=0
+  unshare --pid --mount --net --fork --kill-child --mount-proc -- env KUBE_PCAP_SANDBOX=1 bash "$0" "$@" || status=$?
+  for root in /sys/fs/cgroup/*/kube-pcap-*; do
+    [[ -d "$root" ]] || continue
+    for _ in 1 2 3 4 5; do
+      find "$root" -depth -type d -exec rmdir {} + 2>/dev/null && break
+      [[ -d "$root" ]] || break
+      sleep 0.2
+    done
+    [[ -d "$root" ]] && echo "kube-pcap: could not remove the cgroup $root" >&2
+  done
+  exit "$status"
 fi
 
 # PID 1 of the sandbox from here on.

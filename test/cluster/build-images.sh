@@ -11,11 +11,12 @@
 # Everything is cached outside the repository, keyed by what it is built from: a later run
 # with the same sources prints the directory at once.
 #
-#   test/cluster/build-images.sh <node-bin-dir>   (from build-node.sh, for the pause binary)
+#   test/cluster/build-images.sh <dir>   (a directory with the pause binary: build-node.sh's,
+#                                         or build-node.sh --pause-only's)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-NODE_BIN_DIR="${1:?usage: build-images.sh <node-bin-dir>}"
+NODE_BIN_DIR="${1:?usage: build-images.sh <directory with the pause binary>}"
 CACHE="${KUBE_PCAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-pcap}"
 LOG_TAG=images
 source "$here/../lib-build.sh"
@@ -33,6 +34,15 @@ SUITE=bookworm
 MIRROR="${KUBE_PCAP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 store="$CACHE/buildah"
 bah() { buildah --root "$store/storage" --runroot "$store/run" --storage-driver overlay "$@"; }
+# A build's output goes to a log, shown when it fails: a warm run stays quiet.
+logged() {
+  local what="$1"; shift
+  local logf; logf="$(mktemp "${TMPDIR:-/tmp}/kube-pcap-build-log.XXXXXX")"
+  if ! with_progress "$what" "$@" > "$logf" 2>&1; then
+    log "$what failed:"; tail -n 40 "$logf" >&2; rm -f "$logf"; return 1
+  fi
+  rm -f "$logf"
+}
 
 # Bump when the recipe below changes: the base is rebuilt only then (or for another Node).
 BASE_RECIPE=1
@@ -61,7 +71,7 @@ if ! bah inspect --type image "$BASE" >/dev/null 2>&1; then
   bah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     --env NODE_VERSION="$NODE_VERSION" --env NODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates-build.crt \
     --cmd node "$ctr"
-  bah commit --rm "$ctr" "$BASE" >&2
+  bah commit --quiet --rm "$ctr" "$BASE" >/dev/null
   rm -rf "$rootfs"; trap - EXIT
 fi
 
@@ -75,23 +85,23 @@ mkdir -p "$OUT.tmp"
 for target in gateway agent; do
   image="ghcr.io/kube-pcap/$target:$APP_VERSION"
   log "building $image from the Dockerfile (--target $target)"
-  with_progress "building $target" bah bud --isolation chroot --network host --pull=never --layers \
-    --build-arg "NODE_IMAGE=$BASE" --target "$target" -t "$image" -f "$repo/Dockerfile" "$repo" >&2
-  bah push --format docker "$image" "docker-archive:$OUT.tmp/$target.tar:$image" >&2
+  logged "building $target" bah bud --isolation chroot --network host --pull=never --layers \
+    --build-arg "NODE_IMAGE=$BASE" --target "$target" -t "$image" -f "$repo/Dockerfile" "$repo"
+  bah push --quiet --format docker "$image" "docker-archive:$OUT.tmp/$target.tar:$image" >&2
 done
 
 workload=localhost/kube-pcap-test/workload:1
 log "building $workload"
-with_progress "building the workload image" bah bud --isolation chroot --network host --pull=never --layers \
-  --build-arg "BASE=$BASE" -t "$workload" -f "$here/workload.Containerfile" "$here" >&2
-bah push --format docker "$workload" "docker-archive:$OUT.tmp/workload.tar:$workload" >&2
+logged "building the workload image" bah bud --isolation chroot --network host --pull=never --layers \
+  --build-arg "BASE=$BASE" -t "$workload" -f "$here/workload.Containerfile" "$here"
+bah push --quiet --format docker "$workload" "docker-archive:$OUT.tmp/workload.tar:$workload" >&2
 
 pause=localhost/kube-pcap-test/pause:1
 ctr="$(bah from scratch)"
 bah copy "$ctr" "$NODE_BIN_DIR/pause" /pause >/dev/null
 bah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
-bah commit --rm "$ctr" "$pause" >&2
-bah push --format docker "$pause" "docker-archive:$OUT.tmp/pause.tar:$pause" >&2
+bah commit --quiet --rm "$ctr" "$pause" >/dev/null
+bah push --quiet --format docker "$pause" "docker-archive:$OUT.tmp/pause.tar:$pause" >&2
 
 cat > "$OUT.tmp/images.json" <<JSON
 {

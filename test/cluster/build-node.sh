@@ -22,6 +22,16 @@ K8S_OUT="$CACHE/bin/kubernetes-v$K8S_VERSION"
 CTRD_OUT="$CACHE/bin/containerd-v$CONTAINERD_VERSION"
 PAUSE_OUT="$CACHE/bin/pause-$(sha256sum "$here/pause/main.go" | cut -c1-12)"
 
+build_pause() {
+  [[ -x "$PAUSE_OUT/pause" ]] && return 0
+  need_go pause
+  mkdir -p "$PAUSE_OUT"
+  ( cd "$here/pause" && CGO_ENABLED=0 GOFLAGS= GO111MODULE=off go build -trimpath -ldflags "-s -w" -o "$PAUSE_OUT/pause.tmp" main.go )
+  mv "$PAUSE_OUT/pause.tmp" "$PAUSE_OUT/pause"
+}
+# --pause-only: the directory of the pause binary alone (what the images' build needs).
+if [[ "${1:-}" == --pause-only ]]; then build_pause; echo "$PAUSE_OUT"; exit 0; fi
+
 missing=()
 for c in kubelet kube-proxy kube-controller-manager kube-scheduler; do [[ -x "$K8S_OUT/$c" ]] || missing+=("$c"); done
 (( ${#missing[@]} == 0 )) || build_k8s "$K8S_OUT" "${missing[@]}"
@@ -49,12 +59,7 @@ if [[ ! -x "$CTRD_OUT/containerd" || ! -x "$CTRD_OUT/containerd-shim-runc-v2" ||
   )
 fi
 
-if [[ ! -x "$PAUSE_OUT/pause" ]]; then
-  need_go pause
-  mkdir -p "$PAUSE_OUT"
-  ( cd "$here/pause" && CGO_ENABLED=0 GOFLAGS= GO111MODULE=off go build -trimpath -ldflags "-s -w" -o "$PAUSE_OUT/pause.tmp" main.go )
-  mv "$PAUSE_OUT/pause.tmp" "$PAUSE_OUT/pause"
-fi
+build_pause
 
 CNI_DIR="$(bash "$here/../cni/build-plugins.sh")"
 

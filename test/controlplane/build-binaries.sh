@@ -54,8 +54,10 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
   echo "$dir"; exit 0
 fi
 
+# KUBE_PCAP_K8S_ALSO names more commands of the same build (the real cluster's kubelet, ...):
+# built in the same go build as these when they are missing too.
 missing=()
-for c in kube-apiserver kubectl; do [[ -x "$K8S_OUT/$c" ]] || missing+=("$c"); done
+for c in kube-apiserver kubectl ${KUBE_PCAP_K8S_ALSO:-}; do [[ -x "$K8S_OUT/$c" ]] || missing+=("$c"); done
 (( ${#missing[@]} == 0 )) || build_k8s "$K8S_OUT" "${missing[@]}"
 [[ -x "$ETCD_OUT/etcd" ]] || build_etcd
 link_into "$OUT" "$K8S_OUT/kube-apiserver" "$ETCD_OUT/etcd" "$K8S_OUT/kubectl"

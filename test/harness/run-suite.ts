@@ -1,14 +1,21 @@
-// The test suite's runner (what `npm test` and `.ci/run` execute inside the sandbox):
-// starts one control plane for the whole run, runs tap, prints what failed and a final
-// `N passed, N failed` line, and stops everything it started.
+// The test suite's runner (what `npm test` and `.ci/run` execute inside the sandbox), in
+// two phases:
+//   1. every test but the real cluster's, against one shared control plane, two files at
+//      a time;
+//   2. the real cluster's (test/cluster: kubelets, containerd, our images, the chart), one
+//      file at a time against one cluster brought up here (test/cluster/real-cluster.ts).
+// It prints what failed and a final `N passed, N failed` line, and stops everything it
+// started.
 //
 //   node dist/test/harness/run-suite.js [tap file arguments...]
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { Parser, type Result } from 'tap-parser';
 import { stringify } from 'tap-yaml';
+import { RealCluster } from '../cluster/real-cluster.js';
+import { TeardownList } from '../cluster/teardown.js';
 import { ControlPlane, REPO_ROOT } from './control-plane.js';
 
 interface FileResult {
@@ -20,14 +27,36 @@ interface FileResult {
   seconds: number;
 }
 
+const CLUSTER_TESTS = join(REPO_ROOT, 'dist', 'test', 'cluster');
+const isClusterTest = (f: string): boolean => /(^|\/)test\/cluster\//.test(f);
+
 async function main(): Promise<number> {
-  const files = process.argv.slice(2);
-  const sandboxed = process.env.KUBE_PCAP_SANDBOX === '1';
+  const args = process.argv.slice(2);
   const strict = process.env.CI === 'true';
   const tmp = join(process.env.KUBE_PCAP_TMP ?? '/tmp', 'kube-pcap-test');
   await mkdir(tmp, { recursive: true });
   await mkdir(join(REPO_ROOT, '.tap'), { recursive: true });
 
+  const results: FileResult[] = [];
+  let tapFailed = false;
+  const plain = args.filter((f) => !isClusterTest(f));
+  const clusterFiles = args.length === 0
+    ? (await readdir(CLUSTER_TESTS)).filter((f) => f.endsWith('.test.js')).sort().map((f) => relative(REPO_ROOT, join(CLUSTER_TESTS, f)))
+    : args.filter(isClusterTest);
+  if (args.length === 0 || plain.length > 0) {
+    // No arguments: tap's own include list, less the cluster's files.
+    const tapArgs = args.length === 0 ? ['--exclude=**/node_modules/**', '--exclude=dist/test/cluster/**'] : plain;
+    tapFailed = (await withControlPlane(tmp, (infoFile) => runTap(tapArgs, { KUBE_PCAP_TEST_CLUSTER: infoFile }, results, 'last-run.tap'))) !== 0 || tapFailed;
+  }
+  if (clusterFiles.length > 0) {
+    tapFailed = (await withRealCluster(tmp, results, (infoFile) => runTap(['--jobs=1', ...clusterFiles], { KUBE_PCAP_REAL_CLUSTER: infoFile }, results, 'last-run-cluster.tap'))) !== 0 || tapFailed;
+  }
+  return summarize(results, strict, tapFailed);
+}
+
+/** Phase 1's shared control plane around `body`. */
+async function withControlPlane(tmp: string, body: (infoFile: string) => Promise<number | null>): Promise<number | null> {
+  const sandboxed = process.env.KUBE_PCAP_SANDBOX === '1';
   process.stdout.write('starting the test control plane (etcd + kube-apiserver)...\n');
   const cp = await ControlPlane.start({
     bindAddress: sandboxed ? '0.0.0.0' : '127.0.0.1',
@@ -43,21 +72,64 @@ async function main(): Promise<number> {
     stopping = true;
     await cp.stop();
   };
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(sig, () => {
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((sig) => {
+    const handler = (): void => {
       process.stdout.write(`\n${sig}: stopping the control plane\n`);
       void stop().finally(() => process.exit(130));
-    });
-  }
-
-  const results: FileResult[] = [];
-  let tapCode: number | null = null;
+    };
+    process.once(sig, handler);
+    return [sig, handler] as const;
+  });
   try {
-    tapCode = await runTap(files, infoFile, results);
+    return await body(infoFile);
   } finally {
+    for (const [sig, handler] of handlers) process.off(sig, handler);
     await stop();
   }
+}
 
+/** Phase 2's real cluster around `body`; a cluster that cannot come up is one failure. */
+async function withRealCluster(tmp: string, results: FileResult[], body: (infoFile: string) => Promise<number | null>): Promise<number | null> {
+  process.stdout.write('\nbringing up the real cluster (control plane, 2 nodes with containerd + kubelet, our images)...\n');
+  const started = Date.now();
+  const down = new TeardownList();
+  let stopping = false;
+  const stop = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    for (const err of await down.run()) process.stdout.write(`cluster teardown: ${err.message}\n`);
+  };
+  const onSignal = (sig: string) => (): void => {
+    process.stdout.write(`\n${sig}: stopping the real cluster\n`);
+    void stop().finally(() => process.exit(130));
+  };
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((sig) => [sig, onSignal(sig)] as const);
+  for (const [sig, handler] of handlers) process.once(sig, handler);
+  try {
+    const workDir = join(tmp, 'real-cluster');
+    await mkdir(workDir, { recursive: true });
+    let cluster: RealCluster;
+    try {
+      cluster = await RealCluster.up(down, { workDir, narrator: { step: (s) => process.stdout.write(`  ${s}\n`), say: (s) => process.stdout.write(`    ${s}\n`) } });
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      process.stdout.write(`✗ the real cluster did not come up: ${message}\n`);
+      results.push({ file: 'test/cluster (bring-up)', passed: 0, failed: [{ name: `the real cluster comes up: ${message}`, diag: undefined }], skipped: [], ok: false, seconds: (Date.now() - started) / 1000 });
+      return 1;
+    }
+    process.stdout.write(`real cluster ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    const infoFile = join(tmp, 'real-cluster.json');
+    await writeFile(infoFile, JSON.stringify(cluster.info, null, 2));
+    return await body(infoFile);
+  } finally {
+    for (const [sig, handler] of handlers) process.off(sig, handler);
+    const t0 = Date.now();
+    await stop();
+    process.stdout.write(`real cluster stopped in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+  }
+}
+
+function summarize(results: FileResult[], strict: boolean, tapFailed: boolean): number {
   let passed = 0;
   let failed = 0;
   for (const r of results) {
@@ -77,13 +149,13 @@ async function main(): Promise<number> {
       if (strict) for (const s of r.skipped) process.stdout.write(`    ✗ skipped under CI=true: ${s}\n`);
     }
   }
-  if (tapCode !== 0 && failed === 0) failed = 1; // tap itself failed (e.g. no test files)
+  if (tapFailed && failed === 0) failed = 1; // tap itself failed (e.g. no test files)
   process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
   return failed > 0 ? 1 : 0;
 }
 
-async function runTap(files: string[], infoFile: string, results: FileResult[]): Promise<number | null> {
-  const rawLog = createWriteStream(join(REPO_ROOT, '.tap', 'last-run.tap'));
+async function runTap(files: string[], env: Record<string, string>, results: FileResult[], logName: string): Promise<number | null> {
+  const rawLog = createWriteStream(join(REPO_ROOT, '.tap', logName));
   const parser = new Parser();
   const leafFailures = new Map<string, Result[]>();
   parser.on('child', (child: Parser) => {
@@ -124,7 +196,7 @@ async function runTap(files: string[], infoFile: string, results: FileResult[]):
   const tapBin = join(REPO_ROOT, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs');
   const child = spawn(process.execPath, [tapBin, '--reporter=tap', ...files], {
     cwd: REPO_ROOT,
-    env: { ...process.env, KUBE_PCAP_TEST_CLUSTER: infoFile, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --enable-source-maps`.trim() },
+    env: { ...process.env, ...env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --enable-source-maps`.trim() },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   child.stdout.on('data', (chunk: Buffer) => {
