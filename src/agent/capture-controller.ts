@@ -104,8 +104,6 @@ const UID_MARKER = '.capture-uid';
 export const CAPTURE_STATE_FILES: ReadonlySet<string> = new Set([UID_MARKER, TALLY_FILE]);
 /** Under the capture directory, for tcpdumps' output channels; no namespace can be called so. */
 export const RUN_DIR = '.run';
-/** Under RUN_DIR: the running tcpdumps' records (leftover-tcpdumps.ts). */
-export const PIDS_DIR = 'tcpdumps';
 /** The work item that removes files of captures that no longer exist. */
 const GC_KEY = '\u0000gc';
 
@@ -193,7 +191,7 @@ export class CaptureController {
     this.buffers = new BufferBudget(o.maxBufferedBytes);
     this.pipes = new PipeBudget(o.maxPipeBytes ?? 16 * 1024 * 1024);
     this.gate = new DiskGate(o.diskSlots ?? 4);
-    this.processes = new ProcessRecords(join(o.captureDir, RUN_DIR, PIDS_DIR));
+    this.processes = new ProcessRecords(join(o.captureDir, RUN_DIR));
   }
 
   start(): void {

@@ -22,6 +22,9 @@ export async function startTime(pid: number): Promise<string | undefined> {
   return stat === undefined ? undefined : startTimeOf(stat);
 }
 
+/** Records are `tcpdump-<pid>` files, beside tcpdump's output channels (RUN_DIR). */
+const PREFIX = 'tcpdump-';
+
 export class ProcessRecords {
   constructor(readonly dir: string) {}
 
@@ -40,11 +43,11 @@ export class ProcessRecords {
     const started = startTimeOf(stat);
     if (started === undefined) return;
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    writeFileSync(join(this.dir, String(pid)), started);
+    writeFileSync(join(this.dir, `${PREFIX}${pid}`), started);
   }
 
   async remove(pid: number): Promise<void> {
-    await unlink(join(this.dir, String(pid))).catch(() => undefined);
+    await unlink(join(this.dir, `${PREFIX}${pid}`)).catch(() => undefined);
   }
 
   /**
@@ -55,8 +58,8 @@ export class ProcessRecords {
     const ended: number[] = [];
     const names = await readdir(this.dir).catch(() => [] as string[]);
     for (const name of names) {
-      if (!/^\d+$/.test(name)) continue;
-      const pid = Number(name);
+      if (!name.startsWith(PREFIX) || !/^\d+$/.test(name.slice(PREFIX.length))) continue;
+      const pid = Number(name.slice(PREFIX.length));
       const recorded = (await readFile(join(this.dir, name), 'utf8').catch(() => '')).trim();
       if (recorded !== '' && recorded === (await startTime(pid))) {
         for (const target of [-pid, pid]) {
@@ -68,8 +71,8 @@ export class ProcessRecords {
         }
         ended.push(pid);
       }
+      await rm(join(this.dir, name), { force: true });
     }
-    await rm(this.dir, { recursive: true, force: true });
     return ended;
   }
 }

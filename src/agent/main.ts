@@ -13,7 +13,7 @@ import { createLogger } from '../log/logger.js';
 import { buildAgentApp } from './app.js';
 import { CaptureSpecs } from './capture-specs.js';
 import { CaptureStore } from './capture-store.js';
-import { CaptureController, PIDS_DIR, RUN_DIR, type ControllerMetrics, type Pod } from './capture-controller.js';
+import { CaptureController, RUN_DIR, type ControllerMetrics, type Pod } from './capture-controller.js';
 import { FilePins } from './file-pins.js';
 import { ProcessRecords } from './leftover-tcpdumps.js';
 import { CniAddresses } from './cni-addresses.js';
@@ -56,7 +56,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const kube = await connect(config.kubeconfig);
   await mkdir(config.captureDir, { recursive: true, mode: 0o700 });
   // tcpdumps an earlier agent left running, however it ended (leftover-tcpdumps.ts).
-  const leftovers = await new ProcessRecords(join(config.captureDir, RUN_DIR, PIDS_DIR)).endLeftovers();
+  const leftovers = await new ProcessRecords(join(config.captureDir, RUN_DIR)).endLeftovers();
   if (leftovers.length > 0) log.warn({ pids: leftovers }, 'ended the tcpdumps an earlier agent left running');
   // A FIFO made just before a crash, before it could be unlinked (capture-worker.ts).
   await rm(join(config.captureDir, RUN_DIR), { recursive: true, force: true });
