@@ -9,6 +9,7 @@ import { REPO_ROOT } from '../harness/control-plane.js';
 import { run, type CommandResult } from '../harness/http.js';
 import { scratchDir } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
+import { nodePath } from './kube-node.js';
 import { RealCluster, type RealClusterInfo, type RealClusterNode } from './real-cluster.js';
 
 
@@ -37,9 +38,7 @@ export class ClusterHandle {
 
   /** A path of a node's own filesystem (/var/lib/..., /run/..., /var/log/...), from here. */
   nodePath(name: string, path: string): string {
-    const n = this.node(name);
-    for (const d of ['/var/lib', '/run', '/var/log', '/etc/cni']) if (path === d || path.startsWith(`${d}/`)) return join(n.root, d.slice(1).replace(/\//g, '-'), path.slice(d.length));
-    throw new Error(`${path} is not one of node ${name}'s own directories`);
+    return nodePath(this.node(name).root, name, path);
   }
 
   /** Runs a command in a node's host network and mount namespaces (as on the node's shell). */

@@ -4,7 +4,7 @@
 // Nothing else is changed: the shipped manifests run as they are.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createCertificateAuthority, issueCertificate, type KeyPair } from '../../src/tls/certificates.js';
+import { createCertificateAuthority, issueCertificate } from '../../src/tls/certificates.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 import { waitFor } from '../harness/wait.js';
 import type { ClusterHandle } from './handle.js';
@@ -16,7 +16,7 @@ export const CHART = join(REPO_ROOT, 'charts', 'kube-pcap');
 export interface KubePcapTls {
   dir: string;
   /** The CA of the gateway's serving certificate (what curl --cacert and kubectl pcap verify). */
-  gatewayCa: KeyPair;
+  gatewayCaFile: string;
 }
 
 /** The Secrets and ConfigMap of the README's "Deploying to a cluster" (idempotent). */
@@ -35,7 +35,7 @@ export async function createTls(c: ClusterHandle, dir: string): Promise<KubePcap
   await apply(['-n', SYSTEM_NS, 'create', 'secret', 'tls', 'kube-pcap-gateway-agent-client', `--cert=${client.certFile}`, `--key=${client.keyFile}`]);
   await apply(['-n', SYSTEM_NS, 'create', 'secret', 'tls', 'kube-pcap-gateway-tls', `--cert=${gateway.certFile}`, `--key=${gateway.keyFile}`]);
   await apply(['-n', SYSTEM_NS, 'create', 'configmap', 'kube-pcap-gateway-ca', `--from-file=ca.crt=${gatewayCa.certFile}`]);
-  return { dir, gatewayCa };
+  return { dir, gatewayCaFile: gatewayCa.certFile };
 }
 
 /** The namespace the README has users create for the chart: Pod Security "privileged". */
@@ -82,10 +82,10 @@ export async function ensureKubePcap(c: ClusterHandle): Promise<KubePcapTls> {
   if (status.code === 0 && /STATUS: deployed/.test(status.stdout) && ca.code === 0 && ca.stdout.includes('BEGIN CERTIFICATE')) {
     await waitUntilRunning(c);
     await mkdir(dir, { recursive: true });
-    // The CA key stays wherever the install made it; tests only need the certificate.
-    const certFile = join(dir, 'published-gateway-ca.crt');
-    await writeFile(certFile, ca.stdout);
-    return { dir, gatewayCa: { certFile, keyFile: '' } };
+    // What the ConfigMap publishes: all a client needs to verify the gateway.
+    const gatewayCaFile = join(dir, 'published-gateway-ca.crt');
+    await writeFile(gatewayCaFile, ca.stdout);
+    return { dir, gatewayCaFile };
   }
   return await helmInstall(c, dir);
 }

@@ -22,6 +22,17 @@ const run = promisify(execFile);
 /** The node's directories bound over the machine's, inside the node's mount namespace. */
 const NODE_DIRS = ['/var/lib', '/run', '/var/log', '/etc/cni'] as const;
 
+/** Where a node keeps one of NODE_DIRS under its root: /var/lib -> <root>/var-lib. */
+function nodeDir(root: string, dir: string): string {
+  return join(root, dir.slice(1).replace(/\//g, '-'));
+}
+
+/** A path of a node's own filesystem (e.g. /var/lib/kube-pcap), as seen from outside the node. */
+export function nodePath(root: string, node: string, path: string): string {
+  for (const d of NODE_DIRS) if (path === d || path.startsWith(`${d}/`)) return join(nodeDir(root, d), path.slice(d.length));
+  throw new Error(`${path} is the machine's, not node ${node}'s`);
+}
+
 export interface NodeKubeconfigs {
   kubelet: string;
   kubeProxy: string;
@@ -48,8 +59,7 @@ export class KubeNode {
 
   /** A path of the node's filesystem (e.g. /var/lib/kube-pcap), as seen from outside. */
   hostPath(path: string): string {
-    for (const d of NODE_DIRS) if (path === d || path.startsWith(`${d}/`)) return join(this.plan.root, d.slice(1).replace(/\//g, '-'), path.slice(d.length));
-    throw new Error(`${path} is the machine's, not node ${this.name}'s`);
+    return nodePath(this.plan.root, this.name, path);
   }
 
   get containerdSocket(): string {
@@ -59,12 +69,12 @@ export class KubeNode {
   /** Namespaces, network, cgroups: everything before containerd. */
   async prepare(bridge: string, gatewayIp: string): Promise<void> {
     const p = this.plan;
-    for (const d of NODE_DIRS) await mkdir(join(p.root, d.slice(1).replace(/\//g, '-')), { recursive: true });
+    for (const d of NODE_DIRS) await mkdir(nodeDir(p.root, d), { recursive: true });
     await mkdir(this.hostPath('/etc/cni/net.d'), { recursive: true });
     await writeFile(join(this.hostPath('/etc/cni/net.d'), '10-kube-pcap-test.conflist'), cniConfig(p));
     // The holder binds the node's directories over the machine's in a mount namespace of
     // its own, then sleeps: containerd, kubelet and kube-proxy join its namespaces.
-    const binds = NODE_DIRS.map((d) => `mount --bind ${join(p.root, d.slice(1).replace(/\//g, '-'))} ${d}`).join(' && ');
+    const binds = NODE_DIRS.map((d) => `mount --bind ${nodeDir(p.root, d)} ${d}`).join(' && ');
     this.holder = new OwnedProcess('unshare', ['--mount', '--net', '--propagation', 'private', '--', 'bash', '-c', `${binds} && exec sleep infinity`], {
       name: `node ${p.name}`, logFile: join(this.logDir, `${p.name}-holder.log`),
     });
@@ -179,10 +189,9 @@ export class KubeNode {
    * of them and its cgroups are removed. The API server keeps its Node object.
    */
   async destroy(): Promise<void> {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
+    // Killed again until none is left: a shim may start a process while the others die.
+    await waitFor(async () => {
       const pids = await this.everyProcess();
-      if (pids.length === 0) break;
       for (const pid of pids) {
         try {
           process.kill(pid, 'SIGKILL');
@@ -190,9 +199,8 @@ export class KubeNode {
           // already gone
         }
       }
-      if (Date.now() > deadline) throw new Error(`node ${this.name}: processes ${pids.join(' ')} outlived SIGKILL for 30 s`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+      return pids.length === 0;
+    }, { what: `every process of node ${this.name} to die`, timeoutMs: 30_000, intervalMs: 50 });
     await Promise.all(this.procs.map((p) => p.kill()));
     await waitFor(async () => (await processesIn(this.plan.cgroupRoot.slice(1))).length === 0, { what: `node ${this.name}'s cgroups to empty`, timeoutMs: 10_000, intervalMs: 50 });
     await removeRoot(this.plan.cgroupRoot.slice(1));

@@ -147,6 +147,7 @@ export class RealCluster {
     say.say(`kube-apiserver at ${serverFromNodes} (ready in ${(cp.startupMs / 1000).toFixed(1)} s)`);
 
     const count = opts.nodes ?? 2;
+    if (count < 1 || count > 2) throw new Error('the pod range (203.0.113.0/24, a /25 per node) has room for one or two nodes');
     const nodes: KubeNode[] = [];
     const kubeProxyKubeconfig = await kubeconfigFor('kube-proxy', 'system:kube-proxy');
     for (let i = 0; i < count; i++) {
@@ -166,7 +167,6 @@ export class RealCluster {
       t.teardown(() => node.destroy());
       nodes.push(node);
     }
-    if (count > 2) throw new Error('the pod range has room for two nodes');
 
     say.step(`${count} nodes: containerd + runc, kubelet, kube-proxy, the bridge CNI; images imported`);
     await Promise.all(nodes.map(async (n) => {
