@@ -46,15 +46,25 @@ if (( cluster )); then
   # builds below keep the cores busy: it runs beside them. It needs the pause binary first.
   pause="$(bash test/cluster/build-node.sh --pause-only)"
   images_log="$(mktemp "${TMPDIR:-/tmp}/kube-pcap-images.XXXXXX")"
-  bash test/cluster/build-images.sh "$pause" > "$images_log.out" 2> >(tee "$images_log" >&2) &
+  nice -n 5 bash test/cluster/build-images.sh "$pause" > "$images_log.out" 2> >(tee "$images_log" >&2) &
   images_pid=$!
-  trap 'kill "$images_pid" 2>/dev/null' EXIT
   # The real cluster's Kubernetes commands in the same go build as the control plane's.
   export KUBE_PCAP_K8S_ALSO="kubelet kube-proxy kube-controller-manager kube-scheduler"
 fi
+# The other Go builds beside Kubernetes' (a cold one leaves a core idle while it links its
+# binaries one by one), niced, so that they fill idle time and Kubernetes' stays the critical
+# path; their scripts are asked again below, and answer from the cache.
+(
+  nice -n 10 bash test/cni/build-plugins.sh >/dev/null
+  nice -n 10 bash test/helm/build-helm.sh >/dev/null
+  if (( cluster )); then nice -n 10 bash test/cluster/build-node.sh --no-kubernetes; fi
+) &
+others_pid=$!
+trap 'kill "${images_pid:-}" "$others_pid" 2>/dev/null' EXIT
 KUBE_PCAP_CONTROL_PLANE_BIN="$(bash test/controlplane/build-binaries.sh)"
 export KUBE_PCAP_CONTROL_PLANE_BIN
 export PATH="$KUBE_PCAP_CONTROL_PLANE_BIN:$PATH"
+if ! wait "$others_pid"; then echo "kube-pcap: a build failed (see above)" >&2; exit 1; fi
 # The reference CNI plugins and cnitool, for pods wired by a real bridge CNI.
 KUBE_PCAP_CNI_BIN="$(bash test/cni/build-plugins.sh)"
 export KUBE_PCAP_CNI_BIN
@@ -73,9 +83,9 @@ if (( cluster )); then
   if ! wait "$images_pid"; then echo "kube-pcap: building the images failed (see above)" >&2; exit 1; fi
   KUBE_PCAP_IMAGES="$(tail -n 1 "$images_log.out")"
   rm -f "$images_log" "$images_log.out"
-  trap - EXIT
   export KUBE_PCAP_IMAGES
 fi
+trap - EXIT
 
 case "$what" in
   test) exec bash scripts/sandbox.sh node --enable-source-maps dist/test/harness/run-suite.js "$@" ;;

@@ -31,10 +31,14 @@ build_pause() {
 }
 # --pause-only: the directory of the pause binary alone (what the images' build needs).
 if [[ "${1:-}" == --pause-only ]]; then build_pause; echo "$PAUSE_OUT"; exit 0; fi
+# --no-kubernetes: all but Kubernetes' commands (scripts/run.sh builds those in the control
+# plane's go build, and this beside it); prints nothing.
+skip_k8s=0
+[[ "${1:-}" == --no-kubernetes ]] && skip_k8s=1
 
 missing=()
 for c in kubelet kube-proxy kube-controller-manager kube-scheduler; do [[ -x "$K8S_OUT/$c" ]] || missing+=("$c"); done
-(( ${#missing[@]} == 0 )) || build_k8s "$K8S_OUT" "${missing[@]}"
+(( ${#missing[@]} == 0 || skip_k8s )) || build_k8s "$K8S_OUT" "${missing[@]}"
 
 if [[ ! -x "$CTRD_OUT/containerd" || ! -x "$CTRD_OUT/containerd-shim-runc-v2" || ! -x "$CTRD_OUT/ctr" ]]; then
   need_go containerd
@@ -62,6 +66,7 @@ fi
 build_pause
 
 CNI_DIR="$(bash "$here/../cni/build-plugins.sh")"
+(( skip_k8s )) && exit 0
 
 OUT="$CACHE/bin/node-v$K8S_VERSION-containerd-v$CONTAINERD_VERSION"
 mkdir -p "$OUT/cni"
