@@ -26,7 +26,7 @@ import { TestCluster } from '../test/harness/cluster.js';
 import { ControlPlane, REPO_ROOT } from '../test/harness/control-plane.js';
 import { startDnsSender } from '../test/harness/dns-sender.js';
 import { apiServerRequestCounts } from '../test/harness/apiserver-metrics.js';
-import { gatewayMetric, installKubePcap, makePki, publishAgents, scratchDir, serviceAccountKubeconfig, startAgent, startGateway, SYSTEM_NAMESPACE, type AgentHandle, type GatewayHandle, type Pki } from '../test/harness/kube-pcap.js';
+import { AGENTS_NAMESPACE, gatewayMetric, installKubePcap, makePki, publishAgents, scratchDir, serviceAccountKubeconfig, startAgent, startGateway, type AgentHandle, type GatewayHandle, type Pki } from '../test/harness/kube-pcap.js';
 import { writeDnsPcap } from '../test/harness/pcap-fixtures.js';
 import { shippedMemoryLimitMiB } from '../test/harness/shipped-privileges.js';
 import { waitFor } from '../test/harness/wait.js';
@@ -179,9 +179,18 @@ async function main(): Promise<void> {
     for (const f of ['devops-serviceaccount.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
     const userToken = await c.tokenFor(w.ns, 'devops-sa', { expirationSeconds: 7200 });
     const gateway = await startShippedGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--log-level=info'], sourceMaps: false });
-    const agentKube = await connect(await serviceAccountKubeconfig(c, w.logDir, SYSTEM_NAMESPACE, 'kube-pcap-agent'));
+    // The played nodes share one identity with the agents' ClusterRole. The real agents'
+    // ServiceAccount writes only its token's node's reports (deploy/agent/report-policy.yaml),
+    // and a token per played node would measure TokenRequests, not the API's load.
+    await c.createServiceAccount(AGENTS_NAMESPACE, 'played-nodes');
+    await c.applyManifest(JSON.stringify({
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: 'kube-pcap-played-nodes' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'kube-pcap-agent' },
+      subjects: [{ kind: 'ServiceAccount', name: 'played-nodes', namespace: AGENTS_NAMESPACE }],
+    }));
+    const agentKube = await connect(await serviceAccountKubeconfig(c, w.logDir, AGENTS_NAMESPACE, 'played-nodes'));
     td.teardown(() => agentKube.close());
-    const agentToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-agent', { expirationSeconds: 7200 });
+    const agentToken = await c.tokenFor(AGENTS_NAMESPACE, 'played-nodes', { expirationSeconds: 7200 });
     const address = await bridgeAddress(td);
     const dispatcher = simDispatcher(await readFile(c.info.caFile));
     td.teardown(() => dispatcher.close());

@@ -4,6 +4,7 @@
 // clock and the node's budgets — which capture workers should run, and what this node's
 // status entry says. No processes, no API server, no disk: the actuator does those.
 import { captureLimitSpec, CaptureSpecError, type CaptureLimitSpec, type CaptureState, type NodeCaptureStatus, type PacketCaptureSpec } from '../kube/packetcapture.js';
+import { REPORT_LIMITS } from '../kube/node-report.js';
 import { parseSelector, SelectorError } from '../selector/selector.js';
 import { FilterError, filtersToBpf } from './bpf.js';
 import { limitReached, type Written } from './capture-tally.js';
@@ -279,9 +280,10 @@ export function nodeEntry(i: EntryInputs): NodeCaptureStatus | undefined {
   return {
     node: i.nodeName,
     directory: i.directory,
-    fileNames: i.fileNames,
+    // More names than a report holds: the last in sort order (each pod's newest rotations).
+    fileNames: i.fileNames.length > REPORT_LIMITS.fileNames ? i.fileNames.slice(-REPORT_LIMITS.fileNames) : i.fileNames,
     state,
-    ...(messages.length > 0 ? { message: messages.join('; ').slice(0, 1024) } : {}),
+    ...(messages.length > 0 ? { message: messages.join('; ').slice(0, REPORT_LIMITS.messageLength) } : {}),
     pods: i.workers.filter((w) => !w.error).length,
     packets: i.written?.packets ?? packets,
     bytes: i.written?.bytes ?? bytes,

@@ -28,7 +28,31 @@ export function foldReports(uid: string, reports: Iterable<NodeReport>, presence
     files.push(entryOf(r));
   }
   files.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
-  return { files, summary: summarizeStates(files), gone };
+  return { files: fitFiles(files, STATUS_MAX_BYTES), summary: summarizeStates(files), gone };
+}
+
+/**
+ * What status.files may weigh: the capture's whole object must stay under etcd's 1.5 MiB
+ * request limit however many nodes report at their limits (docs/security.md, "A node").
+ */
+export const STATUS_MAX_BYTES = 1024 * 1024;
+
+/**
+ * status.files within `maxBytes`: every node keeps its entry, and when the lists of file
+ * names are too long together, each is cut to its last `k` names, `k` halved until the
+ * whole fits. The download lists the nodes' files itself; the names are a summary.
+ */
+export function fitFiles(files: NodeCaptureStatus[], maxBytes: number): NodeCaptureStatus[] {
+  let size = Buffer.byteLength(JSON.stringify(files));
+  let k = Math.max(0, ...files.map((f) => f.fileNames?.length ?? 0));
+  let out = files;
+  while (size > maxBytes && k > 0) {
+    k = Math.floor(k / 2);
+    const keep = k;
+    out = files.map((f) => (f.fileNames && f.fileNames.length > keep ? { ...f, fileNames: keep > 0 ? f.fileNames.slice(-keep) : [] } : f));
+    size = Buffer.byteLength(JSON.stringify(out));
+  }
+  return out;
 }
 
 /** The status as the API server would hold it, for comparison (key order and empty lists normalised). */

@@ -15,6 +15,18 @@ export const NODE_REPORT = {
   apiVersion: 'kube-pcap.io/v1alpha1',
 } as const;
 
+/**
+ * A report's bounds, the CRD's schema (deploy/crd/) and the aggregator's alike: a report at
+ * every limit is about 1 MiB, under etcd's 1.5 MiB request limit, and one node's agent
+ * cannot make the gateway hold more than that per report (docs/security.md, "A node").
+ */
+export const REPORT_LIMITS = {
+  fileNames: 4096,
+  fileNameLength: 255,
+  directoryLength: 4096,
+  messageLength: 1024,
+} as const;
+
 /** Selects the reports of one capture (by uid: a capture re-created under its name is another). */
 export const CAPTURE_UID_LABEL = 'kube-pcap.io/capture-uid';
 
@@ -59,10 +71,19 @@ export function reportName(capture: string, node: string): string {
   return `${head}.${hash}`;
 }
 
-/** The Calico view's entry of status.files for this report. */
+/**
+ * The Calico view's entry of status.files for this report, within REPORT_LIMITS whatever
+ * the report holds (a CRD installed without them, or an older schema).
+ */
 export function entryOf(report: NodeReport): NodeCaptureStatus {
   const { countersTime: _time, ...status } = report.status ?? {};
-  return { node: report.spec.nodeName, ...status };
+  const entry: NodeCaptureStatus = { node: report.spec.nodeName, ...status };
+  if (entry.fileNames && (entry.fileNames.length > REPORT_LIMITS.fileNames || entry.fileNames.some((f) => typeof f !== 'string' || f.length > REPORT_LIMITS.fileNameLength))) {
+    entry.fileNames = entry.fileNames.filter((f) => typeof f === 'string' && f.length <= REPORT_LIMITS.fileNameLength).slice(-REPORT_LIMITS.fileNames);
+  }
+  if (typeof entry.directory === 'string' && entry.directory.length > REPORT_LIMITS.directoryLength) entry.directory = entry.directory.slice(0, REPORT_LIMITS.directoryLength);
+  if (typeof entry.message === 'string' && entry.message.length > REPORT_LIMITS.messageLength) entry.message = entry.message.slice(0, REPORT_LIMITS.messageLength);
+  return entry;
 }
 
 /**

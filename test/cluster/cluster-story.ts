@@ -15,7 +15,7 @@ import { run } from '../harness/http.js';
 import { OwnedProcess } from '../harness/processes.js';
 import { waitFor } from '../harness/wait.js';
 import type { ClusterHandle } from './handle.js';
-import { ensureKubePcap, SYSTEM_NS } from './install.js';
+import { AGENTS_NS, ensureKubePcap, SYSTEM_NS } from './install.js';
 import type { Narrator } from './real-cluster.js';
 
 export const NS = 'storefront';
@@ -66,7 +66,7 @@ export class ClusterStory {
   static async setup(t: Teardown, c: ClusterHandle, work: string, say: Narrator = quiet): Promise<ClusterStory> {
     say.step('kube-pcap installed with its Helm chart (images built from our Dockerfile)');
     await ensureKubePcap(c);
-    const agents = await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent');
+    const agents = await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent');
     const gateways = await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-gateway');
     say.say(`agents: ${agents.map((p) => `${p.name} on ${p.node}`).join(', ')}; gateways: ${gateways.map((p) => `${p.name} on ${p.node}`).join(', ')}`);
 

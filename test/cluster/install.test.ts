@@ -10,7 +10,7 @@ import { REPO_ROOT } from '../harness/control-plane.js';
 import { scratchDir } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 import { realCluster, type ClusterHandle } from './handle.js';
-import { createTls, helmInstall, RELEASE, SYSTEM_NS, waitUntilRunning } from './install.js';
+import { AGENTS_NS, createTls, helmInstall, RELEASE, SYSTEM_NS, waitUntilRunning } from './install.js';
 
 const c = await realCluster(t);
 const work = await scratchDir(t, 'install');
@@ -18,11 +18,15 @@ const work = await scratchDir(t, 'install');
 /** Every object of ours left in the cluster, as "kind/namespace/name". */
 async function ours(c: ClusterHandle): Promise<string[]> {
   const kinds = 'all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases,endpointslices,poddisruptionbudgets,packetcapturenodereports';
-  const r = await c.kubectl(['get', kinds, '-n', SYSTEM_NS, '-o', 'jsonpath={range .items[*]}{.kind}/{.metadata.name}{"\\n"}{end}']);
-  const cluster = await c.kubectl(['get', 'clusterroles,clusterrolebindings', '-o', 'jsonpath={range .items[*]}{.kind}/{.metadata.name}{"\\n"}{end}']);
-  const lines = [...r.stdout.split('\n'), ...cluster.stdout.split('\n')].filter((l) => l.includes('kube-pcap'));
-  // The namespace's own ServiceAccount and CA ConfigMap are Kubernetes', not ours.
-  return lines.filter((l) => l !== 'ServiceAccount/default' && l !== 'ConfigMap/kube-root-ca.crt').sort();
+  const lines: string[] = [];
+  for (const ns of [SYSTEM_NS, AGENTS_NS]) {
+    const r = await c.kubectl(['get', kinds, '-n', ns, '-o', 'jsonpath={range .items[*]}{.kind}/{.metadata.name}{"\\n"}{end}']);
+    lines.push(...r.stdout.split('\n'));
+  }
+  const cluster = await c.kubectl(['get', 'clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings', '-o', 'jsonpath={range .items[*]}{.kind}/{.metadata.name}{"\\n"}{end}']);
+  lines.push(...cluster.stdout.split('\n'));
+  // The namespaces' own ServiceAccounts and CA ConfigMaps are Kubernetes', not ours.
+  return lines.filter((l) => l.includes('kube-pcap') && l !== 'ServiceAccount/default' && l !== 'ConfigMap/kube-root-ca.crt').sort();
 }
 
 /** What the runtime applied to a running container: its process's user and capabilities. */
@@ -40,7 +44,7 @@ const NET_RAW_AND_SETGID = (1n << 13n | 1n << 6n).toString(16).padStart(16, '0')
 t.test('helm install: an agent Ready on every node and two gateways, under the shipped securityContext', async (t) => {
   await c.helm(['uninstall', RELEASE, '--namespace', SYSTEM_NS, '--wait']);
   await helmInstall(c, join(work, 'tls'));
-  const agents = await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent');
+  const agents = await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent');
   t.same(agents.map((p) => p.node).sort(), c.nodeNames, 'one agent pod per node (DaemonSet)');
   for (const a of agents) t.equal(a.ip, c.node(a.node).ip, `${a.name}: the node's address (hostNetwork)`);
   const gateways = await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-gateway');
@@ -68,14 +72,15 @@ t.test('helm uninstall leaves nothing of ours but the CRDs (kept by Helm, as the
   const r = await c.helm(['uninstall', RELEASE, '--namespace', SYSTEM_NS, '--wait', '--timeout', '2m']);
   t.equal(r.code, 0, r.stderr);
   // The TLS Secrets and the CA ConfigMap were the user's, made before the install.
-  for (const o of ['secret/kube-pcap-agent-tls', 'secret/kube-pcap-gateway-agent-client', 'secret/kube-pcap-gateway-tls', 'configmap/kube-pcap-gateway-ca']) await c.kubectl(['delete', o, '-n', SYSTEM_NS]);
+  for (const o of ['secret/kube-pcap-gateway-agent-client', 'secret/kube-pcap-gateway-tls', 'configmap/kube-pcap-gateway-ca']) await c.kubectl(['delete', o, '-n', SYSTEM_NS]);
+  await c.kubectl(['delete', 'secret/kube-pcap-agent-tls', '-n', AGENTS_NS]);
   const left = await waitFor(async () => {
     const o = await ours(c);
-    const pods = await c.pods(SYSTEM_NS, 'app.kubernetes.io/part-of=kube-pcap');
+    const pods = [...await c.pods(SYSTEM_NS, 'app.kubernetes.io/part-of=kube-pcap'), ...await c.pods(AGENTS_NS, 'app.kubernetes.io/part-of=kube-pcap')];
     if (o.length > 0 || pods.length > 0) throw new Error(`left: ${[...o, ...pods.map((p) => `Pod/${p.name}`)].join(', ')}`);
     return o;
   }, { what: 'every object and pod of the release to go', timeoutMs: 120_000, intervalMs: 500 });
-  t.same(left, [], 'no object of ours is left in kube-pcap or cluster-wide');
+  t.same(left, [], 'no object of ours is left in kube-pcap, kube-pcap-agents or cluster-wide');
   const crds = await c.kubectlOk(['get', 'crd', '-o', 'name']);
   t.match(crds, /packetcaptures\.projectcalico\.org/, 'the CRDs stay (Helm never deletes crds/)');
   for (const node of c.nodeNames) {
@@ -93,11 +98,11 @@ t.test('kubectl apply -k deploy/ (the README\'s other way): Ready on every node;
   // No registry here: the images are in the nodes' stores, which IfNotPresent (the default
   // for a tagged image) uses.
   await waitUntilRunning(c);
-  const agents = await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent');
+  const agents = await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent');
   t.same(agents.map((p) => p.node).sort(), c.nodeNames, 'one agent per node');
   t.equal((await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-gateway')).filter((p) => p.ready).length, 2, 'two gateways');
   const del = await c.kubectl(['delete', '-k', join(REPO_ROOT, 'deploy'), '--wait', '--timeout=120s']);
   t.equal(del.code, 0, del.stderr);
-  await waitFor(async () => (await c.kubectl(['get', 'namespace', SYSTEM_NS])).code !== 0, { what: 'the namespace to go', timeoutMs: 120_000, intervalMs: 500 });
+  for (const ns of [SYSTEM_NS, AGENTS_NS]) await waitFor(async () => (await c.kubectl(['get', 'namespace', ns])).code !== 0, { what: `the namespace ${ns} to go`, timeoutMs: 120_000, intervalMs: 500 });
   t.same(await ours(c), [], 'nothing of ours left');
 });

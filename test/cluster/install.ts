@@ -9,7 +9,10 @@ import { REPO_ROOT } from '../harness/control-plane.js';
 import { waitFor } from '../harness/wait.js';
 import type { ClusterHandle } from './handle.js';
 
+/** The gateway's namespace, where users port-forward. */
 export const SYSTEM_NS = 'kube-pcap';
+/** The agents' namespace, where nobody but admins has rights (docs/security.md). */
+export const AGENTS_NS = 'kube-pcap-agents';
 export const RELEASE = 'kube-pcap';
 export const CHART = join(REPO_ROOT, 'charts', 'kube-pcap');
 
@@ -23,7 +26,7 @@ export interface KubePcapTls {
 export async function createTls(c: ClusterHandle, dir: string): Promise<KubePcapTls> {
   await mkdir(dir, { recursive: true });
   const agentCa = await createCertificateAuthority(dir, 'agent-ca', 'kube-pcap-agent-ca');
-  const agent = await issueCertificate(dir, 'agent', agentCa, { commonName: 'kube-pcap-agent.kube-pcap.svc', usage: 'server', dnsNames: ['kube-pcap-agent.kube-pcap.svc'] });
+  const agent = await issueCertificate(dir, 'agent', agentCa, { commonName: `kube-pcap-agent.${AGENTS_NS}.svc`, usage: 'server', dnsNames: [`kube-pcap-agent.${AGENTS_NS}.svc`] });
   const client = await issueCertificate(dir, 'gateway-client', agentCa, { commonName: 'kube-pcap-gateway', usage: 'client' });
   const gatewayCa = await createCertificateAuthority(dir, 'gateway-ca', 'kube-pcap-gateway-ca');
   const gateway = await issueCertificate(dir, 'gateway', gatewayCa, { commonName: 'kube-pcap-gateway', usage: 'server', dnsNames: ['kube-pcap-gateway.kube-pcap.svc', 'localhost'], ipAddresses: ['127.0.0.1'] });
@@ -31,18 +34,16 @@ export async function createTls(c: ClusterHandle, dir: string): Promise<KubePcap
     const manifest = await c.kubectlOk([...args, '--dry-run=client', '-o', 'yaml']);
     await c.kubectlOk(['apply', '-f', '-'], { input: manifest });
   };
-  await apply(['-n', SYSTEM_NS, 'create', 'secret', 'generic', 'kube-pcap-agent-tls', `--from-file=tls.crt=${agent.certFile}`, `--from-file=tls.key=${agent.keyFile}`, `--from-file=ca.crt=${agentCa.certFile}`]);
-  await apply(['-n', SYSTEM_NS, 'create', 'secret', 'tls', 'kube-pcap-gateway-agent-client', `--cert=${client.certFile}`, `--key=${client.keyFile}`]);
+  await apply(['-n', AGENTS_NS, 'create', 'secret', 'generic', 'kube-pcap-agent-tls', `--from-file=tls.crt=${agent.certFile}`, `--from-file=tls.key=${agent.keyFile}`, `--from-file=ca.crt=${agentCa.certFile}`]);
+  await apply(['-n', SYSTEM_NS, 'create', 'secret', 'generic', 'kube-pcap-gateway-agent-client', `--from-file=tls.crt=${client.certFile}`, `--from-file=tls.key=${client.keyFile}`, `--from-file=ca.crt=${agentCa.certFile}`]);
   await apply(['-n', SYSTEM_NS, 'create', 'secret', 'tls', 'kube-pcap-gateway-tls', `--cert=${gateway.certFile}`, `--key=${gateway.keyFile}`]);
   await apply(['-n', SYSTEM_NS, 'create', 'configmap', 'kube-pcap-gateway-ca', `--from-file=ca.crt=${gatewayCa.certFile}`]);
   return { dir, gatewayCaFile: gatewayCa.certFile };
 }
 
-/** The namespace the README has users create for the chart: Pod Security "privileged". */
+/** The namespaces the README has users create for the chart: deploy/namespace.yaml. */
 export async function createSystemNamespace(c: ClusterHandle): Promise<void> {
-  await c.kubectlOk(['apply', '-f', '-'], {
-    input: `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ${SYSTEM_NS}\n  labels: {pod-security.kubernetes.io/enforce: privileged}\n`,
-  });
+  await c.kubectlOk(['apply', '-f', join(REPO_ROOT, 'deploy', 'namespace.yaml')]);
 }
 
 /** `helm install` of the shipped chart; waits for the agents on every node and the gateways. */
@@ -55,7 +56,8 @@ export async function helmInstall(c: ClusterHandle, tlsDir: string, extraSet: st
     '--wait', '--timeout', '4m']);
   if (r.code !== 0) {
     const pods = await c.kubectl(['get', 'pods,events', '-n', SYSTEM_NS, '-o', 'wide']);
-    throw new Error(`helm install: ${r.stderr.trim()}\n${pods.stdout}`);
+    const agents = await c.kubectl(['get', 'pods,events', '-n', AGENTS_NS, '-o', 'wide']);
+    throw new Error(`helm install: ${r.stderr.trim()}\n${pods.stdout}\n${agents.stdout}`);
   }
   await waitUntilRunning(c);
   return tls;
@@ -63,10 +65,10 @@ export async function helmInstall(c: ClusterHandle, tlsDir: string, extraSet: st
 
 /** Every node's agent and both gateway replicas Ready. */
 export async function waitUntilRunning(c: ClusterHandle): Promise<void> {
-  await c.rollout(SYSTEM_NS, 'daemonset/kube-pcap-agent', 180);
+  await c.rollout(AGENTS_NS, 'daemonset/kube-pcap-agent', 180);
   await c.rollout(SYSTEM_NS, 'deployment/kube-pcap-gateway', 180);
   await waitFor(async () => {
-    const agents = await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent');
+    const agents = await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent');
     return new Set(agents.filter((p) => p.ready).map((p) => p.node)).size === c.nodeNames.length;
   }, { what: 'an agent Ready on every node', timeoutMs: 60_000 });
 }

@@ -11,7 +11,7 @@ import { readPcap, type Packet } from '../harness/capture-fixture.js';
 import { waitFor } from '../harness/wait.js';
 import { dnsClientDeployment } from './cluster-story.js';
 import { realCluster, type ClusterHandle } from './handle.js';
-import { ensureKubePcap, SYSTEM_NS } from './install.js';
+import { AGENTS_NS, ensureKubePcap } from './install.js';
 
 const NS = 'life';
 const CAPTURE = 'dns';
@@ -96,13 +96,13 @@ t.test('scaled up and a pod deleted: the new pod and the replacement are capture
 
 t.test('the agent pod of a node deleted mid-capture: replaced, capture resumes, no tcpdump of it left', async (t) => {
   const node = 'node-1';
-  const [old] = (await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent')).filter((p) => p.node === node);
+  const [old] = (await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent')).filter((p) => p.node === node);
   const client = (await c.pods(NS, 'app=logging')).find((p) => p.node === node)!;
   const before = await capturedOn(c, node, client.name);
   const oldDumps = await tcpdumps(c, node);
   t.ok(oldDumps.length > 0, `${oldDumps.length} tcpdumps ran on ${node}`);
-  await c.kubectlOk(['delete', 'pod', old!.name, '-n', SYSTEM_NS]);
-  const fresh = await waitFor(async () => (await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent')).find((p) => p.node === node && p.name !== old!.name && p.ready), { what: `a new agent pod on ${node}`, timeoutMs: 120_000, intervalMs: 250 });
+  await c.kubectlOk(['delete', 'pod', old!.name, '-n', AGENTS_NS]);
+  const fresh = await waitFor(async () => (await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent')).find((p) => p.node === node && p.name !== old!.name && p.ready), { what: `a new agent pod on ${node}`, timeoutMs: 120_000, intervalMs: 250 });
   t.ok(fresh, `the DaemonSet made ${fresh.name} in place of ${old!.name}`);
   const after = await capturedOn(c, node, client.name, before + 5);
   t.ok(after > before, `capture resumed: ${client.name}'s query #${after} after #${before}`);
@@ -115,8 +115,8 @@ t.test('the agent pod of a node deleted mid-capture: replaced, capture resumes, 
 t.test('the agent container killed (SIGKILL): the kubelet restarts it, capture resumes, no tcpdump of it left', async (t) => {
   const node = 'node-2';
   const client = (await c.pods(NS, 'app=logging')).find((p) => p.node === node)!;
-  const [pod] = (await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent')).filter((p) => p.node === node);
-  const restarts = async (): Promise<number> => Number((await c.kubectlOk(['get', 'pod', pod!.name, '-n', SYSTEM_NS, '-o', 'jsonpath={.status.containerStatuses[0].restartCount}'])).trim() || 0);
+  const [pod] = (await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent')).filter((p) => p.node === node);
+  const restarts = async (): Promise<number> => Number((await c.kubectlOk(['get', 'pod', pod!.name, '-n', AGENTS_NS, '-o', 'jsonpath={.status.containerStatuses[0].restartCount}'])).trim() || 0);
   const restartsBefore = await restarts();
   const before = await capturedOn(c, node, client.name);
   const oldDumps = await tcpdumps(c, node);
@@ -124,7 +124,7 @@ t.test('the agent container killed (SIGKILL): the kubelet restarts it, capture r
   t.ok(agent, 'the agent\'s process on the node');
   process.kill(agent!.pid, 'SIGKILL');
   await waitFor(async () => (await restarts()) > restartsBefore, { what: 'the kubelet to restart the agent container', timeoutMs: 60_000, intervalMs: 250 });
-  await c.waitForPods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent', c.nodeNames.length);
+  await c.waitForPods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent', c.nodeNames.length);
   const after = await capturedOn(c, node, client.name, before + 5);
   t.ok(after > before, `capture resumed: ${client.name}'s query #${after} after #${before}`);
   const now = await tcpdumps(c, node);
@@ -146,7 +146,7 @@ t.test('a node drained: its logging pods move and are captured where they land',
   const replacements = landed.filter((p) => !moving.some((m) => m.name === p.name) && !before.some((b) => b.name === p.name));
   t.equal(replacements.length, moving.length, 'a replacement on node-1 for each pod that left node-2');
   for (const p of replacements) t.ok(await capturedOn(c, 'node-1', p.name) >= 0, `${p.name} captured on node-1`);
-  t.ok((await c.pods(SYSTEM_NS, 'app.kubernetes.io/name=kube-pcap-agent')).some((p) => p.node === 'node-2'), 'node-2 keeps its agent (drain leaves DaemonSet pods)');
+  t.ok((await c.pods(AGENTS_NS, 'app.kubernetes.io/name=kube-pcap-agent')).some((p) => p.node === 'node-2'), 'node-2 keeps its agent (drain leaves DaemonSet pods)');
   await waitFor(async () => (await tcpdumps(c, 'node-2')).length === 0, { what: 'node-2 to capture nothing of this capture, with no logging pod left on it', timeoutMs: 60_000 });
   t.pass('node-2\'s tcpdumps of the capture ended with its pods');
   await c.kubectlOk(['uncordon', 'node-2']);

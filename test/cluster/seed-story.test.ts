@@ -11,7 +11,7 @@ import { scratchDir } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 import { ClusterStory, clientOf, NAME, NS } from './cluster-story.js';
 import { realCluster } from './handle.js';
-import { SYSTEM_NS } from './install.js';
+import { AGENTS_NS } from './install.js';
 
 const c = await realCluster(t);
 // The cluster outlives this file: what the story made goes with it.
@@ -89,7 +89,7 @@ t.test('files.pcapng names each packet\'s node, namespace and pod', async (t) =>
 });
 
 t.test('the gateway reached every node\'s agent pod, found through the agents\' EndpointSlices', async (t) => {
-  const slices = await c.kubectlOk(['get', 'endpointslices', '-n', SYSTEM_NS, '-l', 'kubernetes.io/service-name=kube-pcap-agent', '-o', 'jsonpath={range .items[*].endpoints[*]}{.nodeName}={.addresses[0]} {end}']);
+  const slices = await c.kubectlOk(['get', 'endpointslices', '-n', AGENTS_NS, '-l', 'kubernetes.io/service-name=kube-pcap-agent', '-o', 'jsonpath={range .items[*].endpoints[*]}{.nodeName}={.addresses[0]} {end}']);
   const pairs = new Map(slices.trim().split(' ').map((p) => p.split('=') as [string, string]));
   t.same([...pairs.keys()].sort(), nodes, 'an endpoint per node');
   for (const n of nodes) t.equal(pairs.get(n), c.node(n).ip, `${n}'s agent at the node's address (hostNetwork)`);

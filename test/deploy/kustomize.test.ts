@@ -33,7 +33,14 @@ t.test('the rendered workloads carry the promised security settings', async (t) 
   t.equal(res.code, 0, res.stderr);
   const objs = loadAllYaml(res.stdout) as Obj[];
   const find = (kind: string, name: string): Json => objs.find((o) => o.kind === kind && o.metadata.name === name);
-  for (const o of objs) if (o.kind !== 'Namespace' && o.kind !== 'CustomResourceDefinition' && !o.kind.startsWith('Cluster')) t.equal(o.metadata.namespace, 'kube-pcap', `${o.kind}/${o.metadata.name} in kube-pcap`);
+  // The gateway alone in kube-pcap (where users may port-forward), the agents in their own
+  // namespace (docs/security.md, "Trust boundaries").
+  const namespaced = objs.filter((o) => o.kind !== 'Namespace' && o.kind !== 'CustomResourceDefinition' && !o.kind.startsWith('Cluster') && !o.kind.startsWith('ValidatingAdmissionPolicy'));
+  const agentSide = (o: Obj): boolean => o.metadata.name === 'kube-pcap-agent' || o.metadata.name === 'kube-pcap-gateway-endpoints';
+  for (const o of namespaced) t.equal(o.metadata.namespace, agentSide(o) ? 'kube-pcap-agents' : 'kube-pcap', `${o.kind}/${o.metadata.name}`);
+  const pss = (name: string): string | undefined => (objs.find((o) => o.kind === 'Namespace' && o.metadata.name === name) as Json)?.metadata.labels['pod-security.kubernetes.io/enforce'];
+  t.equal(pss('kube-pcap'), 'restricted', 'the gateway\'s namespace enforces the restricted profile');
+  t.equal(pss('kube-pcap-agents'), 'privileged', 'the agents\' namespace allows hostNetwork and NET_RAW');
 
   const gw = find('Deployment', 'kube-pcap-gateway');
   t.equal(gw.spec.replicas, 2);
@@ -56,13 +63,15 @@ t.test('the rendered workloads carry the promised security settings', async (t) 
   t.same(env.POD_NAME?.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } });
   const token = gwPod.volumes.find((v: Json) => v.name === 'agent-token');
   t.equal(token.projected.sources[0].serviceAccountToken.audience, 'kube-pcap-agent');
-  const agentCa = gwPod.volumes.find((v: Json) => v.name === 'agent-ca');
-  t.same(agentCa.secret.items, [{ key: 'ca.crt', path: 'ca.crt' }], 'the gateway mounts the agents\' CA, never their key');
+  const secrets = (gwPod.volumes as Json[]).filter((v) => v.secret).map((v) => v.secret.secretName);
+  t.notOk(secrets.includes('kube-pcap-agent-tls'), 'the gateway mounts nothing of the agents\' Secret (their key stays in their namespace)');
+  t.ok(gwc.args.includes('--agent-ca-file=/etc/kube-pcap/agent-client/ca.crt'), 'the agents\' CA comes with the gateway\'s client certificate');
 
   const ds = find('DaemonSet', 'kube-pcap-agent');
   const agPod = ds.spec.template.spec;
   const agc = agPod.containers[0];
   t.equal(agPod.hostNetwork, true);
+  t.equal(agPod.tolerations, undefined, 'no tolerations: no agent on tainted (control-plane) nodes unless configured');
   t.same(agc.securityContext.capabilities, { drop: ['ALL'], add: ['NET_RAW', 'SETGID'] }, 'what agent-privileges.test.ts captures with');
   t.equal(agc.securityContext.privileged, undefined, 'not privileged');
   t.equal(agc.securityContext.readOnlyRootFilesystem, true);
@@ -84,7 +93,7 @@ t.test('the workloads\' arguments are ones the kube-pcap CLI accepts', async (t)
   t.equal(gwCommand, 'gateway');
   const gw = gatewayConfig(parseOptions('kube-pcap gateway', gatewayOptions, gwArgs, {}).values);
   t.same(gw.listen, { host: '0.0.0.0', port: 9443 });
-  t.same(gw.agents.service, { namespace: 'kube-pcap', name: 'kube-pcap-agent' });
+  t.same(gw.agents.service, { namespace: 'kube-pcap-agents', name: 'kube-pcap-agent' });
   const [agCommand, ...agArgs] = args('DaemonSet', 'kube-pcap-agent');
   t.equal(agCommand, 'agent');
   const ag = agentConfig(parseOptions('kube-pcap agent', agentOptions, agArgs, {}).values);
@@ -96,8 +105,10 @@ t.test('the workloads\' arguments are ones the kube-pcap CLI accepts', async (t)
 t.test('applied for real, each component can do its job and nothing more', async (t) => {
   const res = await c.kubectl(['apply', '--server-side', '--force-conflicts', '-k', deploy]);
   t.equal(res.code, 0, res.stderr);
-  const can = async (sa: string, attrs: Record<string, string>) =>
-    (await c.authz.createSubjectAccessReview({ body: { spec: { user: `system:serviceaccount:kube-pcap:${sa}`, groups: ['system:serviceaccounts', 'system:serviceaccounts:kube-pcap', 'system:authenticated'], resourceAttributes: attrs } } })).status?.allowed === true;
+  const can = async (sa: string, attrs: Record<string, string>) => {
+    const ns = sa === 'kube-pcap-agent' ? 'kube-pcap-agents' : 'kube-pcap';
+    return (await c.authz.createSubjectAccessReview({ body: { spec: { user: `system:serviceaccount:${ns}:${sa}`, groups: ['system:serviceaccounts', `system:serviceaccounts:${ns}`, 'system:authenticated'], resourceAttributes: attrs } } })).status?.allowed === true;
+  };
   const pc = { group: 'projectcalico.org', resource: 'packetcaptures' };
 
   const gatewayMay: Record<string, string>[] = [
@@ -106,7 +117,7 @@ t.test('applied for real, each component can do its job and nothing more', async
     { ...pc, subresource: 'files', verb: 'delete', namespace: 'storefront' },
     { group: 'authentication.k8s.io', resource: 'tokenreviews', verb: 'create' },
     { group: 'authorization.k8s.io', resource: 'subjectaccessreviews', verb: 'create' },
-    { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'watch', namespace: 'kube-pcap' },
+    { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'watch', namespace: 'kube-pcap-agents' },
     // The status aggregator (docs/status.md).
     { ...pc, verb: 'watch', namespace: 'storefront' },
     { ...pc, subresource: 'status', verb: 'patch', namespace: 'storefront' },
@@ -120,6 +131,8 @@ t.test('applied for real, each component can do its job and nothing more', async
     { group: 'kube-pcap.io', resource: 'packetcapturenodereports', verb: 'patch', namespace: 'storefront' },
     { group: 'coordination.k8s.io', resource: 'leases', verb: 'update', namespace: 'kube-system', name: 'kube-pcap-status-aggregator' },
     { group: '', resource: 'secrets', verb: 'get', namespace: 'kube-pcap' },
+    { group: '', resource: 'secrets', verb: 'get', namespace: 'kube-pcap-agents' },
+    { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'list', namespace: 'kube-pcap' },
     { group: '', resource: 'pods', verb: 'list', namespace: 'storefront' },
     { group: 'discovery.k8s.io', resource: 'endpointslices', verb: 'list', namespace: 'default' },
   ];

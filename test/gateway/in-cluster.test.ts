@@ -9,7 +9,7 @@ import { NODE_FLAGS } from '../../src/node-flags.js';
 import { cluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
-import { AGENT_SERVER_NAME, CLI, scratchDir, SYSTEM_NAMESPACE } from '../harness/kube-pcap.js';
+import { AGENT_SERVER_NAME, AGENTS_NAMESPACE, CLI, scratchDir, SYSTEM_NAMESPACE } from '../harness/kube-pcap.js';
 import { OwnedProcess } from '../harness/processes.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -28,7 +28,7 @@ t.test('in-cluster configuration: the pod\'s ServiceAccount, no kubeconfig', asy
     'mount -t tmpfs kube-pcap-run /run',
     `mkdir -p ${sa}`,
     `cp ${join(dir, 'token')} ${join(dir, 'ca.crt')} ${sa}/`,
-    `exec ${process.execPath} ${NODE_FLAGS.join(' ')} ${CLI} gateway --listen=127.0.0.1:0 --tls-cert-file=${w.pki.gateway.certFile} --tls-key-file=${w.pki.gateway.keyFile} --agent-service=${SYSTEM_NAMESPACE}/${w.agentService} --agent-ca-file=${w.pki.ca.certFile} --agent-server-name=${AGENT_SERVER_NAME} --agent-token-file=${join(dir, 'agent-token')} --agent-client-cert-file=${w.pki.gatewayClient.certFile} --agent-client-key-file=${w.pki.gatewayClient.keyFile}`,
+    `exec ${process.execPath} ${NODE_FLAGS.join(' ')} ${CLI} gateway --listen=127.0.0.1:0 --tls-cert-file=${w.pki.gateway.certFile} --tls-key-file=${w.pki.gateway.keyFile} --agent-service=${AGENTS_NAMESPACE}/${w.agentService} --agent-ca-file=${w.pki.ca.certFile} --agent-server-name=${AGENT_SERVER_NAME} --agent-token-file=${join(dir, 'agent-token')} --agent-client-cert-file=${w.pki.gatewayClient.certFile} --agent-client-key-file=${w.pki.gatewayClient.keyFile}`,
   ].join('\n');
   const logFile = join(dir, 'gateway.log');
   const env: NodeJS.ProcessEnv = { ...process.env, KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(c.info.port) };

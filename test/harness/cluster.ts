@@ -128,12 +128,23 @@ export class TestCluster {
     await this.core.createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
   }
 
-  /** A real bound token from the TokenRequest API. */
-  async tokenFor(namespace: string, serviceAccount: string, opts: { audience?: string; expirationSeconds?: number } = {}): Promise<string> {
+  /**
+   * A real bound token from the TokenRequest API. With `boundNode`, bound to that Node object
+   * as a kubelet's Pod-bound token is to its Pod's node: the API server then names the node
+   * in the user's extra `authentication.kubernetes.io/node-name`.
+   */
+  async tokenFor(namespace: string, serviceAccount: string, opts: { audience?: string; expirationSeconds?: number; boundNode?: string } = {}): Promise<string> {
+    const bound = opts.boundNode === undefined ? undefined : await this.core.readNode({ name: opts.boundNode });
     const res = await this.core.createNamespacedServiceAccountToken({
       name: serviceAccount,
       namespace,
-      body: { spec: { audiences: opts.audience ? [opts.audience] : [], expirationSeconds: opts.expirationSeconds ?? 3600 } },
+      body: {
+        spec: {
+          audiences: opts.audience ? [opts.audience] : [],
+          expirationSeconds: opts.expirationSeconds ?? 3600,
+          ...(bound ? { boundObjectRef: { apiVersion: 'v1', kind: 'Node', name: bound.metadata!.name!, uid: bound.metadata!.uid! } } : {}),
+        },
+      },
     });
     const token = res.status?.token;
     if (!token) throw new Error(`TokenRequest for ${namespace}/${serviceAccount} returned no token`);

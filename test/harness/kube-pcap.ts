@@ -16,8 +16,11 @@ import { agentPrivileges, setprivArgs, type ContainerPrivileges } from './shippe
 import { waitFor } from './wait.js';
 
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
+/** The gateway's namespace (deploy/namespace.yaml). */
 export const SYSTEM_NAMESPACE = 'kube-pcap';
-export const AGENT_SERVER_NAME = 'kube-pcap-agent.kube-pcap.svc';
+/** The agents' namespace, apart from the gateway's (docs/security.md, "Trust boundaries"). */
+export const AGENTS_NAMESPACE = 'kube-pcap-agents';
+export const AGENT_SERVER_NAME = 'kube-pcap-agent.kube-pcap-agents.svc';
 
 /** A scratch directory under the sandbox's /tmp, removed on teardown. */
 export async function scratchDir(t: Teardown, prefix: string): Promise<string> {
@@ -50,15 +53,18 @@ export async function makePki(t: Teardown): Promise<Pki> {
 /** deploy/'s namespace, ServiceAccounts and RBAC for the gateway and the agents (idempotent). */
 export async function installKubePcap(c: TestCluster): Promise<void> {
   await installCrd(c);
-  for (const f of ['namespace.yaml', 'gateway/serviceaccount.yaml', 'gateway/rbac.yaml', 'gateway/ca-reader-rbac.yaml', 'agent/serviceaccount.yaml', 'agent/rbac.yaml']) {
+  for (const f of ['namespace.yaml', 'gateway/serviceaccount.yaml', 'gateway/rbac.yaml', 'gateway/ca-reader-rbac.yaml', 'agent/serviceaccount.yaml', 'agent/rbac.yaml', 'agent/report-policy.yaml']) {
     await c.applyYaml(join(REPO_ROOT, 'deploy', f));
   }
 }
 
-/** A kubeconfig that authenticates as a ServiceAccount with a real token. */
-export async function serviceAccountKubeconfig(c: TestCluster, dir: string, namespace: string, sa: string, server = c.info.server): Promise<string> {
-  const token = await c.tokenFor(namespace, sa, { expirationSeconds: 7200 });
-  const file = join(dir, `${sa}.kubeconfig`);
+/**
+ * A kubeconfig that authenticates as a ServiceAccount with a real token; with `boundNode`,
+ * one bound to that node as a DaemonSet pod's token is (an agent's: deploy/agent/report-policy.yaml).
+ */
+export async function serviceAccountKubeconfig(c: TestCluster, dir: string, namespace: string, sa: string, server = c.info.server, boundNode?: string): Promise<string> {
+  const token = await c.tokenFor(namespace, sa, { expirationSeconds: 7200, boundNode });
+  const file = join(dir, `${sa}${boundNode ? `-${boundNode}` : ''}.kubeconfig`);
   await writeFile(file, [
     'apiVersion: v1', 'kind: Config',
     'clusters:', '- name: test', '  cluster:', `    server: ${server}`, `    certificate-authority: ${c.info.caFile}`,
@@ -114,7 +120,7 @@ export async function startAgent(t: Teardown, c: TestCluster, o: AgentOptions): 
   // A real cluster's node has its Node object: the status aggregator drops the reports of
   // nodes without one.
   await ensureNode(await c.rest(), o.node);
-  const kubeconfig = await serviceAccountKubeconfig(c, o.logDir, SYSTEM_NAMESPACE, 'kube-pcap-agent', o.apiServer);
+  const kubeconfig = await serviceAccountKubeconfig(c, o.logDir, AGENTS_NAMESPACE, 'kube-pcap-agent', o.apiServer, o.node);
   const logFile = join(o.logDir, `${uniqueName(`agent-${o.node}`)}.log`);
   const proc = new OwnedProcess(process.execPath, [
     ...NODE_FLAGS, ...(o.sourceMaps === false ? [] : ['--enable-source-maps']), CLI, 'agent',
@@ -139,7 +145,7 @@ export async function publishAgents(c: TestCluster, service: string, agents: { n
     await c.applyManifest(JSON.stringify({
       apiVersion: 'discovery.k8s.io/v1',
       kind: 'EndpointSlice',
-      metadata: { name: `${service}-${a.node}`, namespace: SYSTEM_NAMESPACE, labels: { 'kubernetes.io/service-name': service } },
+      metadata: { name: `${service}-${a.node}`, namespace: AGENTS_NAMESPACE, labels: { 'kubernetes.io/service-name': service } },
       addressType: 'IPv4',
       endpoints: [{ addresses: [a.address], nodeName: a.node, conditions: { ready: true } }],
       ports: [{ name: 'https', port: a.port, protocol: 'TCP' }],
@@ -179,7 +185,7 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
     `--tls-cert-file=${o.pki.gateway.certFile}`,
     `--tls-key-file=${o.pki.gateway.keyFile}`,
     `--kubeconfig=${kubeconfig}`,
-    `--agent-service=${SYSTEM_NAMESPACE}/${o.agentService}`,
+    `--agent-service=${AGENTS_NAMESPACE}/${o.agentService}`,
     `--agent-ca-file=${o.pki.ca.certFile}`,
     `--agent-server-name=${AGENT_SERVER_NAME}`,
     `--agent-token-file=${tokenFile}`,

@@ -26,7 +26,7 @@ const key = (o: K8sObject): string => `${o.kind}/${o.metadata.namespace ?? ''}/$
  * What is normalized away between the chart's render and deploy/'s:
  * - Helm's own labels (helm.sh/chart, app.kubernetes.io/managed-by, instance, version);
  * - on the CRDs, kustomize's part-of label: Helm installs crds/ as they are, untemplated;
- * - deploy/'s Namespace: Helm installs into an existing namespace (README, "Helm").
+ * - deploy/'s Namespaces: Helm installs into existing namespaces (README, "Helm").
  */
 function normalize(o: K8sObject): K8sObject {
   const copy = structuredClone(o);
@@ -79,6 +79,15 @@ t.test('the options render what they promise; the ones that need CRDs are off by
   const missing = await helm('template', 'kube-pcap', chart, '-n', 'kube-pcap', '--set', 'certManager.enabled=true');
   t.not(missing.code, 0);
   t.match(missing.stderr, /certManager.gatewayIssuerRef.name is required/);
+  const together = await helm('template', 'kube-pcap', chart, '-n', 'kube-pcap', '--set', 'agent.namespace=kube-pcap');
+  t.not(together.code, 0, 'the agents never share the gateway\'s namespace');
+  t.match(together.stderr, /agent.namespace must name a namespace of its own/);
+  const elsewhere = await render('agent.namespace=pcap-nodes', 'agent.tolerations[0].operator=Exists');
+  const agentDs = elsewhere.find((o) => o.kind === 'DaemonSet') as unknown as { metadata: { namespace: string }; spec: { template: { spec: { tolerations: unknown[] } } } };
+  t.equal(agentDs.metadata.namespace, 'pcap-nodes');
+  t.same(agentDs.spec.template.spec.tolerations, [{ operator: 'Exists' }], 'tolerations are what the user configures');
+  const policy = JSON.stringify(elsewhere.find((o) => o.kind === 'ValidatingAdmissionPolicy'));
+  t.match(policy, /system:serviceaccount:pcap-nodes:kube-pcap-agent/, 'the report policy follows the agents\' namespace');
 
   const monitor = (await render('serviceMonitor.enabled=true')).find((o) => o.kind === 'ServiceMonitor');
   t.ok(monitor, 'a ServiceMonitor');
@@ -104,8 +113,8 @@ t.test('it installs on a bare API server: a server-side dry run, then for real',
 
   const install = await helm('install', 'kube-pcap', chart, '-n', 'kube-pcap', '--kubeconfig', kubeconfig);
   t.equal(install.code, 0, install.stderr);
-  for (const [kind, name] of [['deployment', 'kube-pcap-gateway'], ['daemonset', 'kube-pcap-agent'], ['service', 'kube-pcap-gateway'], ['crd', 'packetcaptures.projectcalico.org'], ['crd', 'packetcapturenodereports.kube-pcap.io'], ['clusterrole', 'kube-pcap-gateway']]) {
-    const r = await c.kubectl(['get', kind!, name!, '-n', 'kube-pcap', '-o', 'name']);
+  for (const [kind, name, ns] of [['deployment', 'kube-pcap-gateway', 'kube-pcap'], ['daemonset', 'kube-pcap-agent', 'kube-pcap-agents'], ['service', 'kube-pcap-gateway', 'kube-pcap'], ['crd', 'packetcaptures.projectcalico.org', ''], ['crd', 'packetcapturenodereports.kube-pcap.io', ''], ['clusterrole', 'kube-pcap-gateway', ''], ['validatingadmissionpolicy', 'kube-pcap-agent-reports', '']]) {
+    const r = await c.kubectl(['get', kind!, name!, ...(ns ? ['-n', ns] : []), '-o', 'name']);
     t.equal(r.code, 0, `${kind}/${name} exists: ${r.stderr}`);
   }
   const status = await helm('status', 'kube-pcap', '-n', 'kube-pcap', '--kubeconfig', kubeconfig);

@@ -80,4 +80,9 @@ t.test('gateway-access.yaml opens the port-forward to the gateway, and nothing e
   t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', core('create', 'pods', { subresource: 'exec' })), 'no exec');
   t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', core('get', 'secrets')), 'no Secrets');
   t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', core('delete', 'pods')), 'no deleting pods');
+  // The agents share their node's network namespace: a port-forward there would reach the
+  // node's loopback (docs/security.md, "Trust boundaries").
+  const agents = { group: '', resource: 'pods', namespace: 'kube-pcap-agents' };
+  t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', { ...agents, verb: 'create', subresource: 'portforward' }), 'no port-forward to an agent pod');
+  t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', { ...agents, verb: 'list' }), 'nor finding the agents\' pods');
 });

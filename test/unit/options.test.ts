@@ -8,7 +8,7 @@ const gw = (...args: string[]) => gatewayConfig(parseOptions('gw', gatewayOption
 t.test('gateway defaults', async (t) => {
   const c = gw();
   t.same(c.listen, { host: '0.0.0.0', port: 9443 });
-  t.same(c.agents.service, { namespace: 'kube-pcap', name: 'kube-pcap-agent' });
+  t.same(c.agents.service, { namespace: 'kube-pcap-agents', name: 'kube-pcap-agent' });
   t.equal(c.cache.authnTtlMs, 10_000);
   t.equal(c.oidc, undefined);
   t.same(c.tokenAudiences, []);

@@ -2,9 +2,9 @@
 // when that view needs a write, how often it may be written, report names, and the
 // reflector's full-jitter back-off.
 import t from 'tap';
-import { foldReports, statusMatches, writeIntervalMs } from '../../src/gateway/aggregate-status.js';
+import { fitFiles, foldReports, STATUS_MAX_BYTES, statusMatches, writeIntervalMs } from '../../src/gateway/aggregate-status.js';
 import { equalJitterDelay, fullJitterDelay } from '../../src/kube/backoff.js';
-import { reportName, type NodeReport, type NodeReportStatus } from '../../src/kube/node-report.js';
+import { entryOf, REPORT_LIMITS, reportName, type NodeReport, type NodeReportStatus } from '../../src/kube/node-report.js';
 import type { PacketCapture } from '../../src/kube/packetcapture.js';
 
 function report(node: string, uid: string, status: NodeReportStatus, extra: Partial<NodeReport['metadata']> = {}): NodeReport {
@@ -94,4 +94,24 @@ t.test('full-jitter back-off: uniform below the capped exponential, never above'
   const buckets = new Array(5).fill(0) as number[];
   for (const d of draws) buckets[Math.floor(d / 1000)]!++;
   t.ok(buckets.every((b) => b > 120), `each second of the window gets a share: ${buckets.join(', ')}`);
+});
+
+t.test('bounds: a report past its limits is cut to them, and status.files fits etcd however many nodes report at their limits', async (t) => {
+  const longName = (i: number): string => `${'p'.repeat(240)}-${String(i).padStart(6, '0')}.pcap`;
+  const huge = report('node-x', 'u1', { state: 'Capturing', fileNames: Array.from({ length: REPORT_LIMITS.fileNames + 100 }, (_, i) => longName(i)), message: 'm'.repeat(5000), directory: `/${'d'.repeat(9000)}` });
+  const e = entryOf(huge);
+  t.equal(e.fileNames!.length, REPORT_LIMITS.fileNames, 'names beyond the limit left out');
+  t.equal(e.fileNames!.at(-1), longName(REPORT_LIMITS.fileNames + 99), 'the last names kept');
+  t.equal(e.message!.length, REPORT_LIMITS.messageLength);
+  t.equal(e.directory!.length, REPORT_LIMITS.directoryLength);
+
+  const atLimit = (node: string): NodeReport => report(node, 'u1', { state: 'Capturing', directory: '/var/lib/kube-pcap/ns/pc', fileNames: Array.from({ length: REPORT_LIMITS.fileNames }, (_, i) => longName(i)) });
+  const one = Buffer.byteLength(JSON.stringify(entryOf(atLimit('node-0'))));
+  t.ok(one < 1.5 * 1024 * 1024 - 64 * 1024, `one report at every limit is ${(one / 1024 / 1024).toFixed(2)} MiB, under etcd's 1.5 MiB`);
+  const fold = foldReports('u1', Array.from({ length: 40 }, (_, i) => atLimit(`node-${i}`)), present);
+  t.equal(fold.files.length, 40, 'every node keeps its entry');
+  t.ok(Buffer.byteLength(JSON.stringify(fold.files)) <= STATUS_MAX_BYTES, 'and the whole fits');
+  t.ok(fold.files.every((f) => f.fileNames!.length > 0 && f.fileNames!.at(-1) === longName(REPORT_LIMITS.fileNames - 1)), 'each keeps its last names');
+  const small = [{ node: 'a', fileNames: ['a.pcap'] }];
+  t.equal(fitFiles(small, STATUS_MAX_BYTES), small, 'what fits is left alone');
 });

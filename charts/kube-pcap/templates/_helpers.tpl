@@ -11,3 +11,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $tag := .image.tag | default .root.Chart.AppVersion -}}
 {{ printf "%s:%s" .image.repository $tag }}
 {{- end }}
+
+{{/* The agents' namespace: never the release's (the gateway's), docs/security.md. */}}
+{{- define "kube-pcap.agentNamespace" -}}
+{{- if or (not .Values.agent.namespace) (eq .Values.agent.namespace .Release.Namespace) -}}
+{{- fail "agent.namespace must name a namespace of its own, not the gateway's (whoever may port-forward to the gateway would reach the agents' node network)" -}}
+{{- end -}}
+{{ .Values.agent.namespace }}
+{{- end }}
