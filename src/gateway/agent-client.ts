@@ -13,7 +13,7 @@ import { ReloadingAgent } from '../tls/reloading-agent.js';
 import type { AgentEndpoint } from './agent-directory.js';
 import { FileGetPool, type FileResponse } from './file-get.js';
 import type { PushBody } from './push-body.js';
-import { InvalidListingError, isCaptureFileName, parseListing, parsePin, type AgentFile, type AgentPin } from './agent-listing.js';
+import { AGENT_ANSWER_LIMITS, InvalidListingError, isCaptureFileName, parseListing, parsePin, type AgentFile, type AgentPin } from './agent-listing.js';
 
 export type { AgentFile, AgentPin } from './agent-listing.js';
 
@@ -39,8 +39,26 @@ export interface AgentClientOptions {
   idleTimeoutMs?: number;
 }
 
-/** An error answer's body is read this far for its message. */
-const ERROR_BODY_BYTES = 64 * 1024;
+const ERROR_BODY_BYTES = AGENT_ANSWER_LIMITS.errorBytes;
+
+/**
+ * At most `max` bytes of an answer's body: `whole` is false when there was more, which is
+ * then not read (the connection is closed rather than drained).
+ */
+async function readUpTo(body: Dispatcher.ResponseData['body'], max: number): Promise<{ data: Buffer; whole: boolean }> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    if (n + chunk.length > max) {
+      chunks.push(chunk.subarray(0, max - n));
+      body.destroy();
+      return { data: Buffer.concat(chunks, max), whole: false };
+    }
+    chunks.push(chunk);
+    n += chunk.length;
+  }
+  return { data: Buffer.concat(chunks, n), whole: true };
+}
 
 export class AgentClient {
   private readonly https: ReloadingAgent;
@@ -93,7 +111,7 @@ export class AgentClient {
       throw new AgentError(ep.node, `${(err as { code?: string }).code ?? cause?.code ?? ''} ${(err as Error).message}`.trim());
     }
     if (res.statusCode >= 300) {
-      const text = await res.body.text().catch(() => '');
+      const text = await readUpTo(res.body, ERROR_BODY_BYTES).then(({ data }) => data.toString(), () => '');
       throw new AgentError(ep.node, `${method} ${path} answered ${res.statusCode}: ${statusMessage(text)}`, res.statusCode);
     }
     return res;
@@ -141,11 +159,29 @@ export class AgentClient {
   private async json(ep: AgentEndpoint, method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string): Promise<unknown> {
     const deadline = AbortSignal.timeout(this.opts.timeoutMs);
     const res = await this.call(ep, method, path, deadline);
+    return await this.jsonBody(ep, res, `${method} ${path}`, deadline);
+  }
+
+  /** A JSON body of at most AGENT_ANSWER_LIMITS.jsonBytes, parsed. */
+  private async jsonBody(ep: AgentEndpoint, res: Dispatcher.ResponseData, what: string, deadline?: AbortSignal): Promise<unknown> {
+    const max = AGENT_ANSWER_LIMITS.jsonBytes;
+    const declared = Number(res.headers['content-length'] ?? 0);
+    if (declared > max) {
+      res.body.destroy();
+      throw new InvalidListingError(ep.node, `the answer to ${what} is ${declared} bytes, more than the ${max} the gateway reads`);
+    }
+    let read: { data: Buffer; whole: boolean };
     try {
-      return await res.body.json();
+      read = await readUpTo(res.body, max);
     } catch {
-      if (deadline.aborted) throw new AgentError(ep.node, `the answer to ${method} ${path} did not arrive within ${this.opts.timeoutMs} ms`);
-      throw new InvalidListingError(ep.node, `the answer to ${method} ${path} is not JSON`);
+      if (deadline?.aborted) throw new AgentError(ep.node, `the answer to ${what} did not arrive within ${this.opts.timeoutMs} ms`);
+      throw new AgentError(ep.node, `the answer to ${what} broke off`);
+    }
+    if (!read.whole) throw new InvalidListingError(ep.node, `the answer to ${what} is more than the ${max} bytes the gateway reads`);
+    try {
+      return JSON.parse(read.data.toString()) as unknown;
+    } catch {
+      throw new InvalidListingError(ep.node, `the answer to ${what} is not JSON`);
     }
   }
 
@@ -193,9 +229,9 @@ export class AgentClient {
 
   async deleteFiles(ep: AgentEndpoint, namespace: string, name: string): Promise<string[]> {
     const res = await this.call(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
-    const body = (await res.body.json().catch(() => undefined)) as { removed?: unknown } | undefined;
+    const body = (await this.jsonBody(ep, res, 'DELETE files').catch(() => undefined)) as { removed?: unknown } | undefined;
     const removed = body?.removed;
-    if (!Array.isArray(removed) || !removed.every(isCaptureFileName)) throw new InvalidListingError(ep.node, 'the list of removed files is not a list of plain *.pcap names');
+    if (!Array.isArray(removed) || removed.length > AGENT_ANSWER_LIMITS.listingEntries || !removed.every(isCaptureFileName)) throw new InvalidListingError(ep.node, 'the list of removed files is not a list of plain *.pcap names');
     return removed;
   }
 

@@ -26,6 +26,22 @@ export interface AgentPin {
 
 const PIN_ID = /^[0-9a-f]{32}$/;
 
+/**
+ * How much of an agent's answer the gateway reads (docs/security.md, "A node"): beyond these,
+ * the node fails with a reason and the gateway's memory is not the agent's to spend.
+ * A listing entry is about 300 bytes, so a listing at the entry limit is about 3 MiB.
+ */
+export const AGENT_ANSWER_LIMITS = {
+  /** A JSON answer (listing, pin, removed files). */
+  jsonBytes: 4 * 1024 * 1024,
+  /** Files in one node's listing or pin. */
+  listingEntries: 10_000,
+  /** An error answer, read for its message. */
+  errorBytes: 64 * 1024,
+  /** Interface blocks in one node's pcapng stream (one per pod interface, again after a reconnection). */
+  interfacesPerStream: 4096,
+} as const;
+
 /** Files beyond this are not capture files (the agent's own size limit is far below). */
 export const MAX_FILE_SIZE = 2 ** 50;
 const NODE_NAME = new RegExp(DNS1123_SUBDOMAIN);
@@ -64,6 +80,7 @@ export function isCaptureFileName(name: unknown): name is string {
 /** Checks every entry of an agent's listing; throws InvalidListingError on the first bad one. */
 export function parseListing(node: string, body: unknown): AgentFile[] {
   if (!Array.isArray(body)) throw new InvalidListingError(node, 'not a list');
+  if (body.length > AGENT_ANSWER_LIMITS.listingEntries) throw new InvalidListingError(node, `${body.length} files, more than the ${AGENT_ANSWER_LIMITS.listingEntries} a node may list`);
   const seen = new Set<string>();
   return body.map((entry: unknown, i): AgentFile => {
     if (typeof entry !== 'object' || entry === null) throw new InvalidListingError(node, `entry ${i} is not an object`);

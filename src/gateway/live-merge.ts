@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, WATERMARK } from '../pcap/pcapng.js';
 import { BlockType, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { checkedInterface, checkedNames, checkedPacket, checkedStatisticsInterface } from './pcapng-merge.js';
+import { AGENT_ANSWER_LIMITS } from './agent-listing.js';
 
 export interface LiveNode {
   node: string;
@@ -262,6 +263,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
         i.heardAt = now();
         poke();
       } else if (type === BlockType.IDB) {
+        if (i.ids.length >= AGENT_ANSWER_LIMITS.interfacesPerStream) throw new PcapngFormatError(what, `more than ${AGENT_ANSWER_LIMITS.interfacesPerStream} interfaces`);
         const block = r.block();
         const iface = checkedInterface(block, i.node.node, o, what);
         const key = `${iface.name}|${iface.linkType}|${iface.snapLen}|${iface.tsresol}|${iface.description ?? ''}`;

@@ -15,7 +15,7 @@ import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionH
 import { BlockType, packetBlockWhole, parseInterfaceBlock, parseNameBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { interfaceLabel } from '../pcap/interface-label.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
-import { isInterfaceName, isNodeName, isUid } from './agent-listing.js';
+import { AGENT_ANSWER_LIMITS, isInterfaceName, isNodeName, isUid } from './agent-listing.js';
 
 export interface NodeStream {
   node: string;
@@ -163,6 +163,7 @@ export class NodeMerge {
 
   /** An interface of the node (checkedInterface), under the section's next id. */
   private addInterface(input: NodeInput, block: Buffer): void {
+    if (input.ids.length >= AGENT_ANSWER_LIMITS.interfacesPerStream) throw new PcapngFormatError(input.reader.what, `more than ${AGENT_ANSWER_LIMITS.interfacesPerStream} interfaces`);
     const i = checkedInterface(block, input.stream.node, this.o, input.reader.what);
     input.ids.push(this.nextId++);
     input.tsresols.push(i.tsresol);

@@ -1,6 +1,7 @@
 // The gateway never trusts an agent's listing: a file name that is not a plain *.pcap name,
 // a duplicate, an impossible size, or something that is not a listing at all is a 502
-// naming the node, never a zip entry like `node/../../x`.
+// naming the node, never a zip entry like `node/../../x`; and an answer too big to hold (a
+// listing of 200 MiB, or of a million files) fails that node, not the gateway's memory.
 //
 // TEST DOUBLE: the hostile agent is a small HTTPS server with the agents' certificate that
 // answers listings it is told to. A real agent cannot be made to list such names (it only
@@ -27,6 +28,8 @@ await w.grantFiles();
 const ca = w.pki.ca.certFile;
 
 let listing: unknown = [];
+/** A listing too big to hold, streamed: this many bytes of entries, or this many entries. */
+let flood: { bytes?: number; entries?: number; declare?: boolean } | undefined;
 /** What the hostile agent answers to a pin (a download): by default a pin of the same listing. */
 let pinAnswer: (() => unknown) | undefined;
 const address = await bridgeAddress(t);
@@ -37,14 +40,34 @@ const hostile: Server = createServer({ cert: await readFile(w.pki.agent.certFile
     res.end(JSON.stringify(pinAnswer ? pinAnswer() : { id: 'f'.repeat(32), expiresAt: new Date().toISOString(), ttlSeconds: 120, files: listing }));
     return;
   }
+  if (flood && req.url?.endsWith('/files')) {
+    const entry = (i: number): string => JSON.stringify({ name: `web-${i}_eth0.pcap`, size: 24, modified: new Date(0).toISOString(), identity: '1f-b18ebfeae31b47582' });
+    const target = flood.bytes ?? Infinity;
+    const count = flood.entries ?? Infinity;
+    if (flood.declare) res.setHeader('content-length', String(target));
+    let sent = 0;
+    let i = 0;
+    const pump = (): void => {
+      while (sent < target && i < count && !res.destroyed) {
+        const chunk = Buffer.from((i === 0 ? '[' : ',') + Array.from({ length: 256 }, (_, k) => entry(i + k)).join(','));
+        i += 256;
+        sent += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', pump);
+      }
+      if (!res.destroyed) res.end(']');
+    };
+    res.on('error', () => undefined);
+    pump();
+    return;
+  }
   res.end(JSON.stringify(req.url?.endsWith('/files') ? listing : []));
 });
 await new Promise<void>((resolve) => hostile.listen(0, address, resolve));
 t.teardown(() => new Promise<void>((resolve) => hostile.close(() => resolve())));
 const node = w.nodeName('node-hostile');
 await publishAgents(c, w.agentService, [...w.agents, { node, address, port: (hostile.address() as AddressInfo).port }]);
-// The node's report, as its agent (whose ServiceAccount may write any node's report) would
-// write it; its Node exists, as a real node's would.
+// The node's report, as its agent would write it (the admin stands in: the report policy
+// binds an agent's writes to its own node); its Node exists, as a real node's would.
 await ensureNode(w.kube, node);
 const pc = (await getPacketCapture(w.kube, w.ns, CAPTURE))!;
 await applyNodeReport(w.kube, { namespace: w.ns, name: CAPTURE, uid: pc.metadata.uid! }, node, { directory: `/var/lib/kube-pcap/${w.ns}/${CAPTURE}`, fileNames: ['x.pcap'], state: 'Capturing' }, 'test-hostile-agent');
@@ -88,6 +111,36 @@ t.test('a pin whose id could be a path, or without a lifetime: 502 naming the no
     t.match(res.json<{ details: { causes: { reason: string; field: string }[] } }>().details.causes, [{ reason: 'AgentInvalidResponse', field: node }]);
   }
   pinAnswer = undefined;
+});
+
+/** The gateway's peak resident memory (VmHWM), MiB. */
+async function peakRssMiB(): Promise<number> {
+  const status = await readFile(`/proc/${w.gateway.proc.pid}/status`, 'utf8');
+  return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+t.test('an answer too big to hold fails its node with the reason; the gateway\'s memory barely moves', async (t) => {
+  const before = await peakRssMiB();
+  const cases: [string, NonNullable<typeof flood>, RegExp][] = [
+    ['200 MiB of listing', { bytes: 200 * 1024 * 1024 }, /more than the 4194304 bytes the gateway reads/],
+    ['200 MiB declared up front', { bytes: 200 * 1024 * 1024, declare: true }, /is 209715200 bytes, more than the 4194304/],
+    ['a million files', { entries: 1_000_000 }, /more than the 4194304 bytes|more than the 10000 a node may list/],
+    ['10 001 files in 2 MiB', { entries: 10_240 }, /10240 files, more than the 10000 a node may list/],
+  ];
+  for (const [what, f, reason] of cases) {
+    flood = f;
+    const res = await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: ca, token: w.devopsToken });
+    t.equal(res.status, 502, `${what}: 502`);
+    const status = res.json<{ message: string; details: { causes: { reason: string; field: string }[] } }>();
+    t.same(status.details.causes.map((c) => [c.reason, c.field]), [['AgentInvalidResponse', node]], `${what}: naming the node`);
+    t.match(await readFile(w.gateway.logFile, 'utf8'), reason, `${what}: the gateway's log says why`);
+  }
+  flood = undefined;
+  const grew = (await peakRssMiB()) - before;
+  t.ok(grew < 64, `the gateway's peak RSS grew ${grew.toFixed(1)} MiB over the four (bound 64 MiB; unbounded, 200 MiB of listing cost about 800)`);
+  listing = [];
+  const after = await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: ca, token: w.devopsToken });
+  t.equal(after.status, 200, 'and it goes on serving');
 });
 
 t.test('a well-formed listing from the same agent is served beside the real agents\' files', async (t) => {
