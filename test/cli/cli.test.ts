@@ -32,7 +32,7 @@ for (const cmd of ['gateway', 'agent']) {
     t.match(r.stdout, new RegExp(`^Usage: kube-pcap ${cmd} \\[options\\]`));
     t.match(r.stdout, /--listen=HOST:PORT/);
     t.match(r.stdout, /--tls-cert-file=FILE/);
-    t.match(r.stdout, cmd === 'gateway' ? /--agent-service=NAMESPACE\/NAME .*default kube-pcap\/kube-pcap-agent/ : /--capture-max-size-bytes=N .*default 10000000/);
+    t.match(r.stdout, cmd === 'gateway' ? /--agent-service=NAMESPACE\/NAME .*default kube-pcap-agents\/kube-pcap-agent/ : /--capture-max-size-bytes=N .*default 10000000/);
   });
 
   t.test(`kube-pcap ${cmd}: an unknown option is a clear error, exit 2`, async (t) => {
