@@ -11,6 +11,7 @@ import '../../src/gateway/decorators.js';
 import { isNodeName } from '../../src/gateway/agent-listing.js';
 import { liveMerge, type LiveNode } from '../../src/gateway/live-merge.js';
 import { captureParams, parseSince, sinceQuery, type CaptureParams } from '../../src/http/params.js';
+import { watchAccess } from '../../src/http/access-watch.js';
 import { HttpError } from '../../src/http/status.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
 
@@ -51,6 +52,18 @@ export default async function streamRoutes(app: FastifyInstance): Promise<void> 
           return await files.agents.openLive(ep, namespace, name, sinceMicros, signal);
         },
       });
+      // The stream ends when its caller may no longer read it, and its trailer says why.
+      let ending = 'finished';
+      const stopWatch = watchAccess(request, {
+        intervalMs: app.accessRecheckMs,
+        log: request.log,
+        onRevoked: (reason) => {
+          ending = `access revoked: ${reason}`;
+          abort.abort();
+        },
+      });
+      reply.raw.once('close', stopWatch);
+      reply.trailer('kube-pcap-stream-end', async () => ending);
       const start = since ?? Date.now() * 1000;
       request.log.info({ user: request.caller?.username, namespace, name, since: request.query.since }, 'live stream opened');
       const stream = liveMerge({

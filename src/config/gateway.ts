@@ -30,6 +30,7 @@ export const gatewayOptions: OptionTable = {
   'max-concurrent-downloads': { type: 'integer', default: 16, min: 1, max: 100_000, help: 'Downloads streamed at once by this replica; more wait in a queue. A replica is CPU-bound well below 16 streams: more add memory, not throughput.' },
   'download-queue': { type: 'integer', default: 512, min: 0, max: 1_000_000, help: 'Downloads waiting for a place; beyond, 429 with Retry-After.' },
   'max-live-streams': { type: 'integer', default: 32, min: 1, max: 10_000, help: 'Live streams open at once on this replica (each holds a connection to every node of its capture); beyond, 429 with Retry-After.' },
+  'access-recheck-seconds': { type: 'integer', default: 60, min: 0, max: 86400, help: 'Live streams and downloads authenticate and authorize their caller again this often, and end when the answer is no (0: never).' },
   'authn-cache-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long a successful token review is reused (never past the token\'s expiry).' },
   'authn-failure-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 300, help: 'How long a rejected token is remembered.' },
   'authz-allow-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long an allowing SubjectAccessReview is reused.' },
@@ -78,6 +79,8 @@ export interface GatewayConfig extends ServerConfig {
     maxConcurrent: number;
     queue: number;
     maxLiveStreams: number;
+    /** How often a long response authorizes its caller again (0: never). */
+    accessRecheckMs: number;
   };
   authnLimits: {
     unverifiedMaxInFlight: number;
@@ -176,6 +179,7 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
       maxConcurrent: v['max-concurrent-downloads'] as number,
       queue: v['download-queue'] as number,
       maxLiveStreams: v['max-live-streams'] as number,
+      accessRecheckMs: (v['access-recheck-seconds'] as number) * 1000,
     },
     cache: {
       authnTtlMs: (v['authn-cache-ttl-seconds'] as number) * 1000,

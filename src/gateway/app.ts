@@ -120,6 +120,7 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   });
   app.decorate('downloadSlots', downloadSlots);
   const liveStreams = new Gauge({ name: 'kube_pcap_gateway_live_streams', help: 'Live streams open.', registers: [registry] });
+  app.decorate('accessRecheckMs', config.downloads.accessRecheckMs);
   app.decorate('liveSlots', new ConcurrencyLimit({ maxInFlight: config.downloads.maxLiveStreams, maxQueued: 0, what: 'live streams', onInFlight: (n) => liveStreams.set(n) }));
   directory.start();
   cache.start();

@@ -18,5 +18,7 @@ declare module 'fastify' {
     downloadSlots: ConcurrencyLimit;
     /** Places for live streams (--max-live-streams), no queue: a viewer waits for nothing. */
     liveSlots: ConcurrencyLimit;
+    /** How often long responses authorize their caller again (src/http/access-watch.ts). */
+    accessRecheckMs: number;
   }
 }

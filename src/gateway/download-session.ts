@@ -3,6 +3,7 @@
 // node's files, so that what is listed is what is served (docs/downloads.md).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { QueueFullError } from '../auth/concurrency-limit.js';
+import { watchAccess } from '../http/access-watch.js';
 import { HttpError } from '../http/status.js';
 import type { MissingNode, NodeFiles } from './capture-files.js';
 import { DownloadPins } from './download-pins.js';
@@ -28,6 +29,17 @@ export async function inDownloadSlot(app: FastifyInstance, request: FastifyReque
     return reply;
   }
   reply.raw.once('close', release);
+  // Access taken away mid-download ends it: the connection is cut, the only way left to
+  // say "incomplete" once the head is out (a zip's length is then short, a pcapng's blocks).
+  const stopWatch = watchAccess(request, {
+    intervalMs: app.accessRecheckMs,
+    log: request.log,
+    onRevoked: () => {
+      request.log.warn({ user: request.caller?.username }, 'download ended: access revoked');
+      reply.raw.destroy();
+    },
+  });
+  reply.raw.once('close', stopWatch);
   try {
     return await send();
   } catch (err) {

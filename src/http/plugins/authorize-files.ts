@@ -26,13 +26,22 @@ export interface AuthorizeFilesOptions {
 
 export const authorizeFilesPlugin = fp(async (app: FastifyInstance, opts: AuthorizeFilesOptions) => {
   app.decorateRequest('caller', undefined);
+  app.decorateRequest('recheckAccess', undefined);
   // preHandler runs after parameter validation: a malformed name is a 400 for anyone.
   app.addHook('preHandler', async (request) => {
     const verb = request.routeOptions.config.filesVerb;
     if (!verb) return;
     const { namespace, name } = request.params as { namespace: string; name: string };
-    const user = await opts.authenticate(request);
-    await opts.reviewer.authorize(user, captureFilesAttributes(verb, namespace, name));
-    request.caller = user;
+    const attributes = captureFilesAttributes(verb, namespace, name);
+    const check = async (): Promise<UserInfo> => {
+      const user = await opts.authenticate(request);
+      await opts.reviewer.authorize(user, attributes);
+      return user;
+    };
+    request.caller = await check();
+    // Long responses ask again while they run (src/http/access-watch.ts).
+    request.recheckAccess = async () => {
+      await check();
+    };
   });
 }, { name: 'kube-pcap-authorize-files', dependencies: [] });
