@@ -30,6 +30,7 @@ export const gatewayOptions: OptionTable = {
   'max-concurrent-downloads': { type: 'integer', default: 16, min: 1, max: 100_000, help: 'Downloads streamed at once by this replica; more wait in a queue. A replica is CPU-bound well below 16 streams: more add memory, not throughput.' },
   'download-queue': { type: 'integer', default: 512, min: 0, max: 1_000_000, help: 'Downloads waiting for a place; beyond, 429 with Retry-After.' },
   'max-live-streams': { type: 'integer', default: 32, min: 1, max: 10_000, help: 'Live streams open at once on this replica (each holds a connection to every node of its capture); beyond, 429 with Retry-After.' },
+  'audit-log': { type: 'string', metavar: 'PATH', default: '-', help: 'Where the audit records go, one JSON line per request for packets: a file (appended, mode 0600), or - for standard output beside the log.' },
   'access-recheck-seconds': { type: 'integer', default: 60, min: 0, max: 86400, help: 'Live streams and downloads authenticate and authorize their caller again this often, and end when the answer is no (0: never).' },
   'authn-cache-ttl-seconds': { type: 'integer', default: 10, min: 0, max: 3600, help: 'How long a successful token review is reused (never past the token\'s expiry).' },
   'authn-failure-ttl-seconds': { type: 'integer', default: 5, min: 0, max: 300, help: 'How long a rejected token is remembered.' },
@@ -98,6 +99,8 @@ export interface GatewayConfig extends ServerConfig {
   leaderElection: Omit<LeaderElectionOptions, 'log' | 'timeoutMs'>;
   statusMinIntervalMs: number;
   apiTimeoutMs: number;
+  /** Audit records' destination: a path, or '-' for standard output. */
+  auditLog: string;
 }
 
 export function gatewayConfig(v: OptionValues): GatewayConfig {
@@ -190,6 +193,7 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
     },
     leaderElection: { namespace: lease[1]!, name: lease[3]!, identity, leaseDurationMs, renewDeadlineMs, retryPeriodMs },
     statusMinIntervalMs: v['status-min-interval-ms'] as number,
+    auditLog: v['audit-log'] as string,
     apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
   };
 }

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autoload from '@fastify/autoload';
 import type { FastifyInstance } from 'fastify';
-import type { Logger } from 'pino';
+import { destination, type Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { authenticationChain } from '../auth/authentication/chain.js';
 import { KnownTokens } from '../auth/authentication/known-tokens.js';
@@ -16,6 +16,7 @@ import { SubjectAccessReviewer } from '../auth/authorization/subject-access-revi
 import { countLookups } from '../auth/review-cache.js';
 import type { GatewayConfig } from '../config/gateway.js';
 import { authFailureLimitPlugin } from '../http/plugins/auth-failure-limit.js';
+import { auditPlugin } from '../http/plugins/audit.js';
 import { authorizeFilesPlugin } from '../http/plugins/authorize-files.js';
 import { errorsPlugin } from '../http/plugins/errors.js';
 import { healthPlugin } from '../http/plugins/health.js';
@@ -135,6 +136,17 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   app.decorate('captureFiles', captureFiles);
   app.decorate('gatewayMetrics', gatewayMetrics);
   await app.register(errorsPlugin);
+  // The audit trail: its own stream, so it can be shipped and kept apart from the log.
+  const auditOut = destination({ dest: config.auditLog === '-' ? 1 : config.auditLog, append: true, mkdir: true, mode: 0o600, sync: false });
+  app.addHook('onClose', async () => {
+    try {
+      auditOut.flushSync();
+    } catch {
+      // not open yet: nothing was written
+    }
+    if (config.auditLog !== '-') auditOut.end();
+  });
+  await app.register(auditPlugin, { sink: { write: (record) => auditOut.write(`${JSON.stringify(record)}\n`) } });
   await app.register(metricsPlugin, { registry, prefix: 'kube_pcap_gateway' });
   await app.register(healthPlugin, {
     notReadyReason: async () => {

@@ -43,6 +43,7 @@ export function watchAccess(request: FastifyRequest, o: AccessWatchOptions): () 
       stop();
       const reason = denied ? (err as Error).message : `access could not be checked again ${UNAVAILABLE_CHECKS} times in a row: ${(err as Error).message}`;
       o.log.info({ user: request.caller?.username, reason }, 'access revoked while responding: ending the response');
+      request.auditReason = `access revoked: ${reason}`.slice(0, 300);
       o.onRevoked(reason);
     }).finally(() => {
       running = false;

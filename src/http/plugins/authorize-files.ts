@@ -33,12 +33,12 @@ export const authorizeFilesPlugin = fp(async (app: FastifyInstance, opts: Author
     if (!verb) return;
     const { namespace, name } = request.params as { namespace: string; name: string };
     const attributes = captureFilesAttributes(verb, namespace, name);
-    const check = async (): Promise<UserInfo> => {
-      const user = await opts.authenticate(request);
-      await opts.reviewer.authorize(user, attributes);
-      return user;
+    // The caller is known once authenticated, also when then refused (for the audit record).
+    const check = async (): Promise<void> => {
+      request.caller = await opts.authenticate(request);
+      await opts.reviewer.authorize(request.caller, attributes);
     };
-    request.caller = await check();
+    await check();
     // Long responses ask again while they run (src/http/access-watch.ts).
     request.recheckAccess = async () => {
       await check();
