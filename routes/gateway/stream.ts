@@ -24,6 +24,7 @@ export default async function streamRoutes(app: FastifyInstance): Promise<void> 
     async (request, reply) => {
       const { namespace, name } = request.params;
       const since = request.query.since === undefined ? undefined : parseSince(request.query.since);
+      app.userLiveSlots.take(request, reply);
       let release: () => void;
       try {
         release = await app.liveSlots.acquire();

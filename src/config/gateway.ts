@@ -29,6 +29,8 @@ export const gatewayOptions: OptionTable = {
   'agent-list-concurrency': { type: 'integer', default: 64, min: 1, max: 4096, help: 'Agents asked for their listing at once, per request (a capture on 1 000 nodes is listed 64 at a time).' },
   'max-concurrent-downloads': { type: 'integer', default: 16, min: 1, max: 100_000, help: 'Downloads streamed at once by this replica; more wait in a queue. A replica is CPU-bound well below 16 streams: more add memory, not throughput.' },
   'download-queue': { type: 'integer', default: 512, min: 0, max: 1_000_000, help: 'Downloads waiting for a place; beyond, 429 with Retry-After.' },
+  'max-downloads-per-user': { type: 'integer', default: 4, min: 0, max: 100_000, help: 'Downloads one identity may have streaming or queued at once on this replica; beyond, 429 with Retry-After (0: no limit).' },
+  'max-live-streams-per-user': { type: 'integer', default: 4, min: 0, max: 10_000, help: 'Live streams one identity may have open at once on this replica; beyond, 429 with Retry-After (0: no limit).' },
   'max-live-streams': { type: 'integer', default: 32, min: 1, max: 10_000, help: 'Live streams open at once on this replica (each holds a connection to every node of its capture); beyond, 429 with Retry-After.' },
   'audit-log': { type: 'string', metavar: 'PATH', default: '-', help: 'Where the audit records go, one JSON line per request for packets: a file (appended, mode 0600), or - for standard output beside the log.' },
   'access-recheck-seconds': { type: 'integer', default: 60, min: 0, max: 86400, help: 'Live streams and downloads authenticate and authorize their caller again this often, and end when the answer is no (0: never).' },
@@ -80,6 +82,9 @@ export interface GatewayConfig extends ServerConfig {
     maxConcurrent: number;
     queue: number;
     maxLiveStreams: number;
+    /** What one identity may hold of each (0: no limit). */
+    maxPerUser: number;
+    maxLiveStreamsPerUser: number;
     /** How often a long response authorizes its caller again (0: never). */
     accessRecheckMs: number;
   };
@@ -182,6 +187,8 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
       maxConcurrent: v['max-concurrent-downloads'] as number,
       queue: v['download-queue'] as number,
       maxLiveStreams: v['max-live-streams'] as number,
+      maxPerUser: v['max-downloads-per-user'] as number,
+      maxLiveStreamsPerUser: v['max-live-streams-per-user'] as number,
       accessRecheckMs: (v['access-recheck-seconds'] as number) * 1000,
     },
     cache: {

@@ -29,6 +29,7 @@ import { AgentDirectory } from './agent-directory.js';
 import { startAggregation } from './aggregation.js';
 import { CaptureCache } from './capture-cache.js';
 import { CaptureFiles } from './capture-files.js';
+import { PerUserSlots } from './per-user-slots.js';
 import './decorators.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -122,6 +123,8 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   app.decorate('downloadSlots', downloadSlots);
   const liveStreams = new Gauge({ name: 'kube_pcap_gateway_live_streams', help: 'Live streams open.', registers: [registry] });
   app.decorate('accessRecheckMs', config.downloads.accessRecheckMs);
+  app.decorate('userDownloadSlots', new PerUserSlots(config.downloads.maxPerUser, 'downloads', '--max-downloads-per-user'));
+  app.decorate('userLiveSlots', new PerUserSlots(config.downloads.maxLiveStreamsPerUser, 'live streams', '--max-live-streams-per-user'));
   app.decorate('liveSlots', new ConcurrencyLimit({ maxInFlight: config.downloads.maxLiveStreams, maxQueued: 0, what: 'live streams', onInFlight: (n) => liveStreams.set(n) }));
   directory.start();
   cache.start();

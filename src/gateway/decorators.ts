@@ -2,6 +2,7 @@
 import type { Counter } from 'prom-client';
 import type { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import type { CaptureFiles } from './capture-files.js';
+import type { PerUserSlots } from './per-user-slots.js';
 
 export interface GatewayMetrics {
   bytesStreamed: Counter;
@@ -18,6 +19,9 @@ declare module 'fastify' {
     downloadSlots: ConcurrencyLimit;
     /** Places for live streams (--max-live-streams), no queue: a viewer waits for nothing. */
     liveSlots: ConcurrencyLimit;
+    /** What one identity may hold of the places above (per-user-slots.ts). */
+    userDownloadSlots: PerUserSlots;
+    userLiveSlots: PerUserSlots;
     /** How often long responses authorize their caller again (src/http/access-watch.ts). */
     accessRecheckMs: number;
   }

@@ -17,6 +17,7 @@ const RETRY_AFTER_SECONDS = 5;
  * instead of taking more memory than the replica has; beyond the queue, 429 + Retry-After.
  */
 export async function inDownloadSlot(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, send: () => Promise<FastifyReply>): Promise<FastifyReply> {
+  app.userDownloadSlots.take(request, reply);
   let release: () => void;
   try {
     release = await app.downloadSlots.acquire();

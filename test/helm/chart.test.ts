@@ -86,6 +86,8 @@ t.test('the options render what they promise; the ones that need CRDs are off by
   const agentDs = elsewhere.find((o) => o.kind === 'DaemonSet') as unknown as { metadata: { namespace: string }; spec: { template: { spec: { tolerations: unknown[] } } } };
   t.equal(agentDs.metadata.namespace, 'pcap-nodes');
   t.same(agentDs.spec.template.spec.tolerations, [{ operator: 'Exists' }], 'tolerations are what the user configures');
+  const proxied = (await render('gateway.trustedProxies[0]=10.0.0.0/8', 'gateway.trustedProxies[1]=192.0.2.7')).find((o) => o.kind === 'Deployment') as unknown as { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+  t.ok(proxied.spec.template.spec.containers[0]!.args.includes('--trusted-proxies=10.0.0.0/8,192.0.2.7'), 'trusted proxies become the gateway\'s flag');
   const policy = JSON.stringify(elsewhere.find((o) => o.kind === 'ValidatingAdmissionPolicy'));
   t.match(policy, /system:serviceaccount:pcap-nodes:kube-pcap-agent/, 'the report policy follows the agents\' namespace');
 

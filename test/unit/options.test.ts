@@ -46,7 +46,7 @@ t.test('leader election: defaults as client-go\'s, a unique identity, timings th
   t.throws(() => gw('--leader-election-retry-period-seconds=9'), /retry-period/);
   t.throws(() => gw('--leader-election-lease=nonamespace'), /NAMESPACE\/NAME/);
   t.equal(gw().statusMinIntervalMs, 1000);
-  t.same(gw().downloads, { maxConcurrent: 16, queue: 512, maxLiveStreams: 32, accessRecheckMs: 60_000 }, 'downloads: a bound on streams and on waiting, and on live streams; access checked again each minute');
+  t.same(gw().downloads, { maxConcurrent: 16, queue: 512, maxLiveStreams: 32, maxPerUser: 4, maxLiveStreamsPerUser: 4, accessRecheckMs: 60_000 }, 'downloads: a bound on streams and on waiting, and on live streams; access checked again each minute');
   t.throws(() => gw('--max-live-streams=0'), /max-live-streams/);
   t.equal(gw().agents.listConcurrency, 64);
 });
