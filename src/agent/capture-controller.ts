@@ -10,7 +10,7 @@
 // delay it, never leave it wrong; nothing acts before both caches are synced (so it never
 // deletes files because its view is incomplete). Captures are worked on concurrently, and a
 // capture whose work hangs gives its slot back: one capture never waits on another's.
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { KubeClient } from '../kube/client.js';
@@ -95,6 +95,8 @@ export interface ControllerOptions {
   pinnedBytes?: () => number;
   /** Pins go with the files they pin: a deleted capture's downloads are cut, its space freed. */
   dropPins?: (namespace: string, name: string) => Promise<unknown>;
+  /** A finished capture's files are removed this long after its end time (0 or undefined: kept). */
+  finishedRetentionMs?: number;
 }
 
 /** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
@@ -508,25 +510,49 @@ export class CaptureController {
     this.o.log.info({ capture: key, removed: removed.length }, 'capture deleted: stopped and files removed');
   }
 
-  /** Files of captures that no longer exist (deleted while this agent was not running), and stale cache entries. */
+  /**
+   * Files of captures that no longer exist (deleted while this agent was not running), of
+   * finished captures past their retention, and stale cache entries. Only directories that
+   * carry this agent's marker are touched (docs/agent.md, "Garbage collection"): whatever
+   * else is under the capture root is someone else's.
+   */
   private async collectGarbage(): Promise<void> {
-    const live = new Set([...this.o.captures.items.values()].map((pc) => `${pc.metadata.namespace}/${pc.metadata.name}`));
+    const captures = new Map([...this.o.captures.items.values()].map((pc) => [`${pc.metadata.namespace}/${pc.metadata.name}`, pc]));
     this.filters.retain(new Set(this.expressions.values()));
     this.interfaces.retain(new Set([...this.o.pods.items.values()].map((p) => this.podView(p)).filter((p) => p.ip).map((p) => podKey({ uid: p.uid, ip: p.ip! }))));
+    const retention = this.o.finishedRetentionMs ?? 0;
+    let foreign = 0;
     for (const ns of await readdir(this.o.captureDir).catch(() => [] as string[])) {
       for (const name of await readdir(join(this.o.captureDir, ns)).catch(() => [] as string[])) {
         const key = `${ns}/${name}`;
-        if (live.has(key) || this.runtimes.has(key)) continue;
+        let dir: string;
         try {
-          this.o.store.captureDir(ns, name);
+          dir = this.o.store.captureDir(ns, name);
         } catch {
-          continue; // not a capture directory of ours
+          foreign++;
+          continue; // not a capture directory's name
+        }
+        if (!(await stat(join(dir, UID_MARKER)).then((s) => s.isFile(), () => false))) {
+          foreign++;
+          continue; // not made by a kube-pcap agent: never ours to delete
+        }
+        const pc = captures.get(key);
+        let why: string;
+        if (!pc && !this.runtimes.has(key)) {
+          why = 'files of a capture that no longer exists removed';
+        } else {
+          const end = pc?.spec?.endTime ? Date.parse(pc.spec.endTime) : NaN;
+          const runtime = this.runtimes.get(key);
+          if (!(retention > 0 && end + retention < Date.now()) || (runtime && runtime.workers.size > 0)) continue;
+          why = `files of a capture finished over ${Math.round(retention / 1000)} s ago removed (--finished-retention-seconds)`;
         }
         await this.o.dropPins?.(ns, name);
         const removed = await withDeadline(this.o.store.removeAll(ns, name), DISK_DEADLINE_MS * 4, `removing ${key}`);
-        this.o.log.info({ capture: key, removed: removed.length }, 'files of a capture that no longer exists removed');
+        this.o.log.info({ capture: key, removed: removed.length }, why);
+        if (pc) this.queue.add(key); // its report says so
       }
     }
+    this.o.log.debug({ foreign }, 'garbage collection done');
   }
 
   private observe(): void {

@@ -106,6 +106,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     statusIntervalMs: config.statusIntervalMs,
     counterIntervalMs: config.counterIntervalMs,
     resyncMs: config.resyncMs,
+    finishedRetentionMs: config.finishedRetentionMs,
     maxWorkers: config.maxWorkers,
     maxBufferedBytes: config.maxBufferedBytes,
     metrics: agentMetrics(registry),

@@ -21,6 +21,7 @@ export const agentOptions: OptionTable = {
   'max-capture-workers': { type: 'integer', default: 32, min: 1, max: 10_000, help: 'Capture workers (one tcpdump per pod interface and capture) on this node, over all captures; more are refused with an Error naming this budget.' },
   'max-buffered-bytes': { type: 'integer', default: 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 34, help: 'Bytes read from tcpdump and not yet written, over all captures on this node; past it tcpdump waits (and the kernel counts drops).' },
   'cni-results-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/cni/results', help: 'The container runtime\'s CNI result cache (read-only); how pods behind a bridge CNI are matched to their bridge port.' },
+  'finished-retention-seconds': { type: 'integer', default: 604_800, min: 0, max: 10 * 365 * 86400, help: 'A finished capture\'s files are removed from the node this long after its end time (default 7 days; 0: kept until the capture is deleted).' },
   'resync-seconds': { type: 'integer', default: 300, min: 5, max: 86400, help: 'Full reconciliation at least this often, whatever the watches say.' },
   'status-interval-ms': { type: 'integer', default: 1000, min: 100, max: 60_000, help: 'At most one write of this node\'s report per capture per this interval.' },
   'report-counters-interval-seconds': { type: 'integer', default: 60, min: 1, max: 3600, help: 'Packet, byte and drop counters move in this node\'s reports at most once per this interval (the agent\'s /metrics has them live).' },
@@ -43,6 +44,7 @@ export interface AgentConfig extends ServerConfig {
   clientCaFile: string;
   gatewayClientNames: string[];
   resyncMs: number;
+  finishedRetentionMs: number;
   maxWorkers: number;
   maxBufferedBytes: number;
   cniResultsDir: string;
@@ -76,6 +78,7 @@ export function agentConfig(v: OptionValues): AgentConfig {
     clientCaFile,
     gatewayClientNames,
     resyncMs: (v['resync-seconds'] as number) * 1000,
+    finishedRetentionMs: (v['finished-retention-seconds'] as number) * 1000,
     maxWorkers: v['max-capture-workers'] as number,
     maxBufferedBytes: v['max-buffered-bytes'] as number,
     cniResultsDir: v['cni-results-dir'] as string,
