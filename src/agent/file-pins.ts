@@ -81,6 +81,8 @@ export class FilePins {
   private readonly dir: string;
   private timer: NodeJS.Timeout | undefined;
   private bytes = 0;
+  /** Pinned inodes whose capture file is gone (only pins link them): already used disk, nothing to reserve. */
+  private readonly orphaned = new Set<string>();
 
   constructor(private readonly o: FilePinsOptions) {
     this.dir = join(o.root, PINS_DIR);
@@ -93,6 +95,39 @@ export class FilePins {
   /** Bytes held by pins, each inode once: what pins may keep on disk after rotation deletes the originals. */
   get pinnedBytes(): number {
     return this.bytes;
+  }
+
+  /**
+   * Pinned bytes the disk budget must reserve (node-budget.ts): those of files the capture
+   * directory still links, which rotation may delete without freeing their space. A file
+   * only pins still hold is already counted by the filesystem's free space; reserving it
+   * again would count it twice. Kept current by refreshLinks().
+   */
+  get reservedBytes(): number {
+    const byIno = new Map<string, number>();
+    for (const p of this.pins.values()) for (const f of p.files) if (!this.orphaned.has(f.ino)) byIno.set(f.ino, Math.max(byIno.get(f.ino) ?? 0, f.size));
+    let n = 0;
+    for (const b of byIno.values()) n += b;
+    return n;
+  }
+
+  /** Which pinned files the capture directories no longer link: their link count says so. */
+  async refreshLinks(): Promise<void> {
+    const holders = new Map<string, { path: string; pins: number }>();
+    for (const p of this.pins.values()) {
+      for (const f of p.files) {
+        const h = holders.get(f.ino);
+        if (h) h.pins++;
+        else holders.set(f.ino, { path: join(this.dir, p.id, f.name), pins: 1 });
+      }
+    }
+    for (const ino of [...this.orphaned]) if (!holders.has(ino)) this.orphaned.delete(ino);
+    for (const [ino, h] of holders) {
+      const st = await lstat(h.path).catch(() => undefined);
+      // A copy (another filesystem) has a link count of its own: it is the pin's alone.
+      if (st && st.nlink <= h.pins) this.orphaned.add(ino);
+      else this.orphaned.delete(ino);
+    }
   }
 
   get ttlSeconds(): number {
@@ -215,6 +250,7 @@ export class FilePins {
 
   /** Removes the pins whose time is up and that nobody reads. */
   async sweep(): Promise<void> {
+    await this.refreshLinks().catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read the pinned files\' link counts'));
     const now = this.now();
     for (const pin of [...this.pins.values()]) {
       if (pin.readers > 0 || pin.expiresAt > now) continue;

@@ -69,7 +69,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const store = new CaptureStore(config.captureDir, (dir, ino) => controller?.liveLength(dir, ino));
   const rotationGate = new RotationGate();
   const pinCount = new Gauge({ name: 'kube_pcap_agent_pins', help: 'Downloads holding pinned files on this node.', registers: [registry] });
-  const pinBytes = new Gauge({ name: 'kube_pcap_agent_pinned_bytes', help: 'Bytes of files held by downloads\' pins, each file once (reserved on the disk like running captures\').', registers: [registry] });
+  const pinBytes = new Gauge({ name: 'kube_pcap_agent_pinned_bytes', help: 'Bytes of files held by downloads\' pins, each file once.', registers: [registry] });
   let pinned = 0;
   const pinsExpired = new Counter({ name: 'kube_pcap_agent_pins_expired_total', help: 'Pins removed because their time was up (a download ended without releasing them).', registers: [registry] });
   const pins = new FilePins({
@@ -85,6 +85,14 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   });
   // Pins of a run before a restart: kept while their time is not up, the others removed.
   await pins.load();
+  new Gauge({
+    name: 'kube_pcap_agent_pinned_reserved_bytes',
+    help: 'Of the pinned bytes, those reserved on the disk: files their capture still links, which rotation may delete without freeing (file-pins.ts).',
+    registers: [registry],
+    collect() {
+      this.set(pins.reservedBytes);
+    },
+  });
   const cniCache = new CniResultCache(config.cniResultsDir);
   const addresses = new CniAddresses(cniCache, { onError: (err) => log.warn({ dir: config.cniResultsDir, err: err.message }, 'watching the CNI result cache failed; it is read again at every resync') });
   controller = new CaptureController({
@@ -111,7 +119,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     maxBufferedBytes: config.maxBufferedBytes,
     metrics: agentMetrics(registry),
     rotationGate,
-    pinnedBytes: () => pins.pinnedBytes,
+    pinnedBytes: () => pins.reservedBytes,
     dropPins: (ns, name) => pins.dropCapture(ns, name),
   });
   const running = controller;
