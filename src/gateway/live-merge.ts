@@ -20,7 +20,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, WATERMARK } from '../pcap/pcapng.js';
 import { BlockType, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
-import { checkedInterface, checkedNames, checkedPacket, checkedStatisticsInterface } from './pcapng-merge.js';
+import { checkedInterface, checkedNames, checkedPacket, checkedStatistics, checkedStatisticsInterface } from './pcapng-merge.js';
 import { AGENT_ANSWER_LIMITS } from './agent-listing.js';
 
 export interface LiveNode {
@@ -282,9 +282,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
         await enqueue(i, { micros: undefined, s: 0, ns: 0, block: checkedNames(r.block(), what), id: 0 });
       } else if (type === BlockType.ISB) {
         const id = checkedStatisticsInterface(r, i.ids);
-        const block = Buffer.from(buf.subarray(at, at + length));
-        block.writeUInt32LE(id, 8);
-        await enqueue(i, { micros: undefined, s: 0, ns: 0, block, id });
+        await enqueue(i, { micros: undefined, s: 0, ns: 0, block: checkedStatistics(r.block(), id, what), id });
       } else if (type !== BlockType.SHB) {
         throw new PcapngFormatError(what, `a block of type ${type}, which the agents do not write`);
       }

@@ -11,8 +11,8 @@
 // After that, a failure cuts the connection: a short pcapng must never look whole.
 import type { Readable } from 'node:stream';
 import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
-import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, type InterfaceOptions } from '../pcap/pcapng.js';
-import { BlockType, packetBlockWhole, parseInterfaceBlock, parseNameBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
+import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, type InterfaceOptions } from '../pcap/pcapng.js';
+import { BlockType, packetBlockBare, packetBlockWhole, parseInterfaceBlock, parseNameBlock, parseStatisticsBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { interfaceLabel } from '../pcap/interface-label.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 import { AGENT_ANSWER_LIMITS, isInterfaceName, isNodeName, isUid } from './agent-listing.js';
@@ -151,7 +151,7 @@ export class NodeMerge {
         const block = r.block();
         if (type === BlockType.IDB) this.addInterface(input, block);
         else if (type === BlockType.NRB) this.emit(checkedNames(block, what));
-        else if (type === BlockType.ISB) this.emit(block, checkedStatisticsInterface(r, input.ids));
+        else if (type === BlockType.ISB) this.emit(checkedStatistics(block, checkedStatisticsInterface(r, input.ids), what));
         else if (type !== BlockType.SHB) {
           throw new PcapngFormatError(what, `a block of type ${type}, which the agents do not write`);
         }
@@ -205,6 +205,8 @@ export function checkedInterface(block: Buffer, node: string, o: { namespace: st
 export function checkedPacket(r: PcapngBlockReader, ids: number[], tsresols: (6 | 9)[], into: { s: number; ns: number }): number {
   const { buf, at, length, what } = r;
   if (!packetBlockWhole(buf, at, length)) throw new PcapngFormatError(what, 'a packet block is shorter than its captured length');
+  // Options would be the agent's words in the viewer's file (a comment per packet): agents write none.
+  if (!packetBlockBare(buf, at, length)) throw new PcapngFormatError(what, 'a packet block with options, which the agents do not write');
   const local = buf.readUInt32LE(at + 8);
   const id = ids[local];
   if (id === undefined) throw new PcapngFormatError(what, `a packet on interface ${local}, which no interface block declared`);
@@ -217,6 +219,23 @@ export function checkedStatisticsInterface(r: PcapngBlockReader, ids: number[]):
   const id = ids[r.length >= 16 ? r.buf.readUInt32LE(r.at + 8) : -1];
   if (id === undefined) throw new PcapngFormatError(r.what, 'statistics for an interface no interface block declared');
   return id;
+}
+
+/** A comment from an agent, as a viewer will show it: one line of printable text, bounded. */
+export function cleanComment(text: string): string {
+  // C0 and C1 controls, DEL, and the bidirectional overrides that make text read otherwise than it is.
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]+/g, ' ').slice(0, MAX_COMMENT_CHARS);
+}
+
+const MAX_COMMENT_CHARS = 256;
+
+/**
+ * A node's statistics block, re-encoded for the section's interface `id`: its times, its drop
+ * count, and its comment cleaned (cleanComment); any other option is left out.
+ */
+export function checkedStatistics(block: Buffer, id: number, what: string): Buffer {
+  const s = parseStatisticsBlock(block, what);
+  return interfaceStatisticsBlock({ ...s, interfaceId: id, ...(s.comment !== undefined ? { comment: cleanComment(s.comment) } : {}) });
 }
 
 /** A node's name records, re-encoded: IPs as IPs, names as pod names, nothing else. */

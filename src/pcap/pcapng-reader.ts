@@ -5,7 +5,7 @@
 // timestamps), packets on interfaces declared before them. Anything else is an error that
 // cuts the download, never a file Wireshark would misread.
 import { MAX_RECORD_LENGTH } from './format.js';
-import { BYTE_ORDER_MAGIC, EPB, IDB, IF_DESCRIPTION, IF_NAME, IF_TSRESOL, ISB, NRB, NRB_IPV4, NRB_IPV6, SHB, type InterfaceOptions } from './pcapng.js';
+import { BYTE_ORDER_MAGIC, EPB, IDB, IF_DESCRIPTION, IF_NAME, IF_TSRESOL, ISB, ISB_ENDTIME, ISB_IFDROP, ISB_STARTTIME, NRB, NRB_IPV4, NRB_IPV6, OPT_COMMENT, SHB, type InterfaceOptions } from './pcapng.js';
 
 /** Larger blocks than this are taken as corruption: a packet of tcpdump's largest snap length and room for options. */
 export const MAX_BLOCK_LENGTH = MAX_RECORD_LENGTH + 64 * 1024;
@@ -170,6 +170,33 @@ export function parseInterfaceBlock(block: Buffer, what: string): InterfaceOptio
   return out;
 }
 
+/** An Interface Statistics Block's fields, as pcapng.ts writes them (other options left out). */
+export interface StatisticsFields {
+  interfaceId: number;
+  timestamp: bigint;
+  startTime?: bigint;
+  endTime?: bigint;
+  kernelDrops?: number;
+  comment?: string;
+}
+
+export function parseStatisticsBlock(block: Buffer, what: string): StatisticsFields {
+  if (block.length < 24) throw new PcapngFormatError(what, 'a statistics block is too short');
+  const ts = (b: Buffer, at: number): bigint => (BigInt(b.readUInt32LE(at)) << 32n) | BigInt(b.readUInt32LE(at + 4));
+  const out: StatisticsFields = { interfaceId: block.readUInt32LE(8), timestamp: ts(block, 12) };
+  try {
+    for (const [code, value] of options(block, 20)) {
+      if (code === OPT_COMMENT) out.comment = value.toString('utf8');
+      else if (code === ISB_STARTTIME && value.length === 8) out.startTime = ts(value, 0);
+      else if (code === ISB_ENDTIME && value.length === 8) out.endTime = ts(value, 0);
+      else if (code === ISB_IFDROP && value.length === 8) out.kernelDrops = Number(value.readBigUInt64LE(0));
+    }
+  } catch (err) {
+    throw new PcapngFormatError(what, `a statistics block: ${(err as Error).message}`);
+  }
+  return out;
+}
+
 /** A Name Resolution Block's IPv4 and IPv6 entries with their names. */
 export function parseNameBlock(block: Buffer, what: string): { ip: string; names: string[] }[] {
   const entries: { ip: string; names: string[] }[] = [];
@@ -194,6 +221,11 @@ export function parseNameBlock(block: Buffer, what: string): { ip: string; names
 /** Whether the Enhanced Packet Block at `at` holds its captured length (a cut packet is off-contract). */
 export function packetBlockWhole(b: Buffer, at: number, length: number): boolean {
   return length >= 32 && 28 + b.readUInt32LE(at + 20) <= length - 4;
+}
+
+/** Whether the Enhanced Packet Block at `at` is exactly its packet, with no option (what the agents write). */
+export function packetBlockBare(b: Buffer, at: number, length: number): boolean {
+  return length === 32 + ((b.readUInt32LE(at + 20) + 3) & ~3);
 }
 
 export const BlockType = { SHB, IDB, NRB, ISB, EPB } as const;

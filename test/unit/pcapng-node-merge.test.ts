@@ -13,8 +13,8 @@ import t from 'tap';
 import { nodePcapng, type NodeFile } from '../../src/agent/node-pcapng.js';
 import { NodeMerge, NodeStreamError, type NodeStream } from '../../src/gateway/pcapng-merge.js';
 import { encodeGlobalHeader } from '../../src/pcap/format.js';
-import { interfaceDescriptionBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../../src/pcap/pcapng.js';
-import { PcapngFormatError } from '../../src/pcap/pcapng-reader.js';
+import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock } from '../../src/pcap/pcapng.js';
+import { BlockType, parseStatisticsBlock, PcapngBlockReader, PcapngFormatError } from '../../src/pcap/pcapng-reader.js';
 import { run } from '../harness/http.js';
 import type { TapTest } from '../harness/tap.js';
 import { dnsQueryFrame } from '../harness/pcap-fixtures.js';
@@ -158,17 +158,55 @@ t.test('however the nodes\' bytes are cut into chunks, the merged file is the sa
 });
 
 /** A node stream written by hand: a section, these interfaces, names and packets. */
-function handmade(o: { ifName: string; description: string; names?: string[]; packetInterface?: number }): Buffer {
+function handmade(o: { ifName: string; description: string; names?: string[]; packetInterface?: number; statsComment?: string; packetComment?: string }): Buffer {
   const enc = new PacketEncoder();
   const frame = dnsQueryFrame('192.0.2.10', '192.0.2.53', 40000, 1, 'x.example');
   enc.packet(o.packetInterface ?? 0, 0, 1, frame, frame.length);
+  let packet = enc.take()!;
+  if (o.packetComment !== undefined) {
+    // An option after the packet data: opt_comment, then opt_endofopt.
+    const text = Buffer.from(o.packetComment);
+    const opt = Buffer.alloc(4 + ((text.length + 3) & ~3) + 4);
+    opt.writeUInt16LE(1, 0);
+    opt.writeUInt16LE(text.length, 2);
+    text.copy(opt, 4);
+    const total = packet.length + opt.length;
+    packet = Buffer.concat([packet.subarray(0, packet.length - 4), opt, Buffer.alloc(4)]);
+    packet.writeUInt32LE(total, 4);
+    packet.writeUInt32LE(total, total - 4);
+  }
   return Buffer.concat([
     sectionHeaderBlock({ application: 'x' }),
     interfaceDescriptionBlock({ linkType: 1, snapLen: 65535, tsresol: 6, name: o.ifName, description: o.description }),
     nameResolutionBlock([{ ip: '192.0.2.10', names: o.names ?? ['web-0.shop'] }]),
-    enc.take()!,
+    ...(o.statsComment !== undefined ? [interfaceStatisticsBlock({ interfaceId: 0, timestamp: 1_700_000_000_000_000n, kernelDrops: 7, comment: o.statsComment })] : []),
+    packet,
   ]);
 }
+
+t.test('an agent\'s words reach the viewer only as one bounded line of printable text', async (t) => {
+  const ifName = 'node-a/shop/web-0/eth0';
+  const description = 'k8s.node=node-a;k8s.namespace=shop;k8s.pod=web-0;k8s.capture=cap';
+  const hostile = `\u001b]0;owned\u0007\u001b[31mdrops\u202eeliF\nsecond line ${'x'.repeat(5000)}`;
+  const out = await merged([streamOf('node-a', handmade({ ifName, description, statsComment: hostile }))]);
+  const r = new PcapngBlockReader(Readable.from([out]), 'merged');
+  const comments: string[] = [];
+  let drops: number | undefined;
+  while (await r.next()) {
+    if (r.type !== BlockType.ISB) continue;
+    const s = parseStatisticsBlock(r.block(), 'merged');
+    if (s.comment !== undefined) comments.push(s.comment);
+    drops = s.kernelDrops;
+  }
+  t.equal(comments.length, 1);
+  t.notMatch(comments[0]!, /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/, 'no control character, escape sequence or direction override');
+  t.ok(comments[0]!.length <= 256, `at most 256 characters (${comments[0]!.length})`);
+  t.match(comments[0]!, /^ \]0;owned \[31mdrops eliF second line x+$/, 'the text itself kept, as one line');
+  t.equal(drops, 7, 'the drop count kept');
+  const err = await merged([streamOf('node-a', handmade({ ifName, description, packetComment: 'trust me' }))]).then(() => undefined, (e: unknown) => e);
+  t.ok(err instanceof NodeStreamError, 'a packet with options (a comment per packet) is refused');
+  t.match((err as Error).message, /a packet block with options, which the agents do not write/);
+});
 
 t.test('what the gateway refuses from an agent, naming the node', async (t) => {
   const good = handmade({ ifName: 'node-a/shop/web-0/eth0', description: 'k8s.node=node-a;k8s.namespace=shop;k8s.pod=web-0;k8s.capture=cap' });
