@@ -86,3 +86,25 @@ t.test('gateway-access.yaml opens the port-forward to the gateway, and nothing e
   t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', { ...agents, verb: 'create', subresource: 'portforward' }), 'no port-forward to an agent pod');
   t.notOk(await c.serviceAccountCan(storefront, 'devops-sa', { ...agents, verb: 'list' }), 'nor finding the agents\' pods');
 });
+
+t.test('no example and no shipped role uses a wildcard: a "*" would give packetcaptures/files by accident', async (t) => {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const { parseAllDocuments } = await import('yaml');
+  const sources = [
+    ...(await readdir(dir)).filter((f) => f.endsWith('.yaml')).map((f) => join(dir, f)),
+    join(REPO_ROOT, 'deploy', 'gateway', 'rbac.yaml'), join(REPO_ROOT, 'deploy', 'gateway', 'ca-reader-rbac.yaml'), join(REPO_ROOT, 'deploy', 'agent', 'rbac.yaml'),
+  ];
+  let rules = 0;
+  for (const file of sources) {
+    for (const doc of parseAllDocuments(await readFile(file, 'utf8'))) {
+      const o = doc.toJS() as { kind?: string; rules?: { apiGroups?: string[]; resources?: string[]; verbs?: string[]; nonResourceURLs?: string[] }[] } | null;
+      for (const r of o?.rules ?? []) {
+        rules++;
+        for (const field of ['apiGroups', 'resources', 'verbs', 'nonResourceURLs'] as const) {
+          t.notOk((r[field] ?? []).some((v) => v.includes('*')), `${file.slice(REPO_ROOT.length + 1)}: no "*" in ${field} (${JSON.stringify(r[field])})`);
+        }
+      }
+    }
+  }
+  t.ok(rules > 10, `${rules} rules read`);
+});
