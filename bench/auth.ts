@@ -140,8 +140,8 @@ async function main(): Promise<void> {
     }
 
     const common = { pki, logDir, agentService: 'bench-agents', sourceMaps: false };
-    const defaults = await startGateway(td, c, { ...common, name: 'gateway-defaults', extraArgs: ['--log-level=info'] });
-    const unlimited = await startGateway(td, c, { ...common, name: 'gateway-no-failure-limit', extraArgs: ['--log-level=info', '--authn-failure-limit=0'] });
+    const defaults = await startGateway(td, c, { ...common, name: 'gateway-defaults', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0'] });
+    const unlimited = await startGateway(td, c, { ...common, name: 'gateway-no-failure-limit', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--authn-failure-limit=0'] });
     const phases = [
       await phase(defaults, 'the user alone', 0),
       await phase(defaults, `flood ${RATE}/s, defaults (failure limit 30/min per client, lane 4 + queue 64)`, RATE),

@@ -73,7 +73,7 @@ async function main(): Promise<void> {
     await publishAgents(c, 'bench-agents', agents);
     const nodeOptions = process.env.NODE_OPTIONS;
     if (args['cpu-prof']) process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${args['cpu-prof']}`.trim();
-    const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', extraArgs: ['--log-level=info'], sourceMaps: false });
+    const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0'], sourceMaps: false });
     if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = nodeOptions;
     const token = await c.tokenFor(ns, 'devops-sa');

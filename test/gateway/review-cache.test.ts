@@ -14,7 +14,9 @@ import { waitFor } from '../harness/wait.js';
 
 // Its own API server, so that its request counters see only this test's reviews.
 const c = await privateCluster(t);
-const w = await storefrontWorld(t, c, { gatewayArgs: ['--authn-cache-ttl-seconds=2', '--authz-allow-ttl-seconds=2', '--authz-deny-ttl-seconds=2'] });
+// One user's burst: without the per-user limit of downloads (per-user-limits.test.ts), which
+// would turn most of it away before any review.
+const w = await storefrontWorld(t, c, { gatewayArgs: ['--authn-cache-ttl-seconds=2', '--authz-allow-ttl-seconds=2', '--authz-deny-ttl-seconds=2', '--max-downloads-per-user=0'] });
 await w.grantFiles();
 const ca = w.pki.ca.certFile;
 // A capture without files: the request is authenticated, authorized and answered 404
