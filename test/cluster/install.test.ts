@@ -74,6 +74,8 @@ t.test('helm uninstall leaves nothing of ours but the CRDs (kept by Helm, as the
   // The TLS Secrets and the CA ConfigMap were the user's, made before the install.
   for (const o of ['secret/kube-pcap-gateway-agent-client', 'secret/kube-pcap-gateway-tls', 'configmap/kube-pcap-gateway-ca']) await c.kubectl(['delete', o, '-n', SYSTEM_NS]);
   await c.kubectl(['delete', 'secret/kube-pcap-agent-tls', '-n', AGENTS_NS]);
+  // So was the access other tests granted with rbac-examples/gateway-access.yaml (whichever ran first).
+  await c.kubectl(['delete', '-f', join(REPO_ROOT, 'rbac-examples', 'gateway-access.yaml'), '--ignore-not-found']);
   const left = await waitFor(async () => {
     const o = await ours(c);
     const pods = [...await c.pods(SYSTEM_NS, 'app.kubernetes.io/part-of=kube-pcap'), ...await c.pods(AGENTS_NS, 'app.kubernetes.io/part-of=kube-pcap')];

@@ -40,7 +40,11 @@ async function forwardToAgent(pod: string, token: string | undefined, name: stri
 
 t.test('a user with the gateway-access example cannot port-forward into an agent pod', async (t) => {
   await c.kubectlOk(['create', 'serviceaccount', 'dev', '-n', NS]);
-  await c.kubectlOk(['apply', '-f', join(REPO_ROOT, 'rbac-examples', 'gateway-access.yaml')]);
+  const access = join(REPO_ROOT, 'rbac-examples', 'gateway-access.yaml');
+  const hadAccess = (await c.kubectl(['get', 'role', 'kube-pcap-gateway-port-forward', '-n', 'kube-pcap'])).code === 0;
+  await c.kubectlOk(['apply', '-f', access]);
+  // Left as found: uninstalling checks that nothing of ours stays in kube-pcap.
+  if (!hadAccess) t.teardown(() => c.kubectl(['delete', '-f', access, '--ignore-not-found']));
   await c.kubectlOk(['create', 'rolebinding', 'dev-gateway', '-n', 'kube-pcap', '--role=kube-pcap-gateway-port-forward', `--serviceaccount=${NS}:dev`]);
   t.teardown(() => c.kubectl(['delete', 'rolebinding', 'dev-gateway', '-n', 'kube-pcap']));
   const token = (await c.kubectlOk(['create', 'token', 'dev', '-n', NS, '--duration=1h'])).trim();
