@@ -28,6 +28,11 @@ async function nth(n: number): Promise<AuditRecord> {
   return await waitFor(async () => (await records())[n - 1], { what: `audit record ${n}`, timeoutMs: 10_000, intervalMs: 50 });
 }
 
+/** Waits for a record that `matches` (written after the client has its answer). */
+async function recordWhere(what: string, matches: (r: AuditRecord) => boolean): Promise<AuditRecord> {
+  return await waitFor(async () => (await records()).find(matches), { what, timeoutMs: 10_000, intervalMs: 50 });
+}
+
 t.test('each decision is one record: who, from where, what, the decision and why, status, bytes, time', async (t) => {
   const fakeToken = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtaW4tcGF0aCJ9.c2lnbmF0dXJl';
   t.equal((await https(filesUrl, { caFile: ca })).status, 401);
@@ -49,14 +54,13 @@ t.test('each decision is one record: who, from where, what, the decision and why
 
   await w.grantFiles();
   await waitFor(async () => (await https(filesUrl, { caFile: ca, token: w.devopsToken })).status === 200, { what: 'the grant to take effect', timeoutMs: 20_000, intervalMs: 250 });
-  const listed = (await records()).at(-1)!;
+  const listed = await recordWhere('an allowed listing\'s record', (r) => r.status === 200 && r.route === '/packet-capture/files/:namespace/:name');
   t.match(listed, { decision: 'allow', status: 200, complete: true });
   t.ok(listed.bytesSent > 0 && listed.durationMs >= 0, `${listed.bytesSent} bytes in ${listed.durationMs} ms`);
 
-  const before = (await records()).length;
   const zip = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken });
   t.equal(zip.status, 200);
-  const download = await nth(before + 1);
+  const download = await recordWhere('the download\'s record', (r) => r.route === '/packet-capture/download/:namespace/:name/files.zip');
   t.match(download, { decision: 'allow', status: 200, complete: true, route: '/packet-capture/download/:namespace/:name/files.zip' });
   t.ok(download.bytesSent >= zip.body.length, `the download's record counts its ${zip.body.length} bytes (${download.bytesSent} sent)`);
 });
