@@ -6,7 +6,7 @@ import t from 'tap';
 import { connect } from '../../src/kube/config.js';
 import { getPacketCapture, summarizeStates } from '../../src/kube/packetcapture.js';
 import { applyNodeStatus } from '../harness/node-reports.js';
-import { cluster } from '../harness/cluster.js';
+import { privateCluster } from '../harness/cluster.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 import { installCrd } from '../harness/crd.js';
 
@@ -16,7 +16,9 @@ function manifest(ns: string, name: string, spec: string): string {
   return `apiVersion: projectcalico.org/v3\nkind: PacketCapture\nmetadata: {name: ${name}, namespace: ${ns}}\nspec:\n${spec}\n`;
 }
 
-const c = await cluster(t);
+// Its own API server: it writes status.files as the aggregator would, and the aggregator of
+// any gateway another test file runs on the shared one would rewrite it from the reports.
+const c = await privateCluster(t);
 await installCrd(c);
 const ns = await c.createNamespace('crd');
 const client = await connect(c.info.kubeconfig);
