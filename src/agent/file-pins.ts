@@ -104,8 +104,13 @@ export class FilePins {
    * again would count it twice. Kept current by refreshLinks().
    */
   get reservedBytes(): number {
+    return this.heldBytes(this.orphaned);
+  }
+
+  /** Bytes the pins hold, each inode once at its largest pinned size, but those in `except`. */
+  private heldBytes(except?: ReadonlySet<string>): number {
     const byIno = new Map<string, number>();
-    for (const p of this.pins.values()) for (const f of p.files) if (!this.orphaned.has(f.ino)) byIno.set(f.ino, Math.max(byIno.get(f.ino) ?? 0, f.size));
+    for (const p of this.pins.values()) for (const f of p.files) if (!except?.has(f.ino)) byIno.set(f.ino, Math.max(byIno.get(f.ino) ?? 0, f.size));
     let n = 0;
     for (const b of byIno.values()) n += b;
     return n;
@@ -314,9 +319,7 @@ export class FilePins {
   }
 
   private changed(): void {
-    const byIno = new Map<string, number>();
-    for (const p of this.pins.values()) for (const f of p.files) byIno.set(f.ino, Math.max(byIno.get(f.ino) ?? 0, f.size));
-    this.bytes = [...byIno.values()].reduce((a, b) => a + b, 0);
+    this.bytes = this.heldBytes();
     this.o.onChange?.(this.pins.size, this.bytes);
   }
 
