@@ -21,7 +21,7 @@ import { KUBE_PCAP_VERSION } from '../version.js';
 import { gatewayFailure, kubeFailure, noSuchCapture } from './answers.js';
 import { applyCapture, specFromFlags } from './commands/create.js';
 import { getPacketCapture } from '../kube/packetcapture.js';
-import { DEFAULT_GATEWAY_SERVICE, openGateway } from './gateway-access.js';
+import { DEFAULT_GATEWAY_SERVICE, DEFAULT_TOKEN_AUDIENCE, openGateway } from './gateway-access.js';
 import { loadKubeContext } from './kube-context.js';
 import { PluginError } from './plugin-error.js';
 
@@ -47,6 +47,7 @@ const OPTIONS = {
   duration: { type: 'string' },
   gateway: { type: 'string' },
   'gateway-ca-file': { type: 'string' },
+  'trust-gateway-url': { type: 'boolean' },
   kubeconfig: { type: 'string' },
   debug: { type: 'boolean' },
   'debug-file': { type: 'string' },
@@ -97,6 +98,7 @@ function configLines(defaultNamespace: string): string {
     arg({ call: '--duration', display: 'Duration', type: 'string', default: '10m', tooltip: 'How long the new capture runs, e.g. 10m, 1h', group: 'New capture' }),
     arg({ call: '--gateway', display: 'Gateway URL (empty: kubectl port-forward)', type: 'string', tooltip: 'The gateway\'s https:// URL when it is reached through an Ingress', group: 'Connection' }),
     arg({ call: '--gateway-ca-file', display: 'Gateway CA file', type: 'fileselect', mustexist: 'true', tooltip: 'A CA for the gateway\'s certificate besides the system\'s (with a gateway URL)', group: 'Connection' }),
+    arg({ call: '--trust-gateway-url', display: 'Trust this gateway URL', type: 'boolflag', default: 'false', tooltip: 'Send your credentials to a gateway URL the cluster does not publish (ConfigMap kube-pcap-gateway-ca, key urls)', group: 'Connection' }),
   ].join('');
 }
 
@@ -134,6 +136,8 @@ async function capture(values: Record<string, string | boolean | undefined>, con
       gatewayService: DEFAULT_GATEWAY_SERVICE,
       gatewayCaFile: (values['gateway-ca-file'] as string | undefined) || undefined,
       insecureSkipTlsVerify: false,
+      trustGatewayUrl: values['trust-gateway-url'] === true,
+      tokenAudience: DEFAULT_TOKEN_AUDIENCE,
     });
     const res = await gateway.request('GET', `/stream/${encodeURIComponent(target.namespace)}/${encodeURIComponent(name)}`, abort.signal);
     if (res.status !== 200) throw await gatewayFailure(ctx, res, 'get', target);

@@ -2,9 +2,12 @@
 // else `kubectl port-forward` to the gateway Service on a free local port for the length of
 // the command. Over port-forward the gateway's certificate is verified against the CA that
 // the ConfigMap kube-pcap/kube-pcap-gateway-ca publishes (key ca.crt), for the Service's DNS
-// name; --insecure-skip-tls-verify exists and is never the default. The user's own
-// credentials from the kubeconfig go to the gateway: the bearer token, and the client
-// certificate when the context has one (the gateway accepts it with --client-ca-file).
+// name; --insecure-skip-tls-verify exists and is never the default.
+// What goes to the gateway (docs/security.md, "A user's credential at the gateway"): when
+// the user is a ServiceAccount that may mint tokens for itself, a short-lived token for the
+// gateway's audience only (useless against the API server); else the kubeconfig's own
+// credentials (bearer token, client certificate). A --gateway URL gets them only when the
+// cluster publishes it (key `urls` of that ConfigMap) or the user says --trust-gateway-url.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { rootCertificates } from 'node:tls';
@@ -15,6 +18,14 @@ import { PluginError } from './plugin-error.js';
 
 export const GATEWAY_CA_CONFIGMAP = 'kube-pcap-gateway-ca';
 export const DEFAULT_GATEWAY_SERVICE = 'kube-pcap/kube-pcap-gateway';
+/** The gateway's default --token-audiences. */
+export const DEFAULT_TOKEN_AUDIENCE = 'kube-pcap';
+
+/** --token-audience as given: absent, the default; "-", none (the kubeconfig's credential). */
+export function tokenAudience(flag: string | undefined): string | undefined {
+  if (flag === undefined) return DEFAULT_TOKEN_AUDIENCE;
+  return flag === '-' || flag === '' ? undefined : flag;
+}
 
 export interface GatewayFlags {
   /** An https:// URL (Ingress); port-forward when absent. */
@@ -24,6 +35,10 @@ export interface GatewayFlags {
   /** Extra CA for --gateway (an Ingress with a private CA). */
   gatewayCaFile?: string;
   insecureSkipTlsVerify: boolean;
+  /** Send credentials to a --gateway URL the cluster does not publish. */
+  trustGatewayUrl?: boolean;
+  /** Audience of the token minted for the gateway; empty: send the kubeconfig's credential. */
+  tokenAudience?: string;
 }
 
 export interface GatewayResponse {
@@ -37,6 +52,8 @@ export interface Gateway {
   base: string;
   /** How it was reached, for messages. */
   via: string;
+  /** What was presented: a token for the gateway's audience, or the kubeconfig's credential. */
+  credential: string;
   request(method: 'GET' | 'DELETE', path: string, signal?: AbortSignal): Promise<GatewayResponse>;
   close(): Promise<void>;
 }
@@ -123,23 +140,92 @@ async function portForward(ctx: KubeContext, svc: { namespace: string; name: str
   });
 }
 
+/** The URLs the cluster publishes for its gateway (ConfigMap key `urls`), or why none can be read. */
+async function publishedUrls(ctx: KubeContext, namespace: string): Promise<string[] | string> {
+  try {
+    const cm = await ctx.kube.request<{ data?: Record<string, string> }>({ path: `/api/v1/namespaces/${namespace}/configmaps/${GATEWAY_CA_CONFIGMAP}` });
+    return (cm.data?.urls ?? '').split(/[\s,]+/).filter(Boolean);
+  } catch (err) {
+    if (err instanceof KubeApiError) return `the ConfigMap ${namespace}/${GATEWAY_CA_CONFIGMAP} cannot be read (${err.status})`;
+    throw err;
+  }
+}
+
+/** A URL's origin and path, as the gateway is addressed ("https://host:port/prefix"). */
+function gatewayAddress(url: URL): string {
+  return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+}
+
+/**
+ * Credentials are a full API credential more often than not: they go only to a URL the
+ * cluster's operator published, unless the user vouches for it.
+ */
+async function checkGatewayUrl(ctx: KubeContext, url: URL, flags: GatewayFlags): Promise<void> {
+  if (flags.trustGatewayUrl) return;
+  const namespace = parseService(flags.gatewayService).namespace;
+  const published = await publishedUrls(ctx, namespace);
+  const wanted = gatewayAddress(url);
+  if (Array.isArray(published) && published.some((p) => URL.canParse(p) && gatewayAddress(new URL(p)) === wanted)) return;
+  const why = Array.isArray(published)
+    ? published.length > 0 ? `it publishes ${published.join(', ')}` : `the ConfigMap ${namespace}/${GATEWAY_CA_CONFIGMAP} lists no gateway URL under the key urls`
+    : published;
+  throw new PluginError(`not sending your credentials to ${wanted}: it is not a gateway URL this cluster publishes (${why}). Check the address; if you trust it, add --trust-gateway-url. An operator publishes the URL with: kubectl -n ${namespace} patch configmap ${GATEWAY_CA_CONFIGMAP} --type merge -p '{"data":{"urls":"https://..."}}'`, 2);
+}
+
+/**
+ * A token for the gateway's audience alone, when the user is a ServiceAccount allowed to
+ * mint one for itself (TokenRequest); undefined otherwise (the kubeconfig's credential goes).
+ */
+async function audienceBoundToken(ctx: KubeContext, audience: string): Promise<string | undefined> {
+  try {
+    const review = await ctx.kube.request<{ status?: { userInfo?: { username?: string } } }>({
+      method: 'POST', path: '/apis/authentication.k8s.io/v1/selfsubjectreviews',
+      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
+    });
+    const sa = /^system:serviceaccount:([a-z0-9-]+):([a-z0-9.-]+)$/.exec(review.status?.userInfo?.username ?? '');
+    if (!sa) return undefined;
+    const minted = await ctx.kube.request<{ status?: { token?: string } }>({
+      method: 'POST', path: `/api/v1/namespaces/${sa[1]}/serviceaccounts/${sa[2]}/token`,
+      // An hour, as a pod's projected token: the gateway re-checks a live stream's token while
+      // it runs (--access-recheck-seconds), so this bounds a stream, not just its start.
+      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [audience], expirationSeconds: 3600 } },
+    });
+    return minted.status?.token || undefined;
+  } catch (err) {
+    // Not allowed to review itself or to mint tokens (most users): the kubeconfig's credential.
+    if (err instanceof KubeApiError) return undefined;
+    throw err;
+  }
+}
+
 export async function openGateway(ctx: KubeContext, flags: GatewayFlags): Promise<Gateway> {
   const creds = await ctx.credentials();
   const headers: Record<string, string> = { 'user-agent': 'kubectl-pcap' };
-  if (creds.authorization) headers.authorization = creds.authorization;
-  let base: string;
-  let via: string;
-  let ca: string[] | undefined;
-  let servername: string | undefined;
-  let child: ChildProcess | undefined;
+  let url: URL | undefined;
   if (flags.gateway) {
-    let url: URL;
     try {
       url = new URL(flags.gateway);
     } catch {
       throw new PluginError(`--gateway must be an https:// URL, not "${flags.gateway}"`, 2);
     }
     if (url.protocol !== 'https:') throw new PluginError(`--gateway must be an https:// URL (the gateway speaks TLS only), not "${flags.gateway}"`, 2);
+    await checkGatewayUrl(ctx, url, flags);
+  }
+  const bound = flags.tokenAudience ? await audienceBoundToken(ctx, flags.tokenAudience) : undefined;
+  let credential: string;
+  if (bound) {
+    headers.authorization = `Bearer ${bound}`;
+    credential = `a token for the audience ${flags.tokenAudience} only`;
+  } else {
+    if (creds.authorization) headers.authorization = creds.authorization;
+    credential = `the kubeconfig's credential (${ctx.credentialKind})`;
+  }
+  let base: string;
+  let via: string;
+  let ca: string[] | undefined;
+  let servername: string | undefined;
+  let child: ChildProcess | undefined;
+  if (url) {
     base = `${url.origin}${url.pathname.replace(/\/+$/, '')}/packet-capture`;
     via = url.origin;
     if (flags.gatewayCaFile) ca = [...rootCertificates, await readFile(flags.gatewayCaFile, 'utf8')];
@@ -167,6 +253,7 @@ export async function openGateway(ctx: KubeContext, flags: GatewayFlags): Promis
   return {
     base,
     via,
+    credential,
     async request(method, path, signal) {
       let res;
       try {

@@ -10,7 +10,7 @@ import { describeCommand, getCommand, listCommand } from './commands/show.js';
 import { downloadCommand } from './commands/download.js';
 import { streamCommand } from './commands/stream.js';
 import { waitCommand } from './commands/wait.js';
-import { DEFAULT_GATEWAY_SERVICE, openGateway, type Gateway } from './gateway-access.js';
+import { DEFAULT_GATEWAY_SERVICE, DEFAULT_TOKEN_AUDIENCE, openGateway, tokenAudience, type Gateway } from './gateway-access.js';
 import type { CommandSpec, FlagSpec, FlagValue, Invocation } from './invocation.js';
 import { loadKubeContext, type KubeContext } from './kube-context.js';
 import { PluginError, PluginUsageError } from './plugin-error.js';
@@ -36,6 +36,8 @@ const GLOBAL_FLAGS: Record<string, FlagSpec> = {
   'gateway-service': { type: 'string', metavar: 'NS/NAME', help: `The gateway Service to port-forward to (default ${DEFAULT_GATEWAY_SERVICE}).` },
   'gateway-ca-file': { type: 'string', metavar: 'FILE', help: 'With --gateway: a CA for its certificate besides the system\'s.' },
   'insecure-skip-tls-verify': { type: 'boolean', help: 'Do not verify the gateway\'s certificate (anyone on the path could read your token). Never the default.' },
+  'trust-gateway-url': { type: 'boolean', help: 'Send your credentials to a --gateway URL that the cluster does not publish (ConfigMap kube-pcap-gateway-ca, key urls).' },
+  'token-audience': { type: 'string', metavar: 'AUD', help: `A ServiceAccount that may mint tokens for itself presents a one-hour token for this audience only (default ${DEFAULT_TOKEN_AUDIENCE}; "-": the kubeconfig's credential as it is).` },
   help: { type: 'boolean', short: 'h', help: 'Show this help.' },
 };
 
@@ -150,6 +152,8 @@ export async function main(argv: string[], io: { stdout: NodeJS.WriteStream; std
         gatewayService: str('gateway-service') ?? DEFAULT_GATEWAY_SERVICE,
         gatewayCaFile: str('gateway-ca-file'),
         insecureSkipTlsVerify: values['insecure-skip-tls-verify'] === true,
+        trustGatewayUrl: values['trust-gateway-url'] === true,
+        tokenAudience: tokenAudience(str('token-audience')),
       },
       context: () => (ctx ??= loadKubeContext({ kubeconfig: str('kubeconfig'), context: str('context'), namespace: str('namespace') })),
       captureTarget: async () => {

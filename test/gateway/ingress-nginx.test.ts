@@ -158,7 +158,7 @@ t.test('a files.zip of hundreds of MiB arrives intact, with nginx\'s memory flat
 
 t.test('kubectl pcap downloads through the Ingress (--gateway)', async (t) => {
   const kubeconfig = await writeKubeconfig(c, dir, 'devops', { token: w.devopsToken }, w.ns);
-  const r = await runPlugin(['download', CAPTURE, '-w', 'via-ingress.zip', '--gateway', nginx.url, '--gateway-ca-file', w.pki.ca.certFile], { kubeconfig, cwd: dir, timeoutMs: 300_000 });
+  const r = await runPlugin(['download', CAPTURE, '-w', 'via-ingress.zip', '--gateway', nginx.url, '--gateway-ca-file', w.pki.ca.certFile, '--trust-gateway-url'], { kubeconfig, cwd: dir, timeoutMs: 300_000 });
   t.equal(r.code, 0, r.stderr);
 });
 

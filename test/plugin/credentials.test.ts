@@ -9,7 +9,7 @@ import { issueCertificate } from '../../src/tls/certificates.js';
 import { cluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { zipEntries } from '../harness/http.js';
-import { scratchDir } from '../harness/kube-pcap.js';
+import { scratchDir, startGateway } from '../harness/kube-pcap.js';
 import { runPlugin, writeKubeconfig } from '../harness/plugin.js';
 import type { TapTest } from '../harness/tap.js';
 import { waitFor } from '../harness/wait.js';
@@ -19,7 +19,7 @@ const c = await cluster(t);
 const w = await storefrontWorld(t, c, { gatewayArgs: [`--client-ca-file=${c.info.caFile}`] });
 await w.grantFiles();
 const dir = await scratchDir(t, 'plugin-credentials');
-const gateway = ['--gateway', w.gateway.url, '--gateway-ca-file', w.pki.ca.certFile];
+const gateway = ['--gateway', w.gateway.url, '--gateway-ca-file', w.pki.ca.certFile, '--trust-gateway-url'];
 
 /** get (the API server) and download (the gateway) with this kubeconfig. */
 async function getAndDownload(t: TapTest, kubeconfig: string, out: string): Promise<void> {
@@ -84,6 +84,33 @@ t.test('401: an expired credential is said to be expired; an unknown one, unknow
   const api = await runPlugin(['get', CAPTURE], { kubeconfig: await writeKubeconfig(c, dir, 'unknown-api', { token: 'k8s-aws-v1.bm90LWEtcmVhbC10b2tlbg' }, w.ns), cwd: dir });
   t.equal(api.code, 1);
   t.match(api.stderr, /the API server of context "test" does not know your credential/);
+});
+
+t.test('a ServiceAccount that may mint its own tokens sends one for the audience kube-pcap only, never its API credential', async (t) => {
+  // A gateway that refuses full API credentials: only an audience-bound token opens it.
+  const strict = await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, name: 'gateway-bound-only', extraArgs: ['--audience-bound-tokens-only'] });
+  const strictGateway = ['--gateway', strict.url, '--gateway-ca-file', w.pki.ca.certFile, '--trust-gateway-url'];
+  const kubeconfig = await writeKubeconfig(c, dir, 'devops-minting', { token: w.devopsToken }, w.ns);
+  const refused = await runPlugin(['download', CAPTURE, '-w', 'bound-refused.zip', ...strictGateway], { kubeconfig, cwd: dir });
+  t.equal(refused.code, 1, 'not yet allowed to mint: the kubeconfig token goes, and this gateway refuses it');
+  t.match(refused.stderr, /the gateway does not know your credential|refused your credential/);
+  await c.applyManifest(JSON.stringify({
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'devops-sa-own-token', namespace: w.ns },
+    rules: [{ apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'], resourceNames: ['devops-sa'] }],
+  }));
+  await c.applyManifest(JSON.stringify({
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'devops-sa-own-token', namespace: w.ns },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'devops-sa-own-token' },
+    subjects: [{ kind: 'ServiceAccount', name: 'devops-sa', namespace: w.ns }],
+  }));
+  const bound = await waitFor(async () => {
+    const r = await runPlugin(['download', CAPTURE, '-w', 'bound.zip', ...strictGateway], { kubeconfig, cwd: dir });
+    return r.code === 0 ? r : undefined;
+  }, { what: 'the plugin to mint a kube-pcap token (RBAC propagated)', timeoutMs: 20_000 });
+  t.equal(bound.code, 0, 'the audience-bound token opens the strict gateway');
+  t.same((await zipEntries(join(dir, 'bound.zip'))).sort(), [...w.files.keys()].sort());
+  const asIs = await runPlugin(['download', CAPTURE, '-w', 'as-is.zip', ...strictGateway, '--token-audience=-'], { kubeconfig, cwd: dir });
+  t.equal(asIs.code, 1, '--token-audience=- sends the kubeconfig credential as it is (refused here)');
 });
 
 t.test('502 names the node whose agent is gone and offers --partial, which delivers the rest', async (t) => {

@@ -88,7 +88,7 @@ t.test('tshark -i kubepcap_test with options as preferences creates the capture 
     '-i', 'kubepcap_test',
     ...pref('namespace', w.ns), ...pref('capturename', 'wireshark-dns'), ...pref('create', 'true'),
     ...pref('selector', 'app=logging'), ...pref('filter', 'udp:53'), ...pref('duration', '10m'),
-    ...pref('gateway', gateway.url), ...pref('gatewaycafile', w.pki.ca.certFile),
+    ...pref('gateway', gateway.url), ...pref('gatewaycafile', w.pki.ca.certFile), ...pref('trustgatewayurl', 'true'),
     '-a', 'duration:25', '-T', 'fields', '-E', 'separator=|', '-e', 'frame.interface_name', '-e', 'dns.qry.name', '-Y', 'dns',
   );
   t.equal(r.code, 0, r.stderr);

@@ -37,11 +37,11 @@ await chmod(join(stubDir, 'kubectl'), 0o755);
 const env = { PATH: `${stubDir}:${process.env.PATH}`, KUBECTL_STUB_LOG: stubLog, KUBECTL_STUB_TARGET: `127.0.0.1:${w.gateway.port}` };
 const kp = async (args: string[], extraEnv: Record<string, string> = {}) => await runPlugin(args, { kubeconfig, cwd: dir, env: { ...env, ...extraEnv } });
 
-async function publishCa(pem: string | undefined): Promise<void> {
+async function publishCa(pem: string | undefined, urls?: string): Promise<void> {
   const path = `/api/v1/namespaces/${SYSTEM_NAMESPACE}/configmaps/kube-pcap-gateway-ca`;
   const kube = await c.rest();
   await kube.request({ method: 'DELETE', path }).catch(() => undefined);
-  if (pem !== undefined) await c.applyManifest(JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'kube-pcap-gateway-ca', namespace: SYSTEM_NAMESPACE }, data: { 'ca.crt': pem } }));
+  if (pem !== undefined) await c.applyManifest(JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'kube-pcap-gateway-ca', namespace: SYSTEM_NAMESPACE }, data: { 'ca.crt': pem, ...(urls ? { urls } : {}) } }));
 }
 
 const stubRuns = async (): Promise<{ pid: number; args: string[] }[]> =>
@@ -147,7 +147,7 @@ t.test('a download cut by a killed gateway exits non-zero and leaves no complete
     relay.close();
   });
   const port = (relay.address() as { port: number }).port;
-  const download = kp(['download', CAPTURE, '-w', 'cut.zip', '--gateway', `https://127.0.0.1:${port}`, '--gateway-ca-file', w.pki.ca.certFile]);
+  const download = kp(['download', CAPTURE, '-w', 'cut.zip', '--gateway', `https://127.0.0.1:${port}`, '--gateway-ca-file', w.pki.ca.certFile, '--trust-gateway-url']);
   await waitFor(async () => held !== undefined && (await readdir(dir)).some((f) => f.startsWith('.cut.zip.part-')), { what: 'the download under way, held by the relay', timeoutMs: 30_000 });
   doomed.proc.child.kill('SIGKILL');
   await waitFor(() => !doomed.proc.running, { what: 'the gateway to die', timeoutMs: 10_000 });
@@ -156,4 +156,45 @@ t.test('a download cut by a killed gateway exits non-zero and leaves no complete
   t.not(r.code, 0, 'non-zero exit');
   t.match(r.stderr, /the download of pc-storefront-logging-dns was cut after [\d.]+ MiB of [\d.]+ MiB .*nothing was written to cut\.zip/);
   t.same((await readdir(dir)).filter((f) => f.includes('cut.zip')), [], 'neither cut.zip nor its temporary file');
+});
+
+t.test('a --gateway URL gets the credentials only when the cluster publishes it, or with --trust-gateway-url', async (t) => {
+  // A relay in front of the gateway that counts connections: the URL a user was handed.
+  let connections = 0;
+  const sockets = new Set<Socket>();
+  const relay = createServer((client) => {
+    connections++;
+    const upstream = createConnection({ host: '127.0.0.1', port: w.gateway.port });
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    relay.close();
+  });
+  const url = `https://127.0.0.1:${(relay.address() as { port: number }).port}`;
+  const pem = await readFile(w.pki.ca.certFile, 'utf8');
+  await publishCa(pem);
+  const args = (out: string) => ['download', CAPTURE, '-w', out, '--gateway', url, '--gateway-ca-file', w.pki.ca.certFile];
+  const unpublished = await kp(args('unpublished.zip'));
+  t.equal(unpublished.code, 2);
+  t.match(unpublished.stderr, new RegExp(`not sending your credentials to ${url.replaceAll('.', '\\.')}: it is not a gateway URL this cluster publishes \\(the ConfigMap kube-pcap/kube-pcap-gateway-ca lists no gateway URL under the key urls\\)\\. .*--trust-gateway-url`));
+  t.equal(connections, 0, 'nothing was sent to it');
+  await publishCa(pem, 'https://pcap.example.com');
+  const other = await kp(args('other.zip'));
+  t.equal(other.code, 2);
+  t.match(other.stderr, /it publishes https:\/\/pcap\.example\.com/);
+  t.equal(connections, 0, 'still nothing');
+  await publishCa(pem, `https://pcap.example.com\n${url}/`);
+  const published = await kp(args('published.zip'));
+  t.equal(published.code, 0, published.stderr);
+  t.ok(connections > 0, 'the published URL is used');
+  const entries = await zipEntries(join(dir, 'published.zip'));
+  t.ok([...w.files.keys()].every((f) => entries.includes(f)), 'the capture\'s files, through the published URL');
+  await publishCa(pem);
+  const trusted = await kp([...args('trusted.zip'), '--trust-gateway-url']);
+  t.equal(trusted.code, 0, `--trust-gateway-url: the user vouches for it (${trusted.stderr})`);
 });

@@ -18,7 +18,7 @@ const c = await cluster(t);
 const w = await storefrontWorld(t, c);
 const dir = await scratchDir(t, 'plugin-workflow');
 const kubeconfig = await writeKubeconfig(c, dir, 'devops', { token: w.devopsToken }, w.ns);
-const gateway = ['--gateway', w.gateway.url, '--gateway-ca-file', w.pki.ca.certFile];
+const gateway = ['--gateway', w.gateway.url, '--gateway-ca-file', w.pki.ca.certFile, '--trust-gateway-url'];
 const kp = async (args: string[], cwd = dir) => await runPlugin(args, { kubeconfig, cwd });
 const totalPackets = [...w.files.values()].reduce((n, b) => n + pcapRecordCount(b), 0);
 const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
