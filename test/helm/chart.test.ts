@@ -100,6 +100,27 @@ t.test('the options render what they promise; the ones that need CRDs are off by
   t.same({ ...ingress, metadata: ingressMeta }, example, 'the chart\'s Ingress is deploy/examples/ingress.yaml (which the ingress-nginx test runs)');
 });
 
+t.test('the gateway\'s NetworkPolicy is on by default and admits exactly the ports its pod declares', async (t) => {
+  type Port = { port: string | number; protocol: string };
+  type Policy = { spec: { podSelector: { matchLabels: Record<string, string> }; policyTypes: string[]; ingress: { from?: unknown[]; ports: Port[] }[]; egress: { ports: Port[] }[] } };
+  const objs = await render();
+  const np = objs.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'kube-pcap-gateway') as unknown as Policy | undefined;
+  t.ok(np, 'rendered by default');
+  const deployment = objs.find((o) => o.kind === 'Deployment') as unknown as { spec: { template: { metadata: { labels: Record<string, string> }; spec: { containers: { ports: { name: string; containerPort: number }[]; args: string[] }[] } } } };
+  const pod = deployment.spec.template;
+  t.match(pod.metadata.labels, np!.spec.podSelector.matchLabels, 'it selects the gateway\'s pods');
+  t.same(np!.spec.policyTypes, ['Ingress', 'Egress']);
+  const declared = pod.spec.containers[0]!.ports.map((p) => p.name);
+  t.same(np!.spec.ingress.flatMap((r) => r.ports.map((p) => p.port)), ['https'], 'ingress: the API port only (the operations port is the node\'s: probes)');
+  t.ok(declared.includes('https') && declared.includes('ops'), `the pod declares https and ops (${declared.join(', ')})`);
+  const agentPort = (objs.find((o) => o.kind === 'DaemonSet') as unknown as { spec: { template: { spec: { containers: { ports: { containerPort: number }[] }[] } } } }).spec.template.spec.containers[0]!.ports[0]!.containerPort;
+  t.same(np!.spec.egress.flatMap((r) => r.ports.map((p) => `${p.port}/${p.protocol}`)).sort(), ['443/TCP', '53/TCP', '53/UDP', '6443/TCP', `${agentPort}/TCP`].sort(), 'egress: the API server, the agents\' port, DNS');
+
+  const scraped = (await render('networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring')).find((o) => o.kind === 'NetworkPolicy') as unknown as Policy;
+  t.same(scraped.spec.ingress[1], { from: [{ namespaceSelector: { matchLabels: { team: 'monitoring' } } }], ports: [{ port: 'ops', protocol: 'TCP' }] }, 'metricsFrom admits a Prometheus to the operations port');
+  t.notOk((await render('networkPolicy.enabled=false')).some((o) => o.kind === 'NetworkPolicy'), 'networkPolicy.enabled=false renders none');
+});
+
 t.test('it installs on a bare API server: a server-side dry run, then for real', async (t) => {
   const c = await privateCluster(t);
   const kubeconfig = c.info.kubeconfig;
