@@ -22,7 +22,7 @@ import { Agent, request } from 'undici';
 import { applyNodeStatus } from '../test/harness/node-reports.js';
 import { bridgeAddress } from '../test/harness/addresses.js';
 import { apiServerRequests } from '../test/harness/apiserver-metrics.js';
-import { publishAgents, scratchDir, startAgent, startGateway, type GatewayHandle } from '../test/harness/kube-pcap.js';
+import { gatewayMetricsText, publishAgents, scratchDir, startAgent, startGateway, type GatewayHandle, type Pki } from '../test/harness/kube-pcap.js';
 import { writeDnsPcap } from '../test/harness/pcap-fixtures.js';
 import { benchCluster, cpuSeconds, percentile, runBench, Teardowns } from './lib.js';
 
@@ -60,9 +60,8 @@ function garbageToken(): string {
   return `${enc({ alg: 'RS256', kid: 'bench' })}.${enc({ iss: 'https://nowhere.example', sub: `flood-${garbageSeq++}`, exp: Math.floor(Date.now() / 1000) + 3600 })}.${Buffer.from(`sig-${garbageSeq}`).toString('base64url')}`;
 }
 
-async function gaugeValue(gw: GatewayHandle, dispatcher: Agent, name: string): Promise<number> {
-  const res = await request(`${gw.url}/metrics`, { dispatcher });
-  const line = (await res.body.text()).split('\n').find((l) => l.startsWith(`${name} `));
+async function gaugeValue(gw: GatewayHandle, pki: Pki, name: string): Promise<number> {
+  const line = (await gatewayMetricsText(gw, pki)).split('\n').find((l) => l.startsWith(`${name} `));
   return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : NaN;
 }
 
@@ -84,7 +83,6 @@ async function main(): Promise<void> {
     async function phase(gw: GatewayHandle, name: string, floodRate: number): Promise<Phase> {
       const user = new Agent({ connect: ca, connections: 1 });
       const floodAgent = new Agent({ connect: ca, connections: CONNECTIONS });
-      const metricsAgent = new Agent({ connect: ca, connections: 1 });
       try {
         const url = `${gw.url}/packet-capture/download/${ns}/${CAPTURE}/files.zip`;
         // Warm: the user's token reviewed and known valid, connections open.
@@ -131,17 +129,19 @@ async function main(): Promise<void> {
         return {
           name, latencies, userFailures, floodSent: sent, floodSkipped: skipped, answers,
           tokenReviews: (await apiServerRequests(c, 'tokenreviews')) - tr0,
-          peakInFlight: await gaugeValue(gw, metricsAgent, 'kube_pcap_gateway_unverified_tokenreviews_in_flight_peak'),
+          peakInFlight: await gaugeValue(gw, pki, 'kube_pcap_gateway_unverified_tokenreviews_in_flight_peak'),
           gatewayCpu: (await cpuSeconds(gw.proc.pid)) - cpu0,
         };
       } finally {
-        await Promise.all([user.close(), floodAgent.close(), metricsAgent.close()]);
+        await Promise.all([user.close(), floodAgent.close()]);
       }
     }
 
     const common = { pki, logDir, agentService: 'bench-agents', sourceMaps: false };
-    const defaults = await startGateway(td, c, { ...common, name: 'gateway-defaults', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0'] });
-    const unlimited = await startGateway(td, c, { ...common, name: 'gateway-no-failure-limit', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--authn-failure-limit=0'] });
+    // The flood comes from loopback like the user: --shared-client-addresses= makes loopback
+    // one client, as an attacker with an address of its own is, so the failure limit applies.
+    const defaults = await startGateway(td, c, { ...common, name: 'gateway-defaults', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0', '--shared-client-addresses=', '--max-connections-per-address=0'] });
+    const unlimited = await startGateway(td, c, { ...common, name: 'gateway-no-failure-limit', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0', '--authn-failure-limit=0'] });
     const phases = [
       await phase(defaults, 'the user alone', 0),
       await phase(defaults, `flood ${RATE}/s, defaults (failure limit 30/min per client, lane 4 + queue 64)`, RATE),

@@ -75,7 +75,7 @@ async function main(): Promise<void> {
     const token = await c.tokenFor(w.ns, 'devops-sa');
     await w.applyCapture('live', '  selector: app == "sender"\n  filters: [{protocol: UDP, ports: [5201]}]');
     for (const n of ['node-1', 'node-2']) await w.waitForState('live', n, 'WaitingForTraffic');
-    const gw = await startGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--max-downloads-per-user=0', '--max-live-streams-per-user=0'], sourceMaps: false });
+    const gw = await startGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0'], sourceMaps: false });
     const agent = w.agents.get('node-1')!;
     const traffic = (): Promise<void> => send(RATE, SIZE, SECONDS);
     const agents = [...w.agents.values()];

@@ -108,7 +108,7 @@ async function main(): Promise<void> {
       agents.push(await startAgent(td, c, { node, address: await bridgeAddress(td), captureDir: root, pki, logDir, extraArgs: ['--log-level=info'], sourceMaps: false }));
     }
     await publishAgents(c, 'bench-agents', agents);
-    const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0'], sourceMaps: false });
+    const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0'], sourceMaps: false });
     const token = await c.tokenFor(ns, 'devops-sa');
     const cpuOf = async (pids: number[]): Promise<number> => (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
     const rssNow = async (pid: number): Promise<number> => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;

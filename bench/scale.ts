@@ -178,7 +178,7 @@ async function main(): Promise<void> {
     const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
     for (const f of ['devops-serviceaccount.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
     const userToken = await c.tokenFor(w.ns, 'devops-sa', { expirationSeconds: 7200 });
-    const gateway = await startShippedGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0'], sourceMaps: false });
+    const gateway = await startShippedGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0'], sourceMaps: false });
     // The played nodes share one identity with the agents' ClusterRole. The real agents'
     // ServiceAccount writes only its token's node's reports (deploy/agent/report-policy.yaml),
     // and a token per played node would measure TokenRequests, not the API's load.
@@ -432,7 +432,7 @@ async function downloads(td: Teardowns, c: TestCluster, w: Probes, token: string
   const ca = await readFile(w.pki.ca.certFile);
   for (const bounded of [true, false]) {
     for (const n of CONCURRENCY) {
-      const g = await startShippedGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--authn-failure-limit=0', ...(bounded ? [] : ['--max-concurrent-downloads=100000', '--download-queue=0'])], sourceMaps: false });
+      const g = await startShippedGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0', '--authn-failure-limit=0', ...(bounded ? [] : ['--max-concurrent-downloads=100000', '--download-queue=0'])], sourceMaps: false });
       // 500 TLS handshakes at once on two cores take a while: a generous connect timeout.
       const d = new Agent({ connect: { ca, timeout: 120_000 }, connections: null });
       const t = Date.now();

@@ -14,14 +14,13 @@ import type { ConnectionLimits } from '../config/common.js';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { authenticationChain } from '../auth/authentication/chain.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
-import { metricsAttributes } from '../auth/authorization/attributes.js';
 import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
-import { bearerToken, precheckToken } from '../auth/authentication/bearer.js';
+import { metricsReader } from '../auth/metrics-reader.js';
 import { countLookups } from '../auth/review-cache.js';
 import { authorizeFilesPlugin } from '../http/plugins/authorize-files.js';
 import { errorsPlugin } from '../http/plugins/errors.js';
 import { healthPlugin } from '../http/plugins/health.js';
-import { metricsPlugin } from '../http/plugins/metrics.js';
+import { metricsEndpointPlugin, requestMetricsPlugin } from '../http/plugins/metrics.js';
 import { createHttpsServer } from '../http/server-options.js';
 import type { TlsMaterial } from '../http/tls.js';
 import type { KubeClient } from '../kube/client.js';
@@ -72,15 +71,8 @@ export async function buildAgentApp(deps: AgentAppDeps): Promise<FastifyInstance
   app.decorate('filePins', deps.pins);
   app.decorate('nodeName', deps.nodeName);
   await app.register(errorsPlugin);
-  await app.register(metricsPlugin, {
-    registry: deps.registry,
-    prefix: 'kube_pcap_agent',
-    authorize: async (request) => {
-      const token = bearerToken(request.headers.authorization);
-      const user = await scraperReview.authenticate(token, precheckToken(token));
-      await reviewer.authorize(user, metricsAttributes());
-    },
-  });
+  await app.register(requestMetricsPlugin, { registry: deps.registry, prefix: 'kube_pcap_agent' });
+  await app.register(metricsEndpointPlugin, { registry: deps.registry, authorize: metricsReader(scraperReview, reviewer) });
   await app.register(healthPlugin, { notReadyReason: deps.notReadyReason });
   // Only the gateway's client certificate opens the file API; the token beside it is
   // reviewed as before, so a token taken from the gateway opens no agent by itself.

@@ -156,7 +156,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   running.start();
   pins.start();
   try {
-    await serveUntilSignal(app, config.listen, tls, log);
+    await serveUntilSignal([{ app, listen: config.listen }], tls, log);
   } finally {
     // Captures stop, files stay: a restarted agent continues in new files.
     await running.stop();

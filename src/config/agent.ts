@@ -5,7 +5,9 @@ import { type OptionTable, type OptionValues, UsageError } from './options.js';
 const C = 'kube-pcap agent';
 
 export const agentOptions: OptionTable = {
-  ...serverOptions(9444),
+  // The agent's one client is the gateway: its replicas may each hold a connection per
+  // download and stream of a node, so the per-address cap is wide.
+  ...serverOptions(9444, 256),
   'node-name': { type: 'string', metavar: 'NAME', env: 'NODE_NAME', help: 'The node this agent serves (required; from the downward API in a pod).' },
   'capture-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/kube-pcap', help: 'Where pcap files are written: <dir>/<namespace>/<capture>/<pod>_<iface>.pcap.' },
   'capture-max-size-bytes': { type: 'integer', default: 10_000_000, min: 4096, max: 2 ** 40, help: 'Rotate a file when it reaches this size.' },

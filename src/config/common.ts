@@ -4,7 +4,7 @@ import { type OptionTable, type OptionValues, UsageError, parseListen } from './
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export function serverOptions(defaultPort: number): OptionTable {
+export function serverOptions(defaultPort: number, defaultPerAddress: number): OptionTable {
   return {
     listen: { type: 'string', metavar: 'HOST:PORT', default: `0.0.0.0:${defaultPort}`, help: 'Address and port to serve HTTPS on.' },
     'tls-cert-file': { type: 'string', metavar: 'FILE', help: 'Serving certificate (PEM); reloaded when the file changes.' },
@@ -13,12 +13,19 @@ export function serverOptions(defaultPort: number): OptionTable {
     kubeconfig: { type: 'string', metavar: 'FILE', env: 'KUBECONFIG', help: 'kubeconfig to reach the API server; in a pod the ServiceAccount is used.' },
     'log-level': { type: 'string', metavar: 'LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.` },
     'max-connections': { type: 'integer', default: 1024, min: 1, max: 1_000_000, help: 'Connections served at once; more are closed on arrival.' },
+    'max-connections-per-address': { type: 'integer', default: defaultPerAddress, min: 0, max: 1_000_000, help: 'Connections one source address may hold at once, counted before TLS; more are closed on arrival (0: no cap). Loopback and trusted proxies stand for many clients and are not capped this way.' },
     'tls-handshake-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 120, help: 'A connection that has not completed its TLS handshake by then is closed (the idle timeout, 120 s, starts after).' },
   };
 }
 
 export interface ConnectionLimits {
   maxConnections: number;
+  /** Connections per source address (0: no cap), except `sharedAddresses` and `trustedProxies`. */
+  maxConnectionsPerAddress: number;
+  /** Addresses that stand for many clients (the gateway's --shared-client-addresses). */
+  sharedAddresses?: string[];
+  /** Counts connections closed by the per-address cap (a metric). */
+  onRefusedPerAddress?: () => void;
   handshakeTimeoutMs: number;
   /** Proxies whose X-Forwarded-For names the client (the gateway's --trusted-proxies). */
   trustedProxies?: string[];
@@ -49,7 +56,7 @@ export function serverConfig(command: string, v: OptionValues): ServerConfig {
   }
   return {
     listen,
-    limits: { maxConnections: v['max-connections'] as number, handshakeTimeoutMs: (v['tls-handshake-timeout-seconds'] as number) * 1000 },
+    limits: { maxConnections: v['max-connections'] as number, maxConnectionsPerAddress: v['max-connections-per-address'] as number, handshakeTimeoutMs: (v['tls-handshake-timeout-seconds'] as number) * 1000 },
     tls,
     kubeconfig: v.kubeconfig as string | undefined,
     logLevel: level as LogLevel,

@@ -2,14 +2,18 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { LeaderElectionOptions } from '../kube/leader-election.js';
+import { addressSet, LOOPBACK } from '../http/address-set.js';
 import { serverConfig, serverOptions, type ServerConfig } from './common.js';
+import { parseListen } from './options.js';
 import { type OptionTable, type OptionValues, UsageError } from './options.js';
 
 const C = 'kube-pcap gateway';
 
 export const gatewayOptions: OptionTable = {
-  ...serverOptions(9443),
-  'token-audiences': { type: 'list', default: [], help: 'Audiences a bearer token must have for TokenReview; empty means the API server\'s own. Non-empty shuts out tokens without an audience of their own (static, bootstrap, most cloud webhook tokens): the API server accepts those only for its own audiences.' },
+  ...serverOptions(9443, 64),
+  'ops-listen': { type: 'string', metavar: 'HOST:PORT', default: '0.0.0.0:9445', help: 'Address and port of the operations listener: /healthz, /readyz and /metrics (HTTPS, same certificate), apart from the API so that a flood of clients does not fail the probes.' },
+  'token-audiences': { type: 'list', default: ['kube-pcap'], help: 'Audiences of tokens minted for the gateway (`kubectl create token SA --audience kube-pcap`), which are useless against the API server: a token naming one is reviewed for these.' },
+  'audience-bound-tokens-only': { type: 'boolean', default: false, help: 'Refuse every other bearer token (a user\'s full API credential, static and most cloud webhook tokens); OIDC tokens and client certificates are still accepted when configured.' },
   'client-ca-file': { type: 'string', metavar: 'FILE', help: 'Accept client certificates signed by this CA (the cluster\'s client CA, as kube-apiserver takes it): user = CN, groups = O. Without it client certificates are ignored. Reloaded when it changes.' },
   'oidc-issuer-url': { type: 'string', metavar: 'URL', help: 'Also accept OIDC ID tokens from this issuer, verified locally against its JWKS.' },
   'oidc-client-id': { type: 'string', metavar: 'ID', help: 'The audience OIDC tokens must carry (required with --oidc-issuer-url).' },
@@ -51,6 +55,8 @@ export const gatewayOptions: OptionTable = {
   'leader-election-retry-period-seconds': { type: 'integer', default: 2, min: 1, max: 600, help: 'How often the Lease is renewed, or tried by a candidate.' },
   'status-min-interval-ms': { type: 'integer', default: 1000, min: 100, max: 600_000, help: 'At most one status write per capture per this interval (longer for large statuses).' },
   'trusted-proxies': { type: 'list', default: [], help: 'Addresses or CIDRs of proxies (an Ingress controller) whose X-Forwarded-For names the client, for --authn-failure-limit; others\' is ignored.' },
+  'shared-client-addresses': { type: 'list', default: [...LOOPBACK], help: 'Addresses or CIDRs that stand for many clients (loopback: every user of `kubectl port-forward`); failed authentications and connections from them are not limited per address, so one user cannot lock the others out. Empty: every address is a client of its own.' },
+  'max-requests-per-user': { type: 'integer', default: 32, min: 0, max: 1_000_000, help: 'Requests one authenticated identity may have in flight at once on this replica; beyond, 429 with Retry-After (0: no limit).' },
 };
 
 export interface OidcConfig {
@@ -64,7 +70,13 @@ export interface OidcConfig {
 }
 
 export interface GatewayConfig extends ServerConfig {
+  /** The operations listener: probes and /metrics. */
+  opsListen: { host: string; port: number };
+  /** Requests in flight per identity (0: no limit). */
+  maxRequestsPerUser: number;
   tokenAudiences: string[];
+  /** Only tokens bound to tokenAudiences; else the API server's own audiences too. */
+  audienceBoundOnly: boolean;
   clientCaFile: string | undefined;
   oidc: OidcConfig | undefined;
   agents: {
@@ -160,9 +172,24 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
     throw new UsageError(`${C}: --oidc-client-id needs --oidc-issuer-url`);
   }
 
+  const trustedProxies = v['trusted-proxies'] as string[];
+  const sharedAddresses = v['shared-client-addresses'] as string[];
+  for (const [flag, list] of [['--trusted-proxies', trustedProxies], ['--shared-client-addresses', sharedAddresses]] as const) {
+    try {
+      addressSet(list, flag);
+    } catch (err) {
+      throw new UsageError(`${C}: ${(err as Error).message}`);
+    }
+  }
+  if (v['audience-bound-tokens-only'] && (v['token-audiences'] as string[]).length === 0) throw new UsageError(`${C}: --audience-bound-tokens-only needs --token-audiences`);
+  const opsListen = parseListen(C, v['ops-listen'] as string, '--ops-listen');
+  if (opsListen.port !== 0 && opsListen.port === base.listen.port) throw new UsageError(`${C}: --ops-listen must be another port than --listen`);
+
   return {
     ...base,
-    limits: { ...base.limits, trustedProxies: v['trusted-proxies'] as string[] },
+    opsListen,
+    maxRequestsPerUser: v['max-requests-per-user'] as number,
+    limits: { ...base.limits, trustedProxies, sharedAddresses },
     authnLimits: {
       unverifiedMaxInFlight: v['authn-unverified-max-inflight'] as number,
       unverifiedQueue: v['authn-unverified-queue'] as number,
@@ -170,6 +197,7 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
       failureWindowMs: (v['authn-failure-window-seconds'] as number) * 1000,
     },
     tokenAudiences: v['token-audiences'] as string[],
+    audienceBoundOnly: v['audience-bound-tokens-only'] as boolean,
     clientCaFile: v['client-ca-file'] as string | undefined,
     oidc,
     agents: {

@@ -105,9 +105,9 @@ export function helpText(usage: string, summary: string, table: OptionTable): st
 }
 
 /** host:port, with IPv6 hosts in brackets; port 0 picks a free port (tests, development). */
-export function parseListen(command: string, value: string): { host: string; port: number } {
+export function parseListen(command: string, value: string, flag = '--listen'): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new UsageError(`${command}: --listen must be HOST:PORT (e.g. 0.0.0.0:9443), not "${value}"`);
+  if (!m || port > 65535) throw new UsageError(`${command}: ${flag} must be HOST:PORT (e.g. 0.0.0.0:9443), not "${value}"`);
   return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }

@@ -20,7 +20,9 @@ import { auditPlugin } from '../http/plugins/audit.js';
 import { authorizeFilesPlugin } from '../http/plugins/authorize-files.js';
 import { errorsPlugin } from '../http/plugins/errors.js';
 import { healthPlugin } from '../http/plugins/health.js';
-import { metricsPlugin } from '../http/plugins/metrics.js';
+import { metricsEndpointPlugin, requestMetricsPlugin } from '../http/plugins/metrics.js';
+import { metricsReader } from '../auth/metrics-reader.js';
+import { addressSet } from '../http/address-set.js';
 import { createHttpsServer } from '../http/server-options.js';
 import type { TlsMaterial } from '../http/tls.js';
 import type { KubeClient } from '../kube/client.js';
@@ -29,7 +31,7 @@ import { AgentDirectory } from './agent-directory.js';
 import { startAggregation } from './aggregation.js';
 import { CaptureCache } from './capture-cache.js';
 import { CaptureFiles } from './capture-files.js';
-import { PerUserSlots } from './per-user-slots.js';
+import { PerUserSlots } from '../http/per-user-slots.js';
 import './decorators.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -45,9 +47,22 @@ export interface GatewayDeps {
   tls: TlsMaterial;
 }
 
-export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): Promise<FastifyInstance> {
-  const app = createHttpsServer(tls, log, config.limits);
+/** The gateway's two listeners: the API, and operations (probes and /metrics) apart from it. */
+export interface GatewayApps {
+  api: FastifyInstance;
+  ops: FastifyInstance;
+}
+
+/** The operations listener's own connection cap: probes and a few scrapers. */
+const OPS_MAX_CONNECTIONS = 64;
+/** Per address: the kubelet's probes and a scraper need one or two each (the NetworkPolicy admits whom). */
+const OPS_MAX_CONNECTIONS_PER_ADDRESS = 8;
+
+export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): Promise<GatewayApps> {
   const registry = new Registry();
+  const perAddressRefused = new Counter({ name: 'kube_pcap_gateway_connections_refused_total', help: 'Connections closed on arrival because their source address held --max-connections-per-address.', registers: [registry] });
+  const app = createHttpsServer(tls, log, { ...config.limits, onRefusedPerAddress: () => perAddressRefused.inc() });
+  const ops = createHttpsServer(tls, log.child({ listener: 'ops' }), { ...config.limits, maxConnections: OPS_MAX_CONNECTIONS, maxConnectionsPerAddress: OPS_MAX_CONNECTIONS_PER_ADDRESS });
   const cacheLookups = new Counter({ name: 'kube_pcap_review_cache_lookups_total', help: 'Review cache lookups by review and result (hit, miss, coalesced).', labelNames: ['review', 'result'], registers: [registry] });
   const reviewSeconds = new Histogram({ name: 'kube_pcap_review_duration_seconds', help: 'Latency of TokenReviews and SubjectAccessReviews sent to the API server.', labelNames: ['review', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [registry] });
   const agentErrors = new Counter({ name: 'kube_pcap_gateway_agent_errors_total', help: 'Failed calls to agents, by operation.', labelNames: ['operation'], registers: [registry] });
@@ -77,7 +92,10 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     known,
     unknownLane,
     onQueueFull: () => authnRefused.inc({ reason: 'queue_full' }),
-    audiences: config.tokenAudiences,
+    // Tokens minted for the gateway are reviewed for its audiences; others for the API
+    // server's own, unless only audience-bound tokens are accepted (docs/security.md).
+    audiences: config.audienceBoundOnly ? config.tokenAudiences : [],
+    boundAudiences: config.tokenAudiences,
     successTtlMs: config.cache.authnTtlMs,
     failureTtlMs: config.cache.authnFailureTtlMs,
     maxEntries: config.cache.maxEntries,
@@ -150,8 +168,20 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     if (config.auditLog !== '-') auditOut.end();
   });
   await app.register(auditPlugin, { sink: { write: (record) => auditOut.write(`${JSON.stringify(record)}\n`) } });
-  await app.register(metricsPlugin, { registry, prefix: 'kube_pcap_gateway' });
-  await app.register(healthPlugin, {
+  await app.register(requestMetricsPlugin, { registry, prefix: 'kube_pcap_gateway' });
+  // Scrapers' tokens are bound to the API server's own audiences, whatever --token-audiences says.
+  const scraperReview = new TokenReviewAuthenticator(kube, {
+    audiences: [], successTtlMs: 60_000, failureTtlMs: 10_000, maxEntries: 100, timeoutMs: config.apiTimeoutMs,
+    onLookup: countLookups(cacheLookups, 'tokenreview'), onReview: (s, outcome) => reviewSeconds.observe({ review: 'tokenreview', outcome }, s),
+  });
+  await ops.register(errorsPlugin);
+  // Scrapes answer through a short API server outage from these caches (a minute each).
+  const scraperAccess = new SubjectAccessReviewer(kube, {
+    allowTtlMs: 60_000, denyTtlMs: 10_000, maxEntries: 100, timeoutMs: config.apiTimeoutMs,
+    onLookup: countLookups(cacheLookups, 'subjectaccessreview'), onReview: (s, outcome) => reviewSeconds.observe({ review: 'subjectaccessreview', outcome }, s),
+  });
+  await ops.register(metricsEndpointPlugin, { registry, authorize: metricsReader(scraperReview, scraperAccess) });
+  await ops.register(healthPlugin, {
     notReadyReason: async () => {
       if (!directory.synced) return `agent endpoints not synced${directory.lastError ? ` (${directory.lastError})` : ''}`;
       try {
@@ -170,16 +200,17 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
     await app.register(oidcPlugin, { config: config.oidc, timeoutMs: config.apiTimeoutMs });
   }
   await app.register(authFailureLimitPlugin, {
+    shared: addressSet(config.limits.sharedAddresses ?? [], '--shared-client-addresses'),
     maxFailures: config.authnLimits.failureLimit,
     windowMs: config.authnLimits.failureWindowMs,
     maxClients: config.cache.maxEntries,
     onLimited: () => authnRefused.inc({ reason: 'rate_limited' }),
   });
   const authenticate = authenticationChain({ certificates: tls.clientCa ? 'identify' : undefined, oidc: app.oidc, tokenReview, known, failures: app.authFailures });
-  await app.register(authorizeFilesPlugin, { authenticate, reviewer });
+  await app.register(authorizeFilesPlugin, { authenticate, reviewer, inFlightPerUser: new PerUserSlots(config.maxRequestsPerUser, 'requests', '--max-requests-per-user', 1) });
 
   const routes = join(ROOT, 'dist', 'routes', 'gateway');
   await app.register(autoload, { dir: routes, options: { prefix: CAPTURE_PREFIX } });
   await app.register(autoload, { dir: routes, options: { prefix: '' } });
-  return app;
+  return { api: app, ops };
 }

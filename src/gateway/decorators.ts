@@ -2,7 +2,7 @@
 import type { Counter } from 'prom-client';
 import type { ConcurrencyLimit } from '../auth/concurrency-limit.js';
 import type { CaptureFiles } from './capture-files.js';
-import type { PerUserSlots } from './per-user-slots.js';
+import type { PerUserSlots } from '../http/per-user-slots.js';
 
 export interface GatewayMetrics {
   bytesStreamed: Counter;

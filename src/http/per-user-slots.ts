@@ -1,16 +1,14 @@
-// Places per identity (docs/security.md, "One user and the others"): a replica's download
-// and live-stream places are shared, so one user holding them all would lock everyone else
-// out. Each identity holds at most `max` at once, queued ones included; beyond, 429 with
-// Retry-After, before the shared places are even asked for.
+// Places per identity (docs/security.md, "One user and the others"): a replica's requests,
+// downloads and live streams are shared, so one user holding them all would lock everyone
+// else out. Each identity holds at most `max` at once, queued ones included; beyond, 429
+// with Retry-After, before the shared places are even asked for.
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { HttpError } from '../http/status.js';
-
-const RETRY_AFTER_SECONDS = 5;
+import { HttpError } from './status.js';
 
 export class PerUserSlots {
   private readonly held = new Map<string, number>();
 
-  constructor(private readonly max: number, private readonly what: string, private readonly flag: string) {}
+  constructor(private readonly max: number, private readonly what: string, private readonly flag: string, private readonly retryAfterSeconds = 5) {}
 
   /**
    * Takes one of the caller's places until the response closes; a 429 when they hold all of
@@ -21,7 +19,8 @@ export class PerUserSlots {
     if (user === undefined || this.max <= 0) return;
     const n = this.held.get(user) ?? 0;
     if (n >= this.max) {
-      throw new HttpError(429, 'TooManyRequests', `you already have ${n} ${this.what} open on this gateway replica (${this.flag}=${this.max}): close one, or retry in ${RETRY_AFTER_SECONDS} s`, { 'retry-after': String(RETRY_AFTER_SECONDS) }, { retryAfterSeconds: RETRY_AFTER_SECONDS });
+      const retry = this.retryAfterSeconds;
+      throw new HttpError(429, 'TooManyRequests', `you already have ${n} ${this.what} open on this gateway replica (${this.flag}=${this.max}): close one, or retry in ${retry} s`, { 'retry-after': String(retry) }, { retryAfterSeconds: retry });
     }
     this.held.set(user, n + 1);
     reply.raw.once('close', () => {

@@ -1,4 +1,4 @@
-// Running a server: listen, reload its certificate when the files change, and drain on
+// Running servers: listen, reload their certificate when the files change, and drain on
 // SIGTERM/SIGINT (what Kubernetes sends before it kills a pod).
 import type { Server } from 'node:https';
 import type { FastifyInstance } from 'fastify';
@@ -13,14 +13,23 @@ async function waitForSignal(log: Logger): Promise<void> {
   log.info({ signal }, 'shutting down');
 }
 
-/** Serves until a termination signal, then stops accepting and lets requests finish. */
-export async function serveUntilSignal(app: FastifyInstance, listen: { host: string; port: number }, tls: TlsMaterial, log: Logger): Promise<void> {
-  const stopTlsWatch = watchTls(app.server as unknown as Server, tls, log);
+export interface Listener {
+  app: FastifyInstance;
+  listen: { host: string; port: number };
+}
+
+/**
+ * Serves until a termination signal, then stops accepting and lets requests finish. The
+ * first listener is the main one; the others (operations) close after it, so probes keep
+ * answering while it drains.
+ */
+export async function serveUntilSignal(listeners: Listener[], tls: TlsMaterial, log: Logger): Promise<void> {
+  const stops = listeners.map(({ app }) => watchTls(app.server as unknown as Server, tls, log));
   try {
-    await app.listen({ host: listen.host, port: listen.port });
+    for (const { app, listen } of listeners) await app.listen({ host: listen.host, port: listen.port });
     await waitForSignal(log);
   } finally {
-    stopTlsWatch();
-    await app.close();
+    for (const stop of stops) stop();
+    for (const { app } of listeners) await app.close();
   }
 }

@@ -5,6 +5,8 @@ import type { Server } from 'node:https';
 import Fastify, { type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ConnectionLimits } from '../config/common.js';
+import { addressSet } from './address-set.js';
+import { capConnectionsPerAddress } from './connections-per-address.js';
 import type { TlsMaterial } from './tls.js';
 
 /** Longest URL parameter: a capture name may be a 253-character DNS subdomain. */
@@ -49,6 +51,9 @@ export function createHttpsServer(tls: TlsMaterial, log: Logger, limits: Connect
   const app = Fastify({ ...serverOptions(tls, limits), loggerInstance: log as FastifyBaseLogger, genReqId: () => randomUUID() });
   // Beyond this, Node closes new connections on arrival: a flood of sockets is not a flood of TLS handshakes.
   app.server.maxConnections = limits.maxConnections;
+  // And one address cannot take all of them (connections-per-address.ts).
+  const exempt = addressSet([...(limits.sharedAddresses ?? []), ...(limits.trustedProxies ?? [])], 'connection limits');
+  capConnectionsPerAddress(app.server, { max: limits.maxConnectionsPerAddress, exempt, onRefused: limits.onRefusedPerAddress });
   // Fastify types an instance by its server class; routes and plugins here are written
   // against the default instance type, whose API is the same for an https.Server.
   return app as unknown as FastifyInstance;

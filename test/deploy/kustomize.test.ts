@@ -51,9 +51,11 @@ t.test('the rendered workloads carry the promised security settings', async (t) 
   t.equal(gwc.securityContext.allowPrivilegeEscalation, false);
   t.same(gwc.securityContext.capabilities.drop, ['ALL']);
   t.ok(gwc.readinessProbe?.httpGet && gwc.livenessProbe?.httpGet, 'probes');
+  t.same([gwc.readinessProbe.httpGet.port, gwc.livenessProbe.httpGet.port], ['ops', 'ops'], 'on the operations port, apart from the API\'s connections');
   t.ok(gwc.resources.requests.cpu && gwc.resources.requests.memory && gwc.resources.limits.memory, 'requests and limits');
   t.match(gwc.image, /^ghcr\.io\/kube-pcap\/gateway:\d+\.\d+\.\d+$/);
-  t.same(gwc.ports, [{ name: 'https', containerPort: 9443, protocol: 'TCP' }]);
+  t.same(gwc.ports.map((p: Json) => ({ ...p })), [{ name: 'https', containerPort: 9443, protocol: 'TCP' }, { name: 'ops', containerPort: 9445, protocol: 'TCP' }]);
+  t.ok((gwc.args as string[]).includes('--ops-listen=0.0.0.0:9445'), 'the operations listener where the port says');
   // V8's heap is sized under the container's limit (bench:scale measured the pair), and the
   // replica has a Lease identity.
   const env = Object.fromEntries((gwc.env as Json[]).map((e: Json) => [e.name, e]));

@@ -7,7 +7,7 @@ import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https, run } from '../harness/http.js';
-import { scratchDir, startAgent } from '../harness/kube-pcap.js';
+import { gatewayMetricsText, scratchDir, startAgent } from '../harness/kube-pcap.js';
 import { writeLargePcap } from '../harness/pcap-fixtures.js';
 import { OwnedProcess } from '../harness/processes.js';
 import { waitFor } from '../harness/wait.js';
@@ -41,11 +41,11 @@ t.test('a client that disconnects: the gateway aborts the download and stays hea
   const res = await run('curl', ['-sS', '--limit-rate', '1M', '--max-time', '2', '-k', '-o', join(dir, 'x.zip'), '-H', `Authorization: Bearer ${w.devopsToken}`, w.downloadUrl()]);
   t.equal(res.code, 28, 'curl gave up after 2 s, mid-download');
   const aborted = await waitFor(async () => {
-    const m = /kube_pcap_gateway_downloads_total\{result="aborted"\} (\d+)/.exec((await https(`${w.gateway.url}/metrics`, { caFile: ca })).body.toString());
+    const m = /kube_pcap_gateway_downloads_total\{result="aborted"\} (\d+)/.exec(await gatewayMetricsText(w.gateway, w.pki));
     return m && Number(m[1]) >= 2 ? Number(m[1]) : undefined;
   }, { what: 'the gateway to count the abandoned download as aborted', timeoutMs: 10_000 });
   t.ok(aborted >= 2, 'both the cut and the abandoned download are counted as aborted');
-  const health = await https(`${w.gateway.url}/healthz`, { caFile: ca });
+  const health = await https(`${w.gateway.opsUrl}/healthz`, { caFile: ca });
   t.equal(health.status, 200);
   const again = await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: ca, token: w.devopsToken });
   t.equal(again.status, 200, `and serves the next request: ${again.body.toString()}`);

@@ -31,15 +31,15 @@ t.test('503 with Retry-After while the API server is down, for new and known cal
     t.match(body.message, /API server is unavailable/);
     await checkResponse('GET', '/packet-capture/download/{namespace}/{name}/files.zip', res.status, res.headers['content-type'] as string, res.body);
   }
-  const ready = await https(`${w.gateway.url}/readyz`, { caFile: ca });
+  const ready = await https(`${w.gateway.opsUrl}/readyz`, { caFile: ca });
   t.equal(ready.status, 503, '/readyz reports the outage');
-  const live = await https(`${w.gateway.url}/healthz`, { caFile: ca });
+  const live = await https(`${w.gateway.opsUrl}/healthz`, { caFile: ca });
   t.equal(live.status, 200, '/healthz does not (restarting would not help)');
 });
 
 t.test('recovers when the API server is back', async (t) => {
   await c.controlPlane!.startApiServer();
-  await waitFor(async () => (await https(`${w.gateway.url}/readyz`, { caFile: ca })).status === 200, { what: 'the gateway to be ready again', timeoutMs: 60_000, intervalMs: 250 });
+  await waitFor(async () => (await https(`${w.gateway.opsUrl}/readyz`, { caFile: ca })).status === 200, { what: 'the gateway to be ready again', timeoutMs: 60_000, intervalMs: 250 });
   const res = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken });
   t.equal(res.status, 200);
   t.equal(res.body.subarray(0, 2).toString(), 'PK');

@@ -1,20 +1,22 @@
-// Authentication options, counted at the API server: --token-audiences binds accepted
-// tokens to an audience (and so shuts out tokens that carry none of their own, such as
-// static tokens); only an expired JWT is refused without an API call.
+// Authentication options, counted at the API server: --audience-bound-tokens-only accepts
+// only tokens bound to --token-audiences (and so shuts out users' full API credentials and
+// tokens that carry no audience of their own, such as static tokens); only an expired JWT
+// is refused without an API call.
 import t from 'tap';
 import { apiServerRequests } from '../harness/apiserver-metrics.js';
 import { privateCluster } from '../harness/cluster.js';
 import { storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
+import { startGateway } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
 const c = await privateCluster(t);
-const w = await storefrontWorld(t, c, { gatewayArgs: ['--token-audiences=kube-pcap-gateway'] });
+const w = await storefrontWorld(t, c, { gatewayArgs: ['--token-audiences=kube-pcap-gateway', '--audience-bound-tokens-only'] });
 await w.grantFiles();
 const ca = w.pki.ca.certFile;
 const listing = `${w.gateway.url}/packet-capture/files/${w.ns}/pc-storefront-logging-dns`;
 
-t.test('--token-audiences: a token for the gateway\'s audience is accepted, the API server\'s default is not', async (t) => {
+t.test('--audience-bound-tokens-only: a token for the gateway\'s audience is accepted, the API server\'s default is not', async (t) => {
   const forGateway = await c.tokenFor(w.ns, 'devops-sa', { audience: 'kube-pcap-gateway' });
   await waitFor(async () => (await https(listing, { caFile: ca, token: forGateway })).status === 200, { what: 'the audience-bound token to be allowed', timeoutMs: 15_000 });
   const res = await https(listing, { caFile: ca, token: w.devopsToken });
@@ -22,7 +24,7 @@ t.test('--token-audiences: a token for the gateway\'s audience is accepted, the 
   t.match(res.json<{ message: string }>().message, /invalid bearer token/);
 });
 
-t.test('--token-audiences shuts out tokens without an audience of their own, such as static tokens', async (t) => {
+t.test('--audience-bound-tokens-only shuts out tokens without an audience of their own, such as static tokens', async (t) => {
   // The API server accepts an audience-less token only for its own audiences.
   const alice = c.info.staticTokens[0]!;
   const res = await https(listing, { caFile: ca, token: alice.token });
@@ -45,4 +47,16 @@ t.test('opaque tokens go to TokenReview (once: a rejection is remembered); only 
   t.equal(res.status, 401);
   t.match(res.json<{ message: string }>().message, /expired/);
   t.equal(await apiServerRequests(c, 'tokenreviews') - mid, 0, 'no TokenReview for a JWT that has expired');
+});
+
+t.test('by default a token minted for the gateway (audience kube-pcap) is accepted beside API credentials, and is useless against the API server', async (t) => {
+  const gw = await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, name: 'gateway-default-audiences' });
+  const url = `${gw.url}/packet-capture/files/${w.ns}/pc-storefront-logging-dns`;
+  const bound = await c.tokenFor(w.ns, 'devops-sa', { audience: 'kube-pcap', expirationSeconds: 600 });
+  t.equal((await https(url, { caFile: ca, token: bound })).status, 200, 'the kube-pcap token at the gateway');
+  t.equal((await https(url, { caFile: ca, token: w.devopsToken })).status, 200, 'the API credential too (--audience-bound-tokens-only is off)');
+  const other = await c.tokenFor(w.ns, 'devops-sa', { audience: 'someone-else', expirationSeconds: 600 });
+  t.equal((await https(url, { caFile: ca, token: other })).status, 401, 'a token for another audience');
+  const atApi = await https(`${c.info.server}/api/v1/namespaces/${w.ns}/pods`, { caFile: c.info.caFile, token: bound });
+  t.equal(atApi.status, 401, 'the kube-pcap token opens nothing at the API server');
 });

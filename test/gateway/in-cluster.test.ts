@@ -28,20 +28,23 @@ t.test('in-cluster configuration: the pod\'s ServiceAccount, no kubeconfig', asy
     'mount -t tmpfs kube-pcap-run /run',
     `mkdir -p ${sa}`,
     `cp ${join(dir, 'token')} ${join(dir, 'ca.crt')} ${sa}/`,
-    `exec ${process.execPath} ${NODE_FLAGS.join(' ')} ${CLI} gateway --listen=127.0.0.1:0 --tls-cert-file=${w.pki.gateway.certFile} --tls-key-file=${w.pki.gateway.keyFile} --agent-service=${AGENTS_NAMESPACE}/${w.agentService} --agent-ca-file=${w.pki.ca.certFile} --agent-server-name=${AGENT_SERVER_NAME} --agent-token-file=${join(dir, 'agent-token')} --agent-client-cert-file=${w.pki.gatewayClient.certFile} --agent-client-key-file=${w.pki.gatewayClient.keyFile}`,
+    `exec ${process.execPath} ${NODE_FLAGS.join(' ')} ${CLI} gateway --listen=127.0.0.1:0 --ops-listen=127.0.0.1:0 --tls-cert-file=${w.pki.gateway.certFile} --tls-key-file=${w.pki.gateway.keyFile} --agent-service=${AGENTS_NAMESPACE}/${w.agentService} --agent-ca-file=${w.pki.ca.certFile} --agent-server-name=${AGENT_SERVER_NAME} --agent-token-file=${join(dir, 'agent-token')} --agent-client-cert-file=${w.pki.gatewayClient.certFile} --agent-client-key-file=${w.pki.gatewayClient.keyFile}`,
   ].join('\n');
   const logFile = join(dir, 'gateway.log');
   const env: NodeJS.ProcessEnv = { ...process.env, KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(c.info.port) };
   delete env.KUBECONFIG;
   const gw = new OwnedProcess('unshare', ['--mount', '--propagation', 'private', '--', 'bash', '-c', script], { name: 'in-cluster gateway', logFile, env });
   t.teardown(() => gw.stop());
-  const port = await waitFor(async () => {
+  const [port, opsPort] = await waitFor(async () => {
     if (!gw.running) throw await gw.failure('exited');
-    const m = /Server listening at https:\/\/127\.0\.0\.1:(\d+)/.exec(await readFile(logFile, 'utf8'));
-    return m ? Number(m[1]) : undefined;
+    const lines = (await readFile(logFile, 'utf8')).split('\n').filter((l) => l.includes('Server listening at'));
+    const portOf = (ops: boolean) => /https:\/\/127\.0\.0\.1:(\d+)/.exec(lines.find((l) => l.includes('"listener":"ops"') === ops) ?? '')?.[1];
+    const api = portOf(false);
+    const o = portOf(true);
+    return api && o ? [Number(api), Number(o)] : undefined;
   }, { what: 'the in-cluster gateway to listen', timeoutMs: 20_000 });
   const url = `https://127.0.0.1:${port}`;
-  await waitFor(async () => (await https(`${url}/readyz`, { caFile: w.pki.ca.certFile })).status === 200, { what: 'ready: the API server answers its ServiceAccount', timeoutMs: 20_000 });
+  await waitFor(async () => (await https(`https://127.0.0.1:${opsPort}/readyz`, { caFile: w.pki.ca.certFile })).status === 200, { what: 'ready: the API server answers its ServiceAccount', timeoutMs: 20_000 });
   const res = await waitFor(async () => {
     const r = await https(`${url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: w.pki.ca.certFile, token: w.devopsToken });
     return r.status === 200 ? r : undefined;

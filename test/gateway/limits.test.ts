@@ -8,7 +8,7 @@ import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
-import { scratchDir } from '../harness/kube-pcap.js';
+import { gatewayMetricsText, scratchDir } from '../harness/kube-pcap.js';
 import { writeLargePcap } from '../harness/pcap-fixtures.js';
 import { OwnedProcess } from '../harness/processes.js';
 import { waitFor } from '../harness/wait.js';
@@ -37,7 +37,7 @@ t.test('a client that never finishes its request is disconnected', async (t) => 
   const closed = await new Promise<string>((resolve, reject) => {
     const s = connect({ host: '127.0.0.1', port: w.gateway.port, rejectUnauthorized: false }, () => {
       // A request line and one header, then silence (slow loris).
-      s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+      s.write('GET /openapi.yaml HTTP/1.1\r\nHost: x\r\n');
     });
     let got = '';
     s.on('data', (d: Buffer) => (got += d.toString()));
@@ -59,7 +59,7 @@ t.test('back-pressure: a slow client does not make the gateway read the files ah
   let peak = before;
   await waitFor(async () => {
     peak = Math.max(peak, await rss(w.gateway.proc.pid));
-    const streamed = /kube_pcap_gateway_bytes_streamed_total (\d+)/.exec((await https(`${w.gateway.url}/metrics`, { caFile: ca })).body.toString());
+    const streamed = /kube_pcap_gateway_bytes_streamed_total (\d+)/.exec(await gatewayMetricsText(w.gateway, w.pki));
     return streamed && Number(streamed[1]) > 6 << 20;
   }, { what: '6 MiB to reach the slow client', timeoutMs: 30_000, intervalMs: 200 });
   t.ok(peak - before < 64 << 20, `the gateway grew by ${((peak - before) / 2 ** 20).toFixed(0)} MiB while a 256 MiB file waited (less than 64 MiB)`);

@@ -1,7 +1,7 @@
 // One user cannot take every place (docs/security.md, "One user and the others"): each
-// identity holds at most --max-downloads-per-user downloads and --max-live-streams-per-user
-// live streams on a replica; beyond, 429 with Retry-After, while another user with the same
-// permission still gets theirs.
+// identity holds at most --max-downloads-per-user downloads, --max-live-streams-per-user
+// live streams and --max-requests-per-user requests in flight on a replica; beyond, 429 with
+// Retry-After, while another user with the same permission still gets theirs.
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -9,6 +9,8 @@ import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
+import { startGateway } from '../harness/kube-pcap.js';
+import { checkResponse } from '../harness/openapi.js';
 import { writeDnsPcap } from '../harness/pcap-fixtures.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -60,3 +62,21 @@ for (const [what, url] of [['download', w.downloadUrl()], ['live stream', `${w.g
     again.destroy();
   });
 }
+
+t.test('requests in flight per identity: beyond --max-requests-per-user, 429 with Retry-After; another user is served', async (t) => {
+  const gw = await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, name: 'gateway-per-user-requests', extraArgs: ['--max-requests-per-user=2', '--max-downloads-per-user=0'] });
+  const download = `${gw.url}/packet-capture/download/${w.ns}/${CAPTURE}/files.zip`;
+  const listing = `${gw.url}/packet-capture/files/${w.ns}/${CAPTURE}`;
+  const holding = [await held(download, w.devopsToken), await held(download, w.devopsToken)];
+  t.teardown(() => holding.forEach((r) => r.destroy()));
+  t.same(holding.map((r) => r.statusCode), [200, 200], 'two downloads in flight');
+  const third = await https(listing, { caFile: w.pki.ca.certFile, token: w.devopsToken });
+  t.equal(third.status, 429, 'a third request of the same user, even a listing');
+  t.equal(third.headers['retry-after'], '1');
+  t.match(third.json<{ message: string }>().message, /you already have 2 requests open on this gateway replica \(--max-requests-per-user=2\)/);
+  await checkResponse('GET', '/packet-capture/files/{namespace}/{name}', third.status, third.headers['content-type'] as string, third.body);
+  t.equal((await https(listing, { caFile: w.pki.ca.certFile, token: analyst })).status, 200, 'another user is served meanwhile');
+  holding.forEach((r) => r.destroy());
+  await waitFor(async () => (await https(listing, { caFile: w.pki.ca.certFile, token: w.devopsToken })).status === 200, { what: 'the user\'s places to be free again', timeoutMs: 10_000, intervalMs: 100 });
+  t.pass('served again once the downloads closed');
+});

@@ -10,13 +10,14 @@ import { apiServerRequests } from '../harness/apiserver-metrics.js';
 import { privateCluster } from '../harness/cluster.js';
 import { storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
+import { gatewayMetricsText } from '../harness/kube-pcap.js';
 import { waitFor } from '../harness/wait.js';
 
 // Its own API server, so that its request counters see only this test's reviews.
 const c = await privateCluster(t);
 // One user's burst: without the per-user limit of downloads (per-user-limits.test.ts), which
 // would turn most of it away before any review.
-const w = await storefrontWorld(t, c, { gatewayArgs: ['--authn-cache-ttl-seconds=2', '--authz-allow-ttl-seconds=2', '--authz-deny-ttl-seconds=2', '--max-downloads-per-user=0'] });
+const w = await storefrontWorld(t, c, { gatewayArgs: ['--authn-cache-ttl-seconds=2', '--authz-allow-ttl-seconds=2', '--authz-deny-ttl-seconds=2', '--max-downloads-per-user=0', '--max-requests-per-user=0'] });
 await w.grantFiles();
 const ca = w.pki.ca.certFile;
 // A capture without files: the request is authenticated, authorized and answered 404
@@ -34,7 +35,7 @@ t.test('100 concurrent requests with one token: one TokenReview, one SubjectAcce
   t.equal(await apiServerRequests(c, 'subjectaccessreviews') - sar0, 1, 'one SubjectAccessReview');
   // Whether a given request waited for the one review in flight (coalesced) or found its
   // answer cached (hit) depends on timing; that none asked again does not.
-  const metrics = (await https(`${w.gateway.url}/metrics`, { caFile: ca })).body.toString();
+  const metrics = await gatewayMetricsText(w.gateway, w.pki);
   const lookups = (result: string) => Number(new RegExp(`kube_pcap_review_cache_lookups_total\\{review="tokenreview",result="${result}"\\} (\\d+)`).exec(metrics)?.[1] ?? 0);
   t.ok(lookups('hit') + lookups('coalesced') >= 99, `the other 99 were served by the cache or the review in flight (${lookups('hit')} hits, ${lookups('coalesced')} coalesced)`);
 });

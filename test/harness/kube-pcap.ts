@@ -75,14 +75,22 @@ export async function serviceAccountKubeconfig(c: TestCluster, dir: string, name
   return file;
 }
 
-/** Waits for the "Server listening at https://host:port" log line and returns the port. */
-async function listeningPort(proc: OwnedProcess): Promise<number> {
+/**
+ * Waits for the "Server listening at https://host:port" log line and returns the port: the
+ * main listener's, or with `listener`, the one whose log lines carry that name (the
+ * gateway's operations listener, "ops").
+ */
+async function listeningPort(proc: OwnedProcess, listener?: string): Promise<number> {
   return await waitFor(async () => {
     if (!proc.running) throw await proc.failure('exited before listening');
     const log = await readFile(proc.opts.logFile, 'utf8').catch(() => '');
-    const m = /Server listening at https:\/\/[^"]*:(\d+)"/.exec(log);
-    return m ? Number(m[1]) : undefined;
-  }, { what: `${proc.opts.name} to listen`, timeoutMs: 20_000, intervalMs: 50 });
+    for (const line of log.split('\n')) {
+      const m = /Server listening at https:\/\/[^"]*:(\d+)"/.exec(line);
+      const of = /"listener":"([^"]+)"/.exec(line)?.[1];
+      if (m && of === listener) return Number(m[1]);
+    }
+    return undefined;
+  }, { what: `${proc.opts.name} to listen${listener ? ` (${listener})` : ''}`, timeoutMs: 20_000, intervalMs: 50 });
 }
 
 export interface AgentHandle {
@@ -156,6 +164,10 @@ export async function publishAgents(c: TestCluster, service: string, agents: { n
 export interface GatewayHandle {
   url: string;
   port: number;
+  /** The operations listener: /healthz, /readyz, /metrics. */
+  opsUrl: string;
+  /** A token allowed to read its /metrics (metricsReaderToken). */
+  metricsToken: string;
   logFile: string;
   proc: OwnedProcess;
   agentService: string;
@@ -182,6 +194,7 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
   const proc = new OwnedProcess(process.execPath, [
     ...NODE_FLAGS, ...(o.sourceMaps === false ? [] : ['--enable-source-maps']), CLI, 'gateway',
     '--listen=127.0.0.1:0',
+    '--ops-listen=127.0.0.1:0',
     `--tls-cert-file=${o.pki.gateway.certFile}`,
     `--tls-key-file=${o.pki.gateway.keyFile}`,
     `--kubeconfig=${kubeconfig}`,
@@ -198,8 +211,9 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
   t.teardown(() => proc.stop());
   const port = await listeningPort(proc);
   const url = `https://127.0.0.1:${port}`;
-  await waitFor(async () => (await https(`${url}/readyz`, { caFile: o.pki.ca.certFile })).status === 200, { what: `${name} /readyz`, timeoutMs: 20_000 });
-  return { url, port, logFile, proc, agentService: o.agentService };
+  const opsUrl = `https://127.0.0.1:${await listeningPort(proc, 'ops')}`;
+  await waitFor(async () => (await https(`${opsUrl}/readyz`, { caFile: o.pki.ca.certFile })).status === 200, { what: `${name} /readyz`, timeoutMs: 20_000 });
+  return { url, port, opsUrl, metricsToken: await metricsReaderToken(c), logFile, proc, agentService: o.agentService };
 }
 
 /**
@@ -207,6 +221,16 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
  * rbac-examples/metrics-reader.yaml's ClusterRole (as a Prometheus would be).
  */
 export async function metricsReaderToken(c: TestCluster): Promise<string> {
+  let token = scraperTokens.get(c);
+  if (!token) {
+    token = newMetricsReaderToken(c);
+    scraperTokens.set(c, token);
+  }
+  return await token;
+}
+const scraperTokens = new WeakMap<TestCluster, Promise<string>>();
+
+async function newMetricsReaderToken(c: TestCluster): Promise<string> {
   await installKubePcap(c);
   const [role] = await c.applyYaml(join(REPO_ROOT, 'rbac-examples', 'metrics-reader.yaml'));
   const sa = uniqueName('scraper');
@@ -229,11 +253,16 @@ export async function agentMetric(agent: { address: string; port: number }, pki:
   return metricValue(res.body.toString(), name, labels);
 }
 
-/** A metric of a gateway's /metrics (open to anyone who reaches it), summed over its series. */
-export async function gatewayMetric(gateway: { url: string }, pki: Pki, name: string, labels?: string): Promise<number> {
-  const res = await https(`${gateway.url}/metrics`, { caFile: pki.ca.certFile });
-  if (res.status !== 200) throw new Error(`/metrics of the gateway at ${gateway.url}: ${res.status}`);
-  return metricValue(res.body.toString(), name, labels);
+/** A gateway's /metrics, read on its operations listener with a scraper's token. */
+export async function gatewayMetricsText(gateway: Pick<GatewayHandle, 'opsUrl' | 'metricsToken'>, pki: Pki): Promise<string> {
+  const res = await https(`${gateway.opsUrl}/metrics`, { caFile: pki.ca.certFile, token: gateway.metricsToken });
+  if (res.status !== 200) throw new Error(`/metrics of the gateway at ${gateway.opsUrl}: ${res.status}`);
+  return res.body.toString();
+}
+
+/** A metric of a gateway's /metrics, summed over its series. */
+export async function gatewayMetric(gateway: Pick<GatewayHandle, 'opsUrl' | 'metricsToken'>, pki: Pki, name: string, labels?: string): Promise<number> {
+  return metricValue(await gatewayMetricsText(gateway, pki), name, labels);
 }
 
 /** A metric in Prometheus' text format, summed over its series (those whose labels contain `labels`, when given). */

@@ -11,7 +11,8 @@ t.test('gateway defaults', async (t) => {
   t.same(c.agents.service, { namespace: 'kube-pcap-agents', name: 'kube-pcap-agent' });
   t.equal(c.cache.authnTtlMs, 10_000);
   t.equal(c.oidc, undefined);
-  t.same(c.tokenAudiences, []);
+  t.same(c.tokenAudiences, ['kube-pcap']);
+  t.equal(c.audienceBoundOnly, false);
 });
 
 t.test('OIDC: issuer must be https, client id required, username prefix as the API server does it', async (t) => {

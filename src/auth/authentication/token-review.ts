@@ -19,6 +19,12 @@ import type { KnownTokens } from './known-tokens.js';
 export interface TokenReviewOptions {
   /** Audiences the token must be bound to; empty: the API server's own audiences. */
   audiences: string[];
+  /**
+   * Audiences of tokens minted for this server (the gateway's --token-audiences): a JWT
+   * whose `aud` names one of them is reviewed for these instead of `audiences`. The
+   * unverified claim only picks the question; the API server answers it.
+   */
+  boundAudiences?: string[];
   successTtlMs: number;
   failureTtlMs: number;
   maxEntries: number;
@@ -56,7 +62,7 @@ export class TokenReviewAuthenticator {
     const digest = tokenDigest(token);
     const expiresAt = typeof jwt?.claims.exp === 'number' ? jwt.claims.exp * 1000 : undefined;
     const answer = await this.cache.get(digest, async () => {
-      const value = await this.laneFor(digest)(() => this.review(token));
+      const value = await this.laneFor(digest)(() => this.review(token, this.audiencesFor(jwt)));
       if (value.ok) this.opts.known?.remember(digest, expiresAt);
       else this.opts.known?.forget(digest);
       // A token that is not a JWT carries no expiry we can read: the cache TTL bounds it.
@@ -81,12 +87,19 @@ export class TokenReviewAuthenticator {
     };
   }
 
-  private async review(token: string): Promise<Answer> {
+  private audiencesFor(jwt: UnverifiedJwt | undefined): string[] {
+    const bound = this.opts.boundAudiences ?? [];
+    const aud = jwt?.claims.aud;
+    const claimed = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+    return bound.length > 0 && claimed.some((a) => bound.includes(a)) ? bound : this.opts.audiences;
+  }
+
+  private async review(token: string, audiences: string[]): Promise<Answer> {
     const started = process.hrtime.bigint();
     const seconds = (): number => secondsSince(started);
     let res: TokenReviewResponse;
     try {
-      res = await postReview<TokenReviewResponse>(this.kube, { group: 'authentication.k8s.io', kind: 'TokenReview', spec: { token, audiences: this.opts.audiences } }, this.opts.timeoutMs);
+      res = await postReview<TokenReviewResponse>(this.kube, { group: 'authentication.k8s.io', kind: 'TokenReview', spec: { token, audiences } }, this.opts.timeoutMs);
     } catch (err) {
       this.opts.onReview?.(seconds(), 'error');
       throw err;
@@ -98,7 +111,7 @@ export class TokenReviewAuthenticator {
       // says nothing secret and tells the caller what to fix.
       return { ok: false, message: `invalid bearer token${s.error ? `: ${s.error}` : ''}` };
     }
-    if (this.opts.audiences.length > 0 && !(s.audiences ?? []).some((a) => this.opts.audiences.includes(a))) {
+    if (audiences.length > 0 && !(s.audiences ?? []).some((a) => audiences.includes(a))) {
       this.opts.onReview?.(seconds(), 'rejected');
       return { ok: false, message: 'invalid bearer token: not issued for this audience' };
     }

@@ -9,6 +9,7 @@ import type { Authenticate } from '../../auth/authentication/chain.js';
 import { captureFilesAttributes, type FilesVerb } from '../../auth/authorization/attributes.js';
 import type { SubjectAccessReviewer } from '../../auth/authorization/subject-access-review.js';
 import type { UserInfo } from '../../auth/user.js';
+import type { PerUserSlots } from '../per-user-slots.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -22,23 +23,28 @@ declare module 'fastify' {
 export interface AuthorizeFilesOptions {
   authenticate: Authenticate;
   reviewer: SubjectAccessReviewer;
+  /** Requests one identity may have in flight; taken once authenticated, before the review. */
+  inFlightPerUser?: PerUserSlots;
 }
 
 export const authorizeFilesPlugin = fp(async (app: FastifyInstance, opts: AuthorizeFilesOptions) => {
   app.decorateRequest('caller', undefined);
   app.decorateRequest('recheckAccess', undefined);
   // preHandler runs after parameter validation: a malformed name is a 400 for anyone.
-  app.addHook('preHandler', async (request) => {
+  app.addHook('preHandler', async (request, reply) => {
     const verb = request.routeOptions.config.filesVerb;
     if (!verb) return;
     const { namespace, name } = request.params as { namespace: string; name: string };
     const attributes = captureFilesAttributes(verb, namespace, name);
     // The caller is known once authenticated, also when then refused (for the audit record).
+    request.caller = await opts.authenticate(request);
+    // One identity's requests in flight are bounded before they cost a review each.
+    opts.inFlightPerUser?.take(request, reply);
+    await opts.reviewer.authorize(request.caller, attributes);
     const check = async (): Promise<void> => {
       request.caller = await opts.authenticate(request);
       await opts.reviewer.authorize(request.caller, attributes);
     };
-    await check();
     // Long responses ask again while they run (src/http/access-watch.ts).
     request.recheckAccess = async () => {
       await check();

@@ -1,8 +1,10 @@
 // Prometheus metrics: one registry per server (several servers can share a process in
-// tests), request counts and latency by route and code, and the default process metrics.
+// tests). Two units: the request counters (a hook on the app whose requests they count)
+// and the /metrics endpoint (on whichever listener serves it: the agent's own, the
+// gateway's operations listener).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Histogram, type Registry } from 'prom-client';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -10,17 +12,13 @@ declare module 'fastify' {
   }
 }
 
-export interface MetricsOptions {
+export interface RequestMetricsOptions {
   registry: Registry;
   prefix: string;
-  /**
-   * Who may read /metrics (throws HttpError 401/403/503); absent: anyone who reaches the
-   * port. Metrics name namespaces and captures, so the agent asks (docs/security.md).
-   */
-  authorize?: (request: FastifyRequest) => Promise<void>;
 }
 
-export const metricsPlugin = fp(async (app: FastifyInstance, opts: MetricsOptions) => {
+/** Request counts and latency by route and code, and the default process metrics. */
+export const requestMetricsPlugin = fp(async (app: FastifyInstance, opts: RequestMetricsOptions) => {
   const { registry, prefix } = opts;
   collectDefaultMetrics({ register: registry });
   const requests = new Counter({ name: `${prefix}_http_requests_total`, help: 'HTTP requests by route, method and status code.', labelNames: ['route', 'method', 'code'], registers: [registry] });
@@ -32,9 +30,21 @@ export const metricsPlugin = fp(async (app: FastifyInstance, opts: MetricsOption
     requests.inc({ route, method: request.method, code: String(reply.statusCode) });
     duration.observe({ route }, reply.elapsedTime / 1000);
   });
-  const authorize = opts.authorize;
-  app.get('/metrics', { logLevel: 'warn', ...(authorize ? { preHandler: async (request: FastifyRequest) => await authorize(request) } : {}) }, async (_request, reply) => {
+}, { name: 'kube-pcap-request-metrics' });
+
+export interface MetricsEndpointOptions {
+  registry: Registry;
+  /**
+   * Who may read /metrics (throws HttpError 401/403/503). Metrics name namespaces,
+   * captures and users' activity, so every server asks (auth/metrics-reader.ts).
+   */
+  authorize: (request: FastifyRequest) => Promise<void>;
+}
+
+export const metricsEndpointPlugin = fp(async (app: FastifyInstance, opts: MetricsEndpointOptions) => {
+  const { registry, authorize } = opts;
+  app.get('/metrics', { logLevel: 'warn', preHandler: async (request: FastifyRequest) => await authorize(request) }, async (_request, reply) => {
     void reply.type(registry.contentType);
     return await registry.metrics();
   });
-}, { name: 'kube-pcap-metrics' });
+}, { name: 'kube-pcap-metrics-endpoint' });
