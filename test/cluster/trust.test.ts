@@ -5,7 +5,9 @@
 //    listens on the node's address, for mutual TLS, not on the loopback a port-forward dials;
 //  - an agent's own token, as the kubelet gave it, names its node, and the API server refuses
 //    it on another node's report (create, change, delete): a compromised node cannot forge
-//    the files of a capture on another node.
+//    the files of a capture on another node;
+//  - a network peer holding its 64 connections to the gateway is refused the next, while the
+//    probes, on their own port, still answer.
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
@@ -102,4 +104,33 @@ t.test('an agent\'s own token (the kubelet\'s) is refused on another node\'s rep
   const still = JSON.parse(await c.kubectlOk(['get', 'pcnr', name, '-n', NS, '-o', 'json'])) as NodeReport;
   t.notOk((still.status?.fileNames ?? []).includes('shadow.pcap'), 'node B\'s report lists no forged file');
   t.not(still.status?.directory, '/etc', 'nor a forged directory');
+});
+
+t.test('a peer that holds its share of the gateway\'s connections gets no more, and the probes still answer', async (t) => {
+  const [gw] = await c.pods('kube-pcap', 'app.kubernetes.io/name=kube-pcap-gateway');
+  t.ok(gw?.ready, 'a gateway pod is ready');
+  // From the pod's node, in one shell: 64 raw TCP connections held open (the shipped
+  // --max-connections-per-address), then HTTPS requests until one is refused, the readiness
+  // probe on the operations port meanwhile, and requests again once the 64 are closed.
+  const script = `
+set -u
+ip=$1
+fds=()
+for i in $(seq 64); do exec {fd}<>/dev/tcp/$ip/9443; fds+=($fd); done
+refused=no
+for try in $(seq 40); do curl -sk -o /dev/null --max-time 2 https://$ip:9443/openapi.yaml || { refused=yes; break; }; done
+echo "refused=$refused"
+echo "readyz=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 5 https://$ip:9445/readyz)"
+for fd in "\${fds[@]}"; do exec {fd}>&-; done
+served=no
+for try in $(seq 40); do [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 https://$ip:9443/openapi.yaml)" = 200 ] && { served=yes; break; }; done
+echo "served=$served"
+`;
+  const r = await c.onNode(gw!.node, 'bash', ['-c', script, 'flood', gw!.ip], 120_000);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /refused=yes/, 'the 65th connection from one address is closed on arrival');
+  t.match(r.stdout, /readyz=200/, '/readyz answers on the operations port meanwhile, from the same address');
+  t.match(r.stdout, /served=yes/, 'served again once the address holds fewer');
+  const [after] = await c.pods('kube-pcap', `app.kubernetes.io/name=kube-pcap-gateway`);
+  t.ok(after?.ready, 'the pod stayed ready');
 });
