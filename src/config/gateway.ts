@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { LeaderElectionOptions } from '../kube/leader-election.js';
-import { addressSet, LOOPBACK } from '../http/address-set.js';
+import { addressSet, LOOPBACK } from './address-set.js';
 import { serverConfig, serverOptions, type ServerConfig } from './common.js';
 import { parseListen } from './options.js';
 import { type OptionTable, type OptionValues, UsageError } from './options.js';

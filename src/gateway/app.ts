@@ -22,7 +22,7 @@ import { errorsPlugin } from '../http/plugins/errors.js';
 import { healthPlugin } from '../http/plugins/health.js';
 import { metricsEndpointPlugin, requestMetricsPlugin } from '../http/plugins/metrics.js';
 import { metricsReader } from '../auth/metrics-reader.js';
-import { addressSet } from '../http/address-set.js';
+import { addressSet } from '../config/address-set.js';
 import { createHttpsServer } from '../http/server-options.js';
 import type { TlsMaterial } from '../http/tls.js';
 import type { KubeClient } from '../kube/client.js';

@@ -4,7 +4,7 @@
 // loopback behind `kubectl port-forward`) are not capped this way; the per-identity limits
 // after authentication hold for them.
 import type { Server } from 'node:net';
-import type { AddressSet } from './address-set.js';
+import type { AddressSet } from '../config/address-set.js';
 
 export interface PerAddressCap {
   /** Connections one address may hold; 0: no cap. */

@@ -5,7 +5,7 @@ import type { Server } from 'node:https';
 import Fastify, { type FastifyBaseLogger, type FastifyHttpsOptions, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { ConnectionLimits } from '../config/common.js';
-import { addressSet } from './address-set.js';
+import { addressSet } from '../config/address-set.js';
 import { capConnectionsPerAddress } from './connections-per-address.js';
 import type { TlsMaterial } from './tls.js';
 

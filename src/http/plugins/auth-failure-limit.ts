@@ -11,7 +11,7 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { FailureLimit } from '../../auth/authentication/chain.js';
-import type { AddressSet } from '../address-set.js';
+import type { AddressSet } from '../../config/address-set.js';
 import { HttpError } from '../status.js';
 
 export interface AuthFailureLimitOptions {
