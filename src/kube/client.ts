@@ -7,7 +7,6 @@
 // 503 on the second, and nothing retried is ever treated as an answer.
 import { Readable } from 'node:stream';
 import { Agent, fetch, type Dispatcher } from 'undici';
-import type { Connection } from './config.js';
 
 export interface KubeStatus {
   kind?: string;
@@ -19,6 +18,18 @@ export interface KubeStatus {
 }
 
 /** The API server answered with a 4xx status (not 429). */
+/** Where the API server is and how to present ourselves to it (config.ts finds one). */
+export interface Connection {
+  server: string;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+  insecureSkipTlsVerify?: boolean;
+  tlsServerName?: string;
+  /** The Authorization header to send now (tokens are rotated on disk). */
+  authorization: () => Promise<string | undefined>;
+}
+
 export class KubeApiError extends Error {
   constructor(readonly status: number, readonly body: KubeStatus, what: string) {
     super(`${what}: ${status} ${body.reason ?? ''} ${body.message ?? ''}`.trim());

@@ -9,18 +9,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { KubeClient } from './client.js';
+import { KubeClient, type Connection } from './client.js';
 
-export interface Connection {
-  server: string;
-  ca?: Buffer;
-  cert?: Buffer;
-  key?: Buffer;
-  insecureSkipTlsVerify?: boolean;
-  tlsServerName?: string;
-  /** The Authorization header to send now (tokens are rotated on disk). */
-  authorization: () => Promise<string | undefined>;
-}
+export type { Connection };
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
