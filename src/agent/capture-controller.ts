@@ -243,7 +243,15 @@ export class CaptureController {
    * still writing here can rotate the originals away and leave the pin holding the only copy:
    * then the disk must have room for it beside what running captures may still write.
    */
-  pinRefusal(namespace: string, name: string, bytes: number): string | undefined {
+  async pinRefusal(namespace: string, name: string, bytes: number): Promise<string | undefined> {
+    if (this.pinRefusalNow(namespace, name, bytes) === undefined) return undefined;
+    // The free-space figure is measured when captures reconcile: space freed since (a user
+    // cleaning the disk) is not in it. Measure again before saying no.
+    await this.budget.refreshDisk(DISK_DEADLINE_MS).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read free disk space; the last measurement stays in use'));
+    return this.pinRefusalNow(namespace, name, bytes);
+  }
+
+  private pinRefusalNow(namespace: string, name: string, bytes: number): string | undefined {
     if (bytes === 0 || !this.isCapturing(namespace, name)) return undefined;
     const v = this.budget.view();
     if (Number.isNaN(v.diskFree) || v.diskFree - v.diskReserved >= bytes) return undefined;

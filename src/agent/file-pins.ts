@@ -66,7 +66,7 @@ export interface FilePinsOptions {
    * Whether `bytes` more may be pinned for this capture; a refusal reason when not. Pinned
    * bytes count against the node's disk budget (node-budget.ts).
    */
-  admit?: (namespace: string, name: string, bytes: number) => string | undefined;
+  admit?: (namespace: string, name: string, bytes: number) => Promise<string | undefined> | string | undefined;
   onChange?: (pins: number, bytes: number) => void;
   onExpired?: () => void;
   now?: () => number;
@@ -180,7 +180,7 @@ export class FilePins {
     try {
       const files = dir ? await this.o.gate.exclusive(dir, () => this.linkAll(dir, pinDir)) : [];
       const fresh = this.newBytes(files);
-      const refusal = this.o.admit?.(namespace, name, fresh);
+      const refusal = await this.o.admit?.(namespace, name, fresh);
       if (refusal) throw new PinRefusedError(507, refusal);
       const pin: LivePin = { id, namespace, name, expiresAt: this.now() + this.o.ttlMs, files, readers: 0 };
       await this.writeMeta(pin);

@@ -112,6 +112,32 @@ t.test('pinned files count against the disk budget: a capture refused while a do
   t.pass('released: the refused capture started');
 });
 
+t.test('a pin refused for disk measures free space again first: space freed since the last reconcile counts', async (t) => {
+  const disk = await scratchDir(t, 'stale-disk');
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=160k', 'kube-pcap-stale', disk]);
+  t.teardown(() => run('umount', [disk]).catch(() => undefined));
+  // Someone else's 110 KiB on the disk: about 48 KiB free, enough for one worker's 40 KiB.
+  const junk = join(disk, 'someone-elses.bin');
+  await run('dd', ['if=/dev/zero', `of=${junk}`, 'bs=1024', 'count=110']);
+  const a = await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
+  await capture(t, 'stale-cap', 'pod == "logging-0"');
+  await w.waitForState('stale-cap', 'node-1', 'Capturing');
+  const gatewayToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
+  const call = agentRequester(a, w.pki, gatewayToken);
+  // Its files grow past what is left beside the worker's reservation: a pin is refused.
+  const refused = await waitFor(async () => {
+    const r = await call(`/v1/captures/${w.ns}/stale-cap/pins`, { method: 'POST' });
+    if (r.status === 201) await call(`/v1/captures/${w.ns}/stale-cap/pins/${(JSON.parse(r.text) as { id: string }).id}`, { method: 'DELETE' });
+    return r.status === 507 ? r : undefined;
+  }, { what: 'a pin to be refused for disk', timeoutMs: 20_000, intervalMs: 200 });
+  t.match(refused.text, /not enough disk space on node .* to pin/);
+  // The user frees the disk. Nothing reconciles the capture (no pod or capture changed):
+  // only a fresh measurement sees it.
+  await run('rm', [junk]);
+  const made = await call(`/v1/captures/${w.ns}/stale-cap/pins`, { method: 'POST' });
+  t.equal(made.status, 201, `pinned once the space is free: ${made.text.slice(0, 300)}`);
+});
+
 t.test('with the default worker cap reached under traffic, the agent stays well inside its memory limit', async (t) => {
   const a = await agent(t);
   const names = Array.from({ length: 8 }, (_, i) => `mem-${i}`);
