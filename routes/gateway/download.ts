@@ -10,7 +10,8 @@ import { CLIENT_GONE, deflatedZipStream, StoredZipSender, type ZipSource } from 
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { Readable } from 'node:stream';
 import { pushBodyOf } from '../../src/gateway/push-body.js';
-import type { MissingNode } from '../../src/gateway/capture-files.js';
+import { agentProblem, nodesFailed, type MissingNode } from '../../src/gateway/capture-files.js';
+import { AgentError } from '../../src/gateway/agent-client.js';
 import { notFound } from '../../src/http/status.js';
 
 /** The manifest of a partial download: a name no node directory can take (entries are <node>/<file>). */
@@ -77,9 +78,15 @@ export default async function downloadRoutes(app: FastifyInstance): Promise<void
       return reply.headers(headers).send(zip);
     }
     const zip = new StoredZipSender(sources, opts);
-    // A failure on the first file comes before the response's head: the error handler still
-    // answers it with a Status instead of a cut connection.
-    await zip.openFirst();
+    // A failure on the first file comes before the response's head: it is still answered with
+    // a Status naming the node (502, or 503 for a passing refusal), not a cut connection.
+    try {
+      await zip.openFirst();
+    } catch (err) {
+      zip.fail(err instanceof Error ? err : new Error(String(err)));
+      if (err instanceof AgentError) throw nodesFailed(namespace, name, [agentProblem(err)]);
+      throw err;
+    }
     // The zip's bytes go out through reused chunks with their write callbacks (chunk-writer.ts),
     // outside fastify's reply; the request's hooks (metrics, logs) still see it end.
     reply.hijack();

@@ -19,7 +19,8 @@ export type { AgentFile, AgentPin } from './agent-listing.js';
 
 /** The agent could not be asked, or did not answer as the contract says. */
 export class AgentError extends Error {
-  constructor(readonly node: string, message: string, readonly status?: number) {
+  /** `status`: the agent's HTTP answer, when it answered; `answer`: its own message then. */
+  constructor(readonly node: string, message: string, readonly status?: number, readonly answer?: string) {
     super(`agent of node ${node}: ${message}`);
     this.name = 'AgentError';
   }
@@ -112,7 +113,8 @@ export class AgentClient {
     }
     if (res.statusCode >= 300) {
       const text = await readUpTo(res.body, ERROR_BODY_BYTES).then(({ data }) => data.toString(), () => '');
-      throw new AgentError(ep.node, `${method} ${path} answered ${res.statusCode}: ${statusMessage(text)}`, res.statusCode);
+      const answer = statusMessage(text);
+      throw new AgentError(ep.node, `${method} ${path} answered ${res.statusCode}: ${answer}`, res.statusCode, `${res.statusCode}: ${answer}`);
     }
     return res;
   }
@@ -127,7 +129,8 @@ export class AgentClient {
     }
     if (res.status >= 300) {
       const text = await res.body.text(ERROR_BODY_BYTES).catch(() => '');
-      throw new AgentError(ep.node, `GET ${path} answered ${res.status}: ${statusMessage(text)}`, res.status);
+      const answer = statusMessage(text);
+      throw new AgentError(ep.node, `GET ${path} answered ${res.status}: ${answer}`, res.status, `${res.status}: ${answer}`);
     }
     return res;
   }

@@ -5,7 +5,7 @@
 // nodes, never a zip that silently lacks files.
 import type { Logger } from 'pino';
 import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
-import { badGateway, notFound, serviceUnavailable } from '../http/status.js';
+import { agentsBusy, agentsFailed, badGateway, notFound, serviceUnavailable, type HttpError, type NodeProblem } from '../http/status.js';
 import { KubeApiError, KubeUnavailableError } from '../kube/client.js';
 import { entryOf } from '../kube/node-report.js';
 import type { CaptureState, NodeCaptureStatus, PacketCapture } from '../kube/packetcapture.js';
@@ -44,10 +44,21 @@ export interface CaptureFilesOptions {
 }
 
 /** A node that holds files of the capture but was left out, and why. */
-export interface MissingNode {
-  node: string;
-  problem: 'AgentUnreachable' | 'AgentInvalidResponse';
-  why: string;
+export type MissingNode = NodeProblem;
+
+/** Agent answers that say "not now" (docs/downloads.md): too many pins, no disk for one yet. */
+const PASSING_REFUSALS = new Set([503, 507]);
+
+/** An agent's words, as they reach a user's answer and MISSING.txt: one line, bounded. */
+function oneLine(text: string): string {
+  // eslint-disable-next-line no-control-regex -- controls are exactly what is removed
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').slice(0, 300);
+}
+
+/** How an agent failed a call: a refusal in its own words when it answered, else unreachable. */
+export function agentProblem(err: AgentError): NodeProblem {
+  if (err.status !== undefined) return { node: err.node, problem: 'AgentRefused', why: `its agent refused (${oneLine(err.answer ?? err.message)})`, status: err.status };
+  return { node: err.node, problem: 'AgentUnreachable', why: `its agent could not be asked (${err.message.slice(0, 200)})` };
 }
 
 export class CaptureFiles {
@@ -90,10 +101,7 @@ export class CaptureFiles {
     if (invalid.length > 0) {
       throw badGateway(`the agents of these nodes sent a listing that is not a list of capture files: ${invalid.join(', ')}`, invalid, 'AgentInvalidResponse');
     }
-    if (missing.length > 0) {
-      const unreachable = missing.map((m) => m.node);
-      throw badGateway(`the agents of these nodes hold files of ${namespace}/${name} but cannot be reached: ${unreachable.join(', ')}`, unreachable);
-    }
+    if (missing.length > 0) throw nodesFailed(namespace, name, missing);
     return nodes;
   }
 
@@ -144,7 +152,7 @@ export class CaptureFiles {
         if (!(err instanceof AgentError)) throw err;
         this.o.onAgentError?.('list');
         this.o.log.warn({ node: entry.node, holdsFiles, err: err.message }, 'agent listing failed');
-        if (holdsFiles) missing.push({ node: entry.node, problem: 'AgentUnreachable', why: `its agent could not be asked (${err.message.slice(0, 200)})` });
+        if (holdsFiles) missing.push(agentProblem(err));
         return undefined;
       }
     })));
@@ -167,6 +175,18 @@ export class CaptureFiles {
       });
     }));
   }
+}
+
+/**
+ * The answer for nodes that could not serve a capture's files: 503 with Retry-After when
+ * each refused for a passing reason (its own words), else 502; each node named with why.
+ */
+export function nodesFailed(namespace: string, name: string, missing: NodeProblem[]): HttpError {
+  const each = missing.map((m) => `${m.node} (${m.why})`).join('; ');
+  if (missing.every((m) => m.problem === 'AgentRefused' && PASSING_REFUSALS.has(m.status ?? 0))) {
+    return agentsBusy(`the agents of these nodes cannot serve files of ${namespace}/${name} now: ${each}; retry later, or ask for ?partial=true`, missing);
+  }
+  return agentsFailed(`the agents of these nodes hold files of ${namespace}/${name} but could not serve them: ${each}`, missing);
 }
 
 /** A read from the API server that fails closed: unavailable or refused is a 503 saying what could not be read. */

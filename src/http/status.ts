@@ -50,13 +50,42 @@ export const notFound = (message: string, reason = 'NotFound'): HttpError => new
 
 export const conflict = (message: string): HttpError => new HttpError(409, 'Conflict', message);
 
-export type AgentProblem = 'AgentUnreachable' | 'AgentInvalidResponse';
+/**
+ * How a node's agent failed a request: not reached (no endpoint, a connection that failed
+ * or broke), an answer off-contract, or a refusal in its own words (an error status).
+ */
+export type AgentProblem = 'AgentUnreachable' | 'AgentInvalidResponse' | 'AgentRefused';
+
+/** A node whose agent failed, how, and why (the agent's own reason for a refusal). */
+export interface NodeProblem {
+  node: string;
+  problem: AgentProblem;
+  why: string;
+  /** The agent's HTTP status, when it answered. */
+  status?: number;
+}
+
+function causeOf(p: NodeProblem): StatusCause {
+  const message = p.problem === 'AgentUnreachable' ? `the agent of node ${p.node} could not be reached`
+    : p.problem === 'AgentInvalidResponse' ? `the agent of node ${p.node} answered off-contract`
+    : `the agent of node ${p.node} refused to serve it: ${p.why}`;
+  return { reason: p.problem, field: p.node, message };
+}
 
 /** 502 naming the nodes whose agents failed, and how (details.causes[].field = node). */
 export const badGateway = (message: string, nodes: string[], problem: AgentProblem = 'AgentUnreachable'): HttpError =>
-  new HttpError(502, 'BadGateway', message, {}, {
-    causes: nodes.map((n) => ({ reason: problem, field: n, message: problem === 'AgentUnreachable' ? `the agent of node ${n} could not be reached` : `the agent of node ${n} answered off-contract` })),
-  });
+  agentsFailed(message, nodes.map((node) => ({ node, problem, why: '' })));
+
+/** 502 naming each node whose agent failed, with its problem and reason. */
+export const agentsFailed = (message: string, problems: NodeProblem[]): HttpError =>
+  new HttpError(502, 'BadGateway', message, {}, { causes: problems.map(causeOf) });
+
+/**
+ * 503 when every node left out refused for a reason that passes (too many pins, the disk
+ * full for now): the user is told each agent's reason and to retry, not that it is down.
+ */
+export const agentsBusy = (message: string, problems: NodeProblem[], retryAfterSeconds = 10): HttpError =>
+  new HttpError(503, 'ServiceUnavailable', message, { 'retry-after': String(retryAfterSeconds) }, { retryAfterSeconds, causes: problems.map(causeOf) });
 
 export const serviceUnavailable = (message: string, retryAfterSeconds = 5): HttpError =>
   new HttpError(503, 'ServiceUnavailable', message, { 'retry-after': String(retryAfterSeconds) }, { retryAfterSeconds });

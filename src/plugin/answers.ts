@@ -80,7 +80,9 @@ export async function gatewayFailure(ctx: KubeContext, res: GatewayResponse, ver
       return new PluginError(`the gateway is busy (${s.message ?? 'too many requests'}); retry in ${typeof after === 'string' ? after : 'a few'} s.`);
     }
     case 502: {
-      const nodes = (s.details?.causes ?? []).map((c) => `${c.field ?? '?'} (${c.reason === 'AgentInvalidResponse' ? 'answered off-contract' : 'unreachable'})`);
+      const how = (c: { reason?: string; message?: string }): string => c.reason === 'AgentInvalidResponse' ? 'answered off-contract'
+        : c.reason === 'AgentRefused' ? (c.message ?? 'refused').replace(/^the agent of node \S+ /, '') : 'unreachable';
+      const nodes = (s.details?.causes ?? []).map((c) => `${c.field ?? '?'} (${how(c)})`);
       return new PluginError(`${nodes.length === 1 ? 'the agent of node' : 'the agents of nodes'} ${nodes.join(', ') || '(unnamed)'} could not deliver ${nodes.length === 1 ? 'its' : 'their'} files. --partial downloads what the other nodes hold and names the missing ones in the result (MISSING.txt in a zip, the section comment in a pcapng).`);
     }
     case 503: {

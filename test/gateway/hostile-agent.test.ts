@@ -32,9 +32,18 @@ let listing: unknown = [];
 let flood: { bytes?: number; entries?: number; declare?: boolean } | undefined;
 /** What the hostile agent answers to a pin (a download): by default a pin of the same listing. */
 let pinAnswer: (() => unknown) | undefined;
+/** An error the agent answers instead, to a pin or to a pinned file's GET: its status and message. */
+let pinRefusal: { code: number; message: string } | undefined;
+let fileRefusal: { code: number; message: string } | undefined;
+const refuse = (res: import('node:http').ServerResponse, r: { code: number; message: string }): void => {
+  res.statusCode = r.code;
+  res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: r.message, reason: 'Refused', code: r.code }));
+};
 const address = await bridgeAddress(t);
 const hostile: Server = createServer({ cert: await readFile(w.pki.agent.certFile), key: await readFile(w.pki.agent.keyFile) }, (req, res) => {
   res.setHeader('content-type', 'application/json');
+  if (req.method === 'POST' && req.url?.endsWith('/pins') && pinRefusal) return refuse(res, pinRefusal);
+  if (req.method === 'GET' && req.url?.includes('/pins/') && fileRefusal) return refuse(res, fileRefusal);
   if (req.method === 'POST' && req.url?.endsWith('/pins')) {
     res.statusCode = 201;
     res.end(JSON.stringify(pinAnswer ? pinAnswer() : { id: 'f'.repeat(32), expiresAt: new Date().toISOString(), ttlSeconds: 120, files: listing }));
@@ -64,7 +73,8 @@ const hostile: Server = createServer({ cert: await readFile(w.pki.agent.certFile
 });
 await new Promise<void>((resolve) => hostile.listen(0, address, resolve));
 t.teardown(() => new Promise<void>((resolve) => hostile.close(() => resolve())));
-const node = w.nodeName('node-hostile');
+// Its name sorts before the real nodes': its file is the zip's first.
+const node = w.nodeName('node-0-hostile');
 await publishAgents(c, w.agentService, [...w.agents, { node, address, port: (hostile.address() as AddressInfo).port }]);
 // The node's report, as its agent would write it (the admin stands in: the report policy
 // binds an agent's writes to its own node); its Node exists, as a real node's would.
@@ -111,6 +121,37 @@ t.test('a pin whose id could be a path, or without a lifetime: 502 naming the no
     t.match(res.json<{ details: { causes: { reason: string; field: string }[] } }>().details.causes, [{ reason: 'AgentInvalidResponse', field: node }]);
   }
   pinAnswer = undefined;
+});
+
+t.test('an agent that refuses says why to the user: 503 with Retry-After for a passing refusal, 502 otherwise, never 500', async (t) => {
+  pinRefusal = { code: 503, message: '128 downloads already hold files pinned on this node (--max-pins); retry when one has ended' };
+  const busy = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken });
+  t.equal(busy.status, 503, 'the node is busy, not down');
+  t.ok(Number(busy.headers['retry-after']) >= 1, `Retry-After ${busy.headers['retry-after']}`);
+  const busyStatus = busy.json<{ message: string; details: { causes: { reason: string; field: string; message: string }[] } }>();
+  t.match(busyStatus.message, new RegExp(`cannot serve files of ${w.ns}/${CAPTURE} now: ${node} \\(its agent refused \\(503: 128 downloads already hold files pinned on this node \\(--max-pins\\)`));
+  t.match(busyStatus.details.causes, [{ reason: 'AgentRefused', field: node, message: /refused to serve it: .*--max-pins/ }]);
+  await checkResponse('GET', '/packet-capture/download/{namespace}/{name}/files.zip', busy.status, busy.headers['content-type'] as string, busy.body);
+  pinRefusal = { code: 507, message: 'not enough disk space on node x to pin 1 MiB' };
+  t.equal((await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken })).status, 503, 'no disk for a pin now: 503 too');
+  const partial = await https(`${w.downloadUrl()}?partial=true`, { caFile: ca, token: w.devopsToken });
+  t.equal(partial.status, 200, '?partial=true leaves the node out');
+  pinRefusal = { code: 500, message: 'something broke\nnode-9\tAgentUnreachable\tforged line' };
+  const broken = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken });
+  t.equal(broken.status, 502, 'any other refusal: 502');
+  t.match(broken.json<{ message: string }>().message, new RegExp(`${node} \\(its agent refused \\(500: something broke node-9 AgentUnreachable forged line\\)\\)`), 'the agent\'s words on one line');
+  pinRefusal = undefined;
+
+  // A pin that lists a file, whose GET is then refused: the zip's first file fails before
+  // the response's head, so it is still a Status naming the node, not a 500 or a cut.
+  listing = [{ name: 'a.pcap', size: 24, modified, identity }];
+  fileRefusal = { code: 410, message: 'the pin has expired' };
+  const first = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken });
+  t.equal(first.status, 502, `the first file refused: ${first.body.subarray(0, 300).toString()}`);
+  t.match(first.json<{ details: { causes: { reason: string; field: string; message: string }[] } }>().details.causes, [{ reason: 'AgentRefused', field: node, message: /410: the pin has expired/ }]);
+  await checkResponse('GET', '/packet-capture/download/{namespace}/{name}/files.zip', first.status, first.headers['content-type'] as string, first.body);
+  fileRefusal = undefined;
+  listing = [];
 });
 
 /** The gateway's peak resident memory (VmHWM), MiB. */

@@ -1,4 +1,4 @@
-// Every row of DESIGN.md's status-code table, each with its own test, against real tokens,
+// Every row of the README's status-code table (HTTP API), each with its own test, against real tokens,
 // real RBAC and real agents. (The API-server-down row needs its own control plane:
 // api-outage.test.ts.) Every error body is a Kubernetes Status that openapi.yaml describes.
 import { createSign } from 'node:crypto';
@@ -170,7 +170,7 @@ t.test('502 naming the node: an agent that holds files cannot be reached', async
   const agent = w.agents[1]!;
   await agent.proc.kill();
   const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway');
-  t.match(body.message, new RegExp(`cannot be reached: ${agent.node}$`));
+  t.match(body.message, new RegExp(`could not serve them: ${agent.node} \\(its agent could not be asked \\(.+\\)\\)$`), 'naming the node and why');
   t.same(body.details?.causes?.map((cause) => cause.field), [agent.node]);
   await expectStatus(t, await https(url(FILES), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway', FILES);
   const merged = await expectStatus(t, await https(url(PCAPNG), { caFile: ca, token: w.devopsToken }), 502, 'BadGateway', PCAPNG);
@@ -215,7 +215,7 @@ t.test('once stopped, DELETE removes every node\'s files; with an agent down it 
   await back.proc.kill();
   const failed = await https(url(FILES), { caFile: ca, token: w.devopsToken, method: 'DELETE' });
   const body = await expectStatus(t, failed, 502, 'BadGateway', FILES, 'DELETE');
-  t.match(body.message, new RegExp(`cannot be reached: ${down.node}$`));
+  t.match(body.message, new RegExp(`could not serve them: ${down.node} \\(its agent could not be asked`));
   await restart();
   const res = await https(url(FILES), { caFile: ca, token: w.devopsToken, method: 'DELETE' });
   t.equal(res.status, 200, res.body.toString());
