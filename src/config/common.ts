@@ -14,7 +14,8 @@ export function serverOptions(defaultPort: number, defaultPerAddress: number): O
     'log-level': { type: 'string', metavar: 'LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.` },
     'max-connections': { type: 'integer', default: 1024, min: 1, max: 1_000_000, help: 'Connections served at once; more are closed on arrival.' },
     'max-connections-per-address': { type: 'integer', default: defaultPerAddress, min: 0, max: 1_000_000, help: 'Connections one source address may hold at once, counted before TLS; more are closed on arrival (0: no cap). Loopback and trusted proxies stand for many clients and are not capped this way.' },
-    'tls-handshake-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 120, help: 'A connection that has not completed its TLS handshake by then is closed (the idle timeout, 120 s, starts after).' },
+    'tls-handshake-timeout-seconds': { type: 'integer', default: 10, min: 1, max: 120, help: 'A connection that has not completed its TLS handshake by then is closed (the idle timeout starts after).' },
+    'idle-timeout-seconds': { type: 'integer', default: 120, min: 5, max: 3600, help: 'A connection on which nothing moves for this long is closed (a client that stops reading a download; the gateway also gives up on an agent\'s answer that pauses this long). Live streams send something every 10 s.' },
   };
 }
 
@@ -27,6 +28,8 @@ export interface ConnectionLimits {
   /** Counts connections closed by the per-address cap (a metric). */
   onRefusedPerAddress?: () => void;
   handshakeTimeoutMs: number;
+  /** Nothing moving on a connection this long closes it. */
+  idleTimeoutMs: number;
   /** Proxies whose X-Forwarded-For names the client (the gateway's --trusted-proxies). */
   trustedProxies?: string[];
 }
@@ -56,7 +59,7 @@ export function serverConfig(command: string, v: OptionValues): ServerConfig {
   }
   return {
     listen,
-    limits: { maxConnections: v['max-connections'] as number, maxConnectionsPerAddress: v['max-connections-per-address'] as number, handshakeTimeoutMs: (v['tls-handshake-timeout-seconds'] as number) * 1000 },
+    limits: { maxConnections: v['max-connections'] as number, maxConnectionsPerAddress: v['max-connections-per-address'] as number, handshakeTimeoutMs: (v['tls-handshake-timeout-seconds'] as number) * 1000, idleTimeoutMs: (v['idle-timeout-seconds'] as number) * 1000 },
     tls,
     kubeconfig: v.kubeconfig as string | undefined,
     logLevel: level as LogLevel,

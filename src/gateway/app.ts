@@ -114,7 +114,7 @@ export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): 
   const directory = new AgentDirectory(kube, config.agents.service, config.agents.portName, log.child({ component: 'agent-directory' }));
   const agents = new AgentClient({
     caFile: config.agents.caFile, certFile: config.agents.clientCertFile, keyFile: config.agents.clientKeyFile,
-    serverName: config.agents.serverName, tokenFile: config.agents.tokenFile, timeoutMs: config.agents.timeoutMs,
+    serverName: config.agents.serverName, tokenFile: config.agents.tokenFile, timeoutMs: config.agents.timeoutMs, idleTimeoutMs: config.limits.idleTimeoutMs,
     log: log.child({ component: 'agent-client' }),
   });
   const captureReads = new Counter({ name: 'kube_pcap_gateway_capture_reads_total', help: 'PacketCaptures (with their node reports) read for requests, by source: cache (the watch) or api (a GET on a cache miss).', labelNames: ['source'], registers: [registry] });

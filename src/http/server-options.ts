@@ -34,7 +34,7 @@ function serverOptions(tls: TlsMaterial, limits: ConnectionLimits): FastifyHttps
     // No route takes a body; anything beyond this is refused with 413.
     bodyLimit: 16 * 1024,
     // Idle socket: a client that stops reading a download for this long is cut off.
-    connectionTimeout: 120_000,
+    connectionTimeout: limits.idleTimeoutMs,
     keepAliveTimeout: 5_000,
     // Time to receive a whole request (headers and body), against slow-loris clients.
     requestTimeout: 15_000,
