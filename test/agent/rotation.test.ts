@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
 import { allPackets, captureFiles, captureWorld, readCaptureDir } from '../harness/capture-fixture.js';
-import { queryCounts, startDnsSender } from '../harness/dns-sender.js';
+import { answersReceived, queryCounts, startDnsSender } from '../harness/dns-sender.js';
 import type { TapTest } from '../harness/tap.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -29,13 +29,21 @@ t.test('by size: every packet exactly once across many rotations, every file val
   const N = 400;
   const sender = startDnsSender(t, client, w.dns.ip, 'size', N, 2, w.logDir);
   await sender.exited;
-  const counts = await waitFor(async () => {
-    const q = queryCounts(allPackets(await readCaptureDir(dir)).map((p) => p.query), 'size');
-    // Each query and its answer: two packets per name.
-    return [...q.values()].filter((n) => n === 2).length === N ? q : undefined;
-  }, { what: `all ${N} queries and answers to be written`, timeoutMs: 20_000 });
-  t.equal(counts.size, N, 'every query is there');
-  t.ok([...counts.values()].every((n) => n === 2), 'each exactly twice (query and answer): none lost, none duplicated');
+  // What was on the wire: every query, and the answers the sender got (the DNS server may
+  // drop a few under load; the capture may not).
+  const answered = await answersReceived(sender);
+  t.ok(answered !== undefined && answered > N / 2, `the sender got ${answered} answers to ${N} queries`);
+  const { queries, answers } = await waitFor(async () => {
+    const packets = allPackets(await readCaptureDir(dir));
+    const queries = queryCounts(packets.filter((p) => p.dstPort === 53).map((p) => p.query), 'size');
+    const answers = queryCounts(packets.filter((p) => p.srcPort === 53).map((p) => p.query), 'size');
+    if (queries.size === N && answers.size >= answered!) return { queries, answers };
+    // Not yet: say what is missing, for the timeout's message (a lost packet or a slow disk).
+    const none = Array.from({ length: N }, (_, i) => i).filter((i) => !queries.has(i));
+    throw new Error(`${queries.size} of ${N} queries (first missing ${none.slice(0, 5).join(', ')}), ${answers.size} of ${answered} answers`);
+  }, { what: `all ${N} queries and the ${answered} answers to be written`, timeoutMs: 30_000 });
+  t.ok([...queries.values()].every((n) => n === 1), 'each query exactly once: none lost, none duplicated');
+  t.ok([...answers.values()].every((n) => n === 1), 'each answer exactly once');
   const files = await captureFiles(dir);
   const rotated = files.filter((f) => ROTATED.test(f));
   t.ok(rotated.length >= 10, `${rotated.length} rotations`);

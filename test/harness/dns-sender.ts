@@ -9,7 +9,11 @@ const SCRIPT = `
 import dgram from 'node:dgram';
 const [server, count, intervalMs, prefix] = process.argv.slice(1);
 const sock = dgram.createSocket('udp4');
-sock.on('message', () => {});
+// Answers received: what the server put on the wire, for tests that count the capture
+// against it (a DNS server may drop a query under load; a capture must not drop packets).
+let answers = 0;
+sock.on('message', () => { answers++; });
+sock.on('close', () => console.log('answers=' + answers));
 let n = 0;
 function query(name, id) {
   const labels = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), Buffer.from([0])]);
@@ -32,6 +36,13 @@ else {
 /** Starts sending `count` queries (0: until stopped), one every intervalMs (0: at once). */
 export function startDnsSender(t: Teardown, pod: TopoPod, server: string, prefix: string, count: number, intervalMs: number, logDir: string): OwnedProcess {
   return pod.ns.spawn(t, `dns-sender-${prefix}`, process.execPath, ['--input-type=module', '-e', SCRIPT, server, String(count), String(intervalMs), prefix], logDir);
+}
+
+/** How many answers a finished sender received (its last line), or undefined. */
+export async function answersReceived(sender: OwnedProcess): Promise<number | undefined> {
+  const { readFile } = await import('node:fs/promises');
+  const m = /answers=(\d+)/.exec(await readFile(sender.opts.logFile, 'utf8').catch(() => ''));
+  return m ? Number(m[1]) : undefined;
 }
 
 /** Names of queries in captured packets with the prefix, with how often each was seen. */
