@@ -1,4 +1,4 @@
-// npm run demo — DESIGN.md's user story, narrated, on this machine: the storefront's
+// npm run demo — the README's user story (Quick start), narrated, on this machine: the storefront's
 // logging pods flood CoreDNS; a DevOps engineer without admin rights captures their DNS
 // traffic on every node, is refused the download until the files Role is granted, then
 // gets one zip with every node's pcap files. Everything runs in a sandbox that disappears

@@ -1,4 +1,4 @@
-// The acceptance test: DESIGN.md's user story, every step asserted, every part real.
+// The acceptance test: the README's user story (Quick start), every step asserted, every part real.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';

@@ -1,4 +1,4 @@
-// The user's story of DESIGN.md, end to end, with every part real: a kube-apiserver with
+// The user's story of the README (Quick start), end to end, with every part real: a kube-apiserver with
 // RBAC, deploy/ and rbac-examples/ applied with kubectl, two "nodes" (network namespaces)
 // each with its agent, two gateway replicas behind one local address (what kubectl
 // port-forward to the Service gives), CoreDNS (dnsmasq) and logging pods sending real DNS
@@ -146,7 +146,7 @@ export class StorefrontStory {
     }
   }
 
-  /** Step 1: the engineer applies the PacketCapture of DESIGN.md with their own token. */
+  /** Step 1: the engineer applies the PacketCapture of the README's story with their own token. */
   async applyCapture(): Promise<string> {
     const r = await this.c.kubectl(['apply', '-f', join(REPO_ROOT, 'deploy', 'examples', 'pc-storefront-logging-dns.yaml')], { token: this.devopsToken });
     if (r.code !== 0) throw new Error(`kubectl apply as devops-sa: ${r.stderr}`);
