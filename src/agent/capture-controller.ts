@@ -18,7 +18,7 @@ import { applyNodeReport, deleteNodeReport, entryOf, reportName, type NodeReport
 import type { NodeCaptureStatus, PacketCapture } from '../kube/packetcapture.js';
 import type { Reflector } from '../kube/reflector.js';
 import type { CaptureSpecs } from './capture-specs.js';
-import { filtersToBpf } from './bpf.js';
+import { filtersToBpf } from '../filters/bpf.js';
 import type { CaptureStore } from './capture-store.js';
 import { formatBytes, nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
 import { CaptureTally, TALLY_FILE } from './capture-tally.js';

@@ -6,7 +6,7 @@
 import { captureLimitSpec, CaptureSpecError, type CaptureLimitSpec, type CaptureState, type NodeCaptureStatus, type PacketCaptureSpec } from '../kube/packetcapture.js';
 import { REPORT_LIMITS } from '../kube/node-report.js';
 import { parseSelector, SelectorError } from '../selector/selector.js';
-import { FilterError, filtersToBpf } from './bpf.js';
+import { FilterError, filtersToBpf } from '../filters/bpf.js';
 import { limitReached, type Written } from './capture-tally.js';
 import type { FilterVerdict } from './filter-checks.js';
 import type { InterfaceVerdict } from './interface-cache.js';

@@ -4,7 +4,8 @@
 // tcpdump's syntax error) is kept for as long as some capture uses that expression; a check
 // that could not run (EAGAIN, ENOMEM, timeout, tcpdump missing) is never a verdict: it is
 // retried with back-off and the captures waiting on it are told when it settles.
-import { checkBpf, FilterCheckFailed, FilterError } from './bpf.js';
+import { checkBpf, FilterCheckFailed } from './bpf-check.js';
+import { FilterError } from '../filters/bpf.js';
 import { RetryingLookups, type LookOutcome } from './retrying-lookups.js';
 
 export type FilterVerdict =

@@ -1,7 +1,7 @@
 // `--filter udp:53 --filter tcp:80-90,443`: one PacketCapture filter rule per flag, in
 // tcpdump's spelling (lower-case protocol, "-" for a range) for the people who type them,
 // written in Calico's (TCP, "80:90") for the resource.
-import { filtersToBpf, FilterError } from '../agent/bpf.js';
+import { filtersToBpf, FilterError } from '../filters/bpf.js';
 import type { PacketCaptureRule } from '../kube/packetcapture.js';
 
 const PROTOCOLS: Record<string, string> = { tcp: 'TCP', udp: 'UDP', icmp: 'ICMP', icmpv6: 'ICMPv6', icmp6: 'ICMPv6', sctp: 'SCTP', udplite: 'UDPLite' };

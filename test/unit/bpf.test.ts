@@ -1,6 +1,7 @@
 // Filters -> BPF, as Calico maps them, and every expression accepted by tcpdump -d.
 import t from 'tap';
-import { checkBpf, FilterError, filtersToBpf } from '../../src/agent/bpf.js';
+import { checkBpf } from '../../src/agent/bpf-check.js';
+import { FilterError, filtersToBpf } from '../../src/filters/bpf.js';
 
 const table: [unknown, string][] = [
   [undefined, ''],

@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { checkBpf, FilterCheckFailed } from '../../src/agent/bpf.js';
+import { checkBpf, FilterCheckFailed } from '../../src/agent/bpf-check.js';
 import { FilterChecks } from '../../src/agent/filter-checks.js';
 
 async function until(cond: () => boolean, ms = 5000): Promise<void> {
