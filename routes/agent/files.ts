@@ -6,7 +6,7 @@
 //   DELETE /v1/captures/{ns}/{name}/files          remove them (409 while capturing), and
 //                                                  the pins that hold them
 import type { FastifyInstance } from 'fastify';
-import { CAPTURE_FILE_NAME_PATTERN } from '../../src/pcap/file-names.js';
+import { AGENT_ROUTES, fileListingSchema, fileNameSchema } from '../../src/contract/agent-api.js';
 import '../../src/agent/decorators.js';
 import { CAPTURE_STATE_FILES } from '../../src/agent/capture-controller.js';
 import { sendCaptureFile } from '../../src/agent/file-response.js';
@@ -16,37 +16,18 @@ import { conflict, notFound } from '../../src/http/status.js';
 export const fileParams = {
   ...captureParams,
   required: [...captureParams.required, 'file'],
-  properties: { ...captureParams.properties, file: { type: 'string', maxLength: 255, pattern: CAPTURE_FILE_NAME_PATTERN } },
-} as const;
-
-/** Where a file's packets come from (src/agent/file-source.ts), for the merged pcapng. */
-export const fileSource = {
-  type: 'object',
-  required: ['node', 'namespace', 'capture', 'pod', 'podUID', 'podIPs', 'iface', 'linkType', 'snapLen', 'tsresol'],
-  properties: {
-    node: { type: 'string' }, namespace: { type: 'string' }, capture: { type: 'string' }, pod: { type: 'string' }, podUID: { type: 'string' },
-    podIPs: { type: 'array', items: { type: 'string' } }, iface: { type: 'string' }, linkType: { type: 'integer' }, snapLen: { type: 'integer' }, tsresol: { type: 'integer' },
-  },
-} as const;
-
-export const fileListing = {
-  type: 'array',
-  items: {
-    type: 'object',
-    required: ['name', 'size', 'modified', 'identity'],
-    properties: { name: { type: 'string' }, size: { type: 'integer' }, modified: { type: 'string' }, identity: { type: 'string' }, source: fileSource },
-  },
+  properties: { ...captureParams.properties, file: fileNameSchema },
 } as const;
 
 export default async function agentFileRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Params: CaptureParams }>(
-    '/v1/captures/:namespace/:name/files',
-    { schema: { params: captureParams, response: { 200: fileListing } }, config: { filesVerb: 'get' } },
+    AGENT_ROUTES.files,
+    { schema: { params: captureParams, response: { 200: fileListingSchema } }, config: { filesVerb: 'get' } },
     async (request) => await app.captureStore.list(request.params.namespace, request.params.name),
   );
 
   app.get<{ Params: CaptureParams & { file: string } }>(
-    '/v1/captures/:namespace/:name/files/:file',
+    AGENT_ROUTES.file,
     { schema: { params: fileParams }, config: { filesVerb: 'get' } },
     async (request, reply) => {
       const { namespace, name, file } = request.params;
@@ -57,7 +38,7 @@ export default async function agentFileRoutes(app: FastifyInstance): Promise<voi
   );
 
   app.delete<{ Params: CaptureParams }>(
-    '/v1/captures/:namespace/:name/files',
+    AGENT_ROUTES.files,
     { schema: { params: captureParams }, config: { filesVerb: 'delete' } },
     async (request) => {
       const { namespace, name } = request.params;

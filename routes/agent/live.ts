@@ -8,13 +8,14 @@ import { liveNodePcapng } from '../../src/agent/live-follow.js';
 import { sendPcapng } from '../../src/agent/pcapng-response.js';
 import { captureParams, parseSince, sinceQuery, type CaptureParams } from '../../src/http/params.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
+import { AGENT_ROUTES } from '../../src/contract/agent-api.js';
 
 /** Chunks of the live stream: small enough that a tick's packets go out at once. */
 const CHUNK_BYTES = 64 * 1024;
 
 export default async function agentLiveRoutes(app: FastifyInstance): Promise<void> {
   app.get<{ Params: CaptureParams; Querystring: { since?: string } }>(
-    '/v1/captures/:namespace/:name/stream',
+    AGENT_ROUTES.stream,
     { schema: { params: captureParams, querystring: sinceQuery }, config: { filesVerb: 'get' } },
     async (request, reply) => {
       const { namespace, name } = request.params;

@@ -15,30 +15,19 @@ import { KUBE_PCAP_VERSION } from '../../src/version.js';
 import { PinRefusedError, type Pin } from '../../src/agent/file-pins.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { HttpError, notFound } from '../../src/http/status.js';
-import { fileListing, fileParams } from './files.js';
+import { AGENT_ROUTES, pinAnswerSchema, pinIdSchema, pinLeaseSchema, type PinAnswer, type PinLease } from '../../src/contract/agent-api.js';
+import { fileParams } from './files.js';
 
 const pinParams = {
   ...captureParams,
   required: [...captureParams.required, 'pin'],
-  properties: { ...captureParams.properties, pin: { type: 'string', pattern: '^[0-9a-f]{32}$' } },
+  properties: { ...captureParams.properties, pin: pinIdSchema },
 } as const;
 
 const pinnedFileParams = {
   ...fileParams,
   required: [...fileParams.required, 'pin'],
-  properties: { ...fileParams.properties, pin: { type: 'string', pattern: '^[0-9a-f]{32}$' } },
-} as const;
-
-const pinLease = {
-  type: 'object',
-  required: ['id', 'expiresAt', 'ttlSeconds'],
-  properties: { id: { type: 'string' }, expiresAt: { type: 'string' }, ttlSeconds: { type: 'number' } },
-} as const;
-
-const pinBody = {
-  ...pinLease,
-  required: [...pinLease.required, 'files'],
-  properties: { ...pinLease.properties, files: fileListing },
+  properties: { ...fileParams.properties, pin: pinIdSchema },
 } as const;
 
 type PinParams = CaptureParams & { pin: string };
@@ -47,7 +36,7 @@ type PinParams = CaptureParams & { pin: string };
 const CHUNK_BYTES = 256 * 1024;
 
 export default async function agentPinRoutes(app: FastifyInstance): Promise<void> {
-  const lease = (pin: Pin): { id: string; expiresAt: string; ttlSeconds: number } => ({
+  const lease = (pin: Pin): PinLease => ({
     id: pin.id,
     expiresAt: new Date(pin.expiresAt).toISOString(),
     ttlSeconds: app.filePins.ttlSeconds,
@@ -55,14 +44,15 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
   const gone = (p: PinParams): HttpError => notFound(`no pin ${p.pin} of ${p.namespace}/${p.name} on this node (released, expired, or its capture's files were deleted)`, 'PinNotFound');
 
   app.post<{ Params: CaptureParams }>(
-    '/v1/captures/:namespace/:name/pins',
-    { schema: { params: captureParams, response: { 201: pinBody } }, config: { filesVerb: 'get' } },
+    AGENT_ROUTES.pins,
+    { schema: { params: captureParams, response: { 201: pinAnswerSchema } }, config: { filesVerb: 'get' } },
     async (request, reply) => {
       const { namespace, name } = request.params;
       try {
         const pin = await app.filePins.create(namespace, name);
         request.log.debug({ namespace, name, pin: pin.id, files: pin.files.length }, 'files pinned');
-        return await reply.code(201).send({ ...lease(pin), files: pin.files.map(({ name, size, modified, identity, source }) => ({ name, size, modified, identity, ...(source ? { source } : {}) })) });
+        const answer: PinAnswer = { ...lease(pin), files: pin.files.map(({ name, size, modified, identity, source }) => ({ name, size, modified, identity, ...(source ? { source } : {}) })) };
+        return await reply.code(201).send(answer);
       } catch (err) {
         if (!(err instanceof PinRefusedError)) throw err;
         const reason = err.status === 507 ? 'InsufficientStorage' : err.status === 503 ? 'ServiceUnavailable' : 'Conflict';
@@ -72,8 +62,8 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
   );
 
   app.put<{ Params: PinParams }>(
-    '/v1/captures/:namespace/:name/pins/:pin',
-    { schema: { params: pinParams, response: { 200: pinLease } }, config: { filesVerb: 'get' } },
+    AGENT_ROUTES.pin,
+    { schema: { params: pinParams, response: { 200: pinLeaseSchema } }, config: { filesVerb: 'get' } },
     async (request) => {
       const { namespace, name, pin } = request.params;
       const held = app.filePins.renew(pin, namespace, name);
@@ -83,7 +73,7 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
   );
 
   app.delete<{ Params: PinParams }>(
-    '/v1/captures/:namespace/:name/pins/:pin',
+    AGENT_ROUTES.pin,
     { schema: { params: pinParams }, config: { filesVerb: 'get' } },
     async (request) => {
       const { namespace, name, pin } = request.params;
@@ -95,7 +85,7 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
   // The node's files of the pin as one time-ordered pcapng (docs/pcapng.md, "One node's
   // stream"): what the gateway merges across nodes for files.pcapng.
   app.get<{ Params: PinParams }>(
-    '/v1/captures/:namespace/:name/pins/:pin/files.pcapng',
+    AGENT_ROUTES.pinnedPcapng,
     { schema: { params: pinParams }, config: { filesVerb: 'get' } },
     async (request, reply) => {
       const { namespace, name, pin } = request.params;
@@ -111,7 +101,7 @@ export default async function agentPinRoutes(app: FastifyInstance): Promise<void
   );
 
   app.get<{ Params: PinParams & { file: string } }>(
-    '/v1/captures/:namespace/:name/pins/:pin/files/:file',
+    AGENT_ROUTES.pinnedFile,
     { schema: { params: pinnedFileParams }, config: { filesVerb: 'get' } },
     async (request, reply) => {
       const { namespace, name, pin, file } = request.params;

@@ -11,33 +11,13 @@
 import { type BigIntStats } from 'node:fs';
 import { mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { FileSource } from '../contract/agent-api.js';
 
 export const SOURCES_DIR = '.sources';
 /** What a file's source record takes on disk (a block): reserved with the file (node-budget.ts). */
 export const SOURCE_RECORD_BYTES = 4096;
 
-export interface FileSource {
-  node: string;
-  namespace: string;
-  capture: string;
-  pod: string;
-  podUID: string;
-  /** The pod's IPs when the file was started (IPv4 and IPv6). */
-  podIPs: string[];
-  iface: string;
-  /** From the file's pcap header. */
-  linkType: number;
-  snapLen: number;
-  /** Timestamp resolution: 6 (microseconds) or 9 (nanoseconds). */
-  tsresol: 6 | 9;
-  /**
-   * The writer that numbered the file's records, and the number of its first record: a live
-   * stream that falls behind and lets files go counts exactly what it skipped. Not in the
-   * agent's listings (the gateway needs neither).
-   */
-  writer?: string;
-  firstRecord?: number;
-}
+export type { FileSource };
 
 interface Stored extends FileSource {
   /** Birth time of the file, nanoseconds (0: the filesystem keeps none). */

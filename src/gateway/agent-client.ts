@@ -13,9 +13,11 @@ import { ReloadingAgent } from '../tls/reloading-agent.js';
 import type { AgentEndpoint } from './agent-directory.js';
 import { FileGetPool, type FileResponse } from './file-get.js';
 import type { PushBody } from './push-body.js';
-import { AGENT_ANSWER_LIMITS, InvalidListingError, isCaptureFileName, parseListing, parsePin, type AgentFile, type AgentPin } from './agent-listing.js';
+import { AGENT_ANSWER_LIMITS, agentPath, type AgentFile } from '../contract/agent-api.js';
+import { InvalidListingError, isCaptureFileName, parseListing, parsePin, type AgentPin } from './agent-listing.js';
 
-export type { AgentFile, AgentPin } from './agent-listing.js';
+export type { AgentFile } from '../contract/agent-api.js';
+export type { AgentPin } from './agent-listing.js';
 
 /** The agent could not be asked, or did not answer as the contract says. */
 export class AgentError extends Error {
@@ -141,21 +143,21 @@ export class AgentClient {
    * costs a download that long, not the body timeout.
    */
   async list(ep: AgentEndpoint, namespace: string, name: string): Promise<AgentFile[]> {
-    return parseListing(ep.node, await this.json(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/files`));
+    return parseListing(ep.node, await this.json(ep, 'GET', agentPath('files', { namespace, name })));
   }
 
   /** Pins the node's files for a download: they are served as listed until released (src/agent/file-pins.ts). */
   async pin(ep: AgentEndpoint, namespace: string, name: string): Promise<AgentPin> {
-    return parsePin(ep.node, await this.json(ep, 'POST', `/v1/captures/${enc(namespace)}/${enc(name)}/pins`));
+    return parsePin(ep.node, await this.json(ep, 'POST', agentPath('pins', { namespace, name })));
   }
 
   /** Keeps a pin while its download runs. */
   async renewPin(ep: AgentEndpoint, namespace: string, name: string, pin: string): Promise<void> {
-    await this.json(ep, 'PUT', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}`);
+    await this.json(ep, 'PUT', agentPath('pin', { namespace, name, pin }));
   }
 
   async releasePin(ep: AgentEndpoint, namespace: string, name: string, pin: string): Promise<void> {
-    await this.json(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}`);
+    await this.json(ep, 'DELETE', agentPath('pin', { namespace, name, pin }));
   }
 
   /** A JSON answer, whole within the agent timeout. */
@@ -195,7 +197,7 @@ export class AgentClient {
    */
   async openPinned(ep: AgentEndpoint, namespace: string, name: string, pin: string, file: AgentFile, signal?: AbortSignal): Promise<{ body: PushBody; length: number }> {
     const etag = etagOf(file.identity);
-    const res = await this.getFile(ep, `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}/files/${enc(file.name)}`, signal, { 'if-match': etag });
+    const res = await this.getFile(ep, agentPath('pinnedFile', { namespace, name, pin, file: file.name }), signal, { 'if-match': etag });
     const got = res.headers.get('etag');
     if (got !== etag || res.length !== file.size) {
       res.body.destroy();
@@ -206,7 +208,7 @@ export class AgentClient {
 
   /** The pin's files on this node as one time-ordered pcapng (src/agent/node-pcapng.ts); its length is not known ahead. */
   async openPinnedPcapng(ep: AgentEndpoint, namespace: string, name: string, pin: string, signal?: AbortSignal): Promise<Readable> {
-    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/pins/${enc(pin)}/files.pcapng`, signal);
+    const res = await this.call(ep, 'GET', agentPath('pinnedPcapng', { namespace, name, pin }), signal);
     const type = String(res.headers['content-type'] ?? '');
     if (!type.startsWith('application/x-pcapng')) {
       res.body.destroy();
@@ -221,7 +223,7 @@ export class AgentClient {
    */
   async openLive(ep: AgentEndpoint, namespace: string, name: string, sinceMicros: number, signal?: AbortSignal): Promise<Readable> {
     const since = new Date(Math.floor(sinceMicros / 1000)).toISOString();
-    const res = await this.call(ep, 'GET', `/v1/captures/${enc(namespace)}/${enc(name)}/stream?since=${enc(since)}`, signal);
+    const res = await this.call(ep, 'GET', `${agentPath('stream', { namespace, name })}?since=${enc(since)}`, signal);
     const type = String(res.headers['content-type'] ?? '');
     if (!type.startsWith('application/x-pcapng')) {
       res.body.destroy();
@@ -231,7 +233,7 @@ export class AgentClient {
   }
 
   async deleteFiles(ep: AgentEndpoint, namespace: string, name: string): Promise<string[]> {
-    const res = await this.call(ep, 'DELETE', `/v1/captures/${enc(namespace)}/${enc(name)}/files`);
+    const res = await this.call(ep, 'DELETE', agentPath('files', { namespace, name }));
     const body = (await this.jsonBody(ep, res, 'DELETE files').catch(() => undefined)) as { removed?: unknown } | undefined;
     const removed = body?.removed;
     if (!Array.isArray(removed) || removed.length > AGENT_ANSWER_LIMITS.listingEntries || !removed.every(isCaptureFileName)) throw new InvalidListingError(ep.node, 'the list of removed files is not a list of plain *.pcap names');

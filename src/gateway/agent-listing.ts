@@ -5,45 +5,12 @@
 import { isIP } from 'node:net';
 import { CAPTURE_FILE_NAME, FILE_IDENTITY } from '../pcap/file-names.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
-import type { FileSource } from '../agent/file-source.js';
+import { AGENT_ANSWER_LIMITS, MAX_FILE_SIZE, PIN_ID_PATTERN, type AgentFile, type FileSource, type PinAnswer } from '../contract/agent-api.js';
 
-export interface AgentFile {
-  name: string;
-  size: number;
-  modified: string;
-  /** What the agent serves under this name, by inode (src/agent/file-identity.ts). */
-  identity: string;
-  /** Where its packets come from, when the agent recorded it (src/agent/file-source.ts). */
-  source?: FileSource;
-}
+/** A download's pin on one node as the gateway keeps it: its files, held as listed until released. */
+export type AgentPin = Pick<PinAnswer, 'id' | 'ttlSeconds' | 'files'>;
 
-/** A download's pin on one node: its files, held as listed until released (src/agent/file-pins.ts). */
-export interface AgentPin {
-  id: string;
-  ttlSeconds: number;
-  files: AgentFile[];
-}
-
-const PIN_ID = /^[0-9a-f]{32}$/;
-
-/**
- * How much of an agent's answer the gateway reads (docs/security.md, "A node"): beyond these,
- * the node fails with a reason and the gateway's memory is not the agent's to spend.
- * A listing entry is about 300 bytes, so a listing at the entry limit is about 3 MiB.
- */
-export const AGENT_ANSWER_LIMITS = {
-  /** A JSON answer (listing, pin, removed files). */
-  jsonBytes: 4 * 1024 * 1024,
-  /** Files in one node's listing or pin. */
-  listingEntries: 10_000,
-  /** An error answer, read for its message. */
-  errorBytes: 64 * 1024,
-  /** Interface blocks in one node's pcapng stream (one per pod interface, again after a reconnection). */
-  interfacesPerStream: 4096,
-} as const;
-
-/** Files beyond this are not capture files (the agent's own size limit is far below). */
-export const MAX_FILE_SIZE = 2 ** 50;
+const PIN_ID = new RegExp(PIN_ID_PATTERN);
 const NODE_NAME = new RegExp(DNS1123_SUBDOMAIN);
 const LABEL = new RegExp(DNS1123_LABEL);
 /** A network interface name as Linux allows it (at most 15 bytes, no slash, no space). */

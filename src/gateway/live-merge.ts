@@ -21,7 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, WATERMARK } from '../pcap/pcapng.js';
 import { BlockType, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { checkedInterface, checkedNames, checkedPacket, checkedStatistics, checkedStatisticsInterface } from './pcapng-merge.js';
-import { AGENT_ANSWER_LIMITS } from './agent-listing.js';
+import { AGENT_ANSWER_LIMITS } from '../contract/agent-api.js';
 
 export interface LiveNode {
   node: string;

@@ -15,7 +15,8 @@ import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBloc
 import { BlockType, packetBlockBare, packetBlockWhole, parseInterfaceBlock, parseNameBlock, parseStatisticsBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { interfaceLabel } from '../pcap/interface-label.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
-import { AGENT_ANSWER_LIMITS, isInterfaceName, isNodeName, isUid } from './agent-listing.js';
+import { AGENT_ANSWER_LIMITS } from '../contract/agent-api.js';
+import { isInterfaceName, isNodeName, isUid } from './agent-listing.js';
 
 export interface NodeStream {
   node: string;
