@@ -1,7 +1,7 @@
 // Sending a review (TokenReview, SubjectAccessReview) to the API server. Whatever keeps the
 // API server from answering becomes 503: the caller is not told "unauthorized" or
 // "forbidden" for our failure, and nothing is allowed either.
-import { serviceUnavailable } from '../http/status.js';
+import { unavailable } from './verdict.js';
 import { KubeApiError, KubeUnavailableError, type KubeClient } from '../kube/client.js';
 
 export async function postReview<T>(
@@ -19,8 +19,8 @@ export async function postReview<T>(
       timeoutMs,
     });
   } catch (err) {
-    if (err instanceof KubeUnavailableError) throw serviceUnavailable(`cannot ${purpose}: the API server is unavailable (${err.message})`);
-    if (err instanceof KubeApiError) throw serviceUnavailable(`cannot ${purpose}: the API server refused the ${review.kind} (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
+    if (err instanceof KubeUnavailableError) throw unavailable(`cannot ${purpose}: the API server is unavailable (${err.message})`);
+    if (err instanceof KubeApiError) throw unavailable(`cannot ${purpose}: the API server refused the ${review.kind} (${err.status} ${err.reason ?? ''}); check kube-pcap's RBAC`);
     throw err;
   }
 }

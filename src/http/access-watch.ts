@@ -2,7 +2,7 @@
 // (docs/security.md, "Revocation"): a RoleBinding deleted or a token expired ends them
 // within one interval plus the review caches' lifetimes, not when the client leaves.
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
-import { HttpError } from './status.js';
+import { isRefusal } from '../auth/verdict.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -35,7 +35,8 @@ export function watchAccess(request: FastifyRequest, o: AccessWatchOptions): () 
       unavailable = 0;
     }, (err: unknown) => {
       if (stopped) return;
-      const denied = err instanceof HttpError && (err.code === 401 || err.code === 403);
+      // A verdict of no (unauthenticated, forbidden) ends the response; not being able to ask does only if it lasts.
+      const denied = isRefusal(err);
       if (!denied && ++unavailable < UNAVAILABLE_CHECKS) {
         o.log.warn({ err: (err as Error).message, attempt: unavailable }, 'access could not be checked again; the response goes on until the next check');
         return;

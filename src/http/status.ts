@@ -1,4 +1,5 @@
 // Errors as Kubernetes Status objects, the shape kubectl and client libraries understand.
+import type { AuthVerdict } from '../auth/verdict.js';
 
 export interface StatusCause {
   reason?: string;
@@ -89,3 +90,15 @@ export const agentsBusy = (message: string, problems: NodeProblem[], retryAfterS
 
 export const serviceUnavailable = (message: string, retryAfterSeconds = 5): HttpError =>
   new HttpError(503, 'ServiceUnavailable', message, { 'retry-after': String(retryAfterSeconds) }, { retryAfterSeconds });
+
+/** The answer to an authentication or authorization verdict (src/auth/verdict.ts). */
+export function httpErrorOf(v: AuthVerdict): HttpError {
+  switch (v.kind) {
+    case 'unauthenticated':
+      return unauthorized(v.message);
+    case 'forbidden':
+      return forbidden(v.message);
+    case 'unavailable':
+      return serviceUnavailable(v.message, v.retryAfterSeconds);
+  }
+}

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { bearerToken, decodeJwt, MAX_TOKEN_LENGTH, precheckToken, tokenDigest } from '../../src/auth/authentication/bearer.js';
-import { HttpError } from '../../src/http/status.js';
+import { isVerdict } from '../../src/auth/verdict.js';
+import { httpErrorOf } from '../../src/http/status.js';
 
 const jwt = (claims: object, header: object = { alg: 'RS256' }) =>
   `${Buffer.from(JSON.stringify(header)).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`;
@@ -15,7 +16,9 @@ t.test('bearerToken accepts exactly "Bearer <token>"', async (t) => {
     } catch (e) {
       error = e;
     }
-    t.ok(error instanceof HttpError && error.code === 401 && error.headers['www-authenticate']?.startsWith('Bearer'), `401 with a challenge for ${String(bad).slice(0, 20)}`);
+    t.ok(isVerdict(error, 'unauthenticated'), `unauthenticated: ${String(bad).slice(0, 20)}`);
+    const answer = isVerdict(error) ? httpErrorOf(error) : undefined;
+    t.ok(answer?.code === 401 && answer.headers['www-authenticate']?.startsWith('Bearer'), `answered 401 with a challenge for ${String(bad).slice(0, 20)}`);
   }
 });
 

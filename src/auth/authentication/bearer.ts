@@ -1,6 +1,6 @@
 // Reading a bearer token off a request, and the cheap checks that need no API call.
 import { createHash } from 'node:crypto';
-import { unauthorized } from '../../http/status.js';
+import { unauthenticated } from '../verdict.js';
 
 /** Longest token accepted; real ServiceAccount, OIDC and cloud tokens are a few KiB. */
 export const MAX_TOKEN_LENGTH = 16 * 1024;
@@ -22,11 +22,11 @@ export interface UnverifiedJwt {
 
 /** The token of an `Authorization: Bearer <token>` header; 401 for anything else. */
 export function bearerToken(authorization: string | undefined): string {
-  if (authorization === undefined || authorization === '') throw unauthorized('no bearer token: send "Authorization: Bearer <token>"');
+  if (authorization === undefined || authorization === '') throw unauthenticated('no bearer token: send "Authorization: Bearer <token>"');
   const m = /^Bearer +(\S+)\s*$/i.exec(authorization);
-  if (!m) throw unauthorized('the Authorization header must be "Bearer <token>"');
+  if (!m) throw unauthenticated('the Authorization header must be "Bearer <token>"');
   const token = m[1]!;
-  if (token.length > MAX_TOKEN_LENGTH) throw unauthorized('the bearer token is too long');
+  if (token.length > MAX_TOKEN_LENGTH) throw unauthenticated('the bearer token is too long');
   return token;
 }
 
@@ -58,7 +58,7 @@ export function decodeJwt(token: string): UnverifiedJwt | undefined {
  */
 export function precheckToken(token: string, nowMs = Date.now()): UnverifiedJwt | undefined {
   const jwt = decodeJwt(token);
-  if (jwt && typeof jwt.claims.exp === 'number' && jwt.claims.exp * 1000 <= nowMs) throw unauthorized('the bearer token has expired');
+  if (jwt && typeof jwt.claims.exp === 'number' && jwt.claims.exp * 1000 <= nowMs) throw unauthenticated('the bearer token has expired');
   return jwt;
 }
 

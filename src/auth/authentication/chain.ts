@@ -9,7 +9,7 @@
 // The agents use the same chain differently: their caller must hold the gateway's client
 // certificate (mutual TLS), and the bearer token beside it is what gets reviewed.
 import type { FastifyRequest } from 'fastify';
-import { HttpError, unauthorized } from '../../http/status.js';
+import { isVerdict, unauthenticated } from '../verdict.js';
 import type { UserInfo } from '../user.js';
 import { bearerToken, precheckToken, tokenDigest } from './bearer.js';
 import { certificateUser, peerCertificate } from './client-certificate.js';
@@ -54,18 +54,18 @@ export function authenticationChain(opts: AuthenticationChainOptions): Authentic
         if (cert.status === 'unverified') certificateProblem = cert.reason;
       } else if (cert.status !== 'verified' || !certificates.require.includes(cert.commonName)) {
         const why = cert.status === 'none' ? 'none was presented' : cert.status === 'unverified' ? cert.reason : `"${cert.commonName}" is not the gateway`;
-        throw unauthorized(`a client certificate issued to the gateway is required: ${why}`);
+        throw unauthenticated(`a client certificate issued to the gateway is required: ${why}`);
       }
     }
     if (certificateProblem !== undefined && !request.headers.authorization) {
-      throw unauthorized(`invalid client certificate: ${certificateProblem}`);
+      throw unauthenticated(`invalid client certificate: ${certificateProblem}`);
     }
     const proven = isKnown(request.headers.authorization);
     if (!proven) await failures?.check(request);
     try {
       return await authenticateToken(request);
     } catch (err) {
-      if (!proven && err instanceof HttpError && err.code === 401) await failures?.record(request);
+      if (!proven && isVerdict(err, 'unauthenticated')) await failures?.record(request);
       throw err;
     }
   };
@@ -90,11 +90,11 @@ export function authenticationChain(opts: AuthenticationChainOptions): Authentic
     } catch (oidcError) {
       // Like the API server's union of authenticators: a token the OIDC verifier rejects may
       // still be one the API server accepts (e.g. when both trust the same issuer).
-      if (!(oidcError instanceof HttpError) || oidcError.code !== 401) throw oidcError;
+      if (!isVerdict(oidcError, 'unauthenticated')) throw oidcError;
       try {
         return await tokenReview.authenticate(token, jwt);
       } catch (reviewError) {
-        throw reviewError instanceof HttpError && reviewError.code === 401 ? oidcError : reviewError;
+        throw isVerdict(reviewError, 'unauthenticated') ? oidcError : reviewError;
       }
     }
   }

@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { Agent, fetch } from 'undici';
 import type { OidcConfig } from '../../config/gateway.js';
 import { ReloadingAgent } from '../../tls/reloading-agent.js';
-import { HttpError, serviceUnavailable, unauthorized } from '../../http/status.js';
+import { AuthVerdict, unauthenticated, unavailable } from '../verdict.js';
 import type { UserInfo } from '../user.js';
 import type { UnverifiedJwt } from './bearer.js';
 
@@ -26,7 +26,7 @@ const ALGORITHMS: Algorithm[] = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'E
 export interface OidcVerifier {
   /** Whether this token claims to come from the configured issuer. */
   handles(jwt: UnverifiedJwt): boolean;
-  /** The user of a verified token; HttpError 401 or 503 otherwise. */
+  /** The user of a verified token; an unauthenticated or unavailable verdict otherwise. */
   verify(request: FastifyRequest): Promise<UserInfo>;
 }
 
@@ -60,7 +60,7 @@ class JwksKeys {
     const unknown = this.find(kid) === undefined;
     if (stale || (unknown && Date.now() - this.fetchedAt > KEY_REFRESH_MIN_MS)) await this.refresh();
     const key = this.find(kid);
-    if (!key) throw unauthorized('invalid bearer token: signed with a key the OIDC issuer does not publish');
+    if (!key) throw unauthenticated('invalid bearer token: signed with a key the OIDC issuer does not publish');
     return key;
   }
 
@@ -97,7 +97,7 @@ class JwksKeys {
     } catch (err) {
       // Remember the attempt, so a broken issuer is not asked again on every request.
       this.fetchedAt = Date.now() - KEY_MAX_AGE_MS + KEY_REFRESH_MIN_MS;
-      throw serviceUnavailable(`cannot verify OIDC tokens: fetching the issuer's keys failed (${(err as Error).message})`);
+      throw unavailable(`cannot verify OIDC tokens: fetching the issuer's keys failed (${(err as Error).message})`);
     }
   }
 
@@ -123,22 +123,22 @@ export const REQUIRED_CLAIMS = ['iss', 'aud', 'exp'] as const;
  */
 export function oidcUser(cfg: OidcConfig, claims: Record<string, unknown>): UserInfo {
   const raw = claims[cfg.usernameClaim];
-  if (typeof raw !== 'string' || raw === '') throw unauthorized(`invalid bearer token: no "${cfg.usernameClaim}" claim`);
+  if (typeof raw !== 'string' || raw === '') throw unauthenticated(`invalid bearer token: no "${cfg.usernameClaim}" claim`);
   if (cfg.usernameClaim === 'email' && 'email_verified' in claims && claims.email_verified !== true) {
-    throw unauthorized('invalid bearer token: email not verified (email_verified must be true)');
+    throw unauthenticated('invalid bearer token: email not verified (email_verified must be true)');
   }
   let groups: string[] = [];
   if (cfg.groupsClaim) {
     const g = claims[cfg.groupsClaim];
     if (typeof g === 'string') groups = [g];
     else if (Array.isArray(g) && g.every((x) => typeof x === 'string')) groups = g as string[];
-    else if (g !== undefined) throw unauthorized(`invalid bearer token: the "${cfg.groupsClaim}" claim is not a string or a list of strings`);
+    else if (g !== undefined) throw unauthenticated(`invalid bearer token: the "${cfg.groupsClaim}" claim is not a string or a list of strings`);
   }
   const username = cfg.usernamePrefix + raw;
   const mapped = groups.map((x) => cfg.groupsPrefix + x);
-  if (username.startsWith('system:')) throw unauthorized(`invalid bearer token: the OIDC user name "${username}" is in the reserved "system:" space`);
+  if (username.startsWith('system:')) throw unauthenticated(`invalid bearer token: the OIDC user name "${username}" is in the reserved "system:" space`);
   const reserved = mapped.find((g) => g.startsWith('system:'));
-  if (reserved !== undefined) throw unauthorized(`invalid bearer token: the OIDC group "${reserved}" is in the reserved "system:" space`);
+  if (reserved !== undefined) throw unauthenticated(`invalid bearer token: the OIDC group "${reserved}" is in the reserved "system:" space`);
   return { username, groups: [...mapped, 'system:authenticated'], via: 'oidc' };
 }
 
@@ -163,8 +163,8 @@ export const oidcPlugin = fp(async (app: FastifyInstance, opts: { config: OidcCo
       try {
         claims = await request.oidcJwtVerify<Record<string, unknown>>();
       } catch (err) {
-        if (err instanceof HttpError) throw err;
-        throw unauthorized(`invalid bearer token: ${(err as Error).message}`);
+        if (err instanceof AuthVerdict) throw err;
+        throw unauthenticated(`invalid bearer token: ${(err as Error).message}`);
       }
       return oidcUser(cfg, claims);
     },

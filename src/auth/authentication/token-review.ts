@@ -8,7 +8,7 @@
 // costs the API server a bounded number of reviews at a time, and known users never wait
 // behind it.
 import type { KubeClient } from '../../kube/client.js';
-import { serviceUnavailable, unauthorized } from '../../http/status.js';
+import { unauthenticated, unavailable } from '../verdict.js';
 import { QueueFullError, type ConcurrencyLimit } from '../concurrency-limit.js';
 import { postReview, secondsSince } from '../review-request.js';
 import { ReviewCache, type CacheOutcome } from '../review-cache.js';
@@ -57,7 +57,7 @@ export class TokenReviewAuthenticator {
     this.cache = new ReviewCache<Answer>(opts.maxEntries, opts.onLookup, now);
   }
 
-  /** The user, or HttpError 401 (rejected) / 503 (could not ask). `jwt`: the token decoded, if it is a JWT. */
+  /** The user, or an unauthenticated verdict (rejected) or unavailable (could not ask). `jwt`: the token decoded, if it is a JWT. */
   async authenticate(token: string, jwt: UnverifiedJwt | undefined): Promise<UserInfo> {
     const digest = tokenDigest(token);
     const expiresAt = typeof jwt?.claims.exp === 'number' ? jwt.claims.exp * 1000 : undefined;
@@ -69,7 +69,7 @@ export class TokenReviewAuthenticator {
       const exp = expiresAt !== undefined ? expiresAt - this.now() : Infinity;
       return { value, ttlMs: value.ok ? Math.min(this.opts.successTtlMs, exp) : this.opts.failureTtlMs };
     });
-    if (!answer.ok) throw unauthorized(answer.message);
+    if (!answer.ok) throw unauthenticated(answer.message);
     return answer.user;
   }
 
@@ -82,7 +82,7 @@ export class TokenReviewAuthenticator {
       } catch (err) {
         if (!(err instanceof QueueFullError)) throw err;
         this.opts.onQueueFull?.();
-        throw serviceUnavailable('too many unverified credentials are waiting for review; retry shortly', 1);
+        throw unavailable('too many unverified credentials are waiting for review; retry shortly', 1);
       }
     };
   }

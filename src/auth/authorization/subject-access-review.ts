@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { KubeClient } from '../../kube/client.js';
 import { postReview, secondsSince } from '../review-request.js';
-import { forbidden, serviceUnavailable } from '../../http/status.js';
+import { forbidden, unavailable } from '../verdict.js';
 import { ReviewCache, type CacheOutcome } from '../review-cache.js';
 import type { UserInfo } from '../user.js';
 import { isNonResource, type Attributes } from './attributes.js';
@@ -33,7 +33,7 @@ export class SubjectAccessReviewer {
     this.cache = new ReviewCache<Decision>(opts.maxEntries, opts.onLookup);
   }
 
-  /** Resolves when allowed; HttpError 403 when denied, 503 when the review could not be made. */
+  /** Resolves when allowed; a forbidden verdict when denied, unavailable when the review could not be made. */
   async authorize(user: UserInfo, attrs: Attributes): Promise<void> {
     const decision = await this.cache.get(reviewKey(user, attrs), async () => {
       const value = await this.review(user, attrs);
@@ -63,7 +63,7 @@ export class SubjectAccessReviewer {
     }
     if (s.evaluationError && s.denied !== true) {
       this.opts.onReview?.(seconds(), 'error');
-      throw serviceUnavailable(`cannot authorize: the API server could not evaluate access (${s.evaluationError})`);
+      throw unavailable(`cannot authorize: the API server could not evaluate access (${s.evaluationError})`);
     }
     this.opts.onReview?.(seconds(), 'denied');
     const what = isNonResource(attrs)

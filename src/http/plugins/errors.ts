@@ -1,10 +1,12 @@
-// The one error handler: every failure leaves as a Kubernetes Status object.
+// The one error handler: every failure leaves as a Kubernetes Status object, and every
+// verdict of authentication and authorization becomes its answer here.
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { badRequest, HttpError, statusObject } from '../status.js';
+import { AuthVerdict } from '../../auth/verdict.js';
+import { badRequest, HttpError, httpErrorOf, statusObject } from '../status.js';
 
 export const errorsPlugin = fp(async (app: FastifyInstance) => {
-  app.setErrorHandler((err: FastifyError | HttpError, request, reply) => {
+  app.setErrorHandler((err: FastifyError | HttpError | AuthVerdict, request, reply) => {
     if (reply.sent || reply.raw.headersSent) {
       // A streamed body already started: the only honest signal left is to cut the connection.
       request.log.error({ err }, 'failure after the response started; aborting the connection');
@@ -14,6 +16,8 @@ export const errorsPlugin = fp(async (app: FastifyInstance) => {
     let e: HttpError;
     if (err instanceof HttpError) {
       e = err;
+    } else if (err instanceof AuthVerdict) {
+      e = httpErrorOf(err);
     } else if ((err as FastifyError).validation) {
       const fe = err as FastifyError;
       // Name an unknown parameter (shortened: the caller may have pasted anything there).
