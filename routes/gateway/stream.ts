@@ -6,7 +6,7 @@
 // packetcaptures/files.
 import type { FastifyInstance } from 'fastify';
 import { Readable } from 'node:stream';
-import { QueueFullError } from '../../src/auth/concurrency-limit.js';
+import { QueueFullError } from '../../src/flow/concurrency-limit.js';
 import '../../src/gateway/decorators.js';
 import { isNodeName } from '../../src/gateway/agent-listing.js';
 import { liveMerge, type LiveNode } from '../../src/gateway/live-merge.js';

@@ -10,7 +10,7 @@ import { destination, type Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { authenticationChain } from '../auth/authentication/chain.js';
 import { KnownTokens } from '../auth/authentication/known-tokens.js';
-import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
+import { ConcurrencyLimit } from '../flow/concurrency-limit.js';
 import { TokenReviewAuthenticator } from '../auth/authentication/token-review.js';
 import { SubjectAccessReviewer } from '../auth/authorization/subject-access-review.js';
 import { countLookups } from '../auth/review-cache.js';

@@ -4,7 +4,7 @@
 // listing before anything is streamed, so that a missing agent is a clean 502 naming the
 // nodes, never a zip that silently lacks files.
 import type { Logger } from 'pino';
-import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
+import { ConcurrencyLimit } from '../flow/concurrency-limit.js';
 import { agentsBusy, agentsFailed, badGateway, notFound, serviceUnavailable, type HttpError, type NodeProblem } from '../http/status.js';
 import { KubeApiError, KubeUnavailableError } from '../kube/client.js';
 import { entryOf } from '../kube/node-report.js';

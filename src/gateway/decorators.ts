@@ -1,6 +1,6 @@
 // What the gateway's routes can reach on the fastify instance.
 import type { Counter } from 'prom-client';
-import type { ConcurrencyLimit } from '../auth/concurrency-limit.js';
+import type { ConcurrencyLimit } from '../flow/concurrency-limit.js';
 import type { CaptureFiles } from './capture-files.js';
 import type { PerUserSlots } from '../http/per-user-slots.js';
 

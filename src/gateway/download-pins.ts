@@ -4,7 +4,7 @@
 // all in the zip, and all of them when the response closes for any reason. A release that
 // cannot reach its agent is no leak: the pin lapses there on its own.
 import type { FastifyBaseLogger } from 'fastify';
-import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
+import { ConcurrencyLimit } from '../flow/concurrency-limit.js';
 import { AgentError } from './agent-client.js';
 import type { CaptureFiles, NodeFiles } from './capture-files.js';
 

@@ -2,7 +2,7 @@
 // among the downloads this replica streams at once, then find the capture and pin each
 // node's files, so that what is listed is what is served (docs/downloads.md).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { QueueFullError } from '../auth/concurrency-limit.js';
+import { QueueFullError } from '../flow/concurrency-limit.js';
 import { watchAccess } from '../http/access-watch.js';
 import { HttpError } from '../http/status.js';
 import type { MissingNode, NodeFiles } from './capture-files.js';

@@ -10,7 +10,7 @@
 // before a byte goes to the client, so a node that cannot be read is a clean 502 naming it.
 // After that, a failure cuts the connection: a short pcapng must never look whole.
 import type { Readable } from 'node:stream';
-import { ConcurrencyLimit } from '../auth/concurrency-limit.js';
+import { ConcurrencyLimit } from '../flow/concurrency-limit.js';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, type InterfaceOptions } from '../pcap/pcapng.js';
 import { BlockType, packetBlockBare, packetBlockWhole, parseInterfaceBlock, parseNameBlock, parseStatisticsBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { interfaceLabel } from '../pcap/interface-label.js';

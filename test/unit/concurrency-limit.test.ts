@@ -2,7 +2,7 @@
 // a slot passed straight to the next waiter; and the memory of tokens once accepted.
 import t from 'tap';
 import { KnownTokens } from '../../src/auth/authentication/known-tokens.js';
-import { ConcurrencyLimit, QueueFullError } from '../../src/auth/concurrency-limit.js';
+import { ConcurrencyLimit, QueueFullError } from '../../src/flow/concurrency-limit.js';
 
 t.test('at most maxInFlight run, maxQueued wait, the rest are refused at once', async (t) => {
   const seen: number[] = [];

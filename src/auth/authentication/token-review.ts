@@ -9,7 +9,7 @@
 // behind it.
 import type { KubeClient } from '../../kube/client.js';
 import { unauthenticated, unavailable } from '../verdict.js';
-import { QueueFullError, type ConcurrencyLimit } from '../concurrency-limit.js';
+import { QueueFullError, type ConcurrencyLimit } from '../../flow/concurrency-limit.js';
 import { postReview, secondsSince } from '../review-request.js';
 import { ReviewCache, type CacheOutcome } from '../review-cache.js';
 import type { UserInfo } from '../user.js';
