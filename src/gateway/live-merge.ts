@@ -22,6 +22,7 @@ import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBloc
 import { BlockType, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { checkedInterface, checkedNames, checkedPacket, checkedStatistics, checkedStatisticsInterface } from './pcapng-merge.js';
 import { AGENT_ANSWER_LIMITS } from '../contract/agent-api.js';
+import { TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 
 export interface LiveNode {
   node: string;
@@ -77,9 +78,14 @@ class LiveInput {
   abort = new AbortController();
   resume: (() => void) | undefined;
 
-  constructor(readonly node: LiveNode, now: number) {
+  constructor(readonly node: LiveNode, now: number, readonly tag: number) {
     this.heardAt = now;
   }
+}
+
+/** A node whose queue starts with a packet, in the heap by that packet's time (ties: the older node first). */
+interface Head extends TimeKeyed {
+  input: LiveInput;
 }
 
 export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
@@ -90,6 +96,11 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
   const maxQueued = o.maxQueuedBytes ?? 4 * 1024 * 1024;
   const drainMs = o.drainMs ?? 30_000;
   const inputs = new Map<string, LiveInput>();
+  // Which node's packet goes next: a heap of the nodes whose queue starts with a packet, and
+  // the nodes whose queue starts with another block (passed on at once, in node order). A
+  // packet costs O(log nodes), not a scan of every node.
+  const heads = new TimeHeap<Head>();
+  const leading = new Set<LiveInput>();
   const enc = new PacketEncoder(16 * 1024);
   let nextId = 0;
   let wake: (() => void) | undefined;
@@ -120,22 +131,34 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
       };
       // At the end, everything queued goes, watermarks or not: nothing is dropped.
       const done = gone || (finishedAt !== undefined && (allDelivered() || now() - finishedAt > drainMs));
-      // Everything that can go now: leading blocks in order, then packets by time.
+      // Everything that can go now: leading blocks in order, then packets by time, each up to
+      // the time no node whose queue is empty can still send an earlier packet before.
+      // Once every node has delivered what it had when it finished, none holds the others back.
+      const delivered = finishedAt !== undefined && allDelivered();
+      let floor = delivered ? Infinity : holdBack();
+      const emptied = (i: LiveInput): void => {
+        if (!delivered) floor = Math.min(floor, holdsAt(i));
+      };
       for (;;) {
-        for (const i of inputs.values()) {
-          while (i.queue.length > 0 && i.queue[0]!.micros === undefined) {
-            const q = take(i);
-            put(enc.copy(q.block, 0, q.block.length));
+        if (leading.size > 0) {
+          for (const i of [...leading].sort((a, b) => a.tag - b.tag)) {
+            leading.delete(i);
+            while (i.queue.length > 0 && i.queue[0]!.micros === undefined) {
+              const q = take(i);
+              put(enc.copy(q.block, 0, q.block.length));
+            }
+            if (i.queue.length > 0) place(i);
+            else emptied(i);
           }
         }
-        let best: LiveInput | undefined;
-        for (const i of inputs.values()) {
-          const q = i.queue[0];
-          if (q && (!best || earlier(q, best.queue[0]!))) best = i;
-        }
-        if (!best || (!done && !releasable(best.queue[0]!))) break;
-        const q = take(best);
+        const top = heads.peek();
+        if (!top || (!done && !(top.input.queue[0]!.micros! <= floor))) break;
+        heads.pop();
+        const i = top.input;
+        const q = take(i);
         put(enc.copy(q.block, 0, q.block.length, q.id));
+        if (i.queue.length > 0) place(i);
+        else emptied(i);
         // A backlog (a ?since with much on disk) goes out in pieces, with back-pressure between them.
         if (out.length >= 16) break;
       }
@@ -162,16 +185,28 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
     for (const i of inputs.values()) i.abort.abort();
   }
 
-  /** A packet may go when no node can still send an earlier one (as far as their watermarks say). */
-  function releasable(q: Queued): boolean {
-    const t = now();
-    for (const i of inputs.values()) {
-      if (i.queue.length > 0) continue; // its next packet is later (the heap's order)
-      if (!i.connected || t - i.heardAt > staleMs) continue; // gone quiet: not waited for
-      if (finishedAt !== undefined && allDelivered()) continue;
-      if (i.watermark < q.micros!) return false;
-    }
-    return true;
+  /**
+   * Up to when a packet may go: no node with an empty queue can still send an earlier one
+   * (as far as its watermark says). A node with a queue sends its next packet in the heap's
+   * order, so only the empty ones hold the others back.
+   */
+  function holdBack(): number {
+    let floor = Infinity;
+    for (const i of inputs.values()) if (i.queue.length === 0) floor = Math.min(floor, holdsAt(i));
+    return floor;
+  }
+
+  /** How far a node with an empty queue holds the others back: its watermark, unless it has gone quiet. */
+  function holdsAt(i: LiveInput): number {
+    if (!i.connected || now() - i.heardAt > staleMs) return Infinity;
+    return i.watermark;
+  }
+
+  /** Puts a node whose queue is not empty where its head says: the heap for a packet, else the leading set. */
+  function place(i: LiveInput): void {
+    const q = i.queue[0]!;
+    if (q.micros === undefined) leading.add(i);
+    else heads.push({ s: q.s, ns: q.ns, tag: i.tag, input: i });
   }
 
   /** Every node has delivered what it had when it finished (its watermark passed that moment). */
@@ -182,10 +217,6 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
     // node had been heard.
     for (const i of inputs.values()) if (now() - i.heardAt <= staleMs && i.watermark < finishedAt * 1000) return false;
     return true;
-  }
-
-  function earlier(a: Queued, b: Queued): boolean {
-    return a.s < b.s || (a.s === b.s && a.ns < b.ns);
   }
 
   function take(i: LiveInput): Queued {
@@ -215,7 +246,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
     if (!r.finished) finishedAt = undefined;
     for (const n of r.nodes) {
       if (inputs.has(n.node)) continue;
-      const input = new LiveInput(n, now());
+      const input = new LiveInput(n, now(), inputs.size);
       inputs.set(n.node, input);
       void pump(input, o.sinceMicros);
     }
@@ -291,6 +322,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
 
   async function enqueue(i: LiveInput, q: Queued): Promise<void> {
     i.queue.push(q);
+    if (i.queue.length === 1) place(i);
     i.queuedBytes += q.block.length;
     i.heardAt = now();
     poke();
@@ -302,6 +334,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
     for (const id of new Set(i.known.values())) {
       const block = interfaceStatisticsBlock({ interfaceId: id, timestamp: BigInt(now()) * (resolutions.get(id) === 9 ? 1_000_000n : 1000n), comment });
       i.queue.push({ micros: undefined, s: 0, ns: 0, block, id });
+      if (i.queue.length === 1) place(i);
       i.queuedBytes += block.length;
     }
   }

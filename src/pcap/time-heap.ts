@@ -15,6 +15,11 @@ export class TimeHeap<T extends TimeKeyed> {
     return this.items.length;
   }
 
+  /** The earliest entry, left in place. */
+  peek(): T | undefined {
+    return this.items[0];
+  }
+
   push(item: T): void {
     const h = this.items;
     h.push(item);
