@@ -10,12 +10,12 @@
 // delay it, never leave it wrong; nothing acts before both caches are synced (so it never
 // deletes files because its view is incomplete). Captures are worked on concurrently, and a
 // capture whose work hangs gives its slot back: one capture never waits on another's.
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { KubeClient } from '../kube/client.js';
-import { applyNodeReport, deleteNodeReport, entryOf, reportName, type NodeReport } from '../kube/node-report.js';
-import type { NodeCaptureStatus, PacketCapture } from '../kube/packetcapture.js';
+import { entryOf, reportName, type NodeReport } from '../kube/node-report.js';
+import type { PacketCapture } from '../kube/packetcapture.js';
 import type { Reflector } from '../kube/reflector.js';
 import type { CaptureSpecs } from './capture-specs.js';
 import { filtersToBpf } from '../filters/bpf.js';
@@ -35,6 +35,8 @@ import type { InterfaceResolver } from './pod-interface.js';
 import type { RotationPolicy } from './rotating-pcap.js';
 import type { RotationGate } from './rotation-gate.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
+import { CaptureDirectories, UID_MARKER } from './capture-directories.js';
+import { NodeReportWriter } from './node-report-writer.js';
 
 export interface Pod {
   metadata?: { name?: string; namespace?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
@@ -101,7 +103,6 @@ export interface ControllerOptions {
 
 /** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
 const DISK_DEADLINE_MS = 5_000;
-const UID_MARKER = '.capture-uid';
 /** What a capture directory holds besides files: kept when only the files are deleted. */
 export const CAPTURE_STATE_FILES: ReadonlySet<string> = new Set([UID_MARKER, TALLY_FILE]);
 /** Under the capture directory, for tcpdumps' output channels; no namespace can be called so. */
@@ -162,12 +163,14 @@ export class CaptureController {
   private readonly pipes: PipeBudget;
   private readonly gate: DiskGate;
   private readonly processes: ProcessRecords;
-  private readonly fieldManager: string;
+  private readonly reports: NodeReportWriter;
+  private readonly directories: CaptureDirectories;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
 
   constructor(private readonly o: ControllerOptions) {
-    this.fieldManager = `kube-pcap-agent/${o.nodeName}`;
+    this.reports = new NodeReportWriter({ kube: o.kube, nodeName: o.nodeName, statusIntervalMs: o.statusIntervalMs, counterIntervalMs: o.counterIntervalMs });
+    this.directories = new CaptureDirectories({ captureDir: o.captureDir, store: o.store, log: o.log, dropPins: o.dropPins, deadlineMs: DISK_DEADLINE_MS * 4 });
     this.queue = new WorkQueue((key) => this.work(key), {
       concurrency: o.concurrency ?? 8,
       slotTimeoutMs: 30_000,
@@ -340,7 +343,7 @@ export class CaptureController {
     }
     let rt = existing;
     if (!rt) {
-      await withDeadline(this.claimDirectory(key, dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);
+      await withDeadline(this.directories.claim(key, dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`);
       const tally = await withDeadline(CaptureTally.load(dir, uid), DISK_DEADLINE_MS, `reading ${dir}`);
       rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, counters: undefined, refused: false, tally };
       rt.sawTraffic = (await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`)).length > 0;
@@ -388,7 +391,7 @@ export class CaptureController {
     });
     if ([...rt.workers.values()].some((w) => w.stats.firstPacketAt !== undefined)) rt.sawTraffic = true;
     // Mid-lookup, the entry would soon be wrong; the lookup's answer brings the key back.
-    const statusWait = plan.settling ? undefined : await this.writeReport(pc, rt, entry, report, observed);
+    const statusWait = plan.settling ? undefined : await this.reports.write(pc, rt, entry, report, observed);
 
     // Come back when the clock changes the plan, when a debounced write is due, and while
     // workers run, for their counters.
@@ -414,7 +417,7 @@ export class CaptureController {
       await Promise.all(stopping);
       if (admitted.length === 0) return;
       await withDeadline(mkdir(dir, { recursive: true, mode: 0o700 }), DISK_DEADLINE_MS, `creating ${dir}`);
-      await withDeadline(this.claimDirectory(key, dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
+      await withDeadline(this.directories.claim(key, dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
       for (const want of admitted) {
         this.startWorker(key, rt, want, dir);
         unused--;
@@ -461,52 +464,6 @@ export class CaptureController {
     for (const [k, r] of this.runtimes) if (r.refused) this.queue.add(k);
   }
 
-  /**
-   * Writes this node's report when it differs from what the API server holds; returns the
-   * debounce wait. State, files and messages go out within the status interval; counters
-   * move with a state change and otherwise once per counter interval (Prometheus has them
-   * live), so a busy capture does not turn into a stream of writes.
-   */
-  private async writeReport(pc: PacketCapture, rt: Runtime, entry: NodeCaptureStatus | undefined, report: NodeReport | undefined, observed: NodeCaptureStatus | undefined): Promise<number | undefined> {
-    const { namespace, name } = pc.metadata;
-    const uid = pc.metadata.uid ?? '';
-    const now = Date.now();
-    if (report && report.spec?.captureUID !== uid) {
-      // An earlier capture's report under this name, not yet garbage-collected: its spec is
-      // immutable, so it goes before this capture's is written.
-      await deleteNodeReport(this.o.kube, namespace, report.metadata.name, report.metadata.uid);
-    }
-    if (!entry) {
-      if (observed && report) await deleteNodeReport(this.o.kube, namespace, report.metadata.name, report.metadata.uid);
-      return undefined;
-    }
-    // A state change carries the counters of its moment (never "Capturing, 0 packets");
-    // otherwise they move once per counter interval.
-    const due = rt.counters === undefined || now - rt.counters.at >= this.o.counterIntervalMs || entry.state !== observed?.state;
-    const counters = due ? { packets: entry.packets ?? 0, bytes: entry.bytes ?? 0, kernelDrops: entry.kernelDrops ?? 0, at: now } : rt.counters!;
-    const essential = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.state, e.directory, e.fileNames ?? [], e.message ?? '', e.pods ?? 0]) : 'none');
-    const countersOf = (e: NodeCaptureStatus | undefined): string => (e ? JSON.stringify([e.packets ?? 0, e.bytes ?? 0, e.kernelDrops ?? 0]) : '');
-    const essentialChange = essential(entry) !== essential(observed);
-    const countersChange = countersOf(entry) !== countersOf(observed);
-    if (!essentialChange && !(countersChange && due)) {
-      // Nothing to write now; unwritten counters are due at the next counter interval.
-      return countersChange && rt.counters ? rt.counters.at + this.o.counterIntervalMs - now : undefined;
-    }
-    const wait = rt.lastWrite + this.o.statusIntervalMs - now;
-    if (wait > 0) return wait;
-    rt.lastWrite = now;
-    rt.counters = counters;
-    const { node: _node, ...status } = entry;
-    await applyNodeReport(this.o.kube, { namespace, name, uid }, this.o.nodeName, {
-      ...status,
-      packets: counters.packets,
-      bytes: counters.bytes,
-      kernelDrops: counters.kernelDrops,
-      countersTime: new Date(counters.at).toISOString(),
-    }, this.fieldManager);
-    return undefined;
-  }
-
   /** A capture that no longer exists: stop it and remove its files (Calico's behaviour). */
   private async forget(key: string, rt: Runtime): Promise<void> {
     this.runtimes.delete(key);
@@ -520,47 +477,23 @@ export class CaptureController {
 
   /**
    * Files of captures that no longer exist (deleted while this agent was not running), of
-   * finished captures past their retention, and stale cache entries. Only directories that
-   * carry this agent's marker are touched (docs/agent.md, "Garbage collection"): whatever
-   * else is under the capture root is someone else's.
+   * finished captures past their retention, and stale cache entries (docs/agent.md,
+   * "Garbage collection"; the file system's side is capture-directories.ts).
    */
   private async collectGarbage(): Promise<void> {
     const captures = new Map([...this.o.captures.items.values()].map((pc) => [`${pc.metadata.namespace}/${pc.metadata.name}`, pc]));
     this.filters.retain(new Set(this.expressions.values()));
     this.interfaces.retain(new Set([...this.o.pods.items.values()].map((p) => this.podView(p)).filter((p) => p.ip).map((p) => podKey({ uid: p.uid, ip: p.ip! }))));
     const retention = this.o.finishedRetentionMs ?? 0;
-    let foreign = 0;
-    for (const ns of await readdir(this.o.captureDir).catch(() => [] as string[])) {
-      for (const name of await readdir(join(this.o.captureDir, ns)).catch(() => [] as string[])) {
-        const key = `${ns}/${name}`;
-        let dir: string;
-        try {
-          dir = this.o.store.captureDir(ns, name);
-        } catch {
-          foreign++;
-          continue; // not a capture directory's name
-        }
-        if (!(await stat(join(dir, UID_MARKER)).then((s) => s.isFile(), () => false))) {
-          foreign++;
-          continue; // not made by a kube-pcap agent: never ours to delete
-        }
-        const pc = captures.get(key);
-        let why: string;
-        if (!pc && !this.runtimes.has(key)) {
-          why = 'files of a capture that no longer exists removed';
-        } else {
-          const end = pc?.spec?.endTime ? Date.parse(pc.spec.endTime) : NaN;
-          const runtime = this.runtimes.get(key);
-          if (!(retention > 0 && end + retention < Date.now()) || (runtime && runtime.workers.size > 0)) continue;
-          why = `files of a capture finished over ${Math.round(retention / 1000)} s ago removed (--finished-retention-seconds)`;
-        }
-        await this.o.dropPins?.(ns, name);
-        const removed = await withDeadline(this.o.store.removeAll(ns, name), DISK_DEADLINE_MS * 4, `removing ${key}`);
-        this.o.log.info({ capture: key, removed: removed.length }, why);
-        if (pc) this.queue.add(key); // its report says so
-      }
-    }
-    this.o.log.debug({ foreign }, 'garbage collection done');
+    const removed = await this.directories.sweep((key) => {
+      const pc = captures.get(key);
+      if (!pc && !this.runtimes.has(key)) return 'files of a capture that no longer exists removed';
+      const end = pc?.spec?.endTime ? Date.parse(pc.spec.endTime) : NaN;
+      const runtime = this.runtimes.get(key);
+      if (!(retention > 0 && end + retention < Date.now()) || (runtime && runtime.workers.size > 0)) return undefined;
+      return `files of a capture finished over ${Math.round(retention / 1000)} s ago removed (--finished-retention-seconds)`;
+    });
+    for (const key of removed) if (captures.has(key)) this.queue.add(key); // its report says so
   }
 
   private observe(): void {
@@ -574,21 +507,5 @@ export class CaptureController {
       for (const w of rt.workers.values()) drops += w.stats.kernelDrops;
     }
     this.o.metrics?.observe({ captures, workers, kernelDrops: drops, diskFreeBytes: this.budget.diskFreeBytes, bufferedBytes: this.buffers.bytes, pipeBytes: this.pipes.bytes });
-  }
-
-  /** Records which capture (by uid) owns the directory; another uid's files are removed. */
-  private async claimDirectory(key: string, dir: string, uid: string): Promise<void> {
-    const marker = join(dir, UID_MARKER);
-    const owner = await readFile(marker, 'utf8').catch(() => undefined);
-    if (owner === uid) return;
-    if (owner !== undefined) {
-      const [namespace, name] = key.split('/') as [string, string];
-      await this.o.dropPins?.(namespace, name);
-      await rm(dir, { recursive: true, force: true });
-      this.o.log.info({ dir }, 'files of an earlier capture with the same name removed');
-    }
-    const exists = await readdir(dir).then(() => true, () => false);
-    if (!exists) return; // created with the first worker
-    await writeFile(marker, uid, { mode: 0o600 });
   }
 }
