@@ -23,6 +23,7 @@ import { BlockType, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-
 import { checkedInterface, checkedNames, checkedPacket, checkedStatistics, checkedStatisticsInterface } from './pcapng-merge.js';
 import { AGENT_ANSWER_LIMITS } from '../contract/agent-api.js';
 import { TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
+import { Fifo } from '../flow/fifo.js';
 
 export interface LiveNode {
   node: string;
@@ -65,7 +66,7 @@ interface Queued {
 
 /** One node's stream, read into a bounded queue by its own loop. */
 class LiveInput {
-  readonly queue: Queued[] = [];
+  readonly queue = new Fifo<Queued>();
   queuedBytes = 0;
   /** The node's interfaces by their own id, and by what they are (a reconnection reuses the section's id). */
   ids: number[] = [];
@@ -143,7 +144,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
         if (leading.size > 0) {
           for (const i of [...leading].sort((a, b) => a.tag - b.tag)) {
             leading.delete(i);
-            while (i.queue.length > 0 && i.queue[0]!.micros === undefined) {
+            while (i.queue.length > 0 && i.queue.peek()!.micros === undefined) {
               const q = take(i);
               put(enc.copy(q.block, 0, q.block.length));
             }
@@ -152,7 +153,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
           }
         }
         const top = heads.peek();
-        if (!top || (!done && !(top.input.queue[0]!.micros! <= floor))) break;
+        if (!top || (!done && !(top.input.queue.peek()!.micros! <= floor))) break;
         heads.pop();
         const i = top.input;
         const q = take(i);
@@ -204,7 +205,7 @@ export async function* liveMerge(o: LiveMergeOptions): AsyncGenerator<Buffer> {
 
   /** Puts a node whose queue is not empty where its head says: the heap for a packet, else the leading set. */
   function place(i: LiveInput): void {
-    const q = i.queue[0]!;
+    const q = i.queue.peek()!;
     if (q.micros === undefined) leading.add(i);
     else heads.push({ s: q.s, ns: q.ns, tag: i.tag, input: i });
   }
