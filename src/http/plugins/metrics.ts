@@ -35,8 +35,9 @@ export const requestMetricsPlugin = fp(async (app: FastifyInstance, opts: Reques
 export interface MetricsEndpointOptions {
   registry: Registry;
   /**
-   * Who may read /metrics (throws a verdict of src/auth/verdict.ts: answered 401/403/503). Metrics name namespaces,
-   * captures and users' activity, so every server asks (auth/metrics-reader.ts).
+   * Who may read /metrics (throws a verdict of src/auth/verdict.ts, answered 401/403/503).
+   * Metrics name namespaces, captures and users' activity, so every server asks
+   * (auth/metrics-reader.ts).
    */
   authorize: (request: FastifyRequest) => Promise<void>;
 }
