@@ -21,7 +21,7 @@ import { RecordArena } from './record-arena.js';
 import { DeadlineExceeded, withDeadline } from './deadline.js';
 import type { DiskGate } from './disk-gate.js';
 import type { BufferBudget, PipeBudget } from './node-budget.js';
-import { resizePipe } from './pipe-size.js';
+import { busyForPipe, resizePipe } from './pipe-size.js';
 import { DiskFullError, RotatingPcapFile, type RotationPolicy } from './rotating-pcap.js';
 import type { ProcessRecords } from './leftover-tcpdumps.js';
 import type { RotationGate } from './rotation-gate.js';
@@ -403,6 +403,7 @@ export class CaptureWorker extends EventEmitter {
       // handlers use stdio, which a signal mid-write would corrupt (parked-signal.ts).
       let signalTimer: NodeJS.Timeout | undefined;
       let statsAt = Date.now();
+      let tickAt = Date.now();
       let unreadable = false;
       let signalling = false;
       const tick = async (): Promise<void> => {
@@ -413,10 +414,15 @@ export class CaptureWorker extends EventEmitter {
         // A full output buffer since the last tick: tcpdump flushed by itself meanwhile, so
         // what it holds is younger than the tick; a busy capture is not stopped four times a
         // second for nothing (each stop costs /proc reads and two context switches).
-        const busy = receivedSinceTick >= Math.max(this.opts.outputBufferBytes ?? 0, 4096);
+        const buffer = Math.max(this.opts.outputBufferBytes ?? 0, 4096);
+        const flushedItself = receivedSinceTick >= buffer;
+        // The pipe grows for a rate, not for a buffer that filled while the event loop was late.
+        const now = Date.now();
+        const busy = busyForPipe(receivedSinceTick, now - tickAt, TCPDUMP_FLUSH_MS, buffer);
+        tickAt = now;
         receivedSinceTick = 0;
         if (busy) growPipe();
-        if (busy && !statsDue) return;
+        if (flushedItself && !statsDue) return;
         signalling = true;
         try {
           const result = await signalWhenParked(pid, statsDue ? ['SIGUSR2', 'SIGUSR1'] : ['SIGUSR2']);

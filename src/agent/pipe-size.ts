@@ -49,3 +49,13 @@ export async function resizePipe(fd: number, bytes: number, timeoutMs = 5000): P
     });
   });
 }
+
+/**
+ * Whether a capture is busy enough to grow its pipe: a full output buffer per tick interval,
+ * as a rate. Bytes received over a tick that came late (a loaded node runs its timers
+ * behind) are spread over the time that really passed, so a quiet capture on a busy node
+ * does not look busy.
+ */
+export function busyForPipe(receivedBytes: number, elapsedMs: number, tickMs: number, bufferBytes: number): boolean {
+  return (receivedBytes * tickMs) / Math.max(tickMs, elapsedMs) >= bufferBytes;
+}

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { PipeBudget } from '../../src/agent/node-budget.js';
-import { PipeResizeError, resizePipe } from '../../src/agent/pipe-size.js';
+import { busyForPipe, PipeResizeError, resizePipe } from '../../src/agent/pipe-size.js';
 import { run } from '../harness/http.js';
 import type { TapTest } from '../harness/tap.js';
 
@@ -86,4 +86,12 @@ t.test('the node budget: reservations up to the limit, then none until one is re
   t.ok(rounded.reserve(200_000));
   rounded.settle(200_000, 256 * 1024);
   t.equal(rounded.bytes, 256 * 1024, 'what the kernel gave counts, not what was asked');
+});
+
+t.test('a pipe grows for a rate of a full buffer per tick, not for a tick that came late', async (t) => {
+  const KiB = 1024;
+  t.ok(busyForPipe(300 * KiB, 250, 250, 256 * KiB), '300 KiB in one 250 ms tick: busy');
+  t.ok(busyForPipe(300 * KiB, 100, 250, 256 * KiB), 'an early tick counts as a whole one');
+  t.notOk(busyForPipe(300 * KiB, 1500, 250, 256 * KiB), 'the same 300 KiB over 1.5 s (timers behind on a loaded node): 50 KiB a tick, quiet');
+  t.notOk(busyForPipe(50 * KiB, 250, 250, 256 * KiB), 'about 2 000 DNS packets a second: quiet');
 });
