@@ -17,6 +17,16 @@ const LABEL = new RegExp(DNS1123_LABEL);
 const IFACE = /^[A-Za-z0-9_.:@-]{1,15}$/;
 const UID = /^[0-9a-f-]{1,64}$/;
 
+/**
+ * Text an agent sent, as it may reach a user (a Status message, MISSING.txt, a pcapng
+ * comment Wireshark shows): one line of at most `maxChars`, without C0 and C1 controls, DEL,
+ * line separators, or the bidirectional overrides that make text read otherwise than it is.
+ */
+export function agentText(text: string, maxChars: number): string {
+  // eslint-disable-next-line no-control-regex -- controls are exactly what is removed
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]+/g, ' ').slice(0, maxChars);
+}
+
 /** The agent answered, but not as the contract says: never streamed, always a 502. */
 export class InvalidListingError extends Error {
   constructor(readonly node: string, reason: string) {

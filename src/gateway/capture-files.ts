@@ -10,7 +10,7 @@ import { KubeApiError, KubeUnavailableError } from '../kube/client.js';
 import { entryOf } from '../kube/node-report.js';
 import type { CaptureState, NodeCaptureStatus, PacketCapture } from '../kube/packetcapture.js';
 import { AgentError, type AgentClient, type AgentFile } from './agent-client.js';
-import { InvalidListingError, isNodeName } from './agent-listing.js';
+import { agentText, InvalidListingError, isNodeName } from './agent-listing.js';
 import type { AgentDirectory, AgentEndpoint } from './agent-directory.js';
 import type { CaptureCache } from './capture-cache.js';
 
@@ -49,15 +49,9 @@ export type MissingNode = NodeProblem;
 /** Agent answers that say "not now" (docs/downloads.md): too many pins, no disk for one yet. */
 const PASSING_REFUSALS = new Set([503, 507]);
 
-/** An agent's words, as they reach a user's answer and MISSING.txt: one line, bounded. */
-function oneLine(text: string): string {
-  // eslint-disable-next-line no-control-regex -- controls are exactly what is removed
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').slice(0, 300);
-}
-
 /** How an agent failed a call: a refusal in its own words when it answered, else unreachable. */
 export function agentProblem(err: AgentError): NodeProblem {
-  if (err.status !== undefined) return { node: err.node, problem: 'AgentRefused', why: `its agent refused (${oneLine(err.answer ?? err.message)})`, status: err.status };
+  if (err.status !== undefined) return { node: err.node, problem: 'AgentRefused', why: `its agent refused (${agentText(err.answer ?? err.message, 300)})`, status: err.status };
   return { node: err.node, problem: 'AgentUnreachable', why: `its agent could not be asked (${err.message.slice(0, 200)})` };
 }
 

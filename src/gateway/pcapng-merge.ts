@@ -16,7 +16,7 @@ import { BlockType, packetBlockBare, packetBlockWhole, parseInterfaceBlock, pars
 import { interfaceLabel } from '../pcap/interface-label.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 import { AGENT_ANSWER_LIMITS } from '../contract/agent-api.js';
-import { isInterfaceName, isNodeName, isUid } from './agent-listing.js';
+import { agentText, isInterfaceName, isNodeName, isUid } from './agent-listing.js';
 
 export interface NodeStream {
   node: string;
@@ -224,8 +224,7 @@ export function checkedStatisticsInterface(r: PcapngBlockReader, ids: number[]):
 
 /** A comment from an agent, as a viewer will show it: one line of printable text, bounded. */
 export function cleanComment(text: string): string {
-  // C0 and C1 controls, DEL, and the bidirectional overrides that make text read otherwise than it is.
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]+/g, ' ').slice(0, MAX_COMMENT_CHARS);
+  return agentText(text, MAX_COMMENT_CHARS);
 }
 
 const MAX_COMMENT_CHARS = 256;
