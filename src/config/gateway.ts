@@ -4,8 +4,7 @@ import { hostname } from 'node:os';
 import type { LeaderElectionOptions } from '../kube/leader-election.js';
 import { addressSet, LOOPBACK } from './address-set.js';
 import { serverConfig, serverOptions, type ServerConfig } from './common.js';
-import { parseListen } from './options.js';
-import { type OptionTable, type OptionValues, UsageError } from './options.js';
+import { type OptionTable, type OptionValues, parseListen, UsageError } from './options.js';
 
 const C = 'kube-pcap gateway';
 
