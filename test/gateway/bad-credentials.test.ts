@@ -12,15 +12,14 @@ import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https, type Response } from '../harness/http.js';
 import { checkResponse } from '../harness/openapi.js';
 import { gatewayMetricsText, startGateway, type GatewayHandle } from '../harness/kube-pcap.js';
+import { unissuedJwt } from '../harness/tokens.js';
 import { waitFor } from '../harness/wait.js';
 
 const c = await privateCluster(t);
 const w = await storefrontWorld(t, c);
 await w.grantFiles();
 const ca = w.pki.ca.certFile;
-let n = 0;
-/** A JWT-shaped token no one issued: unexpired, so it goes to TokenReview. */
-const garbage = (): string => [{ alg: 'RS256' }, { sub: `nobody-${n++}`, exp: Math.floor(Date.now() / 1000) + 3600 }].map((p) => Buffer.from(JSON.stringify(p)).toString('base64url')).join('.') + '.c2ln';
+const garbage = unissuedJwt;
 
 async function gateway(name: string, args: string[]): Promise<GatewayHandle> {
   return await startGateway(t, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, name, extraArgs: args });
