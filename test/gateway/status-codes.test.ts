@@ -115,6 +115,12 @@ t.test('401: the token of a deleted ServiceAccount', async (t) => {
   await c.applyManifest(`apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: leaver-files, namespace: ${w.ns}}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: packetcapture-files-reader}\nsubjects: [{kind: ServiceAccount, name: leaver, namespace: ${w.ns}}]\n`);
   const token = await c.tokenFor(w.ns, 'leaver');
   await c.core.deleteNamespacedServiceAccount({ name: 'leaver', namespace: w.ns });
+  // The API server checks a token's ServiceAccount against its own informer, which learns of the
+  // delete a moment later; the gateway must follow the API server's verdict once it has one.
+  await waitFor(async () => {
+    const review = await c.authn.createTokenReview({ body: { spec: { token } } });
+    return review.status?.authenticated !== true;
+  }, { what: 'the API server to refuse the deleted ServiceAccount\'s token', timeoutMs: 10_000 });
   const body = await expectStatus(t, await https(url(DOWNLOAD), { caFile: ca, token }), 401, 'Unauthorized');
   t.match(body.message, /invalid bearer token/);
 });
