@@ -3,11 +3,11 @@
 # system packages, npm dependencies, the build, the control-plane binaries), then run the
 # command inside the sandbox (scripts/sandbox.sh). Works on a fresh clone as root.
 #
-#   scripts/run.sh test [test files...] | demo | e2e:cluster | cluster:up | cluster:down
+#   scripts/run.sh test [test files...] | test:fast | demo | e2e:cluster | cluster:up | cluster:down
 #                  | bench:download | bench:capture | bench:auth | bench:scale | bench:pcapng | bench:live | bench:live-merge | bench:cluster
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what="${1:?usage: scripts/run.sh test|demo|e2e:cluster|cluster:up|cluster:down|bench:download|bench:capture|bench:auth|bench:scale|bench:pcapng|bench:live|bench:live-merge|bench:cluster [args]}"
+what="${1:?usage: scripts/run.sh test|test:fast|demo|e2e:cluster|cluster:up|cluster:down|bench:download|bench:capture|bench:auth|bench:scale|bench:pcapng|bench:live|bench:live-merge|bench:cluster [args]}"
 shift
 
 if [[ "$what" == cluster:down ]]; then exec bash test/cluster/cluster-down.sh "$@"; fi
@@ -40,6 +40,9 @@ fi
 
 rm -rf dist
 npx tsc -p tsconfig.json
+
+# The fast tier needs nothing more: no Go builds, no images, no API server.
+if [[ "$what" == test:fast ]]; then exec bash scripts/sandbox.sh node --enable-source-maps dist/test/harness/run-suite.js --fast "$@"; fi
 
 if (( cluster )); then
   # The images' build waits on the network (Debian's mirror, the npm registry) while the Go

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autoload from '@fastify/autoload';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, RouteOptions } from 'fastify';
 import { destination, type Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { authenticationChain } from '../auth/authentication/chain.js';
@@ -45,6 +45,8 @@ export interface GatewayDeps {
   kube: KubeClient;
   log: Logger;
   tls: TlsMaterial;
+  /** Observers of each application's route table, told of every route as it is added (the fast tier's conformance check). */
+  onRoute?: { api?: (route: RouteOptions) => void; ops?: (route: RouteOptions) => void };
 }
 
 /** The gateway's two listeners: the API, and operations (probes and /metrics) apart from it. */
@@ -58,11 +60,13 @@ const OPS_MAX_CONNECTIONS = 64;
 /** Per address: the kubelet's probes and a scraper need one or two each (the NetworkPolicy admits whom). */
 const OPS_MAX_CONNECTIONS_PER_ADDRESS = 8;
 
-export async function buildGatewayApp({ config, kube, log, tls }: GatewayDeps): Promise<GatewayApps> {
+export async function buildGatewayApp({ config, kube, log, tls, onRoute }: GatewayDeps): Promise<GatewayApps> {
   const registry = new Registry();
   const perAddressRefused = new Counter({ name: 'kube_pcap_gateway_connections_refused_total', help: 'Connections closed on arrival because their source address held --max-connections-per-address.', registers: [registry] });
   const app = createHttpsServer(tls, log, { ...config.limits, onRefusedPerAddress: () => perAddressRefused.inc() });
   const ops = createHttpsServer(tls, log.child({ listener: 'ops' }), { ...config.limits, maxConnections: OPS_MAX_CONNECTIONS, maxConnectionsPerAddress: OPS_MAX_CONNECTIONS_PER_ADDRESS });
+  if (onRoute?.api) app.addHook('onRoute', onRoute.api);
+  if (onRoute?.ops) ops.addHook('onRoute', onRoute.ops);
   const cacheLookups = new Counter({ name: 'kube_pcap_review_cache_lookups_total', help: 'Review cache lookups by review and result (hit, miss, coalesced).', labelNames: ['review', 'result'], registers: [registry] });
   const reviewSeconds = new Histogram({ name: 'kube_pcap_review_duration_seconds', help: 'Latency of TokenReviews and SubjectAccessReviews sent to the API server.', labelNames: ['review', 'outcome'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers: [registry] });
   const agentErrors = new Counter({ name: 'kube_pcap_gateway_agent_errors_total', help: 'Failed calls to agents, by operation.', labelNames: ['operation'], registers: [registry] });

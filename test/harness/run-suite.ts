@@ -1,13 +1,15 @@
 // The test suite's runner (what `npm test` and `.ci/run` execute inside the sandbox), in
-// two phases:
-//   1. every test but the real cluster's, against one shared control plane, two files at
-//      a time;
+// three phases:
+//   0. the fast tier (test/fast, test/unit, test/selector): no API server, no network
+//      namespace, seconds in all; `npm run test:fast` runs only this phase;
+//   1. every other test but the real cluster's, against one shared control plane, two files
+//      at a time;
 //   2. the real cluster's (test/cluster: kubelets, containerd, our images, the chart), one
 //      file at a time against one cluster brought up here (test/cluster/real-cluster.ts).
 // It prints what failed and a final `N passed, N failed` line, and stops everything it
 // started.
 //
-//   node dist/test/harness/run-suite.js [tap file arguments...]
+//   node dist/test/harness/run-suite.js [--fast | tap file arguments...]
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
@@ -29,6 +31,8 @@ interface FileResult {
 
 const CLUSTER_TESTS = join(REPO_ROOT, 'dist', 'test', 'cluster');
 const isClusterTest = (f: string): boolean => /(^|\/)test\/cluster\//.test(f);
+/** The fast tier: nothing but this process's own servers, pcap files and tcpdump -d. */
+const isFastTest = (f: string): boolean => /(^|\/)test\/(fast|unit|selector)\//.test(f);
 
 /**
  * About how long the slow files take (seconds, a fresh machine's run); the others take
@@ -50,8 +54,8 @@ function estimate(file: string): number {
   return (m && ESTIMATED_SECONDS[m[1]!]) || 6;
 }
 
-/** Every test file but the cluster's, in two halves of about equal length (longest first, each to the shorter half). */
-async function phaseOneHalves(): Promise<[string[], string[]]> {
+/** Every test file under dist/test, relative to the repository. */
+async function testFiles(): Promise<string[]> {
   const found: string[] = [];
   const walk = async (dir: string): Promise<void> => {
     for (const e of await readdir(dir, { withFileTypes: true })) {
@@ -61,9 +65,14 @@ async function phaseOneHalves(): Promise<[string[], string[]]> {
     }
   };
   await walk(join(REPO_ROOT, 'dist', 'test'));
+  return found.sort();
+}
+
+/** Every test file but the cluster's and the fast tier's, in two halves of about equal length (longest first, each to the shorter half). */
+async function phaseOneHalves(): Promise<[string[], string[]]> {
   const halves: [string[], string[]] = [[], []];
   const load = [0, 0];
-  for (const f of found.filter((x) => !isClusterTest(x)).sort((a, b) => estimate(b) - estimate(a) || a.localeCompare(b))) {
+  for (const f of (await testFiles()).filter((x) => !isClusterTest(x) && !isFastTest(x)).sort((a, b) => estimate(b) - estimate(a) || a.localeCompare(b))) {
     const i = load[0]! <= load[1]! ? 0 : 1;
     halves[i].push(f);
     load[i]! += estimate(f);
@@ -80,6 +89,12 @@ async function main(): Promise<number> {
 
   const results: FileResult[] = [];
   let tapFailed = false;
+  // .ci/run runs the fast tier on its own first and says so (KUBE_PCAP_FAST_DONE=1).
+  if (args[0] === '--fast' || (args.length === 0 && process.env.KUBE_PCAP_FAST_DONE !== '1')) {
+    process.stdout.write('the fast tier (test/fast, test/unit, test/selector)\n');
+    tapFailed = (await runTap(['--jobs=2', ...(await testFiles()).filter(isFastTest)], {}, results, 'last-run-fast.tap')) !== 0;
+    if (args[0] === '--fast') return summarize(results, strict, tapFailed);
+  }
   const plain = args.filter((f) => !isClusterTest(f));
   const clusterFiles = args.length === 0
     ? (await readdir(CLUSTER_TESTS)).filter((f) => f.endsWith('.test.js')).sort().map((f) => relative(REPO_ROOT, join(CLUSTER_TESTS, f)))
@@ -87,7 +102,7 @@ async function main(): Promise<number> {
   if (args.length === 0) {
     const halves = await phaseOneHalves();
     const codes = await withControlPlane(tmp, async (infoFile) => await Promise.all(halves.map((files, i) => runTap(['--jobs=1', ...files], { KUBE_PCAP_TEST_CLUSTER: infoFile }, results, `last-run-${i + 1}.tap`))));
-    tapFailed = codes.some((code) => code !== 0);
+    tapFailed = codes.some((code) => code !== 0) || tapFailed;
   } else if (plain.length > 0) {
     tapFailed = (await withControlPlane(tmp, (infoFile) => runTap(plain, { KUBE_PCAP_TEST_CLUSTER: infoFile }, results, 'last-run.tap'))) !== 0;
   }
