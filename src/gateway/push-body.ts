@@ -44,7 +44,7 @@ export function pushBodyOf(stream: Readable): PushBody {
   };
 }
 
-/** A PushBody as a stream (for archiver's deflated zip); each piece is copied, as views are transient. */
+/** A PushBody as a stream (for the deflated zip, through zlib); each piece is copied, as views are transient. */
 export function streamOf(body: PushBody): Readable {
   let ended = false;
   const stream = new Readable({

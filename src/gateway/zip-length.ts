@@ -2,7 +2,7 @@
 // (docs/downloads.md, "Exact length"). With every entry's size pinned, the archive's layout is
 // fixed: per entry a local header, the bytes, a data descriptor (entries are streamed, so
 // their CRC follows them) and a central directory header; then the end records. The sizes
-// below are those stored-zip.ts writes (archiver's layout, field for field), zip64 included; the
+// below are those zip-writer.ts writes (archiver's layout, field for field), zip64 included; the
 // stream counts what it sends against this figure and cuts the connection rather than send
 // a byte more or end a byte short (zip-stream.ts), and test/unit/zip-length.test.ts holds
 // the two together for ordinary, many-entry and zip64 archives.

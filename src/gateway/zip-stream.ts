@@ -3,17 +3,15 @@
 // which slows the read from the agent). Any failure after the first byte cuts the
 // connection, so the client sees a truncated transfer rather than a valid-looking zip that
 // silently lacks files.
-import { once } from 'node:events';
 import { pipeline, Readable, Transform, type Writable } from 'node:stream';
-import { crc32 } from 'node:zlib';
-import { ZipArchive } from 'archiver';
+import { crc32, createDeflateRaw } from 'node:zlib';
 import { ChunkWriter } from './chunk-writer.js';
-import { useNativeCrc32 } from './native-crc32.js';
 import { streamOf, type PushBody } from './push-body.js';
-import { StoredZipWriter } from './stored-zip.js';
+import { ZipWriter } from './zip-writer.js';
 import { forceZip64 } from './zip-length.js';
 
-useNativeCrc32();
+/** zlib's default: most of the gain for a fraction of level 9's CPU (pcap compresses well). */
+const DEFLATE_LEVEL = 6;
 
 export interface ZipSource {
   /** Path inside the zip, e.g. "<node>/<file>". */
@@ -57,7 +55,7 @@ export const CLIENT_GONE = 'client gone';
 /**
  * A stored zip (the default), written straight to the response. Each agent's body is pushed
  * in (push-body.ts) and copied once into a reused chunk (chunk-writer.ts), whose CRC-32 is
- * taken natively before it is written; the headers around it are stored-zip.ts's. When both
+ * taken natively before it is written; the headers around it are zip-writer.ts's. When both
  * chunks in flight are still with the client, the agent's socket is paused until one comes
  * back: no stream stage, promise or allocation per TLS record (docs/downloads.md, "Throughput").
  */
@@ -109,7 +107,7 @@ export class StoredZipSender {
   }
 
   private async archive(out: Writable): Promise<void> {
-    const zip = new StoredZipWriter(forceZip64(this.sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
+    const zip = new ZipWriter(forceZip64(this.sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
     let crc = 0;
     const writer = new ChunkWriter(out, {
       chunkBytes: WRITE_BYTES,
@@ -166,81 +164,78 @@ export class StoredZipSender {
   }
 }
 
-/** A deflated zip (?compression=deflate), through archiver, as a stream. */
+/**
+ * A deflated zip (?compression=deflate), as a stream: the same writer as the stored zip
+ * (zip-writer.ts), each entry's bytes through zlib's raw deflate. Its length is not known
+ * before the end, so it goes out chunked; back-pressure runs from the client to the agent's
+ * body through the stream's pulls.
+ */
 export function deflatedZipStream(sources: ZipSource[], opts: ZipOptions): Readable {
-  const archive = new ZipArchive({
-    store: false,
-    zlib: { level: 6 },
-    forceZip64: forceZip64(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))),
-    // archiver buffers 1 MiB by default: enough for the network's chunks to outlive V8's
-    // young generation, so that every streamed byte became old-space garbage (+50 MB RSS
-    // and slower). Node's own 16 KiB keeps them short-lived; measured: RSS -45 MB, +15% MB/s.
-    highWaterMark: 16 * 1024,
-  });
   const abort = new AbortController();
   const promise = new SentLength(opts);
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      try {
-        promise.count(chunk.length);
-      } catch (err) {
-        done(err as Error);
-        return;
-      }
-      done(null, chunk);
-    },
-    flush(done) {
-      done(promise.broken() ?? null);
-    },
-  });
+  let reading: PushBody | undefined;
   const fail = (err: Error): void => {
     if (abort.signal.aborted) return;
     abort.abort(err);
     opts.onError?.(err);
-    archive.abort();
-    counter.destroy(err);
+    reading?.destroy(err);
   };
-  archive.on('error', fail);
-  archive.on('warning', fail);
-  // The client went away (the HTTP layer destroys what it was sending): stop reading agents.
-  // A broken length promise, first: then the close that follows is not taken for the client's.
-  counter.on('error', fail);
-  counter.on('close', () => {
-    if (!counter.readableEnded) fail(new Error(CLIENT_GONE));
-  });
-  archive.pipe(counter);
-
-  void (async () => {
-    for (const src of sources) {
-      if (abort.signal.aborted) return;
-      const { body, length } = await src.open(abort.signal);
-      const checked = lengthChecked(streamOf(body), src.name, length ?? src.size);
-      const failed = new Promise<never>((_, reject) => checked.once('error', reject));
-      failed.catch(() => undefined);
-      archive.append(checked, { name: src.name, date: src.modified, store: false });
-      await Promise.race([once(archive, 'entry', { signal: abort.signal }), failed]);
-      src.done?.();
+  const counted = (b: Buffer): Buffer => {
+    promise.count(b.length);
+    return b;
+  };
+  async function* bytes(): AsyncGenerator<Buffer> {
+    const zip = new ZipWriter(forceZip64(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
+    try {
+      for (const src of sources) {
+        abort.signal.throwIfAborted();
+        const { body, length } = await src.open(abort.signal);
+        reading = body;
+        const expected = length ?? src.size;
+        let crc = 0;
+        let size = 0;
+        let compressed = 0;
+        const tap = new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            crc = crc32(chunk, crc);
+            size += chunk.length;
+            done(expected !== undefined && size > expected ? shortBody(src.name, size, expected) : null, chunk);
+          },
+          flush(done) {
+            done(shortBody(src.name, size, expected) ?? null);
+          },
+        });
+        const deflate = createDeflateRaw({ level: DEFLATE_LEVEL });
+        pipeline(streamOf(body), tap, deflate, () => undefined);
+        try {
+          yield counted(zip.localHeader(src.name, src.modified, 'deflate'));
+          for await (const chunk of deflate) {
+            compressed += (chunk as Buffer).length;
+            yield counted(chunk as Buffer);
+          }
+        } finally {
+          reading = undefined;
+          body.destroy();
+          deflate.destroy();
+        }
+        yield counted(zip.descriptor(crc, size, compressed));
+        src.done?.();
+      }
+      yield counted(zip.end());
+      const broken = promise.broken();
+      if (broken) throw broken;
+    } catch (err) {
+      const e = abort.signal.aborted ? (abort.signal.reason as Error) : err instanceof Error ? err : new Error(String(err));
+      fail(e);
+      throw e;
     }
-    await archive.finalize();
-  })().catch((err: unknown) => fail(err instanceof Error ? err : new Error(String(err))));
-
-  return counter;
-}
-
-/** Passes the body through, failing when it errors or ends short of the expected length. */
-function lengthChecked(body: Readable, name: string, expected: number | undefined): Transform {
-  let received = 0;
-  const check = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      received += chunk.length;
-      done(null, chunk);
-    },
-    flush(done) {
-      done(shortBody(name, received, expected) ?? null);
-    },
+  }
+  const out = Readable.from(bytes(), { objectMode: false, highWaterMark: 16 * 1024 });
+  // The client went away (the HTTP layer destroys what it was sending): stop reading agents.
+  out.on('close', () => {
+    if (!out.readableEnded) fail(new Error(CLIENT_GONE));
   });
-  pipeline(body, check, () => undefined);
-  return check;
+  return out;
 }
 
 /**

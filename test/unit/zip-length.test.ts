@@ -1,5 +1,5 @@
 // The promised Content-Length of a stored files.zip (src/gateway/zip-length.ts) against the
-// bytes the gateway's zip stream really writes (src/gateway/stored-zip.ts), and those bytes
+// bytes the gateway's zip stream really writes (src/gateway/zip-writer.ts), and those bytes
 // against archiver's for the same entries: ordinary archives, more entries than classic zip
 // can count, and one just under 4 GiB that is zip64 by the gateway's choice while no entry
 // or offset needs it. Entries past 4 GiB, and offsets past it, are
@@ -9,7 +9,7 @@ import { crc32 } from 'node:zlib';
 import { ZipArchive } from 'archiver';
 import t from 'tap';
 import { pushBodyOf } from '../../src/gateway/push-body.js';
-import { StoredZipWriter } from '../../src/gateway/stored-zip.js';
+import { ZipWriter } from '../../src/gateway/zip-writer.js';
 import { storedZipLength, ZIP64_FROM_BYTES } from '../../src/gateway/zip-length.js';
 import { StoredZipSender, type ZipSource } from '../../src/gateway/zip-stream.js';
 
@@ -99,7 +99,7 @@ async function archiverZip(entries: { name: string; date: Date; data: Buffer }[]
 }
 
 function writerZip(entries: { name: string; date: Date; data: Buffer }[], forceZip64: boolean): Buffer {
-  const w = new StoredZipWriter(forceZip64);
+  const w = new ZipWriter(forceZip64);
   const parts: Buffer[] = [];
   for (const e of entries) parts.push(w.localHeader(e.name, e.date), e.data, w.descriptor(crc32(e.data), e.data.length));
   parts.push(w.end());

@@ -1,7 +1,7 @@
 // The stored files.zip as written to a response (src/gateway/zip-stream.ts with
 // chunk-writer.ts): bodies handed over as views of one reused buffer, in pieces that never
 // line up with the 64 KiB chunks, to a client that takes its time, must give the same bytes
-// as the zip written whole (stored-zip.ts, itself held to archiver's layout in
+// as the zip written whole (zip-writer.ts, itself held to archiver's layout in
 // zip-length.test.ts), with a fixed number of chunks in flight, and a failure on either side
 // must end the download with the reason.
 import { randomBytes } from 'node:crypto';
@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import t from 'tap';
 import type { PushBody } from '../../src/gateway/push-body.js';
-import { StoredZipWriter } from '../../src/gateway/stored-zip.js';
+import { ZipWriter } from '../../src/gateway/zip-writer.js';
 import { storedZipLength } from '../../src/gateway/zip-length.js';
 import { CLIENT_GONE, StoredZipSender, type ZipSource } from '../../src/gateway/zip-stream.js';
 
@@ -98,7 +98,7 @@ function sources(events: { paused: number }, opened?: string[]): ZipSource[] {
 }
 
 function wholeZip(): Buffer {
-  const w = new StoredZipWriter(false);
+  const w = new ZipWriter(false);
   const parts: Buffer[] = [];
   for (const e of entries) parts.push(w.localHeader(e.name, MODIFIED), e.data, w.descriptor(crc32(e.data), e.data.length));
   parts.push(w.end());

@@ -1,10 +1,10 @@
-// The bytes of a stored (not deflated) files.zip around the entries' data (docs/downloads.md,
-// "Exact length"): per entry a local header before its bytes and a data descriptor after
-// them (entries are streamed, so their CRC follows them), then the central directory and the
-// end records. The layout is archiver's (compress-commons) field for field, so one zip
-// reads the same whichever wrote it, and zip-length.ts's sizes are those of this writer;
-// test/unit/zip-length.test.ts holds the three together. Writing it here rather than through
-// archiver takes four stream stages off every 16 KiB a download moves (bench:download).
+// The one zip writer: the bytes of files.zip around the entries' data (docs/downloads.md,
+// "One zip writer"), stored or deflated: per entry a local header before its bytes and a
+// data descriptor after them (entries are streamed, so their CRC and sizes follow them), then
+// the central directory and the end records. A stored zip's layout is archiver's
+// (compress-commons) field for field, so zip-length.ts's sizes are those of this writer;
+// test/unit/zip-length.test.ts holds the three together. Written here rather than through
+// archiver: four stream stages fewer on every 16 KiB a download moves (bench:download).
 import { MAX16, MAX32 } from './zip-length.js';
 
 const SIG_LFH = 0x04034b50;
@@ -25,11 +25,19 @@ const FLAG_UTF8 = 0x0800;
 const EXTERNAL_ATTRIBUTES = ((0o100644 << 16) | 0x20) >>> 0;
 const ZIP64_EXTRA_ID = 0x0001;
 
+/** How an entry's bytes are kept: as they are, or deflated (RFC 1951, zip method 8). */
+export type ZipMethod = 'store' | 'deflate';
+const METHOD_CODE: Record<ZipMethod, number> = { store: 0, deflate: 8 };
+
 interface Written {
   name: Buffer;
   flags: number;
+  method: number;
   time: number;
   crc: number;
+  /** Bytes in the archive (deflated, or the same as size). */
+  compressed: number;
+  /** Bytes of the file. */
   size: number;
   offset: number;
 }
@@ -42,52 +50,57 @@ export function dosTime(d: Date): number {
   return (((year - 1980) << 25) | ((d.getUTCMonth() + 1) << 21) | (d.getUTCDate() << 16) | (d.getUTCHours() << 11) | (d.getUTCMinutes() << 5) | (d.getUTCSeconds() >> 1)) >>> 0;
 }
 
-export class StoredZipWriter {
+export class ZipWriter {
   private offset = 0;
   private readonly entries: Written[] = [];
-  private current: Omit<Written, 'crc' | 'size'> | undefined;
+  private current: Omit<Written, 'crc' | 'size' | 'compressed'> | undefined;
 
   /** `zip64`: zip64 end records whatever the entries need (zip-length.ts, forceZip64). */
   constructor(private readonly zip64: boolean) {}
 
-  /** The local header of the next entry; its bytes follow, then descriptor(). */
-  localHeader(name: string, modified: Date): Buffer {
+  /** The local header of the next entry; its bytes follow (deflated or not), then descriptor(). */
+  localHeader(name: string, modified: Date, how: ZipMethod = 'store'): Buffer {
     const nameBytes = Buffer.from(name);
     const flags = FLAG_DATA_DESCRIPTOR | (nameBytes.length !== name.length ? FLAG_UTF8 : 0);
+    const method = METHOD_CODE[how];
     const time = dosTime(modified);
     const b = Buffer.alloc(30 + nameBytes.length);
     b.writeUInt32LE(SIG_LFH, 0);
     b.writeUInt16LE(VERSION_DATA_DESCRIPTOR, 4);
     b.writeUInt16LE(flags, 6);
-    b.writeUInt16LE(0, 8); // stored
+    b.writeUInt16LE(method, 8);
     b.writeUInt32LE(time, 10);
     // CRC and sizes (14..25) are zero: the data descriptor carries them.
     b.writeUInt16LE(nameBytes.length, 26);
     b.writeUInt16LE(0, 28);
     nameBytes.copy(b, 30);
-    this.current = { name: nameBytes, flags, time, offset: this.offset };
+    this.current = { name: nameBytes, flags, method, time, offset: this.offset };
     this.offset += b.length;
     return b;
   }
 
-  /** The data descriptor after `size` bytes with this CRC-32; 8-byte sizes past 4 GiB. */
-  descriptor(crc: number, size: number): Buffer {
+  /**
+   * The data descriptor after an entry: the CRC-32 of its `size` bytes, and the `compressed`
+   * bytes the archive holds of them (the same for a stored entry); 8-byte sizes past 4 GiB.
+   */
+  descriptor(crc: number, size: number, compressed = size): Buffer {
     const cur = this.current;
     if (!cur) throw new Error('a data descriptor without a local header');
+    if (cur.method === METHOD_CODE.store && compressed !== size) throw new Error('a stored entry is as long in the archive as on disk');
     this.current = undefined;
-    const big = size > MAX32;
+    const big = size > MAX32 || compressed > MAX32;
     const b = Buffer.alloc(big ? 24 : 16);
     b.writeUInt32LE(SIG_DD, 0);
     b.writeUInt32LE(crc >>> 0, 4);
     if (big) {
-      b.writeBigUInt64LE(BigInt(size), 8);
+      b.writeBigUInt64LE(BigInt(compressed), 8);
       b.writeBigUInt64LE(BigInt(size), 16);
     } else {
-      b.writeUInt32LE(size, 8);
+      b.writeUInt32LE(compressed, 8);
       b.writeUInt32LE(size, 12);
     }
-    this.offset += size + b.length;
-    this.entries.push({ ...cur, crc: crc >>> 0, size });
+    this.offset += compressed + b.length;
+    this.entries.push({ ...cur, crc: crc >>> 0, size, compressed });
     return b;
   }
 
@@ -97,16 +110,16 @@ export class StoredZipWriter {
     const centralOffset = this.offset;
     let centralLength = 0;
     for (const e of this.entries) {
-      const zip64 = e.size > MAX32 || e.offset > MAX32;
+      const zip64 = e.size > MAX32 || e.compressed > MAX32 || e.offset > MAX32;
       const b = Buffer.alloc(46 + e.name.length + (zip64 ? 28 : 0));
       b.writeUInt32LE(SIG_CFH, 0);
       b.writeUInt16LE(MADE_BY, 4);
       b.writeUInt16LE(zip64 ? VERSION_ZIP64 : VERSION_DATA_DESCRIPTOR, 6);
       b.writeUInt16LE(e.flags, 8);
-      b.writeUInt16LE(0, 10);
+      b.writeUInt16LE(e.method, 10);
       b.writeUInt32LE(e.time, 12);
       b.writeUInt32LE(e.crc, 16);
-      b.writeUInt32LE(zip64 ? MAX32 : e.size, 20);
+      b.writeUInt32LE(zip64 ? MAX32 : e.compressed, 20);
       b.writeUInt32LE(zip64 ? MAX32 : e.size, 24);
       b.writeUInt16LE(e.name.length, 28);
       b.writeUInt16LE(zip64 ? 28 : 0, 30);
@@ -118,8 +131,9 @@ export class StoredZipWriter {
         const x = 46 + e.name.length;
         b.writeUInt16LE(ZIP64_EXTRA_ID, x);
         b.writeUInt16LE(24, x + 2);
+        // The zip64 extra: original size first, then compressed (APPNOTE 4.5.3).
         b.writeBigUInt64LE(BigInt(e.size), x + 4);
-        b.writeBigUInt64LE(BigInt(e.size), x + 12);
+        b.writeBigUInt64LE(BigInt(e.compressed), x + 12);
         b.writeBigUInt64LE(BigInt(e.offset), x + 20);
       }
       parts.push(b);
