@@ -10,7 +10,7 @@
 // a body framed by Content-Length. Anything else (chunked, no length, a second length, bytes
 // past the body, an oversized head) is an error, never a guess; a connection is reused only
 // after a body that ended exactly where its length said, and one that closed under a reused
-// connection before any answer is retried once on a new connection (a GET is safe to repeat).
+// connection before a whole answer head is retried once on a new connection (a GET is safe to repeat).
 import type { OnReadOpts } from 'node:net';
 import { connect, type ConnectionOptions, type SecureContext, type TLSSocket } from 'node:tls';
 import type { PushBody } from './push-body.js';
@@ -78,7 +78,7 @@ export class FileGetPool {
       try {
         return await reused.exchange(request, signal);
       } catch (err) {
-        // The agent closed the idle connection as we sent on it: once more on a new one.
+        // The idle connection failed before an answer (UnansweredError): once more on a new one.
         if (!(err instanceof UnansweredError)) throw err;
       }
     }
@@ -120,7 +120,12 @@ export class FileGetPool {
   }
 }
 
-/** A reused connection closed before any byte of the answer: safe to ask again. */
+/**
+ * A reused connection failed before a whole answer head: closed under us, or bytes that were
+ * no answer (the tail of an agent's previous answer, past its length, arriving after the
+ * connection was parked: found by test/unit/file-get-fuzz.test.ts). A GET: safe to ask again,
+ * once, on a new connection.
+ */
 class UnansweredError extends FileGetError {}
 
 type Phase = 'head' | 'body' | 'idle' | 'closed';
@@ -188,7 +193,6 @@ class Connection {
   }
 
   private onHead(x: Exchange, view: Buffer): boolean {
-    x.answered = true;
     const all = this.head ? Buffer.concat([this.head, view]) : Buffer.from(view);
     const end = all.indexOf('\r\n\r\n');
     if ((end < 0 ? all.length : end) > MAX_HEAD_BYTES) throw new FileGetError(`the answer's head is longer than ${MAX_HEAD_BYTES} bytes`);
@@ -248,7 +252,6 @@ class Connection {
 /** One GET: its answer's head, then its body. */
 class Exchange implements FileBody {
   readonly answer: Promise<FileResponse>;
-  answered = false;
   private settleAnswer!: { resolve: (r: FileResponse) => void; reject: (e: Error) => void };
   private onData: ((view: Buffer) => boolean) | undefined;
   private pending: Buffer | undefined;
@@ -361,7 +364,7 @@ class Exchange implements FileBody {
     this.failure = err;
     this.signal?.removeEventListener('abort', this.onAbort);
     if (wasHead) {
-      this.settleAnswer.reject(this.reused && !this.answered && err.code !== 'ABORT_ERR' && err.code !== 'HEADERS_TIMEOUT' ? new UnansweredError(err.message, err.code) : err);
+      this.settleAnswer.reject(this.reused && err.code !== 'ABORT_ERR' && err.code !== 'HEADERS_TIMEOUT' ? new UnansweredError(err.message, err.code) : err);
       return;
     }
     this.settlePump?.reject(err);
