@@ -149,6 +149,27 @@ t.test('bytes past the length are not the body, and the connection is not reused
   t.equal(connections - before, 2, 'a new connection for the next GET');
 });
 
+t.test('bytes past a body that arrive only once the connection was taken again: the next GET is asked again on a new connection', async (t) => {
+  // Found by file-get-fuzz.test.ts: the tail reaches the reused connection after the next
+  // request went out, where it reads as a broken answer head.
+  const tailed = new WeakSet<TLSSocket>();
+  answers.set('/tailed', (sock) => {
+    tailed.add(sock);
+    sock.write(ok('', 10));
+    sock.write('0123456789');
+  });
+  answers.set('/after-tail', (sock) => {
+    if (tailed.has(sock)) sock.write('late tail of the last answer\r\n\r\n');
+    sock.write(ok());
+    sock.write(FILE);
+  });
+  const p = pool(t);
+  const before = connections;
+  t.equal((await collect(await p.get(target(), '/tailed', {}))).toString(), '0123456789');
+  t.ok((await collect(await p.get(target(), '/after-tail', {}))).equals(FILE), 'the next file arrives whole');
+  t.equal(connections - before, 2, 'the second on a new connection');
+});
+
 t.test('answers outside the contract are refused with the reason', async (t) => {
   const cases: [string, string, RegExp][] = [
     ['/chunked', 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', /Transfer-Encoding "chunked"/],
