@@ -86,12 +86,9 @@ export function entryOf(report: NodeReport): NodeCaptureStatus {
   return entry;
 }
 
-/**
- * Server-side applies this node's report of the capture: the agent's field manager owns
- * the whole object, and the ownerReference ties it to the capture's uid.
- */
-export async function applyNodeReport(client: KubeClient, capture: CaptureRef, node: string, status: NodeReportStatus, fieldManager: string): Promise<NodeReport> {
-  const body: NodeReport = {
+/** This node's report of the capture as an object: named, labelled and owned as every report is. */
+export function nodeReportOf(capture: CaptureRef, node: string, status: NodeReportStatus): NodeReport {
+  return {
     apiVersion: NODE_REPORT.apiVersion,
     kind: NODE_REPORT.kind,
     metadata: {
@@ -103,6 +100,14 @@ export async function applyNodeReport(client: KubeClient, capture: CaptureRef, n
     spec: { nodeName: node, captureName: capture.name, captureUID: capture.uid },
     status,
   };
+}
+
+/**
+ * Server-side applies this node's report of the capture: the agent's field manager owns
+ * the whole object, and the ownerReference ties it to the capture's uid.
+ */
+export async function applyNodeReport(client: KubeClient, capture: CaptureRef, node: string, status: NodeReportStatus, fieldManager: string): Promise<NodeReport> {
+  const body = nodeReportOf(capture, node, status);
   return await client.request<NodeReport>({
     method: 'PATCH',
     path: `${reportsPath(capture.namespace)}/${encodeURIComponent(body.metadata.name)}`,

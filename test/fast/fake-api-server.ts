@@ -102,7 +102,9 @@ export class FakeApiServer {
   }
 
   /** Creates or replaces an object under its collection path (e.g. capturesPath(ns)). */
-  put(collectionPath: string, obj: KubeObject): void {
+  put<T extends { metadata: { name: string; namespace?: string } }>(collectionPath: string, given: T): void {
+    // Stored as the API server would: any object with a name (its other fields are the caller's).
+    const obj = given as unknown as KubeObject;
     const p = parsePath(`${collectionPath}/${obj.metadata.name}`);
     if (!p) throw new Error(`not a collection path: ${collectionPath}`);
     this.store(p.collection, { ...obj, metadata: { ...obj.metadata, namespace: obj.metadata.namespace ?? p.namespace } });

@@ -18,7 +18,7 @@ import { parseOptions } from '../../src/config/options.js';
 import { buildGatewayApp } from '../../src/gateway/app.js';
 import { loadTls, withClientCa } from '../../src/http/tls.js';
 import { KubeClient } from '../../src/kube/client.js';
-import { NODE_REPORT, CAPTURE_UID_LABEL, reportName, reportsPath } from '../../src/kube/node-report.js';
+import { nodeReportOf, reportsPath, type NodeReport, type NodeReportStatus } from '../../src/kube/node-report.js';
 import { PACKETCAPTURE, capturesPath } from '../../src/kube/packetcapture.js';
 import { AGENT_SERVER_NAME, AGENTS_NAMESPACE, makePki, scratchDir, type Pki } from '../harness/kube-pcap.js';
 import { writeDnsPcap } from '../harness/pcap-fixtures.js';
@@ -74,13 +74,8 @@ function capture(name: string, finished: boolean): { metadata: { name: string; n
   };
 }
 
-function report(captureName: string, node: string, state: string, fileNames: string[]): { metadata: { name: string; namespace: string; labels: Record<string, string> }; [k: string]: unknown } {
-  return {
-    apiVersion: NODE_REPORT.apiVersion, kind: NODE_REPORT.kind,
-    metadata: { name: reportName(captureName, node), namespace: NS, labels: { [CAPTURE_UID_LABEL]: `uid-${captureName}` } },
-    spec: { nodeName: node, captureName, captureUID: `uid-${captureName}` },
-    status: { state, fileNames, directory: `/var/lib/kube-pcap/${NS}/${captureName}` },
-  };
+function report(captureName: string, node: string, state: NodeReportStatus['state'], fileNames: string[]): NodeReport {
+  return nodeReportOf({ namespace: NS, name: captureName, uid: `uid-${captureName}` }, node, { state, fileNames, directory: `/var/lib/kube-pcap/${NS}/${captureName}` });
 }
 
 async function startAgent(t: Teardown, fake: FakeApiServer, pki: Pki, node: string, root: string, capturing: Set<string>, logFile: string): Promise<number> {
