@@ -22,7 +22,7 @@ import { apiServerRequests } from '../test/harness/apiserver-metrics.js';
 import { run } from '../test/harness/http.js';
 import { AGENT_SERVER_NAME, gatewayMetric, publishAgents, scratchDir, startAgent, startGateway, SYSTEM_NAMESPACE, type AgentHandle } from '../test/harness/kube-pcap.js';
 import { writeLargePcap } from '../test/harness/pcap-fixtures.js';
-import { OwnedProcess } from '../test/harness/processes.js';
+import { OwnedProcess, rssBytes } from '../test/harness/processes.js';
 import { waitFor } from '../test/harness/wait.js';
 import { benchCluster, runBench, Teardowns, cpuSeconds, peakRssBytes, percentile, portOpen } from './lib.js';
 
@@ -191,10 +191,9 @@ ${proxyLocations}
     }
     await waitFor(async () => (await portOpen('127.0.0.1', nginxPort)) && (await portOpen('127.0.0.1', proxyPort)), { what: 'nginx to listen', timeoutMs: 10_000, intervalMs: 50 });
     const mibs = (x: { bytes: number; seconds: number }) => x.bytes / 2 ** 20 / x.seconds;
-    const rssNow = async (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
-    process.stdout.write(`  idle RSS before downloading: gateway ${((await rssNow(gw.proc.pid)) / 2 ** 20).toFixed(0)} MiB, agents ${(await Promise.all(agents.map(async (a) => ((await rssNow(a.proc.pid)) / 2 ** 20).toFixed(0)))).join(', ')} MiB\n`);
+    process.stdout.write(`  idle RSS before downloading: gateway ${((await rssBytes(gw.proc.pid)) / 2 ** 20).toFixed(0)} MiB, agents ${(await Promise.all(agents.map(async (a) => ((await rssBytes(a.proc.pid)) / 2 ** 20).toFixed(0)))).join(', ')} MiB\n`);
     const samples: number[] = [];
-    const sampler = setInterval(() => void rssNow(gw.proc.pid).then((r) => samples.push(r), () => undefined), 100);
+    const sampler = setInterval(() => void rssBytes(gw.proc.pid).then((r) => samples.push(r), () => undefined), 100);
     td.teardown(() => clearInterval(sampler));
     const gwRuns: number[] = [];
     const ngRuns: number[] = [];

@@ -9,7 +9,7 @@
 // really alternates between sources; each pod's packets are spread over several rotated files.
 //
 //   npm run bench:pcapng [-- --nodes 2 --pods 2 --files 2 --gib 1 --small-mib 256 --rounds 2]
-import { mkdir, open, readFile } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { encodeGlobalHeader } from '../src/pcap/format.js';
@@ -17,6 +17,7 @@ import { bridgeAddress } from '../test/harness/addresses.js';
 import { run } from '../test/harness/http.js';
 import { applyNodeStatus } from '../test/harness/node-reports.js';
 import { dnsQueryFrame } from '../test/harness/pcap-fixtures.js';
+import { rssBytes } from '../test/harness/processes.js';
 import { publishAgents, scratchDir, startAgent, startGateway, type AgentHandle } from '../test/harness/kube-pcap.js';
 import { benchCluster, cpuSeconds, percentile, runBench, Teardowns, threadCpuSeconds } from './lib.js';
 
@@ -111,7 +112,6 @@ async function main(): Promise<void> {
     const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0'], sourceMaps: false });
     const token = await c.tokenFor(ns, 'devops-sa');
     const cpuOf = async (pids: number[]): Promise<number> => (await Promise.all(pids.map(cpuSeconds))).reduce((a, b) => a + b, 0);
-    const rssNow = async (pid: number): Promise<number> => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
     const mib = (b: number): string => (b / 2 ** 20).toFixed(0);
 
     /** The agents' CPU seconds by thread name (Node's main thread, libuv's pool, V8's helpers), user+sys. */
@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       return { bytes, seconds, gwCpu: (await cpuOf([gw.proc.pid])) - g0, agentCpu: (await cpuOf(agents.map((a) => a.proc.pid))) - a0 };
     }
 
-    const idle = await rssNow(gw.proc.pid);
+    const idle = await rssBytes(gw.proc.pid);
     const lines: string[] = [];
     for (const l of loads) {
       const zip: { mibs: number; gw: number; ag: number }[] = [];
@@ -148,7 +148,7 @@ async function main(): Promise<void> {
         // Interleaved, so that neither always runs on a warmer machine.
         const z = await download(l, 'files.zip');
         zip.push({ mibs: z.bytes / 2 ** 20 / z.seconds, gw: z.gwCpu / (z.bytes / 2 ** 30), ag: z.agentCpu / (z.bytes / 2 ** 30) });
-        const sampler = setInterval(() => void rssNow(gw.proc.pid).then((r) => samples.push(r), () => undefined), 100);
+        const sampler = setInterval(() => void rssBytes(gw.proc.pid).then((r) => samples.push(r), () => undefined), 100);
         const p = await download(l, 'files.pcapng').finally(() => clearInterval(sampler));
         png.push({ mibs: p.bytes / 2 ** 20 / p.seconds, pps: l.packets / p.seconds, gw: p.gwCpu / (p.bytes / 2 ** 30), ag: p.agentCpu / (p.bytes / 2 ** 30) });
         process.stdout.write(`  ${l.frame}-byte packets, round ${i + 1}: files.zip ${zip[i]!.mibs.toFixed(0)} MiB/s (${mib(z.bytes)} MiB), files.pcapng ${png[i]!.mibs.toFixed(0)} MiB/s (${mib(p.bytes)} MiB, ${(png[i]!.pps / 1000).toFixed(0)}k packets/s)\n`);

@@ -1,7 +1,6 @@
 // The gateway against slow and greedy clients: size limits on headers and bodies, a time
 // limit on receiving a request, and back-pressure: a slow reader is not served from a
 // buffer the gateway fills at network speed.
-import { readFile } from 'node:fs/promises';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
 import t from 'tap';
@@ -10,7 +9,7 @@ import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { https } from '../harness/http.js';
 import { gatewayMetricsText, scratchDir } from '../harness/kube-pcap.js';
 import { writeLargePcap } from '../harness/pcap-fixtures.js';
-import { OwnedProcess } from '../harness/processes.js';
+import { OwnedProcess, rssBytes } from '../harness/processes.js';
 import { waitFor } from '../harness/wait.js';
 
 const c = await cluster(t);
@@ -19,7 +18,6 @@ await w.grantFiles();
 const ca = w.pki.ca.certFile;
 const big = 'logging-0_cali0-1699999999999999.pcap';
 await w.addFileOnFirstNode(big, (path) => writeLargePcap(path, 256 << 20));
-const rss = async (pid: number) => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
 t.test('headers beyond 32 KiB are refused with 431', async (t) => {
   const res = await https(w.downloadUrl(), { caFile: ca, token: w.devopsToken, headers: { 'x-padding': 'x'.repeat(40 * 1024) } });
@@ -51,14 +49,14 @@ t.test('a client that never finishes its request is disconnected', async (t) => 
 
 t.test('back-pressure: a slow client does not make the gateway read the files ahead into memory', async (t) => {
   await waitFor(async () => (await https(`${w.gateway.url}/packet-capture/files/${w.ns}/${CAPTURE}`, { caFile: ca, token: w.devopsToken })).status === 200, { what: 'the grant', timeoutMs: 15_000 });
-  const before = await rss(w.gateway.proc.pid);
+  const before = await rssBytes(w.gateway.proc.pid);
   const dir = await scratchDir(t, 'slow');
   const curl = new OwnedProcess('curl', ['-sS', '--limit-rate', '2M', '-k', '-o', join(dir, 'f.zip'), '-H', `Authorization: Bearer ${w.devopsToken}`, w.downloadUrl()], { name: 'slow curl', logFile: join(dir, 'curl.log') });
   t.teardown(() => curl.kill());
   // While 256 MiB wait at the agent, the client has taken a few MiB.
   let peak = before;
   await waitFor(async () => {
-    peak = Math.max(peak, await rss(w.gateway.proc.pid));
+    peak = Math.max(peak, await rssBytes(w.gateway.proc.pid));
     const streamed = /kube_pcap_gateway_bytes_streamed_total (\d+)/.exec(await gatewayMetricsText(w.gateway, w.pki));
     return streamed && Number(streamed[1]) > 6 << 20;
   }, { what: '6 MiB to reach the slow client', timeoutMs: 30_000, intervalMs: 200 });

@@ -16,7 +16,7 @@ import { queryCounts, startDnsSender } from '../harness/dns-sender.js';
 import { https } from '../harness/http.js';
 import { agentMetric, gatewayMetric, metricsReaderToken, scratchDir, startGateway } from '../harness/kube-pcap.js';
 import { checkResponse } from '../harness/openapi.js';
-import { OwnedProcess } from '../harness/processes.js';
+import { OwnedProcess, rssBytes } from '../harness/processes.js';
 import { BlockType, PcapngBlockReader } from '../../src/pcap/pcapng-reader.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -100,8 +100,7 @@ t.test('a paused viewer (curl stopped for 5 s) costs the capture nothing: no ker
   const agent = w.agents.get('node-1')!;
   const reader = await metricsReaderToken(c);
   const dropsBefore = await agentMetric(agent, w.pki, reader, 'kube_pcap_agent_kernel_drops');
-  const rss = async (): Promise<number> => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${agent.proc.pid}/status`, 'utf8'))![1]) * 1024;
-  const rssBefore = await rss();
+  const rssBefore = await rssBytes(agent.proc.pid!);
   const dir = await scratchDir(t, 'live-paused');
   const curl = new OwnedProcess('curl', ['-sS', '-N', '--cacert', ca, '-H', `Authorization: Bearer ${token}`, url('live'), '-o', join(dir, 'live.pcapng')], { name: 'curl-paused', logFile: join(dir, 'curl.log') });
   t.teardown(() => curl.stop());
@@ -116,7 +115,7 @@ t.test('a paused viewer (curl stopped for 5 s) costs the capture nothing: no ker
   const paused = Date.now();
   let peak = 0;
   while (Date.now() - paused < 5000) {
-    peak = Math.max(peak, await rss());
+    peak = Math.max(peak, await rssBytes(agent.proc.pid!));
     await new Promise((r) => setTimeout(r, 200)); // sampling the agent's RSS while the viewer is stopped, not waiting on a condition
   }
   process.kill(curl.pid, 'SIGCONT');

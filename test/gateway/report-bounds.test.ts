@@ -2,7 +2,6 @@
 // CRD's limits, the capture's status stays under etcd's request limit and the aggregating
 // gateway's memory moves by a bounded amount. A private API server, so that this file's
 // gateway is the one that holds the aggregator's Lease.
-import { readFile } from 'node:fs/promises';
 import t from 'tap';
 import { REPORT_LIMITS, applyNodeReport } from '../../src/kube/node-report.js';
 import { getPacketCapture } from '../../src/kube/packetcapture.js';
@@ -10,6 +9,7 @@ import { privateCluster } from '../harness/cluster.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { gatewayMetric } from '../harness/kube-pcap.js';
 import { ensureNode } from '../harness/node-reports.js';
+import { rssBytes } from '../harness/processes.js';
 import { waitFor } from '../harness/wait.js';
 
 /** Nodes writing reports at every limit: about 1 MiB each. */
@@ -19,14 +19,13 @@ const RSS_BOUND_MIB = 96;
 
 const c = await privateCluster(t);
 const w = await storefrontWorld(t, c, { nodes: ['node-1'] });
-const rss = async (pid: number): Promise<number> => Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
 t.test(`${FULL_NODES} reports at every limit: status.files fits 1 MiB and the gateway grows by less than ${RSS_BOUND_MIB} MiB`, async (t) => {
   await waitFor(async () => (await gatewayMetric(w.gateway, w.pki, 'kube_pcap_gateway_status_aggregator_leader')) === 1, { what: 'the gateway to lead the aggregation', timeoutMs: 20_000 });
   const pc = (await getPacketCapture(w.kube, w.ns, CAPTURE))!;
   const ref = { namespace: w.ns, name: CAPTURE, uid: pc.metadata.uid! };
   const pid = w.gateway.proc.pid;
-  const before = await rss(pid);
+  const before = await rssBytes(pid);
   let peak = before;
   const names = (node: number): string[] => Array.from({ length: REPORT_LIMITS.fileNames }, (_, i) => `${'p'.repeat(240)}-${String(node * 10_000 + i).padStart(6, '0')}.pcap`.slice(-REPORT_LIMITS.fileNameLength));
   const full: string[] = [];
@@ -41,10 +40,10 @@ t.test(`${FULL_NODES} reports at every limit: status.files fits 1 MiB and the ga
       message: 'm'.repeat(REPORT_LIMITS.messageLength),
       packets: Number.MAX_SAFE_INTEGER,
     }, 'kube-pcap-agent');
-    peak = Math.max(peak, await rss(pid));
+    peak = Math.max(peak, await rssBytes(pid));
   }
   const folded = await waitFor(async () => {
-    peak = Math.max(peak, await rss(pid));
+    peak = Math.max(peak, await rssBytes(pid));
     const now = await getPacketCapture(w.kube, w.ns, CAPTURE);
     const nodes = new Set((now?.status?.files ?? []).map((f) => f.node));
     return full.every((n) => nodes.has(n)) ? now : undefined;

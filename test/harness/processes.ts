@@ -99,3 +99,10 @@ export class OwnedProcess {
     return new Error(`${this.opts.name}: ${message}\n--- last lines of ${this.opts.logFile} ---\n${await this.logTail()}`);
   }
 }
+
+/** A process's resident memory now, in bytes (VmRSS of /proc/<pid>/status). */
+export async function rssBytes(pid: number): Promise<number> {
+  const m = /^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(m[1]) * 1024;
+}
