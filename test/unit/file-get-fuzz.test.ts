@@ -18,6 +18,7 @@ import { createSecureContext, createServer, type TLSSocket } from 'node:tls';
 import t from 'tap';
 import { FileGetPool, type FileResponse } from '../../src/gateway/file-get.js';
 import { createCertificateAuthority, issueCertificate } from '../../src/tls/certificates.js';
+import { onRequestPaths } from '../harness/request-heads.js';
 
 const CASES = Number(process.env.KUBE_PCAP_FUZZ_CASES ?? 600);
 const SEED = Number(process.env.KUBE_PCAP_FUZZ_SEED ?? (Date.now() % 2 ** 31));
@@ -105,27 +106,22 @@ const server = createServer({ cert: await readFile(serving.certFile), key: await
   sockets.add(sock);
   sock.on('close', () => sockets.delete(sock));
   sock.on('error', () => undefined);
-  let head = '';
-  sock.on('data', (d: Buffer) => {
-    head += d.toString('latin1');
-    for (let end = head.indexOf('\r\n\r\n'); end >= 0; end = head.indexOf('\r\n\r\n')) {
-      const c = cases.get(head.slice(0, end).split(' ')[1]!);
-      head = head.slice(end + 4);
-      if (!c) {
-        sock.destroy();
-        return;
-      }
-      void (async () => {
-        // Cut into random writes, some a tick apart, as TLS records and the network would.
-        for (let at = 0; at < c.wire.length;) {
-          const n = 1 + int(Math.min(c.wire.length - at, pick([1, 7, 100, 4096, 40_000])));
-          sock.write(c.wire.subarray(at, at + n));
-          at += n;
-          if (rand() < 0.1) await new Promise((r) => setImmediate(r));
-        }
-        if (c.close) sock.end();
-      })();
+  onRequestPaths(sock, (path) => {
+    const c = cases.get(path);
+    if (!c) {
+      sock.destroy();
+      return;
     }
+    void (async () => {
+      // Cut into random writes, some a tick apart, as TLS records and the network would.
+      for (let at = 0; at < c.wire.length;) {
+        const n = 1 + int(Math.min(c.wire.length - at, pick([1, 7, 100, 4096, 40_000])));
+        sock.write(c.wire.subarray(at, at + n));
+        at += n;
+        if (rand() < 0.1) await new Promise((r) => setImmediate(r));
+      }
+      if (c.close) sock.end();
+    })();
   });
 });
 await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -16,6 +16,7 @@ import t from 'tap';
 import { FileGetPool, type FileGetOptions, type FileResponse } from '../../src/gateway/file-get.js';
 import { createCertificateAuthority, issueCertificate } from '../../src/tls/certificates.js';
 import { run } from '../harness/http.js';
+import { onRequestPaths } from '../harness/request-heads.js';
 import type { TapTest } from '../harness/tap.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -40,16 +41,10 @@ async function agent(certFile: string, keyFile: string): Promise<{ port: number;
     open.add(sock);
     sock.on('close', () => open.delete(sock));
     sock.on('error', () => undefined);
-    let head = '';
-    sock.on('data', (d: Buffer) => {
-      head += d.toString('latin1');
-      for (let end = head.indexOf('\r\n\r\n'); end >= 0; end = head.indexOf('\r\n\r\n')) {
-        const path = head.slice(0, end).split(' ')[1]!;
-        head = head.slice(end + 4);
-        const answer = answers.get(path);
-        if (answer) answer(sock, path);
-        else sock.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
-      }
+    onRequestPaths(sock, (path) => {
+      const answer = answers.get(path);
+      if (answer) answer(sock, path);
+      else sock.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
