@@ -107,7 +107,7 @@ export class StoredZipSender {
   }
 
   private async archive(out: Writable): Promise<void> {
-    const zip = new ZipWriter(forceZip64(this.sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
+    const zip = zipWriterFor(this.sources);
     let crc = 0;
     const writer = new ChunkWriter(out, {
       chunkBytes: WRITE_BYTES,
@@ -185,7 +185,7 @@ export function deflatedZipStream(sources: ZipSource[], opts: ZipOptions): Reada
     return b;
   };
   async function* bytes(): AsyncGenerator<Buffer> {
-    const zip = new ZipWriter(forceZip64(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
+    const zip = zipWriterFor(sources);
     try {
       for (const src of sources) {
         abort.signal.throwIfAborted();
@@ -236,6 +236,11 @@ export function deflatedZipStream(sources: ZipSource[], opts: ZipOptions): Reada
     if (!out.readableEnded) fail(new Error(CLIENT_GONE));
   });
   return out;
+}
+
+/** The writer for these entries: zip64 end records when their pinned sizes call for them (zip-length.ts). */
+function zipWriterFor(sources: ZipSource[]): ZipWriter {
+  return new ZipWriter(forceZip64(sources.map((s) => ({ name: s.name, size: s.size ?? 0 }))));
 }
 
 /**
