@@ -9,7 +9,7 @@ import { constants, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
-import { completePrefixLength } from '../pcap/format.js';
+import { completePrefixLength } from '../pcap/records.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
 import { fileIdentity, fileIdentityAt } from './file-identity.js';
 import { readSource, removeSources, SOURCES_DIR, type FileSource } from './file-source.js';

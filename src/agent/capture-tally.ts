@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RECORD_HEADER_LENGTH } from '../pcap/format.js';
+import { wholeRecords } from '../pcap/records.js';
 import { DiskFullError } from './rotating-pcap.js';
 
 export const TALLY_FILE = '.tally.json';
@@ -100,22 +101,15 @@ export class CaptureTally implements Written {
    * resolves, so the caller may write it. Synchronous up to the reservation, so that workers
    * of one capture writing at once never claim the same room.
    */
-  async claim(block: Buffer, records: number, lengthAt: (buf: Buffer, off: number) => number): Promise<{ bytes: number; records: number }> {
+  async claim(block: Buffer, records: number, littleEndian: boolean): Promise<{ bytes: number; records: number }> {
     const roomPackets = this.limits.maxPackets === undefined ? Infinity : Math.max(0, this.limits.maxPackets - this.packets);
     const roomBytes = this.limits.maxBytes === undefined ? Infinity : Math.max(0, this.limits.maxBytes - this.bytes);
     let taken = { bytes: block.length, records };
     if (this.reached()) {
       taken = { bytes: 0, records: 0 };
     } else if (records > roomPackets || block.length > roomBytes) {
-      let off = 0;
-      let n = 0;
-      while (off < block.length && n < roomPackets) {
-        const end = off + RECORD_HEADER_LENGTH + lengthAt(block, off);
-        if (end > roomBytes) break;
-        off = end;
-        n++;
-      }
-      taken = { bytes: off, records: n };
+      const run = wholeRecords(block, 0, Math.min(block.length, roomBytes), littleEndian, roomPackets);
+      taken = { bytes: run.bytes, records: run.records };
     }
     this.packets += taken.records;
     this.bytes += taken.bytes;

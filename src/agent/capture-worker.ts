@@ -306,7 +306,6 @@ export class CaptureWorker extends EventEmitter {
         }
       }
       const arena = new RecordArena();
-      const lengthAt = (buf: Buffer, off: number): number => arena.lengthAt(buf, off);
       const buffers = this.opts.buffers;
       let writing = Promise.resolve();
       let diskFull = false;
@@ -369,13 +368,13 @@ export class CaptureWorker extends EventEmitter {
             if (this.opts.tally) {
               // The capture's limits (spec.maxPackets, spec.maxBytes) cut the batch; what
               // does not fit is dropped here, and the controller finishes the capture.
-              const claimed = await this.opts.tally.claim(bytes, records, lengthAt);
+              const claimed = await this.opts.tally.claim(bytes, records, arena.header!.littleEndian);
               if (claimed.records < records) this.emit('changed');
               bytes = bytes.subarray(0, claimed.bytes);
               records = claimed.records;
             }
             if (records === 0) return;
-            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, bytes, lengthAt, records));
+            await this.opts.gate.run(() => this.file.append(arena.headerBytes!, bytes, records));
             this.count(records, bytes.length);
           } catch (err) {
             if (err instanceof DiskFullError) {

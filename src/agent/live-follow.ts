@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from '../pcap/format.js';
+import { corruptRecordError, recordLength, wholeRecords, wholeRecordsOfFile } from '../pcap/records.js';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, watermarkBlock } from '../pcap/pcapng.js';
 import { TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
 import { captureFilesIn, parseFileName, type CaptureFileEntry } from './capture-store.js';
@@ -209,7 +210,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
           continue;
         }
         adoptHeader(g, header);
-        index = await recordsBetween(fh, GLOBAL_HEADER_LENGTH, start, header.littleEndian);
+        index = (await wholeRecordsOfFile(fh, GLOBAL_HEADER_LENGTH, start, header.littleEndian)).records;
       }
       g.files.push({ fh, ino: e.st.ino, name: e.name, pos: start, absent: 0, source, index, checked: false });
     }
@@ -279,6 +280,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
         const { bytesRead } = await f.fh.read(g.buf, g.filled, room, f.pos);
         // Only whole records count; a cut one is read again next tick.
         const whole = wholeRecords(g.buf, g.filled, g.filled + bytesRead, g.header!.littleEndian);
+        if (whole.corrupt) throw corruptRecordError(g.buf, g.filled + whole.bytes, g.header!.littleEndian);
         f.pos += whole.bytes;
         f.index += whole.records;
         g.filled += whole.bytes;
@@ -339,7 +341,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
       const fraction = h.littleEndian ? b.readUInt32LE(c + 4) : b.readUInt32BE(c + 4);
       const micros = seconds * 1_000_000 + (h.nanoseconds ? Math.floor(fraction / 1000) : fraction);
       if (micros < sinceMicros) {
-        g.cursor += RECORD_HEADER_LENGTH + (h.littleEndian ? b.readUInt32LE(c + 8) : b.readUInt32BE(c + 8));
+        g.cursor += RECORD_HEADER_LENGTH + recordLength(b, c, h.littleEndian);
         continue;
       }
       g.s = seconds;
@@ -398,33 +400,4 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
 /** A wall-clock time (ms) in the interface's timestamp units. */
 function stamp(g: PodInterface, ms: number): bigint {
   return BigInt(Math.floor(ms)) * (g.header?.nanoseconds ? 1_000_000n : 1000n);
-}
-
-/** Bytes and number of the whole records in buf[from, to). */
-function wholeRecords(buf: Buffer, from: number, to: number, littleEndian: boolean): { bytes: number; records: number } {
-  let off = from;
-  let records = 0;
-  while (off + RECORD_HEADER_LENGTH <= to) {
-    const incl = littleEndian ? buf.readUInt32LE(off + 8) : buf.readUInt32BE(off + 8);
-    if (incl > MAX_RECORD_LENGTH) throw new Error(`a record claims ${incl} bytes`);
-    if (off + RECORD_HEADER_LENGTH + incl > to) break;
-    off += RECORD_HEADER_LENGTH + incl;
-    records++;
-  }
-  return { bytes: off - from, records };
-}
-
-/** Records of a file between two offsets (where a stream joins a file midway), walked 1 MiB at a time. */
-async function recordsBetween(fh: FileHandle, from: number, to: number, littleEndian: boolean): Promise<number> {
-  const buf = Buffer.allocUnsafe(1024 * 1024 + RECORD_HEADER_LENGTH + MAX_RECORD_LENGTH);
-  let pos = from;
-  let n = 0;
-  while (pos < to) {
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, to - pos), pos);
-    const whole = wholeRecords(buf, 0, bytesRead, littleEndian);
-    if (whole.bytes === 0) break;
-    pos += whole.bytes;
-    n += whole.records;
-  }
-  return n;
 }

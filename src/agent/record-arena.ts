@@ -4,7 +4,8 @@
 // as a view of the buffer; the next batch fills the other buffer meanwhile, starting with the
 // record the last one cut. Nothing is allocated per read or per packet: at 100 000 packets/s,
 // a fresh buffer per pipe read made the garbage collector the agent's largest cost.
-import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, recordLength, RECORD_HEADER_LENGTH, type PcapHeader } from '../pcap/format.js';
+import { GLOBAL_HEADER_LENGTH, parseGlobalHeader, type PcapHeader } from '../pcap/format.js';
+import { corruptRecordError, wholeRecords } from '../pcap/records.js';
 
 /** Each buffer holds at least one record of the largest size libpcap writes, and a read. */
 export const ARENA_BYTES = 512 * 1024;
@@ -58,12 +59,10 @@ export class RecordArena {
       this.headerBytes = Buffer.from(buf.subarray(0, GLOBAL_HEADER_LENGTH));
       this.start = this.whole = GLOBAL_HEADER_LENGTH;
     }
-    while (this.whole + RECORD_HEADER_LENGTH <= this.fill) {
-      const end = this.whole + RECORD_HEADER_LENGTH + this.lengthAt(buf, this.whole);
-      if (end > this.fill) break;
-      this.whole = end;
-      this.records++;
-    }
+    const run = wholeRecords(buf, this.whole, this.fill, this.header.littleEndian);
+    this.whole += run.bytes;
+    this.records += run.records;
+    if (run.corrupt) throw corruptRecordError(buf, this.whole, this.header.littleEndian);
   }
 
   /**
@@ -83,13 +82,6 @@ export class RecordArena {
     this.start = this.whole = 0;
     this.records = 0;
     return batch;
-  }
-
-  /** incl_len of the record at `off`, checked. */
-  lengthAt(buf: Buffer, off: number): number {
-    const len = recordLength(buf, off, this.header!);
-    if (len > MAX_RECORD_LENGTH) throw new Error(`corrupt pcap stream: a record claims ${len} bytes`);
-    return len;
   }
 
   /** Bytes received but not yet part of a complete record. */

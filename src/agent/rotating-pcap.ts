@@ -10,7 +10,8 @@ import { constants } from 'node:fs';
 import { lstat, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { completePrefixLength, GLOBAL_HEADER_LENGTH, RECORD_HEADER_LENGTH, wholeRecordsWithin } from '../pcap/format.js';
+import { GLOBAL_HEADER_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH } from '../pcap/format.js';
+import { completePrefixLength, recordLength, wholeRecords } from '../pcap/records.js';
 import type { RotationGate } from './rotation-gate.js';
 
 export interface RotationPolicy {
@@ -58,6 +59,7 @@ export class RotatingPcapFile {
   private committed = 0;
   private openedAt = 0;
   private header: Buffer | undefined;
+  private littleEndian = true;
   /** Inode of the file being written: how the file server knows it by identity, not by name. */
   private ino: bigint | undefined;
 
@@ -96,32 +98,35 @@ export class RotatingPcapFile {
   }
 
   /**
-   * Appends a block of whole records (a RecordArena batch; `lengthAt` reads a record's
-   * incl_len). The first call (and the first after a rotation) writes `header`, the stream's
+   * Appends a block of whole records (a RecordArena batch, `records` of them if the caller
+   * counted). The first call (and the first after a rotation) writes `header`, the stream's
    * global header. The block is cut only where rotation needs it, between records, by
    * walking record headers; each piece goes to the disk in one write. Throws DiskFullError
    * with the file still valid.
    */
-  async append(header: Buffer, block: Buffer, lengthAt: (buf: Buffer, off: number) => number, records?: number): Promise<void> {
+  async append(header: Buffer, block: Buffer, records?: number): Promise<void> {
     if (this.header && !this.header.equals(header)) {
       // A restarted tcpdump with another link type or snap length: new file.
       await this.rotate();
     }
-    this.header = header;
+    if (this.header !== header) {
+      this.header = header;
+      this.littleEndian = parseGlobalHeader(header)?.littleEndian ?? true;
+    }
+    const le = this.littleEndian;
     let rest = block;
     // The caller's count saves walking the records; they are walked only where a cut falls.
-    let restRecords = records ?? countRecords(block, block.length, lengthAt);
+    let restRecords = records ?? wholeRecords(block, 0, block.length, le).records;
     while (rest.length > 0) {
       if (!this.fh) await this.openNew(header);
       const room = this.policy.maxSizeBytes - this.committed;
-      let cut = rest.length <= room ? rest.length : wholeRecordsWithin(rest, room, lengthAt);
+      let cut = rest.length <= room ? { bytes: rest.length, records: restRecords } : wholeRecords(rest, 0, room, le);
       // A record larger than the limit goes alone into a file of its own.
-      if (cut === 0 && this.committed <= GLOBAL_HEADER_LENGTH) cut = RECORD_HEADER_LENGTH + lengthAt(rest, 0);
-      if (cut > 0) {
-        const n = cut === rest.length ? restRecords : countRecords(rest, cut, lengthAt);
-        await this.writeRecords(rest.subarray(0, cut), lengthAt, n);
-        rest = rest.subarray(cut);
-        restRecords -= n;
+      if (cut.bytes === 0 && this.committed <= GLOBAL_HEADER_LENGTH) cut = { bytes: RECORD_HEADER_LENGTH + recordLength(rest, 0, le), records: 1 };
+      if (cut.bytes > 0) {
+        await this.writeRecords(rest.subarray(0, cut.bytes), cut.records);
+        rest = rest.subarray(cut.bytes);
+        restRecords -= cut.records;
       }
       if (rest.length === 0) break;
       await this.rotate();
@@ -130,14 +135,14 @@ export class RotatingPcapFile {
   }
 
   /** Writes whole records in one write; when the disk is full, every whole record that still fits, then gives up. */
-  private async writeRecords(bytes: Buffer, lengthAt: (buf: Buffer, off: number) => number, records: number): Promise<void> {
+  private async writeRecords(bytes: Buffer, records: number): Promise<void> {
     try {
       await this.write(bytes);
       this.written += records;
     } catch (err) {
       if (!(err instanceof DiskFullError)) throw err;
       for (let off = 0; off < bytes.length;) {
-        const end = off + RECORD_HEADER_LENGTH + lengthAt(bytes, off);
+        const end = off + RECORD_HEADER_LENGTH + recordLength(bytes, off, this.littleEndian);
         await this.write(bytes.subarray(off, end));
         this.written++;
         off = end;
@@ -237,13 +242,6 @@ export class RotatingPcapFile {
     await unlink(path).catch(() => undefined);
     await this.hooks.removed?.(st.ino);
   }
-}
-
-/** Records in the first `bytes` bytes of `block`. */
-function countRecords(block: Buffer, bytes: number, lengthAt: (buf: Buffer, off: number) => number): number {
-  let n = 0;
-  for (let off = 0; off + RECORD_HEADER_LENGTH <= bytes; n++) off += RECORD_HEADER_LENGTH + lengthAt(block, off);
-  return n;
 }
 
 function escapeRegExp(s: string): string {

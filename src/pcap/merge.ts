@@ -8,6 +8,7 @@
 // simply comes next, out of order by as much as its clock stepped, and nothing is dropped.
 import { open, type FileHandle } from 'node:fs/promises';
 import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from './format.js';
+import { recordLength } from './records.js';
 import type { PacketEncoder } from './pcapng.js';
 import { TimeHeap, type TimeKeyed } from './time-heap.js';
 
@@ -58,7 +59,7 @@ export class PcapFileSequence {
     const b = this.buf;
     const o = this.start;
     const le = h.littleEndian;
-    const incl = le ? b.readUInt32LE(o + 8) : b.readUInt32BE(o + 8);
+    const incl = recordLength(b, o, le);
     if (incl > MAX_RECORD_LENGTH) throw new Error(`${this.files[this.index]!.name}: a record claims ${incl} bytes`);
     if (avail < RECORD_HEADER_LENGTH + incl) return false;
     this.seconds = le ? b.readUInt32LE(o) : b.readUInt32BE(o);

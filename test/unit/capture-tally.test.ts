@@ -15,7 +15,8 @@ import type { TapTest } from '../harness/tap.js';
 function block(sizes: number[]): Buffer {
   return Buffer.concat(sizes.map((n, i) => pcapRecord(Buffer.alloc(n, 1), 1_700_000_000_000_000 + i)));
 }
-const lengthAt = (buf: Buffer, off: number): number => buf.readUInt32LE(off + 8);
+/** The fixtures' records are little-endian. */
+const LE = true;
 
 async function dir(t: TapTest): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'tally-'));
@@ -29,11 +30,11 @@ t.test('maxPackets cuts a batch after the last record it allows, over several cl
   const d = await dir(t);
   const tally = await CaptureTally.load(d, 'u1');
   tally.setLimits({ maxPackets: 5 });
-  t.same(await tally.claim(block([10, 10, 10]), 3, lengthAt), { bytes: 78, records: 3 });
+  t.same(await tally.claim(block([10, 10, 10]), 3, LE), { bytes: 78, records: 3 });
   t.equal(tally.reached(), undefined);
-  t.same(await tally.claim(block([10, 10, 10]), 3, lengthAt), { bytes: 52, records: 2 }, 'two of three fit');
+  t.same(await tally.claim(block([10, 10, 10]), 3, LE), { bytes: 52, records: 2 }, 'two of three fit');
   t.equal(tally.reached(), 'maxPackets');
-  t.same(await tally.claim(block([10]), 1, lengthAt), { bytes: 0, records: 0 }, 'nothing after');
+  t.same(await tally.claim(block([10]), 1, LE), { bytes: 0, records: 0 }, 'nothing after');
   t.ok((await onDisk(d)).packets >= 5, 'the count on disk is never behind what was claimed');
 });
 
@@ -41,9 +42,9 @@ t.test('maxBytes: a record that does not fit ends it, even if a smaller one woul
   const d = await dir(t);
   const tally = await CaptureTally.load(d, 'u1');
   tally.setLimits({ maxBytes: 100 });
-  t.same(await tally.claim(block([40, 40]), 2, lengthAt), { bytes: 56, records: 1 }, '56 + 56 > 100');
+  t.same(await tally.claim(block([40, 40]), 2, LE), { bytes: 56, records: 1 }, '56 + 56 > 100');
   t.equal(tally.reached(), 'maxBytes', 'reached although a 20-byte packet would still fit');
-  t.same(await tally.claim(block([4]), 1, lengthAt), { bytes: 0, records: 0 });
+  t.same(await tally.claim(block([4]), 1, LE), { bytes: 0, records: 0 });
   t.equal((await onDisk(d)).bytesRefusedAt, 100, 'and it stays reached after a restart');
   const again = await CaptureTally.load(d, 'u1');
   again.setLimits({ maxBytes: 100 });
@@ -56,11 +57,11 @@ t.test('the count on disk runs ahead while writing, and is exact once settled', 
   const d = await dir(t);
   const tally = await CaptureTally.load(d, 'u1');
   tally.setLimits({ maxPackets: 640 });
-  await tally.claim(block([10]), 1, lengthAt);
+  await tally.claim(block([10]), 1, LE);
   t.equal((await onDisk(d)).packets, 11, 'reserved 1/64 of the limit ahead');
-  for (let i = 0; i < 10; i++) await tally.claim(block([10]), 1, lengthAt);
+  for (let i = 0; i < 10; i++) await tally.claim(block([10]), 1, LE);
   t.equal((await onDisk(d)).packets, 11, 'claims within the reservation write nothing');
-  await tally.claim(block([10]), 1, lengthAt);
+  await tally.claim(block([10]), 1, LE);
   t.equal((await onDisk(d)).packets, 22, 'the 12th claim reserves the next 10');
   await tally.settle();
   t.same(await onDisk(d), { uid: 'u1', packets: 12, bytes: 12 * 26 });
@@ -73,7 +74,7 @@ t.test('workers of one capture claiming at once never share room', async (t) => 
   const d = await dir(t);
   const tally = await CaptureTally.load(d, 'u1');
   tally.setLimits({ maxPackets: 100 });
-  const claims = await Promise.all(Array.from({ length: 30 }, () => tally.claim(block([10, 10, 10, 10, 10]), 5, lengthAt)));
+  const claims = await Promise.all(Array.from({ length: 30 }, () => tally.claim(block([10, 10, 10, 10, 10]), 5, LE)));
   t.equal(claims.reduce((s, c) => s + c.records, 0), 100, 'exactly the limit, over 30 concurrent claims of 5');
 });
 
@@ -91,9 +92,9 @@ t.test('a failed write fails the claim, and the next claim writes again', async 
   const d = await dir(t);
   const tally = await CaptureTally.load(join(d, 'gone'), 'u1');
   tally.setLimits({ maxPackets: 100 });
-  await t.rejects(tally.claim(block([10]), 1, lengthAt), /ENOENT/);
+  await t.rejects(tally.claim(block([10]), 1, LE), /ENOENT/);
   await mkdir(join(d, 'gone'));
-  await tally.claim(block([10]), 1, lengthAt);
+  await tally.claim(block([10]), 1, LE);
   t.ok((await onDisk(join(d, 'gone'))).packets >= 2, 'written on the next claim, with the failed one counted (the safe side)');
 });
 
@@ -104,5 +105,5 @@ t.test('a full disk fails the claim as a full disk (the worker stops there, as w
   await writeFile(join(d, 'filler'), Buffer.alloc(4096)).catch(() => undefined);
   const tally = await CaptureTally.load(d, 'u1');
   tally.setLimits({ maxPackets: 100 });
-  await t.rejects(tally.claim(block([10]), 1, lengthAt), DiskFullError);
+  await t.rejects(tally.claim(block([10]), 1, LE), DiskFullError);
 });

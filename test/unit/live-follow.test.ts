@@ -20,7 +20,6 @@ import { waitFor } from '../harness/wait.js';
 
 const BASE_MICROS = 1_700_000_000_000_000;
 const HEADER = encodeGlobalHeader(65535);
-const lengthAt = (b: Buffer, o: number): number => b.readUInt32LE(o + 8);
 
 interface Pod { name: string; ip: string; uid: string }
 const web: Pod = { name: 'web-0', ip: '192.0.2.10', uid: '00000000-0000-4000-8000-000000000001' };
@@ -35,7 +34,7 @@ function writer(dir: string, pod: Pod, policy: { maxSizeBytes: number; maxFiles:
   return {
     file,
     // Record i of a pod: its DNS id is i, its timestamp BASE + i ms.
-    write: (ids) => file.append(HEADER, Buffer.concat(ids.map((i) => pcapRecord(dnsQueryFrame(pod.ip, '192.0.2.53', 40000, i, `q${i}.example`), BASE_MICROS + i * 1000))), lengthAt, ids.length),
+    write: (ids) => file.append(HEADER, Buffer.concat(ids.map((i) => pcapRecord(dnsQueryFrame(pod.ip, '192.0.2.53', 40000, i, `q${i}.example`), BASE_MICROS + i * 1000))), ids.length),
   };
 }
 

@@ -1,7 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { completePrefixLength, parseGlobalHeader, wholeRecordsWithin } from '../../src/pcap/format.js';
+import { parseGlobalHeader } from '../../src/pcap/format.js';
+import { completePrefixLength, wholeRecords } from '../../src/pcap/records.js';
 import { RecordArena } from '../../src/agent/record-arena.js';
 import { scratchDir } from '../harness/kube-pcap.js';
 import { dnsQueryFrame, pcapGlobalHeader, pcapRecord } from '../harness/pcap-fixtures.js';
@@ -59,15 +60,19 @@ t.test('RecordArena hands over whole records however the bytes are cut, without 
   t.throws(() => new RecordArena(64).push(Buffer.alloc(65)), /overrun/, 'never past its room');
 });
 
-t.test('wholeRecordsWithin cuts a block at the last record boundary that fits', async (t) => {
+t.test('wholeRecords walks whole records within a bound and a count, and stops at a corrupt one', async (t) => {
   const a = new RecordArena(1 << 16);
   a.push(file);
-  const block = a.take()!;
-  const lengthAt = (b: Buffer, o: number): number => a.lengthAt(b, o);
-  t.equal(wholeRecordsWithin(block.bytes, 0, lengthAt), 0);
-  t.equal(wholeRecordsWithin(block.bytes, records[0]!.length - 1, lengthAt), 0, 'not even the first');
-  t.equal(wholeRecordsWithin(block.bytes, records[0]!.length + records[1]!.length + 5, lengthAt), records[0]!.length + records[1]!.length);
-  t.equal(wholeRecordsWithin(block.bytes, 1e9, lengthAt), block.bytes.length);
+  const block = a.take()!.bytes;
+  const two = records[0]!.length + records[1]!.length;
+  t.same(wholeRecords(block, 0, 0, true), { bytes: 0, records: 0, corrupt: false });
+  t.same(wholeRecords(block, 0, records[0]!.length - 1, true), { bytes: 0, records: 0, corrupt: false }, 'not even the first');
+  t.same(wholeRecords(block, 0, two + 5, true), { bytes: two, records: 2, corrupt: false });
+  t.same(wholeRecords(block, 0, block.length, true, 2), { bytes: two, records: 2, corrupt: false }, 'at most two');
+  t.same(wholeRecords(block, 0, block.length, true), { bytes: block.length, records: records.length, corrupt: false });
+  t.same(wholeRecords(block, records[0]!.length, block.length, true).records, records.length - 1, 'from an offset');
+  const bad = Buffer.concat([records[0]!, Buffer.alloc(16, 0xff)]);
+  t.same(wholeRecords(bad, 0, bad.length, true), { bytes: records[0]!.length, records: 1, corrupt: true }, 'a record claiming 4 GiB is not walked over');
 });
 
 t.test('completePrefixLength stops at the last complete record', async (t) => {
