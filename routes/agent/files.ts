@@ -8,7 +8,7 @@
 import type { FastifyInstance } from 'fastify';
 import { AGENT_ROUTES, fileListingSchema, fileNameSchema } from '../../src/contract/agent-api.js';
 import '../../src/agent/decorators.js';
-import { CAPTURE_STATE_FILES } from '../../src/agent/capture-controller.js';
+import { CAPTURE_STATE_FILES } from '../../src/agent/capture-directories.js';
 import { sendCaptureFile } from '../../src/agent/file-response.js';
 import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { conflict, notFound } from '../../src/http/status.js';

@@ -10,9 +10,7 @@
 // delay it, never leave it wrong; nothing acts before both caches are synced (so it never
 // deletes files because its view is incomplete). Captures are worked on concurrently, and a
 // capture whose work hangs gives its slot back: one capture never waits on another's.
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { Logger } from 'pino';
+// What runs for each capture, and the node's budgets, are capture-runtimes.ts's.
 import type { KubeClient } from '../kube/client.js';
 import { entryOf, reportName, type NodeReport } from '../kube/node-report.js';
 import type { PacketCapture } from '../kube/packetcapture.js';
@@ -20,29 +18,21 @@ import type { Reflector } from '../kube/reflector.js';
 import type { CaptureSpecs } from './capture-specs.js';
 import { filtersToBpf } from '../filters/bpf.js';
 import type { CaptureStore } from './capture-store.js';
-import { formatBytes, nodeEntry, planCapture, type CapturePlan, type PodView, type WorkerPlan } from './capture-plan.js';
-import { CaptureTally, TALLY_FILE } from './capture-tally.js';
-import { CaptureWorker } from './capture-worker.js';
-import { SOURCE_RECORD_BYTES } from './file-source.js';
+import { nodeEntry, planCapture, type PodView } from './capture-plan.js';
+import { CaptureTally } from './capture-tally.js';
 import { withDeadline } from './deadline.js';
 import type { CniAddresses } from './cni-addresses.js';
-import { ProcessRecords } from './leftover-tcpdumps.js';
-import { DiskGate } from './disk-gate.js';
 import { FilterChecks } from './filter-checks.js';
 import { InterfaceCache, podKey } from './interface-cache.js';
-import { BufferBudget, NodeBudget, PipeBudget } from './node-budget.js';
 import type { InterfaceResolver } from './pod-interface.js';
-import type { RotationPolicy } from './rotating-pcap.js';
-import type { RotationGate } from './rotation-gate.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
-import { CaptureDirectories, UID_MARKER } from './capture-directories.js';
+import { CaptureDirectories } from './capture-directories.js';
 import { NodeReportWriter } from './node-report-writer.js';
+import { CaptureRuntimes, DISK_DEADLINE_MS, sameCapture, type Runtime, type RuntimeOptions } from './capture-runtimes.js';
+import { podView, type Pod } from './pod-view.js';
 
-export interface Pod {
-  metadata?: { name?: string; namespace?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
-  spec?: { nodeName?: string; hostNetwork?: boolean };
-  status?: { phase?: string; podIP?: string; podIPs?: { ip: string }[] };
-}
+export { RUN_DIR } from './capture-runtimes.js';
+export type { Pod } from './pod-view.js';
 
 export interface ControllerMetrics {
   packets(namespace: string, name: string, n: number, bytes: number): void;
@@ -54,18 +44,7 @@ export interface ControllerMetrics {
   observe(summary: { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number; bufferedBytes: number; pipeBytes: number }): void;
 }
 
-export interface ControllerOptions {
-  nodeName: string;
-  captureDir: string;
-  policy: RotationPolicy;
-  tcpdump: string;
-  /** tcpdump's stdio output buffer, through stdbuf (0: its own). */
-  tcpdumpOutputBufferBytes?: number;
-  /** A busy tcpdump's pipe grows to this size (pipe-size.ts); 0 or undefined: never. */
-  tcpdumpPipeBytes?: number;
-  /** Grown pipes' capacity, over all workers (default 16 MiB). */
-  maxPipeBytes?: number;
-  log: Logger;
+export interface ControllerOptions extends RuntimeOptions {
   kube: KubeClient;
   store: CaptureStore;
   captures: CaptureSpecs;
@@ -80,89 +59,26 @@ export interface ControllerOptions {
   /** Counters (packets, bytes, drops) move in reports at most once per this interval. */
   counterIntervalMs: number;
   resyncMs: number;
-  /** Capture workers (pod interfaces) on this node, over all captures. */
-  maxWorkers: number;
-  /** Bytes read from tcpdumps and not yet written, over all workers. */
-  maxBufferedBytes: number;
   metrics?: ControllerMetrics;
-  /** Free bytes on the capture directory's filesystem. */
-  diskFree?: (path: string) => Promise<number>;
   /** Concurrent capture work items. */
   concurrency?: number;
-  /** Capture writes in libuv's thread pool at once (src/agent/disk-gate.ts). */
-  diskSlots?: number;
-  /** Shared with the file pins: rotations wait while a pin is made (rotation-gate.ts). */
-  rotationGate?: RotationGate;
-  /** Bytes held by downloads' pins: reserved on the disk like running captures' (file-pins.ts). */
-  pinnedBytes?: () => number;
   /** Pins go with the files they pin: a deleted capture's downloads are cut, its space freed. */
   dropPins?: (namespace: string, name: string) => Promise<unknown>;
   /** A finished capture's files are removed this long after its end time (0 or undefined: kept). */
   finishedRetentionMs?: number;
 }
 
-/** Disk operations of a reconcile (listing, statfs) that take longer are given up on. */
-const DISK_DEADLINE_MS = 5_000;
-/** What a capture directory holds besides files: kept when only the files are deleted. */
-export const CAPTURE_STATE_FILES: ReadonlySet<string> = new Set([UID_MARKER, TALLY_FILE]);
-/** Under the capture directory, for tcpdumps' output channels; no namespace can be called so. */
-export const RUN_DIR = '.run';
 /** The work item that removes files of captures that no longer exist. */
 const GC_KEY = '\u0000gc';
 
-interface Runtime {
-  uid: string;
-  workers: Map<string, CaptureWorker>;
-  sawTraffic: boolean;
-  lastWrite: number;
-  /** The counters last put in the report, and when: they move at most once per counter interval. */
-  counters: { packets: number; bytes: number; kernelDrops: number; at: number } | undefined;
-  /** Some worker was refused by the node's budget: retried when a worker stops. */
-  refused: boolean;
-  /** What the capture has written here, persisted: its limits and its counters. */
-  tally: CaptureTally;
-}
-
-/**
- * The agent's view of a pod. Its addresses are the kubelet's (status.podIPs); until the
- * kubelet has reported any, those the runtime's CNI result cache holds for the pod's uid
- * (cni-addresses.ts), so that a new pod is captured from its first packet.
- */
-export function podView(p: Pod, runtimeIps?: (uid: string) => string[] | undefined): PodView {
-  const uid = p.metadata?.uid ?? '';
-  let ips = [...new Set([p.status?.podIP, ...(p.status?.podIPs ?? []).map((x) => x.ip)].filter((x): x is string => typeof x === 'string' && x !== ''))];
-  if (ips.length === 0 && p.spec?.hostNetwork !== true && uid !== '') ips = runtimeIps?.(uid) ?? [];
-  return {
-    namespace: p.metadata?.namespace ?? '',
-    name: p.metadata?.name ?? '',
-    uid,
-    ip: ips[0],
-    ips,
-    labels: p.metadata?.labels ?? {},
-    nodeName: p.spec?.nodeName,
-    hostNetwork: p.spec?.hostNetwork === true,
-    deleting: p.metadata?.deletionTimestamp !== undefined,
-    phase: p.status?.phase,
-  };
-}
-
-/** The running worker captures what the plan wants (same filter, same snap length). */
-function sameCapture(worker: CaptureWorker, want: WorkerPlan): boolean {
-  return worker.spec.bpf === want.bpf && worker.spec.snapLen === want.snapLen;
-}
-
 export class CaptureController {
-  private readonly runtimes = new Map<string, Runtime>();
+  /** What runs here for each capture, and the node's budgets. */
+  private readonly runtimes: CaptureRuntimes;
   /** The BPF expression each capture uses, to wake the right captures when a check settles. */
   private readonly expressions = new Map<string, string>();
   private readonly queue: WorkQueue;
   private readonly filters: FilterChecks;
   private readonly interfaces: InterfaceCache;
-  private readonly budget: NodeBudget;
-  private readonly buffers: BufferBudget;
-  private readonly pipes: PipeBudget;
-  private readonly gate: DiskGate;
-  private readonly processes: ProcessRecords;
   private readonly reports: NodeReportWriter;
   private readonly directories: CaptureDirectories;
   private timers: NodeJS.Timeout[] = [];
@@ -192,11 +108,12 @@ export class CaptureController {
       onResult: (pod, verdict, ms) => o.log.debug({ pod: `${pod.namespace}/${pod.name}`, ip: pod.ip, ms, ...(verdict.kind === 'found' ? { iface: verdict.iface, via: verdict.via } : { error: verdict.kind === 'failed' ? verdict.error : undefined }) }, verdict.kind === 'found' ? 'pod interface found' : 'pod interface lookup failed; retrying with back-off'),
       onSettled: (pod) => this.enqueueNamespace(pod.namespace),
     });
-    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * (o.policy.maxSizeBytes + SOURCE_RECORD_BYTES), captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
-    this.buffers = new BufferBudget(o.maxBufferedBytes);
-    this.pipes = new PipeBudget(o.maxPipeBytes ?? 16 * 1024 * 1024);
-    this.gate = new DiskGate(o.diskSlots ?? 4);
-    this.processes = new ProcessRecords(join(o.captureDir, RUN_DIR));
+    this.runtimes = new CaptureRuntimes(o, {
+      changed: (key) => this.queue.add(key),
+      interfaceGone: (pod, iface) => this.interfaces.invalidate(pod, iface),
+      packets: (namespace, name, n, bytes) => o.metrics?.packets(namespace, name, n, bytes),
+      rotation: (namespace, name) => o.metrics?.rotation(namespace, name),
+    });
   }
 
   start(): void {
@@ -234,62 +151,34 @@ export class CaptureController {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     await withDeadline(this.queue.shutDown(), 15_000, 'finishing work in progress').catch((err: Error) => this.o.log.warn({ err: err.message }, 'stopping anyway'));
-    await Promise.all([...this.runtimes.values()].flatMap((r) => [...r.workers.values()].map((w) => w.stop())));
+    await this.runtimes.stopAll();
     // Exact counts on disk, so that a restart continues them (limits) where they stood.
-    await Promise.all([...this.runtimes.entries()].map(([key, r]) => withDeadline(r.tally.settle(), DISK_DEADLINE_MS, `writing the tally of ${key}`).catch((err: Error) => this.o.log.warn({ capture: key, err: err.message }, 'the capture\'s count stays as reserved'))));
+    await Promise.all([...this.runtimes.byKey.entries()].map(([key, r]) => withDeadline(r.tally.settle(), DISK_DEADLINE_MS, `writing the tally of ${key}`).catch((err: Error) => this.o.log.warn({ capture: key, err: err.message }, 'the capture\'s count stays as reserved'))));
     this.filters.stop();
     this.interfaces.stop();
   }
 
-  /**
-   * Why `bytes` more may not be pinned for a download of this capture, if so. Only a capture
-   * still writing here can rotate the originals away and leave the pin holding the only copy:
-   * then the disk must have room for it beside what running captures may still write.
-   */
+  /** Why `bytes` more may not be pinned for a download of this capture, if so (capture-runtimes.ts). */
   async pinRefusal(namespace: string, name: string, bytes: number): Promise<string | undefined> {
-    if (this.pinRefusalNow(namespace, name, bytes) === undefined) return undefined;
-    // The free-space figure is measured when captures reconcile: space freed since (a user
-    // cleaning the disk) is not in it. Measure again before saying no.
-    await this.budget.refreshDisk(DISK_DEADLINE_MS).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read free disk space; the last measurement stays in use'));
-    return this.pinRefusalNow(namespace, name, bytes);
-  }
-
-  private pinRefusalNow(namespace: string, name: string, bytes: number): string | undefined {
-    if (bytes === 0 || !this.isCapturing(namespace, name)) return undefined;
-    const v = this.budget.view();
-    if (Number.isNaN(v.diskFree) || v.diskFree - v.diskReserved >= bytes) return undefined;
-    return `not enough disk space on node ${this.o.nodeName} to pin ${formatBytes(bytes)} of ${namespace}/${name} for a download while it still rotates: ${formatBytes(v.diskFree)} free in ${v.captureDir}, ${formatBytes(v.diskReserved)} of it reserved by running captures and other downloads' pins`;
+    return await this.runtimes.pinRefusal(namespace, name, bytes);
   }
 
   isCapturing(namespace: string, name: string): boolean {
-    const rt = this.runtimes.get(`${namespace}/${name}`);
-    return rt !== undefined && [...rt.workers.values()].some((w) => w.capturing);
+    return this.runtimes.isCapturing(namespace, name);
   }
 
   kernelDrops(namespace: string, name: string): Map<string, number> {
-    const out = new Map<string, number>();
-    for (const w of this.runtimes.get(`${namespace}/${name}`)?.workers.values() ?? []) out.set(w.file.base, w.stats.kernelDrops);
-    return out;
+    return this.runtimes.kernelDrops(namespace, name);
   }
 
-  /**
-   * Committed length of the file with inode `ino` in `dir`, if a worker is writing it, for the
-   * file server. By inode, not by name: rotation gives the name to a new file at any moment.
-   */
+  /** Committed length of the file with inode `ino` in `dir`, if a worker is writing it. */
   liveLength(dir: string, ino: bigint): number | undefined {
-    for (const r of this.runtimes.values()) {
-      for (const w of r.workers.values()) {
-        if (w.file.dir !== dir) continue;
-        const n = w.file.liveLengthOf(ino);
-        if (n !== undefined) return n;
-      }
-    }
-    return undefined;
+    return this.runtimes.liveLength(dir, ino);
   }
 
   /** Pinned bytes went down (a download ended): captures the disk budget refused may fit now. */
   pinsReleased(): void {
-    for (const [k, r] of this.runtimes) if (r.refused) this.queue.add(k);
+    this.runtimes.retryRefused();
   }
 
   filesDeleted(namespace: string, name: string): void {
@@ -299,7 +188,7 @@ export class CaptureController {
   private enqueueAll(): void {
     if (this.stopped) return;
     for (const pc of this.o.captures.items.values()) this.queue.add(`${pc.metadata.namespace}/${pc.metadata.name}`);
-    for (const key of this.runtimes.keys()) this.queue.add(key);
+    for (const key of this.runtimes.byKey.keys()) this.queue.add(key);
     this.queue.add(GC_KEY);
   }
 
@@ -320,7 +209,7 @@ export class CaptureController {
     if (this.stopped || !this.synced()) return; // the synced event enqueues everything
     if (key === GC_KEY) return await this.collectGarbage();
     const pc = this.o.captures.items.get(key);
-    let rt = this.runtimes.get(key);
+    let rt = this.runtimes.byKey.get(key);
     if (rt && (!pc || rt.uid !== (pc.metadata.uid ?? ''))) {
       // Deleted, or deleted and created again under the same name: the old one's files go.
       await this.forget(key, rt);
@@ -347,9 +236,9 @@ export class CaptureController {
       const tally = await withDeadline(CaptureTally.load(dir, uid), DISK_DEADLINE_MS, `reading ${dir}`);
       rt = { uid, workers: new Map(), sawTraffic: false, lastWrite: 0, counters: undefined, refused: false, tally };
       rt.sawTraffic = (await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`)).length > 0;
-      this.runtimes.set(key, rt);
+      this.runtimes.byKey.set(key, rt);
     }
-    await this.budget.refreshDisk(DISK_DEADLINE_MS).catch((err: Error) => this.o.log.warn({ err: err.message }, 'cannot read free disk space; the last measurement stays in use'));
+    await this.runtimes.refreshDisk();
 
     const now = Date.now();
     const plan = planCapture({
@@ -360,7 +249,7 @@ export class CaptureController {
       iface: (pod) => this.interfaces.lookup(pod),
       now,
       running: new Set(rt.workers.keys()),
-      budget: this.budget.view(),
+      budget: this.runtimes.budget.view(),
       written: rt.tally,
     });
     if (plan.bpf !== undefined) this.expressions.set(key, plan.bpf);
@@ -371,8 +260,8 @@ export class CaptureController {
     // changed is started again (a pcap file has one snap length).
     const admitted = plan.workers.filter((w) => !rt.workers.has(w.key) || !sameCapture(rt.workers.get(w.key)!, w));
     this.o.log.debug({ capture: key, phase: plan.phase, pods: plan.matchedPods.length, workers: plan.workers.length, starting: admitted.length, settling: plan.settling, ms: Date.now() - began }, 'reconcile');
-    for (let n = 0; n < admitted.length; n++) this.budget.workerStarted();
-    await this.converge(key, rt, plan, dir, admitted);
+    for (let n = 0; n < admitted.length; n++) this.runtimes.budget.workerStarted();
+    await this.runtimes.converge(key, rt, plan, dir, admitted, () => withDeadline(this.directories.claim(key, dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`));
     // With no worker left, the count on disk becomes exact (it runs ahead while writing).
     if (rt.workers.size === 0) await withDeadline(rt.tally.settle(), DISK_DEADLINE_MS, `writing the tally of ${key}`);
 
@@ -402,73 +291,11 @@ export class CaptureController {
     return waits.length > 0 ? { requeueAfterMs: Math.max(0, Math.min(...waits)) } : {};
   }
 
-  /** Stops the workers the plan no longer wants, starts the `admitted` ones (their budget already taken). */
-  private async converge(key: string, rt: Runtime, plan: CapturePlan, dir: string, admitted: WorkerPlan[]): Promise<void> {
-    let unused = admitted.length;
-    try {
-      const restarted = new Set(admitted.map((w) => w.key));
-      const desired = new Set(plan.workers.map((w) => w.key).filter((k) => !restarted.has(k)));
-      const stopping: Promise<void>[] = [];
-      for (const [wk, worker] of rt.workers) {
-        if (desired.has(wk)) continue;
-        rt.workers.delete(wk);
-        stopping.push(this.stopWorker(key, worker));
-      }
-      await Promise.all(stopping);
-      if (admitted.length === 0) return;
-      await withDeadline(mkdir(dir, { recursive: true, mode: 0o700 }), DISK_DEADLINE_MS, `creating ${dir}`);
-      await withDeadline(this.directories.claim(key, dir, rt.uid), DISK_DEADLINE_MS, `claiming ${dir}`);
-      for (const want of admitted) {
-        this.startWorker(key, rt, want, dir);
-        unused--;
-      }
-    } finally {
-      for (; unused > 0; unused--) this.budget.workerStopped();
-    }
-  }
-
-  private startWorker(key: string, rt: Runtime, want: WorkerPlan, dir: string): void {
-    const [namespace, name] = key.split('/') as [string, string];
-    const origin = { node: this.o.nodeName, namespace, capture: name, pod: want.pod.name, podUID: want.pod.uid, podIPs: want.pod.ips ?? [want.pod.ip] };
-    const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, snapLen: want.snapLen, dir, origin }, {
-      tcpdump: this.o.tcpdump,
-      outputBufferBytes: this.o.tcpdumpOutputBufferBytes,
-      policy: this.o.policy,
-      log: this.o.log,
-      gate: this.gate,
-      rotationGate: this.o.rotationGate,
-      runDir: join(this.o.captureDir, RUN_DIR),
-      processes: this.processes,
-      tally: rt.tally,
-      buffers: this.buffers,
-      pipes: this.pipes,
-      pipeBytes: this.o.tcpdumpPipeBytes,
-      onPackets: (n, bytes) => this.o.metrics?.packets(namespace, name, n, bytes),
-      onRotate: () => {
-        this.o.metrics?.rotation(namespace, name);
-        this.queue.add(key);
-      },
-    });
-    worker.on('changed', () => this.queue.add(key));
-    worker.on('interface-gone', () => this.interfaces.invalidate(want.pod, want.iface));
-    rt.workers.set(want.key, worker);
-    worker.start();
-    this.o.log.info({ capture: key, pod: want.pod.name, iface: want.iface, via: want.via, filter: want.bpf || '(all traffic)' }, 'capture started on interface');
-  }
-
-  private async stopWorker(key: string, worker: CaptureWorker): Promise<void> {
-    await worker.stop();
-    this.budget.workerStopped();
-    this.o.log.info({ capture: key, pod: worker.spec.pod, iface: worker.spec.iface }, 'capture stopped on interface');
-    // Room for a worker the budget refused elsewhere.
-    for (const [k, r] of this.runtimes) if (r.refused) this.queue.add(k);
-  }
-
   /** A capture that no longer exists: stop it and remove its files (Calico's behaviour). */
   private async forget(key: string, rt: Runtime): Promise<void> {
-    this.runtimes.delete(key);
+    this.runtimes.byKey.delete(key);
     this.expressions.delete(key);
-    await Promise.all([...rt.workers.values()].map((w) => this.stopWorker(key, w)));
+    await Promise.all([...rt.workers.values()].map((w) => this.runtimes.stopWorker(key, w)));
     const [namespace, name] = key.split('/') as [string, string];
     await this.o.dropPins?.(namespace, name);
     const removed = await withDeadline(this.o.store.removeAll(namespace, name), DISK_DEADLINE_MS * 4, `removing the files of ${key}`);
@@ -487,9 +314,9 @@ export class CaptureController {
     const retention = this.o.finishedRetentionMs ?? 0;
     const removed = await this.directories.sweep((key) => {
       const pc = captures.get(key);
-      if (!pc && !this.runtimes.has(key)) return 'files of a capture that no longer exists removed';
+      if (!pc && !this.runtimes.byKey.has(key)) return 'files of a capture that no longer exists removed';
       const end = pc?.spec?.endTime ? Date.parse(pc.spec.endTime) : NaN;
-      const runtime = this.runtimes.get(key);
+      const runtime = this.runtimes.byKey.get(key);
       if (!(retention > 0 && end + retention < Date.now()) || (runtime && runtime.workers.size > 0)) return undefined;
       return `files of a capture finished over ${Math.round(retention / 1000)} s ago removed (--finished-retention-seconds)`;
     });
@@ -497,15 +324,6 @@ export class CaptureController {
   }
 
   private observe(): void {
-    let workers = 0;
-    let drops = 0;
-    let captures = 0;
-    for (const rt of this.runtimes.values()) {
-      const capturing = [...rt.workers.values()].filter((w) => w.capturing);
-      if (capturing.length > 0) captures++;
-      workers += capturing.length;
-      for (const w of rt.workers.values()) drops += w.stats.kernelDrops;
-    }
-    this.o.metrics?.observe({ captures, workers, kernelDrops: drops, diskFreeBytes: this.budget.diskFreeBytes, bufferedBytes: this.buffers.bytes, pipeBytes: this.pipes.bytes });
+    this.o.metrics?.observe(this.runtimes.summary());
   }
 }

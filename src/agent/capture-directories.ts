@@ -6,10 +6,13 @@ import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { CaptureStore } from './capture-store.js';
+import { TALLY_FILE } from './capture-tally.js';
 import { withDeadline } from './deadline.js';
 
 /** The file in a capture directory that names the capture (uid) that made it. */
 export const UID_MARKER = '.capture-uid';
+/** What a capture directory holds besides files: kept when only the files are deleted. */
+export const CAPTURE_STATE_FILES: ReadonlySet<string> = new Set([UID_MARKER, TALLY_FILE]);
 
 export interface CaptureDirectoriesOptions {
   captureDir: string;
