@@ -4,8 +4,8 @@
 // neither waits for it nor drops for it.
 //
 // Each tick lists the capture directory, opens every new file of every pod interface, and
-// reads what is committed (the writer's own count for the file being written, all of a
-// rotated one). Files are followed by descriptor, so rotation's rename changes nothing and a
+// reads what is committed (live-pod-interface.ts: the writer's own count for the file being
+// written, all of a rotated one). Files are followed by descriptor, so rotation's rename changes nothing and a
 // pruned file can still be read to its end; a viewer that falls so far behind that more than
 // a few pruned files would have to be held for it lets the oldest go. Every file says which
 // writer numbered its records and the number of its first (file-source.ts), so what was
@@ -16,12 +16,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from '../pcap/format.js';
-import { corruptRecordError, recordLength, wholeRecords, wholeRecordsOfFile } from '../pcap/records.js';
+import { GLOBAL_HEADER_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from '../pcap/format.js';
+import { wholeRecordsOfFile } from '../pcap/records.js';
 import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBlock, PacketEncoder, sectionHeaderBlock, watermarkBlock } from '../pcap/pcapng.js';
-import { TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
+import { TimeHeap } from '../pcap/time-heap.js';
 import { captureFilesIn, parseFileName, type CaptureFileEntry } from './capture-store.js';
 import { inWrittenOrder, podInterfaceBlock, podInterfaceKey } from './pcapng-interfaces.js';
+import { LivePodInterface, sameHeader } from './live-pod-interface.js';
 import { readSource, type FileSource } from './file-source.js';
 
 export interface LiveFollowOptions {
@@ -53,47 +54,6 @@ export interface LiveFollowOptions {
   now?: () => number;
 }
 
-/** A file being followed: by descriptor, whatever its name becomes. */
-interface Followed {
-  fh: FileHandle;
-  ino: bigint;
-  name: string;
-  /** Next byte to read. */
-  pos: number;
-  /** Directory listings in a row that did not have it: two mean pruned or deleted (one may be a rename under way). */
-  absent: number;
-  source: FileSource | undefined;
-  /** Records of the file before `pos` (read, or passed over when joining it midway). */
-  index: number;
-  /** Whether its first record number has been checked against where the last file stopped. */
-  checked: boolean;
-}
-
-/** One pod interface: its files in written order, and what one tick read of them. */
-class PodInterface implements TimeKeyed {
-  files: Followed[] = [];
-  header: PcapHeader | undefined;
-  interfaceId: number | undefined;
-  source: FileSource | undefined;
-  skipped = 0;
-  /** Where the last file read stopped, in its writer's record numbers: the next file should start there. */
-  expectWriter: string | undefined;
-  expectNext: number | undefined;
-  lastStats = 0;
-  lastMicros = 0;
-  /** Bytes read this tick, whole records; `cursor` is the next record's offset. */
-  buf = Buffer.allocUnsafe(64 * 1024);
-  filled = 0;
-  cursor = 0;
-  /** More is committed than this tick read. */
-  behind = false;
-  s = 0;
-  ns = 0;
-  tag = 0;
-
-  constructor(readonly key: string, readonly base: string) {}
-}
-
 const SKIP_NOTE = (n: number): string => `${n} packets skipped (viewer too slow)`;
 
 export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buffer> {
@@ -104,7 +64,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
   const maxHeld = o.maxHeldPruned ?? 2;
   const budget = o.readBudget ?? 1024 * 1024;
   const enc = o.encoder;
-  const groups = new Map<string, PodInterface>();
+  const groups = new Map<string, LivePodInterface>();
   /**
    * Files decided on (followed or passed over), by inode and birth time (an inode number
    * alone may be reused), with how many listings in a row have missed each.
@@ -142,18 +102,18 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
       }
       for (const g of groups.values()) {
         for (const f of g.files) f.absent = listed.has(f.ino) ? 0 : f.absent + 1;
-        await letGoOfOldPruned(g);
+        await g.letGoOfOldPruned(maxHeld);
       }
       let behind = false;
-      const heap = new TimeHeap<PodInterface>();
+      const heap = new TimeHeap<LivePodInterface>();
       for (const g of groups.values()) {
-        if (dir) await readTick(dir, g);
+        if (dir) await g.readTick((ino) => o.liveLength(dir, ino), budget, (h) => adoptHeader(g, h));
         behind ||= g.behind;
-        if (nextRecord(g)) heap.push(g);
+        if (g.nextRecord(sinceMicros)) heap.push(g);
       }
       for (let g = heap.pop(); g; g = heap.pop()) {
         packet(g);
-        if (nextRecord(g)) heap.push(g);
+        if (g.nextRecord(sinceMicros)) heap.push(g);
       }
       heartbeat(behind);
       const chunk = enc.take();
@@ -163,7 +123,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
       if (!behind) await sleep(tickMs, undefined, { signal: o.signal });
     }
   } finally {
-    await Promise.all([...groups.values()].flatMap((g) => g.files.map((f) => f.fh.close().catch(() => undefined))));
+    await Promise.all([...groups.values()].map((g) => g.closeAll()));
   }
 
   /** Opens the files not seen before, each into its pod interface, in written order. */
@@ -189,7 +149,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
       const { key, source } = await groupKey(dir, e.st, base);
       let g = groups.get(key);
       if (!g) {
-        g = new PodInterface(key, base);
+        g = new LivePodInterface(key, base);
         groups.set(key, g);
       }
       let fh: FileHandle;
@@ -225,8 +185,8 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
   }
 
   /** A pod interface's first header (or a different one): its interface block, and its pod's names. */
-  function adoptHeader(g: PodInterface, h: PcapHeader): void {
-    if (g.header && g.header.linktype === h.linktype && g.header.snaplen === h.snaplen && g.header.nanoseconds === h.nanoseconds) return;
+  function adoptHeader(g: LivePodInterface, h: PcapHeader): void {
+    if (g.header && sameHeader(g.header, h)) return;
     g.header = h;
     g.interfaceId = nextId++;
     g.tag = g.interfaceId;
@@ -236,123 +196,8 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
     if (names.length > 0) block(nameResolutionBlock(names));
   }
 
-  /**
-   * Reads what is committed of the pod interface's files, whole records, up to the budget:
-   * the files in turn, closing each that is finished (no longer written, read to its end).
-   */
-  async function readTick(dir: string, g: PodInterface): Promise<void> {
-    g.filled = 0;
-    g.cursor = 0;
-    g.behind = false;
-    while (g.files.length > 0) {
-      const f = g.files[0]!;
-      if (!f.checked) {
-        f.checked = true;
-        countGap(g, f);
-      }
-      const live = o.liveLength(dir, f.ino);
-      const size = live ?? Number((await f.fh.stat({ bigint: true })).size);
-      if (f.pos === 0) {
-        if (size < GLOBAL_HEADER_LENGTH) {
-          if (live !== undefined) return; // its header is still coming
-          await finish(g);
-          continue;
-        }
-        const h = Buffer.alloc(GLOBAL_HEADER_LENGTH);
-        await f.fh.read(h, 0, GLOBAL_HEADER_LENGTH, 0);
-        const header = parseGlobalHeader(h);
-        if (!header) {
-          await finish(g);
-          continue;
-        }
-        // Records of the previous file that are still buffered keep its interface: read them first.
-        if (g.filled > 0 && g.header && (g.header.linktype !== header.linktype || g.header.snaplen !== header.snaplen || g.header.nanoseconds !== header.nanoseconds)) return;
-        adoptHeader(g, header);
-        f.pos = GLOBAL_HEADER_LENGTH;
-      }
-      const room = Math.min(budget - g.filled, size - f.pos);
-      if (room > 0) {
-        if (g.buf.length < g.filled + room) {
-          const bigger = Buffer.allocUnsafe(Math.max(g.filled + room, Math.min(budget, 2 * g.buf.length), RECORD_HEADER_LENGTH + MAX_RECORD_LENGTH));
-          g.buf.copy(bigger, 0, 0, g.filled);
-          g.buf = bigger;
-        }
-        const { bytesRead } = await f.fh.read(g.buf, g.filled, room, f.pos);
-        // Only whole records count; a cut one is read again next tick.
-        const whole = wholeRecords(g.buf, g.filled, g.filled + bytesRead, g.header!.littleEndian);
-        if (whole.corrupt) throw corruptRecordError(g.buf, g.filled + whole.bytes, g.header!.littleEndian);
-        f.pos += whole.bytes;
-        f.index += whole.records;
-        g.filled += whole.bytes;
-      }
-      if (f.pos < size) {
-        g.behind = true; // more is committed than this tick may hold
-        return;
-      }
-      if (live !== undefined) return; // read to what is committed; more will come
-      await finish(g); // a rotated (or pruned) file read to its end
-    }
-  }
-
-  async function finish(g: PodInterface): Promise<void> {
-    const f = g.files.shift();
-    if (f) await letGo(g, f);
-  }
-
-  /**
-   * Done with a file (read to its end, or let go unread): where it stopped is where the next
-   * file of its writer should start; the difference, if any, is what was skipped.
-   */
-  async function letGo(g: PodInterface, f: Followed): Promise<void> {
-    const s = f.source;
-    g.expectWriter = s?.writer;
-    g.expectNext = s?.writer !== undefined && s.firstRecord !== undefined ? s.firstRecord + f.index : undefined;
-    await f.fh.close().catch(() => undefined);
-  }
-
-  /** Records between where the last file stopped and where this one starts: skipped (too slow, or pruned unseen). */
-  function countGap(g: PodInterface, f: Followed): void {
-    const s = f.source;
-    if (g.expectNext === undefined || s?.writer !== g.expectWriter || s?.firstRecord === undefined) return;
-    if (s.firstRecord + f.index > g.expectNext) g.skipped += s.firstRecord + f.index - g.expectNext;
-  }
-
-  /** More than `maxHeld` pruned files open for this pod interface: the oldest go (counted when the next is read). */
-  async function letGoOfOldPruned(g: PodInterface): Promise<void> {
-    const gone = (f: Followed): boolean => f.absent >= 2;
-    while (g.files.filter(gone).length > maxHeld) {
-      const f = g.files.find(gone)!;
-      g.files.splice(g.files.indexOf(f), 1);
-      if (!f.checked) {
-        f.checked = true;
-        countGap(g, f);
-      }
-      await letGo(g, f);
-    }
-  }
-
-  /** The pod interface's next record of this tick into its heap key; false when the tick has no more. */
-  function nextRecord(g: PodInterface): boolean {
-    const h = g.header;
-    while (h && g.cursor + RECORD_HEADER_LENGTH <= g.filled) {
-      const b = g.buf;
-      const c = g.cursor;
-      const seconds = h.littleEndian ? b.readUInt32LE(c) : b.readUInt32BE(c);
-      const fraction = h.littleEndian ? b.readUInt32LE(c + 4) : b.readUInt32BE(c + 4);
-      const micros = seconds * 1_000_000 + (h.nanoseconds ? Math.floor(fraction / 1000) : fraction);
-      if (micros < sinceMicros) {
-        g.cursor += RECORD_HEADER_LENGTH + recordLength(b, c, h.littleEndian);
-        continue;
-      }
-      g.s = seconds;
-      g.ns = h.nanoseconds ? fraction : fraction * 1000;
-      return true;
-    }
-    return false;
-  }
-
   /** The record at the pod interface's cursor as a packet (after a note of what was skipped, if anything was). */
-  function packet(g: PodInterface): void {
+  function packet(g: LivePodInterface): void {
     const h = g.header!;
     const b = g.buf;
     const c = g.cursor;
@@ -398,6 +243,6 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
 }
 
 /** A wall-clock time (ms) in the interface's timestamp units. */
-function stamp(g: PodInterface, ms: number): bigint {
+function stamp(g: LivePodInterface, ms: number): bigint {
   return BigInt(Math.floor(ms)) * (g.header?.nanoseconds ? 1_000_000n : 1000n);
 }
