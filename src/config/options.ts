@@ -1,8 +1,11 @@
 // Command-line options declared once: the parser, the defaults, the environment fallbacks
-// and the --help text all come from the same table, so they cannot disagree.
+// and the --help text all come from the same table, so they cannot disagree. The one reader
+// of command lines: the servers (kube-pcap gateway|agent), kubectl pcap and its Wireshark
+// extcap all declare their flags as an OptionTable and read argv with readArgv.
 import { parseArgs } from 'node:util';
 
-export type OptionType = 'string' | 'boolean' | 'integer' | 'list';
+/** `list`: one flag, comma-separated values; `strings`: a flag that may be given more than once. */
+export type OptionType = 'string' | 'boolean' | 'integer' | 'list' | 'strings';
 
 export interface OptionSpec {
   type: OptionType;
@@ -12,6 +15,8 @@ export interface OptionSpec {
   default?: string | number | boolean | string[];
   /** Environment variable read when the flag is absent. */
   env?: string;
+  /** A one-letter alias (-n for --namespace). */
+  short?: string;
   /** Inclusive bounds for integers. */
   min?: number;
   max?: number;
@@ -33,26 +38,40 @@ export interface ParsedCommand {
   values: OptionValues;
 }
 
-/** Parses argv against the table; unknown options, stray arguments and bad values are UsageErrors. */
-export function parseOptions(command: string, table: OptionTable, argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
-  for (const [name, spec] of Object.entries(table)) options[name] = { type: spec.type === 'boolean' ? 'boolean' : 'string' };
-  let parsed;
+/** A flag's value as given on the command line, before types and defaults. */
+export type RawValue = string | boolean | string[] | undefined;
+
+/**
+ * The flags and positionals of `argv` as given. Unknown flags, a value missing or given to a
+ * boolean, and (unless `positionals`) any argument that is not a flag are UsageErrors that
+ * start with `command`; `noun` is what the command's users call a flag.
+ */
+export function readArgv(command: string, table: OptionTable, argv: string[], o: { positionals?: boolean; noun?: string } = {}): { values: Record<string, RawValue>; positionals: string[] } {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
+  for (const [name, spec] of Object.entries(table)) {
+    options[name] = { type: spec.type === 'boolean' ? 'boolean' : 'string', ...(spec.short ? { short: spec.short } : {}), ...(spec.type === 'strings' ? { multiple: true } : {}) };
+  }
   try {
-    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false });
+    const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: o.positionals === true });
+    return { values: parsed.values as Record<string, RawValue>, positionals: parsed.positionals };
   } catch (err) {
     const msg = (err as Error).message;
     const unknown = /Unknown option '([^']+)'/.exec(msg);
     const positional = /Unexpected argument '([^']+)'/.exec(msg);
-    if (unknown) throw new UsageError(`${command}: unknown option ${unknown[1]}`);
+    if (unknown) throw new UsageError(`${command}: unknown ${o.noun ?? 'option'} ${unknown[1]}`);
     if (positional) throw new UsageError(`${command}: unexpected argument ${positional[1]}`);
     throw new UsageError(`${command}: ${msg.split('. ')[0]}`);
   }
+}
+
+/** Parses argv against the table; unknown options, stray arguments and bad values are UsageErrors. */
+export function parseOptions(command: string, table: OptionTable, argv: string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
+  const parsed = readArgv(command, { help: { type: 'boolean', short: 'h', help: 'Show this help.' }, ...table }, argv);
   if (parsed.values.help) return { help: true, values: {} };
 
   const values: OptionValues = {};
   for (const [name, spec] of Object.entries(table)) {
-    const given = parsed.values[name] as string | boolean | undefined;
+    const given = parsed.values[name];
     const fromEnv = spec.env !== undefined ? env[spec.env] : undefined;
     const raw = given ?? (fromEnv !== undefined && fromEnv !== '' ? fromEnv : undefined);
     if (raw === undefined) {
@@ -64,12 +83,12 @@ export function parseOptions(command: string, table: OptionTable, argv: string[]
   return { help: false, values };
 }
 
-function convert(command: string, name: string, spec: OptionSpec, raw: string | boolean): string | number | boolean | string[] {
+function convert(command: string, name: string, spec: OptionSpec, raw: string | boolean | string[]): string | number | boolean | string[] {
   switch (spec.type) {
     case 'boolean':
       if (typeof raw === 'boolean') return raw;
-      if (/^(1|true|yes)$/i.test(raw)) return true;
-      if (/^(0|false|no)$/i.test(raw)) return false;
+      if (/^(1|true|yes)$/i.test(String(raw))) return true;
+      if (/^(0|false|no)$/i.test(String(raw))) return false;
       throw new UsageError(`${command}: --${name} must be true or false, not "${raw}"`);
     case 'integer': {
       const text = String(raw);
@@ -80,6 +99,8 @@ function convert(command: string, name: string, spec: OptionSpec, raw: string | 
       }
       return n;
     }
+    case 'strings':
+      return Array.isArray(raw) ? raw : [String(raw)];
     case 'list':
       return String(raw).split(',').map((s) => s.trim()).filter((s) => s !== '');
     case 'string':

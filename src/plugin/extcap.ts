@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import { parseArgs } from 'node:util';
+import { readArgv, type OptionTable, type RawValue } from '../config/options.js';
 import { KubeConfig } from '@kubernetes/client-node';
 import { KUBE_PCAP_VERSION } from '../version.js';
 import { gatewayFailure, kubeFailure, noSuchCapture } from './answers.js';
@@ -29,29 +29,30 @@ const HELP_URL = 'https://github.com/kube-pcap/kube-pcap#wireshark';
 /** Ethernet: the pods' interfaces; the pcapng stream's own interface blocks say it again. */
 const DLT = { number: 1, name: 'EN10MB', display: 'Ethernet (pods\' interfaces, as pcapng)' };
 
-const OPTIONS = {
-  'extcap-interfaces': { type: 'boolean' },
-  'extcap-version': { type: 'string' },
-  'extcap-interface': { type: 'string' },
-  'extcap-dlts': { type: 'boolean' },
-  'extcap-config': { type: 'boolean' },
-  'extcap-capture-filter': { type: 'string' },
-  'extcap-reload-option': { type: 'string' },
-  capture: { type: 'boolean' },
-  fifo: { type: 'string' },
-  namespace: { type: 'string' },
-  'capture-name': { type: 'string' },
-  create: { type: 'boolean' },
-  selector: { type: 'string' },
-  filter: { type: 'string' },
-  duration: { type: 'string' },
-  gateway: { type: 'string' },
-  'gateway-ca-file': { type: 'string' },
-  'trust-gateway-url': { type: 'boolean' },
-  kubeconfig: { type: 'string' },
-  debug: { type: 'boolean' },
-  'debug-file': { type: 'string' },
-} as const;
+/** Wireshark's extcap calls (its extcap interface) and the configuration this extcap offers it. */
+const OPTIONS: OptionTable = {
+  'extcap-interfaces': { type: 'boolean', help: 'List the interfaces: one per kubeconfig context.' },
+  'extcap-version': { type: 'string', help: 'The calling Wireshark\'s version.' },
+  'extcap-interface': { type: 'string', help: 'The interface (kubeconfig context) the call is about.' },
+  'extcap-dlts': { type: 'boolean', help: 'List the interface\'s link types.' },
+  'extcap-config': { type: 'boolean', help: 'List the interface\'s options.' },
+  'extcap-capture-filter': { type: 'string', help: 'Check a capture filter (not used: the capture\'s own filters decide).' },
+  'extcap-reload-option': { type: 'string', help: 'Reload one option\'s values.' },
+  capture: { type: 'boolean', help: 'Capture: stream the packets into --fifo.' },
+  fifo: { type: 'string', help: 'Where Wireshark reads the packets.' },
+  namespace: { type: 'string', help: 'The capture\'s namespace.' },
+  'capture-name': { type: 'string', help: 'The PacketCapture to stream.' },
+  create: { type: 'boolean', help: 'Create the capture first (and delete it at the end).' },
+  selector: { type: 'string', help: 'With --create: the pods, as a Calico selector.' },
+  filter: { type: 'string', help: 'With --create: PROTO[:PORTS] filters.' },
+  duration: { type: 'string', help: 'With --create: how long it captures.' },
+  gateway: { type: 'string', help: 'The gateway\'s https:// URL (default: port-forward to its Service).' },
+  'gateway-ca-file': { type: 'string', help: 'With --gateway: a CA for its certificate.' },
+  'trust-gateway-url': { type: 'boolean', help: 'Send credentials to a --gateway URL the cluster does not publish.' },
+  kubeconfig: { type: 'string', help: 'The kubeconfig file.' },
+  debug: { type: 'boolean', help: 'Wireshark\'s debug switch.' },
+  'debug-file': { type: 'string', help: 'Wireshark\'s debug log file.' },
+};
 
 /** Each context's interface name: [a-z1-9_] only, unique (a short digest when two collide). */
 export function interfaceNames(contexts: readonly string[]): Map<string, string> {
@@ -109,7 +110,7 @@ function selectorFlags(text: string | undefined): { selector?: string; labels?: 
   return calico ? { selector: text } : { labels: text };
 }
 
-async function capture(values: Record<string, string | boolean | undefined>, contexts: Map<string, string>, kubeconfig: string | undefined): Promise<number> {
+async function capture(values: Record<string, RawValue>, contexts: Map<string, string>, kubeconfig: string | undefined): Promise<number> {
   const iface = values['extcap-interface'] as string | undefined;
   const context = [...contexts].find(([, name]) => name === iface)?.[0];
   if (!context) throw new PluginError(`no kubeconfig context for the interface ${iface ?? '(none)'}`);
@@ -158,11 +159,11 @@ async function capture(values: Record<string, string | boolean | undefined>, con
 
 /** Runs one extcap call from Wireshark or tshark; returns the exit code. */
 export async function extcapMain(argv: string[], io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream } = process): Promise<number> {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, RawValue>;
   try {
-    values = parseArgs({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
+    values = readArgv('kube-pcap extcap', OPTIONS, argv).values;
   } catch (e) {
-    io.stderr.write(`kube-pcap extcap: ${(e as Error).message}\n`);
+    io.stderr.write(`${(e as Error).message}\n`);
     return 2;
   }
   const kubeconfig = values.kubeconfig as string | undefined;

@@ -3,16 +3,12 @@
 import type { Gateway, GatewayFlags } from './gateway-access.js';
 import type { Target } from './answers.js';
 import type { KubeContext } from './kube-context.js';
+import type { OptionSpec, RawValue } from '../config/options.js';
 
-export type FlagValue = string | boolean | string[] | undefined;
+export type FlagValue = RawValue;
 
-export interface FlagSpec {
-  type: 'string' | 'boolean';
-  short?: string;
-  multiple?: boolean;
-  help: string;
-  metavar?: string;
-}
+/** kubectl pcap's flags are declared as every command line of kube-pcap is (config/options.ts). */
+export type FlagSpec = OptionSpec & { type: 'string' | 'boolean' | 'strings' };
 
 export interface Invocation {
   /** The capture name (positional), when the command takes one. */

@@ -1,7 +1,6 @@
 // kubectl-pcap: the PacketCapture workflow as a kubectl plugin (`kubectl pcap ...`). Flags
 // follow kubectl's conventions: -n/--namespace, -A, --context, --kubeconfig, -o for the
 // output format only; exit 0 on success, 1 on failure, 2 on a usage mistake.
-import { parseArgs } from 'node:util';
 import { KUBE_PCAP_VERSION } from '../version.js';
 import { cleanCommand, deleteCommand, stopCommand } from './commands/lifecycle.js';
 import { isExtcapInvocation } from './extcap-detect.js';
@@ -14,6 +13,7 @@ import { DEFAULT_GATEWAY_SERVICE, DEFAULT_TOKEN_AUDIENCE, openGateway, tokenAudi
 import type { CommandSpec, FlagSpec, FlagValue, Invocation } from './invocation.js';
 import { loadKubeContext, type KubeContext } from './kube-context.js';
 import { PluginError, PluginUsageError } from './plugin-error.js';
+import { readArgv, UsageError } from '../config/options.js';
 
 const COMMANDS: Record<string, CommandSpec> = {
   create: createCommand,
@@ -42,7 +42,7 @@ const GLOBAL_FLAGS: Record<string, FlagSpec> = {
 };
 
 function flagLine(name: string, spec: FlagSpec): string {
-  const left = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.type === 'string' ? `=${spec.metavar ?? 'VALUE'}` : ''}`;
+  const left = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.type !== 'boolean' ? `=${spec.metavar ?? 'VALUE'}` : ''}`;
   return `  ${left.padEnd(34)} ${spec.help}`;
 }
 
@@ -87,16 +87,11 @@ function commandHelp(name: string, c: CommandSpec): string {
 }
 
 function parseCommandLine(name: string, c: CommandSpec, argv: string[]): { positionals: string[]; values: Record<string, FlagValue> } {
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
-  for (const [n, s] of Object.entries({ ...GLOBAL_FLAGS, ...c.flags })) options[n] = { type: s.type, ...(s.short ? { short: s.short } : {}), ...(s.multiple ? { multiple: true } : {}) };
   try {
-    const parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
-    return { positionals: parsed.positionals, values: parsed.values as Record<string, FlagValue> };
+    return readArgv(`kubectl pcap ${name}`, { ...GLOBAL_FLAGS, ...c.flags }, argv, { positionals: true, noun: 'flag' });
   } catch (err) {
-    const msg = (err as Error).message;
-    const unknown = /Unknown option '([^']+)'/.exec(msg);
-    if (unknown) throw new PluginUsageError(`kubectl pcap ${name}: unknown flag ${unknown[1]}`);
-    throw new PluginUsageError(`kubectl pcap ${name}: ${msg.split('. ')[0]}`);
+    if (err instanceof UsageError) throw new PluginUsageError(err.message);
+    throw err;
   }
 }
 

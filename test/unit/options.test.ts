@@ -1,7 +1,7 @@
 import t from 'tap';
 import { agentConfig, agentOptions } from '../../src/config/agent.js';
 import { gatewayConfig, gatewayOptions } from '../../src/config/gateway.js';
-import { helpText, parseListen, parseOptions } from '../../src/config/options.js';
+import { helpText, parseListen, parseOptions, readArgv, UsageError } from '../../src/config/options.js';
 
 const gw = (...args: string[]) => gatewayConfig(parseOptions('gw', gatewayOptions, ['--dev-self-signed', '--agent-ca-file=/ca', '--agent-token-file=/t', '--agent-client-cert-file=/c', '--agent-client-key-file=/k', ...args], {}).values);
 
@@ -63,4 +63,19 @@ t.test('help text shows defaults and environment variables', async (t) => {
   const text = helpText('kube-pcap agent [options]', 'summary', agentOptions);
   t.match(text, /--node-name=NAME\s+.*\(env NODE_NAME\)/);
   t.match(text, /--capture-max-files=N\s+.*\(default 2\)/);
+});
+
+t.test('readArgv: the one reader of command lines (servers, kubectl pcap, the extcap)', async (t) => {
+  const table = {
+    namespace: { type: 'string' as const, short: 'n', help: 'ns' },
+    filter: { type: 'strings' as const, help: 'repeatable' },
+    watch: { type: 'boolean' as const, help: 'b' },
+  };
+  const r = readArgv('kubectl pcap create', table, ['dns', '-n', 'shop', '--filter', 'udp:53', '--filter=tcp:80', '--watch'], { positionals: true, noun: 'flag' });
+  t.same(r.positionals, ['dns']);
+  t.same(r.values, { namespace: 'shop', filter: ['udp:53', 'tcp:80'], watch: true }, 'a short alias, a repeated flag, a switch');
+  t.throws(() => readArgv('kubectl pcap create', table, ['--frobnicate'], { positionals: true, noun: 'flag' }), /^kubectl pcap create: unknown flag --frobnicate$/);
+  t.throws(() => readArgv('kube-pcap extcap', table, ['stray']), /^kube-pcap extcap: unexpected argument stray$/, 'no positionals unless the command takes them');
+  t.throws(() => readArgv('x', table, ['--namespace']), UsageError, 'a missing value is a usage error');
+  t.same(parseOptions('x', { tag: { type: 'strings', help: 't', default: [] } }, ['--tag=a', '--tag=b'], {}).values, { tag: ['a', 'b'] }, 'typed values keep every repeat');
 });

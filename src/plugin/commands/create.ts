@@ -103,7 +103,7 @@ export const createCommand: CommandSpec = {
   flags: {
     selector: { type: 'string', metavar: 'EXPR', help: 'Calico selector, e.g. \'app == "web" && tier != "db"\'.' },
     labels: { type: 'string', short: 'l', metavar: 'LABELS', help: 'Kubernetes label selector, e.g. app=web,tier!=db, translated to Calico\'s.' },
-    filter: { type: 'string', multiple: true, metavar: 'PROTO[:PORTS]', help: 'Capture only this: udp:53, tcp:80-90,443, icmp, :8080 (repeatable; rules are ORed).' },
+    filter: { type: 'strings', metavar: 'PROTO[:PORTS]', help: 'Capture only this: udp:53, tcp:80-90,443, icmp, :8080 (repeatable; rules are ORed).' },
     start: { type: 'string', metavar: 'TIME', help: 'Start at this RFC 3339 time (default now).' },
     duration: { type: 'string', metavar: 'D', help: 'Stop after this long from the start, e.g. 10m, 1h30m.' },
     end: { type: 'string', metavar: 'TIME', help: 'Stop at this RFC 3339 time.' },
