@@ -14,6 +14,7 @@ import { captureParams, parseSince, sinceQuery, type CaptureParams } from '../..
 import { watchAccess } from '../../src/http/access-watch.js';
 import { HttpError } from '../../src/http/status.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
+import { onResponseClose } from '../../src/http/response-close.js';
 
 const RETRY_AFTER_SECONDS = 5;
 
@@ -32,7 +33,7 @@ export default async function streamRoutes(app: FastifyInstance): Promise<void> 
         if (!(err instanceof QueueFullError)) throw err;
         throw new HttpError(429, 'TooManyRequests', `too many live streams open on this gateway replica (--max-live-streams): retry in ${RETRY_AFTER_SECONDS} s`, { 'retry-after': String(RETRY_AFTER_SECONDS) }, { retryAfterSeconds: RETRY_AFTER_SECONDS });
       }
-      reply.raw.once('close', release);
+      onResponseClose(reply, release);
       const files = app.captureFiles;
       let found;
       try {
@@ -43,7 +44,7 @@ export default async function streamRoutes(app: FastifyInstance): Promise<void> 
       }
       const uid = found.pc.metadata.uid;
       const abort = new AbortController();
-      reply.raw.once('close', () => abort.abort());
+      onResponseClose(reply, () => abort.abort());
       const node = (n: string): LiveNode => ({
         node: n,
         // The endpoint is looked up at each (re)connection: an agent that restarted may have a new address.
@@ -63,7 +64,7 @@ export default async function streamRoutes(app: FastifyInstance): Promise<void> 
           abort.abort();
         },
       });
-      reply.raw.once('close', stopWatch);
+      onResponseClose(reply, stopWatch);
       reply.trailer('kube-pcap-stream-end', async () => ending);
       const start = since ?? Date.now() * 1000;
       request.log.info({ user: request.caller?.username, namespace, name, since: request.query.since }, 'live stream opened');

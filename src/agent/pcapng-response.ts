@@ -5,6 +5,7 @@
 import type { FastifyReply } from 'fastify';
 import { sendChunks } from '../http/send-chunks.js';
 import { PacketEncoder } from '../pcap/pcapng.js';
+import { onResponseClose } from '../http/response-close.js';
 
 /**
  * Answers 200 with the chunks `produce` makes with the encoder; its signal is aborted when the
@@ -15,7 +16,7 @@ export async function sendPcapng(reply: FastifyReply, chunkBytes: number, produc
   const encoder = new PacketEncoder(chunkBytes);
   reply.hijack();
   reply.raw.writeHead(200, { 'content-type': 'application/x-pcapng', 'cache-control': 'no-store' });
-  reply.raw.once('close', () => abort.abort());
+  onResponseClose(reply, () => abort.abort());
   try {
     await sendChunks(reply.raw, produce(encoder, abort.signal), { written: (c) => encoder.recycle(c) });
     return { clientLeft: false };

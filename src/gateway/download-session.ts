@@ -8,6 +8,7 @@ import { HttpError } from '../http/status.js';
 import type { MissingNode, NodeFiles } from './capture-files.js';
 import { DownloadPins } from './download-pins.js';
 import './decorators.js';
+import { onResponseClose } from '../http/response-close.js';
 
 /** What a client turned away by a full download queue is told to wait. */
 const RETRY_AFTER_SECONDS = 5;
@@ -29,7 +30,7 @@ export async function inDownloadSlot(app: FastifyInstance, request: FastifyReque
     release(); // the client left while it waited
     return reply;
   }
-  reply.raw.once('close', release);
+  onResponseClose(reply, release);
   // Access taken away mid-download ends it: the connection is cut, the only way left to
   // say "incomplete" once the head is out (a zip's length is then short, a pcapng's blocks).
   const stopWatch = watchAccess(request, {
@@ -40,7 +41,7 @@ export async function inDownloadSlot(app: FastifyInstance, request: FastifyReque
       reply.raw.destroy();
     },
   });
-  reply.raw.once('close', stopWatch);
+  onResponseClose(reply, stopWatch);
   try {
     return await send();
   } catch (err) {
@@ -66,6 +67,6 @@ export async function pinForDownload(app: FastifyInstance, namespace: string, na
   const found = await files.find(namespace, name);
   const { nodes, missing } = partial ? await files.collectReachable(found, { pin: true }) : { nodes: await files.collect(found, { pin: true }), missing: [] };
   const pins = new DownloadPins(files, namespace, name, nodes, request.log);
-  reply.raw.once('close', () => void pins.releaseAll());
+  onResponseClose(reply, () => void pins.releaseAll());
   return { nodes, missing, pins };
 }

@@ -4,6 +4,7 @@
 // with Retry-After, before the shared places are even asked for.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { HttpError } from './status.js';
+import { onResponseClose } from './response-close.js';
 
 export class PerUserSlots {
   private readonly held = new Map<string, number>();
@@ -23,7 +24,7 @@ export class PerUserSlots {
       throw new HttpError(429, 'TooManyRequests', `you already have ${n} ${this.what} open on this gateway replica (${this.flag}=${this.max}): close one, or retry in ${retry} s`, { 'retry-after': String(retry) }, { retryAfterSeconds: retry });
     }
     this.held.set(user, n + 1);
-    reply.raw.once('close', () => {
+    onResponseClose(reply, () => {
       const left = (this.held.get(user) ?? 1) - 1;
       if (left > 0) this.held.set(user, left);
       else this.held.delete(user);

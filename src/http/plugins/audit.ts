@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../params.js';
+import { onResponseClose } from '../response-close.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -64,7 +65,7 @@ export const auditPlugin = fp(async (app: FastifyInstance, opts: { sink: AuditSi
     const socket = request.raw.socket;
     const writtenBefore = socket?.bytesWritten ?? 0;
     // 'close' comes for every response, finished or cut (a hijacked zip, a revoked stream).
-    reply.raw.once('close', () => opts.sink.write(recordOf(request, reply, verb, started, (socket?.bytesWritten ?? writtenBefore) - writtenBefore)));
+    onResponseClose(reply, () => opts.sink.write(recordOf(request, reply, verb, started, (socket?.bytesWritten ?? writtenBefore) - writtenBefore)));
   });
 }, { name: 'kube-pcap-audit' });
 
