@@ -25,7 +25,10 @@ await waitFor(async () => {
 }, { what: 'the watch cache to hold the listed capture', timeoutMs: 10_000 });
 const specs = new CaptureSpecs(kube, { log: createLogger('warn', 'capture-specs-test'), timeoutMs: 10_000 });
 const changes: string[] = [];
-specs.on('change', (type, pc) => changes.push(`${type} ${pc?.metadata.name ?? ''}`));
+// The API server is shared with tests running beside this one: only this namespace's events count.
+specs.on('change', (type, pc) => {
+  if (pc?.metadata.namespace === ns) changes.push(`${type} ${pc.metadata.name}`);
+});
 specs.start();
 t.teardown(() => specs.stop());
 await waitFor(() => specs.synced, { what: 'the first list', timeoutMs: 10_000 });
