@@ -5,11 +5,13 @@
 // Prints for each rate: packets written, kernel drops and CPU seconds of bare tcpdump and of
 // the agent with its tcpdump (split), the agent's idle CPU over a window as long without
 // traffic (reconcile loop, status, timers), and the ratios: packets written agent/bare
-// (target >= 0.99, no more drops) and capture CPU per packet agent/bare (target <= 2, the
-// agent's idle CPU taken out and reported beside it). Then the time from a new pod's IP to
-// its first captured packet, p50/p95.
+// (target >= 0.999, no more drops) and capture CPU per packet agent/bare (target <= 1.2, the
+// agent's idle CPU taken out and reported beside it), and the agent's resident memory. A last
+// row runs at the highest rate iperf3 reaches between the two pods here (probed first with no
+// capture running; `--max false` leaves it out). Then the time from a new pod's IP to its
+// first captured packet, p50/p95.
 //
-//   npm run bench:capture [-- --rates 50000,100000 --packets 2000000 --size 200 --pods 20]
+//   npm run bench:capture [-- --rates 50000,100000 --packets 2000000 --size 200 --pods 20 --max true]
 import { open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,7 +20,7 @@ import { agentMetric, metricsReaderToken, scratchDir } from '../test/harness/kub
 import { startDnsSender } from '../test/harness/dns-sender.js';
 import { createPodObject } from '../test/harness/topology.js';
 import { waitFor } from '../test/harness/wait.js';
-import { benchControlPlane, runBench, Teardowns, cpuSeconds, percentile, threadCpuSeconds, udpPair } from './lib.js';
+import { benchControlPlane, runBench, Teardowns, cpuSeconds, percentile, rssBytes, threadCpuSeconds, udpPair } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -26,6 +28,7 @@ const { values: args } = parseArgs({
     packets: { type: 'string', default: '2000000' },
     size: { type: 'string', default: '200' },
     pods: { type: 'string', default: '20' },
+    max: { type: 'string', default: 'true' },
     // Writes a V8 CPU profile of the agent there (read it with Chrome's DevTools, or any .cpuprofile reader).
     'cpu-prof': { type: 'string' },
     // More agent flags for the measured agent, e.g. --agent-arg=--tcpdump-output-buffer-bytes=65536.
@@ -79,6 +82,8 @@ async function countRecords(path: string): Promise<number> {
   return n;
 }
 
+const mib = (b: number): string => `${(b / 1024 / 1024).toFixed(0)} MiB`;
+
 async function main(): Promise<void> {
   const td = new Teardowns();
   try {
@@ -87,13 +92,24 @@ async function main(): Promise<void> {
     const w = await captureWorld(td, c, { nodes: 1 });
     const node = w.nodes[0]!;
     const { sender, send } = await udpPair(td, w, node);
-    const traffic = (pps: number): Promise<void> => send(pps, SIZE, Math.ceil(PACKETS / pps));
+    const traffic = async (pps: number): Promise<void> => {
+      await send(pps, SIZE, Math.ceil(PACKETS / pps));
+    };
+    const rates = [...RATES];
+    if (args.max === 'true') {
+      // The generator's ceiling with nothing capturing; both runs then send at it.
+      const probeSeconds = 3;
+      const sent = await send(0, SIZE, probeSeconds);
+      const max = Math.floor(sent / probeSeconds / 1000) * 1000;
+      process.stdout.write(`  iperf3's highest rate between the two pods, nothing capturing: ${Math.round(sent / probeSeconds)} packets/s (${probeSeconds} s); the last row runs at ${max}/s\n`);
+      if (max > 0) rates.push(max);
+    }
     const pause = (seconds: number): Promise<void> => new Promise((r) => setTimeout(r, seconds * 1000)); // a measurement window
     const bpf = 'udp and port 5201';
     const scratch = await scratchDir(td, 'bench-capture');
     await warmPages(scratch, WARM_BYTES);
 
-    interface Run { packets: number; drops: number; cpu: number; agentCpu?: number; tcpdumpCpu?: number; idleCpu?: number }
+    interface Run { packets: number; drops: number; cpu: number; agentCpu?: number; tcpdumpCpu?: number; idleCpu?: number; rss?: { before: number; peak: number } }
     async function bare(pps: number): Promise<Run> {
       const file = join(scratch, `bare-${pps}.pcap`);
       const p = node.ns.spawn(td, `bare-tcpdump-${pps}`, 'tcpdump', ['-i', sender.hostIface, '-w', file, '-n', '-B', '4096', bpf], w.logDir);
@@ -134,8 +150,18 @@ async function main(): Promise<void> {
       const agent0 = await cpuSeconds(bigAgent.proc.pid);
       const threads0 = await threadCpuSeconds(bigAgent.proc.pid);
       const tcpdump0 = await sum(tcpdumps);
-      await traffic(pps);
-      await pause(DRAIN_SECONDS);
+      // Resident memory sampled while it captures: flat in the rate and the length, or not.
+      const rssBefore = await rssBytes(bigAgent.proc.pid);
+      let rssPeak = rssBefore;
+      const sampler = setInterval(() => {
+        rssBytes(bigAgent.proc.pid).then((b) => { rssPeak = Math.max(rssPeak, b); }, () => undefined);
+      }, 250);
+      try {
+        await traffic(pps);
+        await pause(DRAIN_SECONDS);
+      } finally {
+        clearInterval(sampler);
+      }
       const agentCpu = (await cpuSeconds(bigAgent.proc.pid)) - agent0;
       const threads = [...(await threadCpuSeconds(bigAgent.proc.pid))].map(([n, t]) => {
         const b = threads0.get(n) ?? { user: 0, sys: 0 };
@@ -156,11 +182,11 @@ async function main(): Promise<void> {
       await c.custom.deleteNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: w.ns, plural: 'packetcaptures', name });
       // The next rate starts from a clean disk: freeing this run's file is not its cost.
       await waitFor(async () => (await readdir(w.captureDir('node-1', name)).catch(() => undefined)) === undefined, { what: `the files of ${name} to be removed`, timeoutMs: 60_000 });
-      return { packets, drops, cpu: agentCpu + tcpdumpCpu, agentCpu, tcpdumpCpu, idleCpu };
+      return { packets, drops, cpu: agentCpu + tcpdumpCpu, agentCpu, tcpdumpCpu, idleCpu, rss: { before: rssBefore, peak: rssPeak } };
     }
 
     const summary: string[] = [];
-    for (const pps of RATES) {
+    for (const pps of rates) {
       const b = await bare(pps);
       const a = await viaAgent(pps);
       const perPacket = (x: number, n: number): number => (x / n) * 1e6;
@@ -170,10 +196,11 @@ async function main(): Promise<void> {
         `  ${pps} packets/s:`,
         `    bare tcpdump -w file: ${b.packets} packets written, ${b.drops} kernel drops, ${b.cpu.toFixed(2)} CPU-s (${perPacket(b.cpu, b.packets).toFixed(2)} CPU-us/packet)`,
         `    agent: ${a.packets} packets written, ${a.drops} kernel drops, ${a.cpu.toFixed(2)} CPU-s = tcpdump ${a.tcpdumpCpu!.toFixed(2)} + agent ${a.agentCpu!.toFixed(2)} (of which idle, measured over as long without traffic: ${a.idleCpu!.toFixed(2)})`,
-        `    packets written agent/bare ${(a.packets / b.packets).toFixed(3)} (target >= 0.99); capture CPU per packet agent/bare ${cpuRatio.toFixed(2)} without the idle CPU, ${rawRatio.toFixed(2)} with it (target <= 2)`,
+        `    agent's resident memory: ${mib(a.rss!.before)} before, ${mib(a.rss!.peak)} at most while capturing`,
+        `    packets written agent/bare ${(a.packets / b.packets).toFixed(3)} (target >= 0.999); capture CPU per packet agent/bare ${cpuRatio.toFixed(2)} without the idle CPU, ${rawRatio.toFixed(2)} with it (target <= 1.2)`,
         '',
       ].join('\n'));
-      summary.push(`${pps}/s: written ${(a.packets / b.packets).toFixed(3)}, CPU/packet ${cpuRatio.toFixed(2)} (${rawRatio.toFixed(2)} with idle)`);
+      summary.push(`${pps}/s: written ${(a.packets / b.packets).toFixed(3)}, drops ${a.drops} (bare ${b.drops}), CPU/packet ${cpuRatio.toFixed(2)} (${rawRatio.toFixed(2)} with idle), RSS ${mib(a.rss!.peak)}`);
     }
 
     // The latency of new pods is the default agent's: the one above reserves 3 GB of disk per

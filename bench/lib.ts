@@ -115,7 +115,19 @@ export async function benchControlPlane(td: Teardowns): Promise<TestCluster> {
 }
 
 /** Two pods on one node, `sender` (labels app=sender) and `receiver` running an iperf3 server, and UDP traffic between them at a fixed rate. */
-export async function udpPair(td: Teardowns, w: CaptureWorld, node: TopoNode): Promise<{ sender: TopoPod; receiver: TopoPod; send(pps: number, size: number, seconds: number): Promise<void> }> {
+/** Current resident set size of a process (VmRSS), in bytes. */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  if (!m) throw new Error(`no VmRSS for ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/**
+ * Two iperf3 pods on a node. `send` sends UDP datagrams of `size` bytes at `pps` packets/s
+ * (0: as fast as iperf3 can) for `seconds`, and returns how many it sent.
+ */
+export async function udpPair(td: Teardowns, w: CaptureWorld, node: TopoNode): Promise<{ sender: TopoPod; receiver: TopoPod; send(pps: number, size: number, seconds: number): Promise<number> }> {
   const sender = await w.addPod(node, 'sender', { app: 'sender' });
   const receiver = await w.addPod(node, 'receiver', { app: 'receiver' });
   receiver.ns.spawn(td, 'iperf3-server', 'iperf3', ['-s', '-B', receiver.ip], w.logDir);
@@ -125,7 +137,10 @@ export async function udpPair(td: Teardowns, w: CaptureWorld, node: TopoNode): P
     receiver,
     // -b in bits/s of payload: packets/s x payload bytes x 8.
     send: async (pps, size, seconds) => {
-      await sender.ns.exec('iperf3', ['-c', receiver.ip, '-u', '-b', String(pps * size * 8), '-l', String(size), '-t', String(seconds), '-B', sender.ip], (seconds + 30) * 1000);
+      const out = await sender.ns.exec('iperf3', ['-c', receiver.ip, '-u', '-b', String(pps * size * 8), '-l', String(size), '-t', String(seconds), '-B', sender.ip, '--json'], (seconds + 30) * 1000);
+      const sent = (JSON.parse(out) as { end?: { sum?: { packets?: number } } }).end?.sum?.packets;
+      if (typeof sent !== 'number') throw new Error(`iperf3 did not say how many packets it sent: ${out.slice(0, 500)}`);
+      return sent;
     },
   };
 }

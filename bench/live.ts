@@ -77,7 +77,9 @@ async function main(): Promise<void> {
     for (const n of ['node-1', 'node-2']) await w.waitForState('live', n, 'WaitingForTraffic');
     const gw = await startGateway(td, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, extraArgs: ['--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0'], sourceMaps: false });
     const agent = w.agents.get('node-1')!;
-    const traffic = (): Promise<void> => send(RATE, SIZE, SECONDS);
+    const traffic = async (): Promise<void> => {
+      await send(RATE, SIZE, SECONDS);
+    };
     const agents = [...w.agents.values()];
     const cpu = async (): Promise<{ agent: number; gateway: number }> => ({ agent: (await Promise.all(agents.map((x) => cpuSeconds(x.proc.pid)))).reduce((x, y) => x + y, 0), gateway: await cpuSeconds(gw.proc.pid) });
     const delta = (a: { agent: number; gateway: number }, b: { agent: number; gateway: number }): { agent: number; gateway: number } => ({ agent: b.agent - a.agent, gateway: b.gateway - a.gateway });
