@@ -114,7 +114,6 @@ export async function benchControlPlane(td: Teardowns): Promise<TestCluster> {
   return new TestCluster(cp.info, cp);
 }
 
-/** Two pods on one node, `sender` (labels app=sender) and `receiver` running an iperf3 server, and UDP traffic between them at a fixed rate. */
 /** Current resident set size of a process (VmRSS), in bytes. */
 export async function rssBytes(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -124,8 +123,9 @@ export async function rssBytes(pid: number): Promise<number> {
 }
 
 /**
- * Two iperf3 pods on a node. `send` sends UDP datagrams of `size` bytes at `pps` packets/s
- * (0: as fast as iperf3 can) for `seconds`, and returns how many it sent.
+ * Two pods on one node, `sender` (labels app=sender) and `receiver` running an iperf3 server.
+ * `send` sends UDP datagrams of `size` bytes from one to the other at `pps` packets/s (0: as
+ * fast as iperf3 can) for `seconds`, and returns how many it sent.
  */
 export async function udpPair(td: Teardowns, w: CaptureWorld, node: TopoNode): Promise<{ sender: TopoPod; receiver: TopoPod; send(pps: number, size: number, seconds: number): Promise<number> }> {
   const sender = await w.addPod(node, 'sender', { app: 'sender' });
