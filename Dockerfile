@@ -40,13 +40,13 @@ EXPOSE 9443
 ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/src/cli.js"]
 CMD ["gateway"]
 
-# --- agent: tcpdump and iproute2 for capturing on the node; coreutils' stdbuf gives tcpdump
-# a larger output buffer (--tcpdump-output-buffer-bytes), and perl grows a busy capture's pipe
-# (--tcpdump-pipe-bytes; Node has no fcntl). Both are Essential in Debian, named anyway ---
+# --- agent: tcpdump (it writes the capture file itself; the agent rotates it), coreutils'
+# stdbuf (tcpdump's 256 KiB output buffer; Essential in Debian, named anyway) and iproute2 for
+# finding pods' interfaces on the node ---
 FROM ${NODE_IMAGE} AS agent
 ENV NODE_ENV=production
 RUN apt-get update \
- && apt-get install -y --no-install-recommends tcpdump iproute2 coreutils perl-base \
+ && apt-get install -y --no-install-recommends tcpdump iproute2 coreutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=app /app /app

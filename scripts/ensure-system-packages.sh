@@ -12,7 +12,7 @@ declare -A pkg=(
   [tcpdump]=tcpdump [tshark]=tshark [ip]=iproute2 [bridge]=iproute2 [unzip]=unzip [curl]=curl
   [openssl]=openssl [dig]=dnsutils [dnsmasq]=dnsmasq-base [setpriv]=util-linux
   [unshare]=util-linux [nsenter]=util-linux [ps]=procps [socat]=socat [script]=bsdutils
-  [nginx]=nginx-light [perl]=perl-base [stdbuf]=coreutils
+  [nginx]=nginx-light [stdbuf]=coreutils
 )
 for arg in "$@"; do
   case "$arg" in

@@ -46,6 +46,7 @@ export default async function agentFileRoutes(app: FastifyInstance): Promise<voi
       // Downloads holding these files are cut: the space is the user's to free.
       const pins = await app.filePins.dropCapture(namespace, name);
       // What the capture wrote stays counted (its maxPackets/maxBytes), and so does whose it is.
+      await app.captureActivity.deletingFiles(namespace, name);
       const removed = await app.captureStore.removeAll(namespace, name, CAPTURE_STATE_FILES);
       app.captureActivity.filesDeleted(namespace, name);
       request.log.info({ caller: request.caller?.username, namespace, name, removed: removed.length, pins }, 'capture files deleted');

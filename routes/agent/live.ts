@@ -25,7 +25,10 @@ export default async function agentLiveRoutes(app: FastifyInstance): Promise<voi
       const { error, clientLeft } = await sendPcapng(reply, CHUNK_BYTES, (encoder, signal) => liveNodePcapng({
         node: app.nodeName, namespace, capture: name, application: `kube-pcap ${KUBE_PCAP_VERSION}`,
         directory: () => store.directory(namespace, name),
-        liveLength: (dir, ino) => store.liveLengthOf(dir, ino),
+        isWriting: (dir, ino) => store.writing.isWriting(dir, ino),
+        committedLength: (dir, ino) => store.writing.committedLength(dir, ino),
+        generationOf: (dir, ino) => store.writing.generationOf(dir, ino),
+        flushedThrough: () => store.writing.flushedThrough(namespace, name),
         kernelDrops: () => app.captureActivity.kernelDrops(namespace, name),
         sinceMicros, signal, encoder,
       }));

@@ -41,7 +41,7 @@ export interface ControllerMetrics {
   filterCheck(): void;
   /** One interface lookup started (failures back off per pod). */
   interfaceLookup(): void;
-  observe(summary: { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number; bufferedBytes: number; pipeBytes: number }): void;
+  observe(summary: { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number }): void;
 }
 
 export interface ControllerOptions extends RuntimeOptions {
@@ -153,7 +153,7 @@ export class CaptureController {
     await withDeadline(this.queue.shutDown(), 15_000, 'finishing work in progress').catch((err: Error) => this.o.log.warn({ err: err.message }, 'stopping anyway'));
     await this.runtimes.stopAll();
     // Exact counts on disk, so that a restart continues them (limits) where they stood.
-    await Promise.all([...this.runtimes.byKey.entries()].map(([key, r]) => withDeadline(r.tally.settle(), DISK_DEADLINE_MS, `writing the tally of ${key}`).catch((err: Error) => this.o.log.warn({ capture: key, err: err.message }, 'the capture\'s count stays as reserved'))));
+    await Promise.all([...this.runtimes.byKey.entries()].map(([key, r]) => withDeadline(r.tally.settle(this.o.rotationGate), DISK_DEADLINE_MS, `counting the files of ${key}`).catch((err: Error) => this.o.log.warn({ capture: key, err: err.message }, 'the capture\'s files are counted at the next start'))));
     this.filters.stop();
     this.interfaces.stop();
   }
@@ -171,14 +171,34 @@ export class CaptureController {
     return this.runtimes.kernelDrops(namespace, name);
   }
 
-  /** Committed length of the file with inode `ino` in `dir`, if a worker is writing it. */
-  liveLength(dir: string, ino: bigint): number | undefined {
-    return this.runtimes.liveLength(dir, ino);
+  /** Whether a worker is writing the file with inode `ino` in `dir`. */
+  isWriting(dir: string, ino: bigint): boolean {
+    return this.runtimes.isWriting(dir, ino);
+  }
+
+  /** The complete-record prefix of the file with inode `ino` in `dir`, if a worker is writing it. */
+  async committedLength(dir: string, ino: bigint): Promise<number | undefined> {
+    return await this.runtimes.committedLength(dir, ino);
+  }
+
+  /** The generation of the file with inode `ino` in `dir`, if a worker is writing it. */
+  generationOf(dir: string, ino: bigint): number | undefined {
+    return this.runtimes.generationOf(dir, ino);
+  }
+
+  /** Every packet of the capture that reached the kernel before this time (ms) is in its files, if every worker has proven it. */
+  flushedThrough(namespace: string, name: string): number | undefined {
+    return this.runtimes.flushedThrough(namespace, name);
   }
 
   /** Pinned bytes went down (a download ended): captures the disk budget refused may fit now. */
   pinsReleased(): void {
     this.runtimes.retryRefused();
+  }
+
+  /** Every file of the capture is about to be deleted through the API: what it wrote stays counted (its limits). */
+  async deletingFiles(namespace: string, name: string): Promise<void> {
+    await this.runtimes.byKey.get(`${namespace}/${name}`)?.tally.forgetAll();
   }
 
   filesDeleted(namespace: string, name: string): void {
@@ -241,7 +261,7 @@ export class CaptureController {
     await this.runtimes.refreshDisk();
 
     const now = Date.now();
-    const plan = planCapture({
+    const inputs = (): Parameters<typeof planCapture>[0] => ({
       capture: { namespace, name, uid, spec: pc.spec },
       nodeName: this.o.nodeName,
       pods: [...this.o.pods.items.values()].map((p) => this.podView(p)),
@@ -252,6 +272,7 @@ export class CaptureController {
       budget: this.runtimes.budget.view(),
       written: rt.tally,
     });
+    let plan = planCapture(inputs());
     if (plan.bpf !== undefined) this.expressions.set(key, plan.bpf);
     if (plan.limits) rt.tally.setLimits({ maxPackets: plan.limits.maxPackets, maxBytes: plan.limits.maxBytes });
     rt.refused = plan.refused !== undefined;
@@ -262,8 +283,11 @@ export class CaptureController {
     this.o.log.debug({ capture: key, phase: plan.phase, pods: plan.matchedPods.length, workers: plan.workers.length, starting: admitted.length, settling: plan.settling, ms: Date.now() - began }, 'reconcile');
     for (let n = 0; n < admitted.length; n++) this.runtimes.budget.workerStarted();
     await this.runtimes.converge(key, rt, plan, dir, admitted, () => withDeadline(this.directories.claim(key, dir, uid), DISK_DEADLINE_MS, `claiming ${dir}`));
-    // With no worker left, the count on disk becomes exact (it runs ahead while writing).
-    if (rt.workers.size === 0) await withDeadline(rt.tally.settle(), DISK_DEADLINE_MS, `writing the tally of ${key}`);
+    // With no worker left, the files are counted and cut to the limits (capture-tally.ts).
+    if (rt.workers.size === 0 && (await withDeadline(rt.tally.settle(this.o.rotationGate), DISK_DEADLINE_MS, `counting the files of ${key}`))) {
+      // The count changed (what the tcpdumps wrote past a limit is cut): the report says the exact one.
+      plan = planCapture(inputs());
+    }
 
     const fileNames = await withDeadline(this.o.store.fileNames(namespace, name), DISK_DEADLINE_MS, `listing ${dir}`);
     const report = this.o.reports.items.get(`${namespace}/${reportName(name, this.o.nodeName)}`);

@@ -202,7 +202,7 @@ export function planCapture(i: PlanInputs): CapturePlan {
       continue;
     }
     if (!Number.isNaN(disk) && disk < i.budget.perWorkerBytes) {
-      refusal ??= `not enough disk space on node ${i.nodeName}: ${formatBytes(i.budget.diskFree)} free in ${i.budget.captureDir}, ${formatBytes(i.budget.diskReserved)} of it reserved by running captures and downloads' pinned files, a capture of one pod interface needs (captureMaxFiles + 1) x (captureMaxSizeBytes + 4 KiB for each file's source record) = ${formatBytes(i.budget.perWorkerBytes)}`;
+      refusal ??= `not enough disk space on node ${i.nodeName}: ${formatBytes(i.budget.diskFree)} free in ${i.budget.captureDir}, ${formatBytes(i.budget.diskReserved)} of it reserved by running captures and downloads' pinned files, a capture of one pod interface needs (captureMaxFiles + 2) x (captureMaxSizeBytes + 4 KiB for each file's source record) = ${formatBytes(i.budget.perWorkerBytes)}`;
       refusedPods.push(w.pod.name);
       continue;
     }

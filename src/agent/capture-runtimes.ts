@@ -1,8 +1,8 @@
 // What runs on this node for each capture (docs/agent.md, "Capture workers"): its workers,
-// its tally, and the node-wide budgets they share (workers, disk, buffered bytes, pipes, the
-// disk gate). The controller decides what should run; this module starts and stops it and
+// its tally, and the node-wide budgets they share (workers, disk, the disk gate). The controller decides what should run; this module starts and stops it and
 // answers what the file server asks about it (is it still writing, how long is the file
 // being written, may a download pin more).
+import { accessSync, constants } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -10,15 +10,16 @@ import { formatBytes, type CapturePlan, type WorkerPlan } from './capture-plan.j
 import type { CaptureTally } from './capture-tally.js';
 import { CaptureWorker } from './capture-worker.js';
 import { withDeadline } from './deadline.js';
+import { recordsInFile } from '../pcap/records.js';
 import { DiskGate } from './disk-gate.js';
 import { SOURCE_RECORD_BYTES } from './file-source.js';
 import { ProcessRecords } from './leftover-tcpdumps.js';
-import { BufferBudget, NodeBudget, PipeBudget } from './node-budget.js';
+import { NodeBudget } from './node-budget.js';
 import type { PodRef } from './pod-interface.js';
-import type { RotationPolicy } from './rotating-pcap.js';
+import { fileBytesAtMost, type RotationPolicy } from './tcpdump-files.js';
 import type { RotationGate } from './rotation-gate.js';
 
-/** Under the capture directory, for tcpdumps' output channels; no namespace can be called so. */
+/** Under the capture directory, for the records of running tcpdumps; no namespace can be called so. */
 export const RUN_DIR = '.run';
 
 /** Disk operations (creating a directory, statfs) that take longer are given up on. */
@@ -43,17 +44,9 @@ export interface RuntimeOptions {
   captureDir: string;
   policy: RotationPolicy;
   tcpdump: string;
-  /** tcpdump's stdio output buffer, through stdbuf (0: its own). */
-  tcpdumpOutputBufferBytes?: number;
-  /** A busy tcpdump's pipe grows to this size (pipe-size.ts); 0 or undefined: never. */
-  tcpdumpPipeBytes?: number;
-  /** Grown pipes' capacity, over all workers (default 16 MiB). */
-  maxPipeBytes?: number;
   log: Logger;
   /** Capture workers (pod interfaces) on this node, over all captures. */
   maxWorkers: number;
-  /** Bytes read from tcpdumps and not yet written, over all workers. */
-  maxBufferedBytes: number;
   /** Free bytes on the capture directory's filesystem. */
   diskFree?: (path: string) => Promise<number>;
   /** Capture writes in libuv's thread pool at once (src/agent/disk-gate.ts). */
@@ -74,6 +67,28 @@ export interface RuntimeEvents {
   rotation(namespace: string, name: string): void;
 }
 
+/**
+ * Disk a worker may hold: its rotated files, the file being written, and a rotation's copy
+ * made before the oldest rotated file is pruned (tcpdump-files.ts), each with its source.
+ */
+export function perWorkerBytes(policy: RotationPolicy): number {
+  return (policy.maxFiles + 2) * (fileBytesAtMost(policy) + SOURCE_RECORD_BYTES);
+}
+
+/** The first executable `name` on PATH. */
+function onPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const path = join(dir || '.', name);
+    try {
+      accessSync(path, constants.X_OK);
+      return path;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
 /** The running worker captures what the plan wants (same filter, same snap length). */
 export function sameCapture(worker: CaptureWorker, want: WorkerPlan): boolean {
   return worker.spec.bpf === want.bpf && worker.spec.snapLen === want.snapLen;
@@ -82,15 +97,13 @@ export function sameCapture(worker: CaptureWorker, want: WorkerPlan): boolean {
 export class CaptureRuntimes {
   readonly byKey = new Map<string, Runtime>();
   readonly budget: NodeBudget;
-  readonly buffers: BufferBudget;
-  readonly pipes: PipeBudget;
   private readonly gate: DiskGate;
   private readonly processes: ProcessRecords;
+  /** coreutils' stdbuf, if the image has it (tcpdump-process.ts: tcpdump's writes 64x larger). */
+  private readonly stdbuf = onPath('stdbuf');
 
   constructor(private readonly o: RuntimeOptions, private readonly events: RuntimeEvents) {
-    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: (o.policy.maxFiles + 1) * (o.policy.maxSizeBytes + SOURCE_RECORD_BYTES), captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
-    this.buffers = new BufferBudget(o.maxBufferedBytes);
-    this.pipes = new PipeBudget(o.maxPipeBytes ?? 16 * 1024 * 1024);
+    this.budget = new NodeBudget({ maxWorkers: o.maxWorkers, perWorkerBytes: perWorkerBytes(o.policy), captureDir: o.captureDir, diskFree: o.diskFree, pinnedBytes: o.pinnedBytes });
     this.gate = new DiskGate(o.diskSlots ?? 4);
     this.processes = new ProcessRecords(join(o.captureDir, RUN_DIR));
   }
@@ -173,27 +186,47 @@ export class CaptureRuntimes {
 
   kernelDrops(namespace: string, name: string): Map<string, number> {
     const out = new Map<string, number>();
-    for (const w of this.byKey.get(`${namespace}/${name}`)?.workers.values() ?? []) out.set(w.file.base, w.stats.kernelDrops);
+    for (const w of this.byKey.get(`${namespace}/${name}`)?.workers.values() ?? []) out.set(w.files.base, w.stats.kernelDrops);
     return out;
   }
 
-  /**
-   * Committed length of the file with inode `ino` in `dir`, if a worker is writing it, for the
-   * file server. By inode, not by name: rotation gives the name to a new file at any moment.
-   */
-  liveLength(dir: string, ino: bigint): number | undefined {
+  /** The worker writing the file with inode `ino` in `dir`, if any. By inode, not by name: the name passes to a new file at every rotation. */
+  private writerOf(dir: string, ino: bigint): CaptureWorker | undefined {
     for (const r of this.byKey.values()) {
-      for (const w of r.workers.values()) {
-        if (w.file.dir !== dir) continue;
-        const n = w.file.liveLengthOf(ino);
-        if (n !== undefined) return n;
-      }
+      for (const w of r.workers.values()) if (w.files.dir === dir && w.isWriting(ino)) return w;
     }
     return undefined;
   }
 
+  /** The generation of the file with inode `ino` in `dir`, if a worker is writing it (tcpdump-files.ts). */
+  generationOf(dir: string, ino: bigint): number | undefined {
+    return this.writerOf(dir, ino)?.generationOf(ino);
+  }
+
+  /** Whether a worker is writing the file with inode `ino` in `dir` (the live stream waits for more of it). */
+  isWriting(dir: string, ino: bigint): boolean {
+    return this.writerOf(dir, ino) !== undefined;
+  }
+
+  /** The complete-record prefix of the file with inode `ino` in `dir`, if a worker is writing it (the file server's length). */
+  async committedLength(dir: string, ino: bigint): Promise<number | undefined> {
+    return await this.writerOf(dir, ino)?.committedLength(ino);
+  }
+
+  /** Every packet of the capture that reached the kernel before this time (ms) is in its files; undefined: not proven by every worker. */
+  flushedThrough(namespace: string, name: string): number | undefined {
+    // No tcpdump of the capture here: whatever comes later is captured later.
+    let through = Date.now();
+    for (const w of this.byKey.get(`${namespace}/${name}`)?.workers.values() ?? []) {
+      if (!w.capturing) continue;
+      if (w.flushedThrough === 0) return undefined;
+      through = Math.min(through, w.flushedThrough);
+    }
+    return through;
+  }
+
   /** The node's figures for the metrics. */
-  summary(): { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number; bufferedBytes: number; pipeBytes: number } {
+  summary(): { captures: number; workers: number; kernelDrops: number; diskFreeBytes: number } {
     let workers = 0;
     let drops = 0;
     let captures = 0;
@@ -203,7 +236,7 @@ export class CaptureRuntimes {
       workers += capturing.length;
       for (const w of rt.workers.values()) drops += w.stats.kernelDrops;
     }
-    return { captures, workers, kernelDrops: drops, diskFreeBytes: this.budget.diskFreeBytes, bufferedBytes: this.buffers.bytes, pipeBytes: this.pipes.bytes };
+    return { captures, workers, kernelDrops: drops, diskFreeBytes: this.budget.diskFreeBytes };
   }
 
   private startWorker(key: string, rt: Runtime, want: WorkerPlan, dir: string): void {
@@ -211,18 +244,22 @@ export class CaptureRuntimes {
     const origin = { node: this.o.nodeName, namespace, capture: name, pod: want.pod.name, podUID: want.pod.uid, podIPs: want.pod.ips ?? [want.pod.ip] };
     const worker = new CaptureWorker({ capture: key, pod: want.pod.name, iface: want.iface, bpf: want.bpf, snapLen: want.snapLen, dir, origin }, {
       tcpdump: this.o.tcpdump,
-      outputBufferBytes: this.o.tcpdumpOutputBufferBytes,
+      stdbuf: this.stdbuf,
       policy: this.o.policy,
       log: this.o.log,
       gate: this.gate,
       rotationGate: this.o.rotationGate,
-      runDir: join(this.o.captureDir, RUN_DIR),
       processes: this.processes,
-      tally: rt.tally,
-      buffers: this.buffers,
-      pipes: this.pipes,
-      pipeBytes: this.o.tcpdumpPipeBytes,
-      onPackets: (n, bytes) => this.events.packets(namespace, name, n, bytes),
+      onPackets: (n, bytes) => {
+        this.events.packets(namespace, name, n, bytes);
+        // A limit reached: the plan stops the capture here, and its files are cut to it.
+        if (rt.tally.add(n, bytes)) this.events.changed(key);
+      },
+      onPrune: async (path) => {
+        if (!rt.tally.limited) return;
+        const { packets, bytes } = await recordsInFile(path);
+        await rt.tally.forget(packets, bytes);
+      },
       onRotate: () => {
         this.events.rotation(namespace, name);
         this.events.changed(key);

@@ -6,10 +6,12 @@
 // and a regular file opened without following symlinks; the directories on the way are
 // checked to be real directories inside the root.
 import { constants, type BigIntStats } from 'node:fs';
-import { lstat, open, readdir, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, open, readdir, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { dirname, join, sep } from 'node:path';
 import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
 import { completePrefixLength } from '../pcap/records.js';
+import { GLOBAL_HEADER_LENGTH } from '../pcap/format.js';
 import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from '../http/params.js';
 import { fileIdentity, fileIdentityAt } from './file-identity.js';
 import { readSource, removeSources, SOURCES_DIR, type FileSource } from './file-source.js';
@@ -40,8 +42,24 @@ export interface OpenedFile {
   identity: string;
 }
 
-/** Committed length of the file with this inode in this directory, if the agent is writing it. */
-export type LiveLength = (dir: string, ino: bigint) => number | undefined;
+/** What the store asks the agent about the files its tcpdumps are writing right now. */
+export interface WritingFiles {
+  /** Whether a tcpdump is writing the file with this inode in this directory. */
+  isWriting(dir: string, ino: bigint): boolean;
+  /** Its complete-record prefix, if a tcpdump is writing it (tcpdump may be mid-record). */
+  committedLength(dir: string, ino: bigint): Promise<number | undefined>;
+  /** Every packet of the capture that reached the kernel before this time (ms) is in its files, if proven. */
+  flushedThrough(namespace: string, name: string): number | undefined;
+  /**
+   * The generation of the file being written with this inode, if a tcpdump writes it: the
+   * first record number of what it holds now (a rotation moves its content: tcpdump-files.ts).
+   */
+  generationOf(dir: string, ino: bigint): number | undefined;
+  /** Runs `op` with no rotation in `dir` meanwhile (a copy of a file being written is one moment's). */
+  steady<T>(dir: string, op: () => Promise<T>): Promise<T>;
+}
+
+const NOTHING_WRITTEN: WritingFiles = { isWriting: () => false, committedLength: () => Promise.resolve(undefined), flushedThrough: () => undefined, generationOf: () => undefined, steady: (_dir, op) => op() };
 
 export function isRotatedName(file: string): boolean {
   return ROTATED.test(file);
@@ -74,7 +92,8 @@ export async function captureFilesIn(dir: string): Promise<CaptureFileEntry[]> {
     if (!FILE_NAME.test(name)) continue;
     const path = join(dir, name);
     const st = await lstat(path, { bigint: true }).catch(() => undefined);
-    if (st?.isFile()) out.push({ name, path, st });
+    // A file with no more than its header holds no packet yet (tcpdump has just started): not listed.
+    if (st?.isFile() && st.size > BigInt(GLOBAL_HEADER_LENGTH)) out.push({ name, path, st });
   }
   return out;
 }
@@ -82,14 +101,9 @@ export async function captureFilesIn(dir: string): Promise<CaptureFileEntry[]> {
 export class CaptureStore {
   constructor(
     readonly root: string,
-    /** Committed length of a file the agent is writing right now (exact, no scan needed). */
-    private readonly liveLength: LiveLength = () => undefined,
+    /** The files the agent's tcpdumps are writing right now. */
+    readonly writing: WritingFiles = NOTHING_WRITTEN,
   ) {}
-
-  /** Committed length of the file with this inode in `dir`, if the agent is writing it (a live stream follows it). */
-  liveLengthOf(dir: string, ino: bigint): number | undefined {
-    return this.liveLength(dir, ino);
-  }
 
   /** The directory of a capture; throws on names Kubernetes would never allow. */
   captureDir(namespace: string, name: string): string {
@@ -125,7 +139,17 @@ export class CaptureStore {
    */
   async servableLength(dir: string, path: string, file: string, st: { ino: bigint; size: bigint }): Promise<number> {
     if (isRotatedName(file)) return Number(st.size);
-    return this.liveLength(dir, st.ino) ?? (await completePrefixLength(path));
+    return (await this.writing.committedLength(dir, st.ino)) ?? (await completePrefixLength(path));
+  }
+
+  /**
+   * A file's identity (file-identity.ts), and its generation when it is (or was) a file being
+   * written: a rotation moves that file's content, keeping its inode (tcpdump-files.ts).
+   */
+  async identityOf(dir: string, path: string, st: BigIntStats, source: FileSource | undefined, handle?: FileHandle): Promise<string> {
+    const base = handle ? await fileIdentity(st, handle) : await fileIdentityAt(path, st);
+    const generation = this.writing.generationOf(dir, st.ino) ?? source?.firstRecord;
+    return generation ? `${base}-n${generation.toString(16)}` : base;
   }
 
   async list(namespace: string, name: string): Promise<StoredFile[]> {
@@ -133,9 +157,10 @@ export class CaptureStore {
     if (!dir) return [];
     const out: StoredFile[] = [];
     for (const { name: file, path, st } of await captureFilesIn(dir)) {
-      const found = await Promise.all([this.servableLength(dir, path, file, st), fileIdentityAt(path, st), readSource(dir, st)]).catch(() => undefined);
-      if (found === undefined) continue; // deleted by rotation while we looked
-      out.push({ name: file, size: found[0], modified: st.mtime.toISOString(), identity: found[1], ...(found[2] ? { source: found[2] } : {}) });
+      const found = await Promise.all([this.servableLength(dir, path, file, st), readSource(dir, st)]).catch(() => undefined);
+      const identity = found && (await this.identityOf(dir, path, st, found[1]).catch(() => undefined));
+      if (found === undefined || identity === undefined) continue; // deleted by rotation while we looked
+      out.push({ name: file, size: found[0], modified: st.mtime.toISOString(), identity, ...(found[1] ? { source: found[1] } : {}) });
     }
     return out;
   }
@@ -144,11 +169,7 @@ export class CaptureStore {
   async fileNames(namespace: string, name: string): Promise<string[]> {
     const dir = await this.existingDir(namespace, name);
     if (!dir) return [];
-    const out: string[] = [];
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      if (entry.isFile() && FILE_NAME.test(entry.name)) out.push(entry.name);
-    }
-    return out.sort();
+    return (await captureFilesIn(dir)).map((e) => e.name);
   }
 
   /** The file, opened for reading, or undefined when it is not a servable file of this capture. */
@@ -166,12 +187,37 @@ export class CaptureStore {
     try {
       const st = await handle.stat({ bigint: true });
       if (!st.isFile()) throw new Error('not a regular file');
+      if (this.writing.isWriting(dir, st.ino)) {
+        await handle.close();
+        return await this.writing.steady(dir, () => this.openCopy(dir, path));
+      }
       const size = await this.servableLength(dirname(path), path, file, st);
-      return { handle, size: Math.min(size, Number(st.size)), modified: st.mtime, identity: await fileIdentity(st, handle) };
+      return { handle, size: Math.min(size, Number(st.size)), modified: st.mtime, identity: await this.identityOf(dir, path, st, await readSource(dir, st), handle) };
     } catch {
-      await handle.close();
+      await handle.close().catch(() => undefined);
       return undefined;
     }
+  }
+
+  /**
+   * A file being written, served from a copy of its committed records made with no rotation
+   * under way: a rotation moves its content while it is served otherwise (tcpdump-files.ts).
+   * The copy is unlinked as soon as it is open; its identity is the file's.
+   */
+  private async openCopy(dir: string, path: string): Promise<OpenedFile | undefined> {
+    const st = await lstat(path, { bigint: true });
+    const [size, identity] = [await this.servableLength(dir, path, '', st), await this.identityOf(dir, path, st, await readSource(dir, st))];
+    // Not a capture file's name: never listed or served by name.
+    const copy = join(dir, `.serving-${randomBytes(8).toString('hex')}`);
+    await copyFile(path, copy);
+    let handle: FileHandle;
+    try {
+      handle = await open(copy, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } finally {
+      await unlink(copy).catch(() => undefined);
+    }
+    const copied = await handle.stat();
+    return { handle, size: Math.min(size, copied.size), modified: st.mtime, identity };
   }
 
   /**

@@ -8,6 +8,8 @@ export interface CaptureActivity {
   /** Kernel drops so far by pod interface (file base `<pod>_<iface>`), of the capture's running workers. */
   kernelDrops(namespace: string, name: string): Map<string, number>;
   /** Called after files were deleted, so status can follow at once. */
+  /** Every file of the capture is about to be deleted: what it wrote stays counted. */
+  deletingFiles(namespace: string, name: string): Promise<void>;
   filesDeleted(namespace: string, name: string): void;
 }
 

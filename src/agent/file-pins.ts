@@ -18,7 +18,6 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CAPTURE_FILE_NAME } from '../pcap/file-names.js';
 import { captureFilesIn, type CaptureStore } from './capture-store.js';
-import { fileIdentityAt } from './file-identity.js';
 import { readSource, type FileSource } from './file-source.js';
 import type { RotationGate } from './rotation-gate.js';
 
@@ -288,7 +287,10 @@ export class FilePins {
     for (const { name: file, path, st: orig } of await captureFilesIn(dir)) {
       const pinned = join(pinDir, file);
       try {
-        await link(path, pinned);
+        // A file being written changes in place at its next rotation (tcpdump-files.ts): the
+        // pin holds a copy of it as it is now (rotation is held off meanwhile).
+        if (this.o.store.writing.isWriting(dir, orig.ino)) await copyFile(path, pinned);
+        else await link(path, pinned);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') throw new PinRefusedError(409, `${file} was removed while it was being pinned: the capture's files are being deleted`);
@@ -299,13 +301,13 @@ export class FilePins {
       }
       const st = await lstat(pinned, { bigint: true });
       const copied = st.ino !== orig.ino;
-      const [size, identity, source] = await Promise.all([
+      const [size, source] = await Promise.all([
         // A copy is no file a worker writes: its length is its complete records.
         this.o.store.servableLength(dir, pinned, file, st),
-        // What a listing shows for the original, also when the pin holds a copy.
-        copied ? fileIdentityAt(path, orig) : fileIdentityAt(pinned, st),
         readSource(dir, orig),
       ]);
+      // What a listing shows for the original, also when the pin holds a copy.
+      const identity = await this.o.store.identityOf(dir, copied ? path : pinned, copied ? orig : st, source);
       out.push({ name: file, size: Math.min(size, Number(st.size)), modified: orig.mtime.toISOString(), identity, ino: st.ino.toString(), ...(source ? { source } : {}) });
     }
     return out;

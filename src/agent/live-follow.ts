@@ -4,13 +4,15 @@
 // neither waits for it nor drops for it.
 //
 // Each tick lists the capture directory, opens every new file of every pod interface, and
-// reads what is committed (live-pod-interface.ts: the writer's own count for the file being
-// written, all of a rotated one). Files are followed by descriptor, so rotation's rename changes nothing and a
-// pruned file can still be read to its end; a viewer that falls so far behind that more than
-// a few pruned files would have to be held for it lets the oldest go. Every file says which
-// writer numbered its records and the number of its first (file-source.ts), so what was
-// skipped, in files let go or pruned before they were ever seen, is counted exactly and said
-// (an ISB comment "N packets skipped (viewer too slow)"), never a silent gap. What each tick read is
+// reads its whole records (live-pod-interface.ts: tcpdump may be mid-record in the file it
+// writes; the rest is read next tick). Files are followed by descriptor, so a pruned file can
+// still be read to its end; a viewer that falls so far behind that more than a few pruned
+// files would have to be held for it lets the oldest go. Every file says which writer
+// numbered its records and the number of its first (file-source.ts): a rotation copies the
+// file being written and starts a new generation of it (tcpdump-files.ts), and the numbers
+// say which records of the copy and of the new generation were already read (never given
+// twice), and what was skipped, in files let go or pruned before they were ever seen (counted
+// exactly and said, an ISB comment "N packets skipped (viewer too slow)"), never a silent gap. What each tick read is
 // merged in time order across pod interfaces; a watermark block says how far this node's
 // clock has been delivered, also when nothing happens (the gateway's heartbeat).
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -33,8 +35,18 @@ export interface LiveFollowOptions {
   application: string;
   /** The capture's directory now, if it exists (checked on every tick: it may come and go). */
   directory(): Promise<string | undefined>;
-  /** Committed length of the file with this inode if the agent is writing it. */
-  liveLength(dir: string, ino: bigint): number | undefined;
+  /** Whether a tcpdump is writing the file with this inode (more of it will come). */
+  isWriting(dir: string, ino: bigint): boolean;
+  /** Its complete-record prefix, if a tcpdump is writing it (where a stream joining it starts). */
+  committedLength(dir: string, ino: bigint): Promise<number | undefined>;
+  /** Its generation (the first record number of what it holds now), if a tcpdump is writing it. */
+  generationOf(dir: string, ino: bigint): number | undefined;
+  /**
+   * Every packet that reached the kernel before this time (ms, this node's clock) is in the
+   * files, if the capture's tcpdumps have proven it (tcpdump-process.ts): the watermark's
+   * floor, so a quiet node does not hold the others back by the whole lag.
+   */
+  flushedThrough?(): number | undefined;
   /** Kernel drops so far by pod interface (file base `<pod>_<iface>`). */
   kernelDrops(): Map<string, number>;
   /** Unix microseconds: include what is on disk from then on; undefined: from now. */
@@ -43,7 +55,7 @@ export interface LiveFollowOptions {
   encoder: PacketEncoder;
   /** Pause between ticks when there is nothing more to read. */
   tickMs?: number;
-  /** How far behind its own clock a packet can reach the files (libpcap's timeout, tcpdump's flush, the agent's batch). */
+  /** How far behind its own clock a packet can reach the files when nothing proves better (libpcap's timeout, tcpdump's flush). */
   watermarkLagMs?: number;
   /** Interface statistics (kernel drops) this often per interface. */
   statsIntervalMs?: number;
@@ -70,7 +82,15 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
    * alone may be reused), with how many listings in a row have missed each.
    */
   const seen = new Map<string, number>();
-  const identity = (st: BigIntStats): string => `${st.ino}/${st.birthtimeNs}`;
+  /** The last generation seen of each file being written: it stays the file's once tcpdump is done with it. */
+  const generations = new Map<bigint, number>();
+  const generation = (dir: string, ino: bigint): number | undefined => {
+    const g = o.generationOf(dir, ino);
+    if (g !== undefined) generations.set(ino, g);
+    return g ?? generations.get(ino);
+  };
+  /** A file, and for a file being written, which generation of it. */
+  let identity = (st: BigIntStats): string => `${st.ino}/${st.birthtimeNs}`;
   const sources = new Map<string, FileSource>();
   const sinceMicros = o.sinceMicros ?? 0;
   let nextId = 0;
@@ -87,7 +107,10 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
   try {
     for (;;) {
       o.signal.throwIfAborted();
+      // Proven before this tick reads: what it proves is then read in this tick.
+      const proven = o.flushedThrough?.();
       const dir = await o.directory();
+      if (dir) identity = (st) => `${st.ino}/${st.birthtimeNs}/${generation(dir, st.ino) ?? ''}`;
       const entries = dir ? await captureFilesIn(dir).catch(() => [] as CaptureFileEntry[]) : [];
       if (dir) await discover(dir, entries);
       // Files no longer listed are pruned (or deleted): held open, but only a few per interface.
@@ -107,7 +130,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
       let behind = false;
       const heap = new TimeHeap<LivePodInterface>();
       for (const g of groups.values()) {
-        if (dir) await g.readTick((ino) => o.liveLength(dir, ino), budget, (h) => adoptHeader(g, h));
+        if (dir) await g.readTick((ino) => o.isWriting(dir, ino), (ino) => generation(dir, ino), budget, (h) => adoptHeader(g, h));
         behind ||= g.behind;
         if (g.nextRecord(sinceMicros)) heap.push(g);
       }
@@ -115,7 +138,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
         packet(g);
         if (g.nextRecord(sinceMicros)) heap.push(g);
       }
-      heartbeat(behind);
+      heartbeat(behind, proven);
       const chunk = enc.take();
       if (chunk) out.push(chunk);
       for (const b of out.splice(0)) yield b;
@@ -132,7 +155,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
       // A file with no record yet may not have its source yet either (the writer records it
       // between the header and the first record), and where the filesystem keeps no birth
       // times a reused inode's old source would pass for it: it is taken up once it has one.
-      if ((o.liveLength(dir, e.st.ino) ?? Number(e.st.size)) <= GLOBAL_HEADER_LENGTH) continue;
+      if (Number(e.st.size) <= GLOBAL_HEADER_LENGTH) continue;
       seen.set(identity(e.st), 0);
       const { base, rotatedAt } = parseFileName(e.name);
       let start = 0;
@@ -140,7 +163,7 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
         // What was there when the stream began: from ?since on, or only what comes next.
         if (o.sinceMicros === undefined) {
           if (rotatedAt !== undefined) continue;
-          start = o.liveLength(dir, e.st.ino) ?? -1;
+          start = (await o.committedLength(dir, e.st.ino)) ?? -1;
           if (start < 0) continue; // not being written: nothing more will come
         } else {
           if (rotatedAt !== undefined && Number(rotatedAt) < o.sinceMicros) continue;
@@ -172,7 +195,8 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
         adoptHeader(g, header);
         index = (await wholeRecordsOfFile(fh, GLOBAL_HEADER_LENGTH, start, header.littleEndian)).records;
       }
-      g.files.push({ fh, ino: e.st.ino, name: e.name, pos: start, absent: 0, source, index, checked: false });
+      const gen = generation(dir, e.st.ino);
+      g.files.push({ fh, ino: e.st.ino, name: e.name, pos: start, absent: 0, source, first: gen ?? source?.firstRecord, generation: gen, index, skip: 0, checked: false });
     }
   }
 
@@ -214,13 +238,14 @@ export async function* liveNodePcapng(o: LiveFollowOptions): AsyncGenerator<Buff
 
   /**
    * How far this node's clock has been delivered: what reaches the files reaches them within
-   * the lag, except where a pod interface is behind (then up to its last packet sent). Sent
+   * the lag, or by the time the tcpdumps proved (whichever is later), except where a pod
+   * interface is behind (then up to its last packet sent). Sent
    * every tick while it moves, and at least once a second (the heartbeat). Kernel drop counts
    * go out per interface every statsIntervalMs; a skip nobody has seen yet is said at once.
    */
-  function heartbeat(behind: boolean): void {
+  function heartbeat(behind: boolean, proven: number | undefined): void {
     const t = now();
-    let w = (t - lagMs) * 1000;
+    let w = Math.max(t - lagMs, proven ?? 0) * 1000;
     if (behind) for (const g of groups.values()) if (g.behind && g.lastMicros > 0) w = Math.min(w, g.lastMicros);
     if (w > lastWatermark || t - lastSent >= 1000) {
       lastWatermark = Math.max(lastWatermark, w);

@@ -4,7 +4,7 @@
 // pod interface's files and counts, exactly, what a slow viewer did not get to see.
 import type { FileHandle } from 'node:fs/promises';
 import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from '../pcap/format.js';
-import { corruptRecordError, recordLength, wholeRecords } from '../pcap/records.js';
+import { corruptRecordError, recordLength, skipRecordsOfFile, wholeRecords, wholeRecordsOfFile } from '../pcap/records.js';
 import type { TimeKeyed } from '../pcap/time-heap.js';
 import type { FileSource } from './file-source.js';
 
@@ -18,8 +18,14 @@ export interface Followed {
   /** Directory listings in a row that did not have it: two mean pruned or deleted (one may be a rename under way). */
   absent: number;
   source: FileSource | undefined;
+  /** Number of its first record in its writer's count (a file being written: of the generation followed). */
+  first: number | undefined;
+  /** The generation followed, for a file being written (a rotation moves its content). */
+  generation: number | undefined;
   /** Records of the file before `pos` (read, or passed over when joining it midway). */
   index: number;
+  /** Records still to pass over: read already, from the file this one was copied from or the generation before. */
+  skip: number;
   /** Whether its first record number has been checked against where the last file stopped. */
   checked: boolean;
 }
@@ -56,12 +62,13 @@ export class LivePodInterface implements TimeKeyed {
   constructor(readonly key: string, readonly base: string) {}
 
   /**
-   * Reads what is committed of the files, whole records, up to `budget` bytes: the files in
-   * turn, closing each that is finished (no longer written, read to its end). `liveLength`
-   * is the writer's committed length of a file it still writes; `adopt` is told each file's
-   * header before its records are read.
+   * Reads the files' whole records, up to `budget` bytes: the files in turn, closing each
+   * that is finished (no longer written, read to its end). `writing` says whether tcpdump
+   * still writes a file (it may be mid-record: the rest is read next tick), `generation`
+   * which generation of it the file holds now; `adopt` is told each file's header before its
+   * records are read.
    */
-  async readTick(liveLength: (ino: bigint) => number | undefined, budget: number, adopt: (h: PcapHeader) => void): Promise<void> {
+  async readTick(writing: (ino: bigint) => boolean, generation: (ino: bigint) => number | undefined, budget: number, adopt: (h: PcapHeader) => void): Promise<void> {
     this.filled = 0;
     this.cursor = 0;
     this.behind = false;
@@ -71,11 +78,18 @@ export class LivePodInterface implements TimeKeyed {
         f.checked = true;
         this.countGap(f);
       }
-      const live = liveLength(f.ino);
-      const size = live ?? Number((await f.fh.stat({ bigint: true })).size);
+      // A rotation moved what follows to a copy and a new generation, both read next: where
+      // this generation stopped is where they are read from.
+      if (this.moved(f, generation)) {
+        await this.finish();
+        continue;
+      }
+      // Asked before the size: a file no longer written has its last bytes by then.
+      const live = writing(f.ino);
+      const size = Number((await f.fh.stat({ bigint: true })).size);
       if (f.pos === 0) {
         if (size < GLOBAL_HEADER_LENGTH) {
-          if (live !== undefined) return; // its header is still coming
+          if (live) return; // its header is still coming
           await this.finish();
           continue;
         }
@@ -91,7 +105,23 @@ export class LivePodInterface implements TimeKeyed {
         adopt(header);
         f.pos = GLOBAL_HEADER_LENGTH;
       }
-      const room = Math.min(budget - this.filled, size - f.pos);
+      if (f.skip > 0) {
+        const run = await skipRecordsOfFile(f.fh, f.pos, size, this.header!.littleEndian, f.skip);
+        if (this.moved(f, generation)) {
+          await this.finish();
+          continue;
+        }
+        f.pos += run.bytes;
+        f.index += run.records;
+        f.skip -= run.records;
+        if (f.skip > 0) {
+          if (live) return; // the rest of what it repeats is still coming
+          await this.finish();
+          continue;
+        }
+      }
+      const unread = size - f.pos;
+      const room = Math.min(budget - this.filled, unread);
       if (room > 0) {
         if (this.buf.length < this.filled + room) {
           const bigger = Buffer.allocUnsafe(Math.max(this.filled + room, Math.min(budget, 2 * this.buf.length), RECORD_HEADER_LENGTH + MAX_RECORD_LENGTH));
@@ -99,6 +129,11 @@ export class LivePodInterface implements TimeKeyed {
           this.buf = bigger;
         }
         const { bytesRead } = await f.fh.read(this.buf, this.filled, room, f.pos);
+        // Read while a rotation moved the file's content: not this generation's bytes.
+        if (this.moved(f, generation)) {
+          await this.finish();
+          continue;
+        }
         // Only whole records count; a cut one is read again next tick.
         const whole = wholeRecords(this.buf, this.filled, this.filled + bytesRead, this.header!.littleEndian);
         if (whole.corrupt) throw corruptRecordError(this.buf, this.filled + whole.bytes, this.header!.littleEndian);
@@ -106,16 +141,27 @@ export class LivePodInterface implements TimeKeyed {
         f.index += whole.records;
         this.filled += whole.bytes;
       }
-      if (f.pos < size) {
-        this.behind = true; // more is committed than this tick may hold
+      if (room < unread) {
+        this.behind = true; // more is there than this tick may hold
         return;
       }
-      if (live !== undefined) return; // read to what is committed; more will come
+      if (live) return; // read to its last whole record; more will come
       await this.finish(); // a rotated (or pruned) file read to its end
     }
   }
 
-  /** More than `maxHeld` pruned files open: the oldest go (counted when the next is read). */
+  /** The file being written holds another generation than the one followed. */
+  private moved(f: Followed, generation: (ino: bigint) => number | undefined): boolean {
+    if (f.generation === undefined) return false;
+    const now = generation(f.ino);
+    return now !== undefined && now !== f.generation;
+  }
+
+  /**
+   * More than `maxHeld` pruned files open: the oldest go. What is left of each is counted as
+   * skipped (it is still open: its records are walked), and files pruned unseen are counted
+   * when the next is read, by their writer's record numbers.
+   */
   async letGoOfOldPruned(maxHeld: number): Promise<void> {
     const gone = (f: Followed): boolean => f.absent >= 2;
     while (this.files.filter(gone).length > maxHeld) {
@@ -125,8 +171,26 @@ export class LivePodInterface implements TimeKeyed {
         f.checked = true;
         this.countGap(f);
       }
+      const rest = await this.unread(f);
+      this.skipped += rest;
+      f.index += rest;
       await this.letGo(f);
     }
+  }
+
+  /** Whole records of a file after where it was read to. */
+  private async unread(f: Followed): Promise<number> {
+    const size = Number((await f.fh.stat()).size);
+    let from = f.pos;
+    let le = this.header?.littleEndian;
+    if (from === 0) {
+      const h = Buffer.alloc(GLOBAL_HEADER_LENGTH);
+      await f.fh.read(h, 0, GLOBAL_HEADER_LENGTH, 0);
+      le = parseGlobalHeader(h)?.littleEndian;
+      from = GLOBAL_HEADER_LENGTH;
+    }
+    if (le === undefined || size <= from) return 0;
+    return (await wholeRecordsOfFile(f.fh, from, size, le)).records;
   }
 
   /** The next record of this tick at or after `sinceMicros` into the heap key; false when the tick has no more. */
@@ -165,15 +229,22 @@ export class LivePodInterface implements TimeKeyed {
    */
   private async letGo(f: Followed): Promise<void> {
     const s = f.source;
+    const next = s?.writer !== undefined && f.first !== undefined ? f.first + f.index : undefined;
+    // A file wholly read before (a rotation's copy of what was read) leaves the count where it was.
+    this.expectNext = next !== undefined && this.expectWriter === s?.writer && this.expectNext !== undefined ? Math.max(this.expectNext, next) : next;
     this.expectWriter = s?.writer;
-    this.expectNext = s?.writer !== undefined && s.firstRecord !== undefined ? s.firstRecord + f.index : undefined;
     await f.fh.close().catch(() => undefined);
   }
 
-  /** Records between where the last file stopped and where this one starts: skipped (too slow, or pruned unseen). */
+  /**
+   * Records between where the last file stopped and where this one starts: skipped (too slow,
+   * or pruned unseen); records it starts with that were read already: passed over.
+   */
   private countGap(f: Followed): void {
     const s = f.source;
-    if (this.expectNext === undefined || s?.writer !== this.expectWriter || s?.firstRecord === undefined) return;
-    if (s.firstRecord + f.index > this.expectNext) this.skipped += s.firstRecord + f.index - this.expectNext;
+    if (this.expectNext === undefined || s?.writer !== this.expectWriter || f.first === undefined) return;
+    const at = f.first + f.index;
+    if (at > this.expectNext) this.skipped += at - this.expectNext;
+    else f.skip = this.expectNext - at;
   }
 }

@@ -28,8 +28,6 @@ function agentMetrics(registry: Registry): ControllerMetrics {
   const workers = new Gauge({ name: 'kube_pcap_agent_capture_interfaces', help: 'Pod interfaces being captured on this node.', registers: [registry] });
   const drops = new Gauge({ name: 'kube_pcap_agent_kernel_drops', help: 'Packets the kernel dropped before tcpdump could read them, summed over running captures.', registers: [registry] });
   const diskFree = new Gauge({ name: 'kube_pcap_agent_disk_free_bytes', help: 'Free bytes on the capture directory\'s filesystem.', registers: [registry] });
-  const buffered = new Gauge({ name: 'kube_pcap_agent_buffered_bytes', help: 'Bytes read from tcpdump and not yet written, over all captures (bounded by --max-buffered-bytes).', registers: [registry] });
-  const pipes = new Gauge({ name: 'kube_pcap_agent_pipe_bytes', help: 'Capacity of the grown pipes of busy captures, over all captures (bounded by --max-pipe-bytes).', registers: [registry] });
   const filterChecks = new Counter({ name: 'kube_pcap_agent_filter_checks_total', help: 'tcpdump -d runs checking a capture\'s filter (cached by expression; resyncs add none).', registers: [registry] });
   const lookups = new Counter({ name: 'kube_pcap_agent_interface_lookups_total', help: 'Lookups of a pod\'s host interface (failed ones back off per pod).', registers: [registry] });
   return {
@@ -45,8 +43,6 @@ function agentMetrics(registry: Registry): ControllerMetrics {
       workers.set(s.workers);
       drops.set(s.kernelDrops);
       if (!Number.isNaN(s.diskFreeBytes)) diskFree.set(s.diskFreeBytes);
-      buffered.set(s.bufferedBytes);
-      pipes.set(s.pipeBytes);
     },
   };
 }
@@ -58,7 +54,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   // tcpdumps an earlier agent left running, however it ended (leftover-tcpdumps.ts).
   const leftovers = await new ProcessRecords(join(config.captureDir, RUN_DIR)).endLeftovers();
   if (leftovers.length > 0) log.warn({ pids: leftovers }, 'ended the tcpdumps an earlier agent left running');
-  // A FIFO made just before a crash, before it could be unlinked (capture-worker.ts).
+  // Records of the tcpdumps just ended: nothing of them runs any more.
   await rm(join(config.captureDir, RUN_DIR), { recursive: true, force: true });
   const tls = await withClientCa(await loadTls(config.tls, 'kube-pcap-agent', log), config.clientCaFile, '--client-ca-file');
   const registry = new Registry();
@@ -66,7 +62,13 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const pods = new Reflector<Pod>(kube, { path: '/api/v1/pods', fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'pods' }), timeoutMs: config.apiTimeoutMs * 6 });
   const reports = new Reflector<NodeReport>(kube, { path: reportsPath(), fieldSelector: `spec.nodeName=${config.nodeName}`, log: log.child({ watch: 'packetcapturenodereports' }), timeoutMs: config.apiTimeoutMs * 6 });
   let controller: CaptureController | undefined;
-  const store = new CaptureStore(config.captureDir, (dir, ino) => controller?.liveLength(dir, ino));
+  const store = new CaptureStore(config.captureDir, {
+    isWriting: (dir, ino) => controller?.isWriting(dir, ino) ?? false,
+    committedLength: async (dir, ino) => await controller?.committedLength(dir, ino),
+    flushedThrough: (ns, name) => controller?.flushedThrough(ns, name),
+    generationOf: (dir, ino) => controller?.generationOf(dir, ino),
+    steady: (dir, op) => rotationGate.exclusive(dir, op),
+  });
   const rotationGate = new RotationGate();
   const pinCount = new Gauge({ name: 'kube_pcap_agent_pins', help: 'Downloads holding pinned files on this node.', registers: [registry] });
   const pinBytes = new Gauge({ name: 'kube_pcap_agent_pinned_bytes', help: 'Bytes of files held by downloads\' pins, each file once.', registers: [registry] });
@@ -100,9 +102,6 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     captureDir: config.captureDir,
     policy: { maxSizeBytes: config.maxSizeBytes, rotationSeconds: config.rotationSeconds, maxFiles: config.maxFiles },
     tcpdump: config.tcpdump,
-    tcpdumpOutputBufferBytes: config.tcpdumpOutputBufferBytes,
-    tcpdumpPipeBytes: config.tcpdumpPipeBytes,
-    maxPipeBytes: config.maxPipeBytes,
     log,
     kube,
     store,
@@ -116,7 +115,6 @@ export async function runAgent(config: AgentConfig): Promise<void> {
     resyncMs: config.resyncMs,
     finishedRetentionMs: config.finishedRetentionMs,
     maxWorkers: config.maxWorkers,
-    maxBufferedBytes: config.maxBufferedBytes,
     metrics: agentMetrics(registry),
     rotationGate,
     pinnedBytes: () => pins.reservedBytes,
@@ -125,7 +123,7 @@ export async function runAgent(config: AgentConfig): Promise<void> {
   const running = controller;
   const app = await buildAgentApp({
     kube, log, tls, registry, store, pins, limits: config.limits, nodeName: config.nodeName,
-    activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), kernelDrops: (ns, name) => running.kernelDrops(ns, name), filesDeleted: (ns, name) => running.filesDeleted(ns, name) },
+    activity: { isCapturing: (ns, name) => running.isCapturing(ns, name), kernelDrops: (ns, name) => running.kernelDrops(ns, name), deletingFiles: (ns, name) => running.deletingFiles(ns, name), filesDeleted: (ns, name) => running.filesDeleted(ns, name) },
     authAudience: config.authAudience,
     gatewayClientNames: config.gatewayClientNames,
     apiTimeoutMs: config.apiTimeoutMs,

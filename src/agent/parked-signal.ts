@@ -17,8 +17,12 @@
 import { readFileSync } from 'node:fs';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 
-/** poll and ppoll on x86_64; ppoll on arm64 (73), which has no poll. */
-const WAITING_SYSCALLS = process.arch === 'arm64' ? new Set(['73']) : new Set(['7', '271']);
+/**
+ * poll and ppoll on x86_64; ppoll on arm64 (73), which has no poll. And restart_syscall
+ * (219; 128 on arm64): a poll interrupted by a stop (someone's SIGSTOP and SIGCONT) goes on
+ * through it, still waiting for packets; without it such a tcpdump was never flushed again.
+ */
+const WAITING_SYSCALLS = process.arch === 'arm64' ? new Set(['73', '128']) : new Set(['7', '271', '219']);
 /** How long the stop may take to be scheduled before tcpdump is let go for this round. */
 const STOP_WAIT_MS = 50;
 
@@ -63,4 +67,39 @@ export async function signalWhenParked(pid: number, signals: NodeJS.Signals[]): 
 function stateOf(pid: number): string {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   return stat.charAt(stat.lastIndexOf(')') + 2);
+}
+
+/**
+ * Runs `op` while tcpdump is stopped (SIGSTOP, seen stopped by the kernel), and continues it
+ * whatever happens: a rotation moves the bytes tcpdump wrote after the cut while no more can
+ * come (tcpdump-files.ts). A write(2) to a regular file is not split by a stop, so the file's
+ * size is settled once the process is. 'busy' when the stop did not take within the wait (a
+ * write hanging on the disk), or someone else had stopped it; `op` did not run then.
+ */
+export async function whileStopped<T>(pid: number, op: () => Promise<T>): Promise<{ ran: true; value: T } | { ran: false; why: 'busy' | 'gone' }> {
+  try {
+    if (stateOf(pid) === 'T') return { ran: false, why: 'busy' };
+    process.kill(pid, 'SIGSTOP');
+  } catch {
+    return { ran: false, why: 'gone' };
+  }
+  try {
+    const deadline = Date.now() + STOP_WAIT_MS;
+    let stopped = stateOf(pid) === 'T';
+    while (!stopped && Date.now() < deadline) {
+      await nextTurn();
+      stopped = stateOf(pid) === 'T';
+    }
+    if (!stopped) return { ran: false, why: 'busy' };
+    return { ran: true, value: await op() };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (err as NodeJS.ErrnoException).path?.startsWith('/proc/')) return { ran: false, why: 'gone' };
+    throw err;
+  } finally {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
 }

@@ -10,18 +10,14 @@ export const agentOptions: OptionTable = {
   ...serverOptions(9444, 256),
   'node-name': { type: 'string', metavar: 'NAME', env: 'NODE_NAME', help: 'The node this agent serves (required; from the downward API in a pod).' },
   'capture-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/kube-pcap', help: 'Where pcap files are written: <dir>/<namespace>/<capture>/<pod>_<iface>.pcap.' },
-  'capture-max-size-bytes': { type: 'integer', default: 10_000_000, min: 4096, max: 2 ** 40, help: 'Rotate a file when it reaches this size.' },
+  'capture-max-size-bytes': { type: 'integer', default: 10_000_000, min: 1, max: 2 ** 40, help: 'Rotate a file once it is larger than this, rounded up to whole millions of bytes (tcpdump\'s -C unit; at least 1 000 000).' },
   'capture-rotation-seconds': { type: 'integer', default: 3600, min: 1, max: 7 * 86400, help: 'Rotate a file when it is this old.' },
   'capture-max-files': { type: 'integer', default: 2, min: 0, max: 1000, help: 'Rotated files kept per pod and interface; the oldest is deleted first.' },
   tcpdump: { type: 'string', metavar: 'PATH', default: 'tcpdump', help: 'The tcpdump binary.' },
-  'tcpdump-output-buffer-bytes': { type: 'integer', default: 262_144, min: 0, max: 64 * 1024 * 1024, help: 'tcpdump\'s output buffer (set with coreutils\' stdbuf): fewer, larger writes to the agent; the agent still has tcpdump flush every 250 ms. 0: tcpdump\'s own (4 KiB on a pipe), no stdbuf.' },
-  'tcpdump-pipe-bytes': { type: 'integer', default: 1024 * 1024, min: 0, max: 64 * 1024 * 1024, help: 'The pipe from a busy tcpdump to the agent grows to this size (a pipe holds 64 KiB; tcpdump writes its whole output buffer at once, so the agent wakes once per buffer instead of four times). Above /proc/sys/fs/pipe-max-size (1 MiB by default) the kernel refuses it. 0: never grown.' },
-  'max-pipe-bytes': { type: 'integer', default: 16 * 1024 * 1024, min: 0, max: 2 ** 32, help: 'Kernel memory for grown pipes, over all captures on this node; busy captures past it keep a 64 KiB pipe.' },
   'auth-audience': { type: 'string', metavar: 'AUDIENCE', default: 'kube-pcap-agent', help: 'Audience the gateway\'s token must carry.' },
   'client-ca-file': { type: 'string', metavar: 'FILE', help: 'CA that issued the gateway\'s client certificate (required: only the gateway may call the agent; reloaded when it changes).' },
   'gateway-client-names': { type: 'list', default: ['kube-pcap-gateway'], help: 'Common names of the gateway\'s client certificate that the agent accepts.' },
   'max-capture-workers': { type: 'integer', default: 32, min: 1, max: 10_000, help: 'Capture workers (one tcpdump per pod interface and capture) on this node, over all captures; more are refused with an Error naming this budget.' },
-  'max-buffered-bytes': { type: 'integer', default: 64 * 1024 * 1024, min: 1024 * 1024, max: 2 ** 34, help: 'Bytes read from tcpdump and not yet written, over all captures on this node; past it tcpdump waits (and the kernel counts drops).' },
   'cni-results-dir': { type: 'string', metavar: 'DIR', default: '/var/lib/cni/results', help: 'The container runtime\'s CNI result cache (read-only); how pods behind a bridge CNI are matched to their bridge port.' },
   'finished-retention-seconds': { type: 'integer', default: 604_800, min: 0, max: 10 * 365 * 86400, help: 'A finished capture\'s files are removed from the node this long after its end time (default 7 days; 0: kept until the capture is deleted).' },
   'resync-seconds': { type: 'integer', default: 300, min: 5, max: 86400, help: 'Full reconciliation at least this often, whatever the watches say.' },
@@ -39,16 +35,12 @@ export interface AgentConfig extends ServerConfig {
   rotationSeconds: number;
   maxFiles: number;
   tcpdump: string;
-  tcpdumpOutputBufferBytes: number;
-  tcpdumpPipeBytes: number;
-  maxPipeBytes: number;
   authAudience: string;
   clientCaFile: string;
   gatewayClientNames: string[];
   resyncMs: number;
   finishedRetentionMs: number;
   maxWorkers: number;
-  maxBufferedBytes: number;
   cniResultsDir: string;
   statusIntervalMs: number;
   counterIntervalMs: number;
@@ -73,16 +65,12 @@ export function agentConfig(v: OptionValues): AgentConfig {
     rotationSeconds: v['capture-rotation-seconds'] as number,
     maxFiles: v['capture-max-files'] as number,
     tcpdump: v.tcpdump as string,
-    tcpdumpOutputBufferBytes: v['tcpdump-output-buffer-bytes'] as number,
-    tcpdumpPipeBytes: v['tcpdump-pipe-bytes'] as number,
-    maxPipeBytes: v['max-pipe-bytes'] as number,
     authAudience: v['auth-audience'] as string,
     clientCaFile,
     gatewayClientNames,
     resyncMs: (v['resync-seconds'] as number) * 1000,
     finishedRetentionMs: (v['finished-retention-seconds'] as number) * 1000,
     maxWorkers: v['max-capture-workers'] as number,
-    maxBufferedBytes: v['max-buffered-bytes'] as number,
     cniResultsDir: v['cni-results-dir'] as string,
     statusIntervalMs: v['status-interval-ms'] as number,
     counterIntervalMs: (v['report-counters-interval-seconds'] as number) * 1000,

@@ -113,6 +113,7 @@ export const fileSourceSchema = {
   properties: {
     node: { type: 'string' }, namespace: { type: 'string' }, capture: { type: 'string' }, pod: { type: 'string' }, podUID: { type: 'string' },
     podIPs: { type: 'array', items: { type: 'string' } }, iface: { type: 'string' }, linkType: { type: 'integer' }, snapLen: { type: 'integer' }, tsresol: { type: 'integer' },
+    writer: { type: 'string' }, firstRecord: { type: 'integer' },
   },
 } as const;
 

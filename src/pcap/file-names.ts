@@ -6,9 +6,11 @@ export const CAPTURE_FILE_NAME_PATTERN = CAPTURE_FILE_NAME.source;
 
 /**
  * A file's identity as the agent gives it (src/agent/file-identity.ts): inode, then its birth
- * time, its first record's timestamp, or "e" (no record yet). One rule for both sides.
+ * time, its first record's timestamp, or "e" (no record yet); then, for a file that is or was
+ * being written, its generation (the first record's number, src/agent/tcpdump-files.ts). One
+ * rule for both sides.
  */
-export const FILE_IDENTITY = /^[0-9a-f]{1,16}-(?:b[0-9a-f]{1,20}|r[0-9a-f]{16}|e)$/;
+export const FILE_IDENTITY = /^[0-9a-f]{1,16}-(?:b[0-9a-f]{1,20}|r[0-9a-f]{16}|e)(?:-n[0-9a-f]{1,14})?$/;
 
 /** An identity as an HTTP entity tag (strong: the bytes served are exactly the file's). */
 export function etagOf(identity: string): string {

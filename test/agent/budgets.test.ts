@@ -17,14 +17,17 @@ import { shippedMemoryLimitMiB } from '../harness/shipped-privileges.js';
 import type { TapTest } from '../harness/tap.js';
 import { waitFor } from '../harness/wait.js';
 import { reportedEntry } from '../harness/node-reports.js';
+import type { TopoPod } from '../harness/topology.js';
 
 const run = promisify(execFile);
 const c = await cluster(t);
 const w = await captureWorld(t, c, { nodes: 1, agents: false });
 const node = w.nodes[0]!;
-const pods = [];
+const pods: TopoPod[] = [];
 for (let i = 0; i < 4; i++) pods.push(await w.addPod(node, `logging-${i}`, { app: 'logging', pod: `logging-${i}` }));
 const scraper = await metricsReaderToken(c);
+/** What one worker reserves with --capture-max-size-bytes=1000000 --capture-max-files=1: (1 + 1) x (1 MB + 16 + 262 144 + 4 096). */
+const PER_WORKER = 2 * (1_000_000 + 16 + 262_144 + 4096);
 for (const p of pods) startDnsSender(t, p, w.dns.ip, p.name, 0, 100, w.logDir);
 
 async function agent(t: TapTest, args: string[] = [], captureDir?: string): Promise<AgentHandle> {
@@ -57,11 +60,12 @@ t.test('a cap on capture workers per node: the capture past it is an Error namin
 
 t.test('disk is reserved over all captures: together they never take more than the disk has', async (t) => {
   const disk = await scratchDir(t, 'budget-disk');
-  await run('mount', ['-t', 'tmpfs', '-o', 'size=96k', 'kube-pcap-budget', disk]);
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=7m', 'kube-pcap-budget', disk]);
   t.teardown(() => run('umount', [disk]).catch(() => undefined));
-  // Each worker may write (1 + 1) x (16 KiB + a 4 KiB source record) = 40 KiB: two fit in
-  // 96 KiB (less the capture directories' own small files), a third does not.
-  const a = await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
+  // Each worker may hold (1 + 2) x (1 MB + a 4 KiB source record) = 3.01 MB (its rotated file,
+  // the file being written, a rotation's copy): two fit in 7 MiB (less the capture
+  // directories' own small files), a third does not.
+  const a = await agent(t, ['--capture-max-size-bytes=1000000', '--capture-max-files=1'], disk);
   const names = ['disk-a', 'disk-b', 'disk-c'];
   for (const n of names) await capture(t, n, 'pod == "logging-0"');
   const refused = await waitFor(async () => {
@@ -71,7 +75,9 @@ t.test('disk is reserved over all captures: together they never take more than t
   }, { what: 'the budget to refuse one capture', timeoutMs: 20_000 });
   t.match(refused.errors[0]![1].message, /not enough disk space on node .*: .* free in .*, .* of it reserved by running captures/);
   const running = [...refused.s.values()].reduce((n, e) => n + (e.pods ?? 0), 0);
-  t.ok(running <= 2, `${running} workers run: what 96 KiB holds at 40 KiB each`);
+  t.ok(running <= 2, `${running} workers run: what 7 MiB holds at 3.01 MB each`);
+  // Padded queries from the pod both captures select: megabytes in seconds.
+  startDnsSender(t, pods[0]!, w.dns.ip, 'fill', 0, 1, w.logDir, 1400);
   // Traffic fills and rotates their files; the disk never holds more than the reservation.
   await waitFor(async () => [...(await states(names)).values()].filter((e) => e.state === 'Capturing').length === 2, { what: 'traffic in the admitted captures', timeoutMs: 20_000 });
   // Let each admitted capture fill and rotate its files a few times: its disk use then is
@@ -79,28 +85,28 @@ t.test('disk is reserved over all captures: together they never take more than t
   const rotations = (): Promise<number> => agentMetric(a, w.pki, scraper, 'kube_pcap_agent_rotations_total');
   await waitFor(async () => (await rotations()) >= running * 2, { what: 'the files to fill and rotate', timeoutMs: 60_000, intervalMs: 500 });
   const used = Number((await run('du', ['-sb', disk])).stdout.split('\t')[0]);
-  t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * 40 * 1024}`);
-  t.ok(used <= running * 40 * 1024 + 16 * 1024, `${used} bytes on the disk, reservation ${running * 40 * 1024}`);
+  t.comment(`disk: ${used} bytes used by ${running} admitted workers, reservation ${running * PER_WORKER}`);
+  t.ok(used <= running * PER_WORKER + 16 * 1024, `${used} bytes on the disk, reservation ${running * PER_WORKER}`);
 });
 
 t.test('pinned files count against the disk budget: a capture refused while a download holds them starts when it ends', async (t) => {
   const disk = await scratchDir(t, 'pin-disk');
-  await run('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'kube-pcap-pins', disk]);
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=5m', 'kube-pcap-pins', disk]);
   t.teardown(() => run('umount', [disk]).catch(() => undefined));
-  // A finished capture's files, 64 KiB of them, that a download is about to pin.
+  // A finished capture's files, 2 MB of them, that a download is about to pin.
   await capture(t, 'pinned-old', 'app == "nothing-here"');
   const dir = join(disk, w.ns, 'pinned-old');
   await mkdir(dir, { recursive: true });
-  const held = (await writeDnsPcap(join(dir, 'old-0_cali0-1700000000000001.pcap'), 650)).length;
-  t.ok(held > 60 * 1024, `${held} bytes of files`);
-  const a = await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
+  const held = (await writeDnsPcap(join(dir, 'old-0_cali0-1700000000000001.pcap'), 20_000)).length;
+  t.ok(held > 1_900_000, `${held} bytes of files`);
+  const a = await agent(t, ['--capture-max-size-bytes=1000000', '--capture-max-files=1'], disk);
   const gatewayToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
   const call = agentRequester(a, w.pki, gatewayToken);
   const made = await call(`/v1/captures/${w.ns}/pinned-old/pins`, { method: 'POST' });
   t.equal(made.status, 201, made.text);
   const pin = JSON.parse(made.text) as { id: string };
   t.equal(await agentMetric(a, w.pki, scraper, 'kube_pcap_agent_pinned_bytes'), held);
-  // ~60 KiB free would hold a worker's 40 KiB, but not beside the 64 KiB the pin may come to hold alone.
+  // ~3.2 MB free would hold a worker's 2.53 MB, but not beside the 2 MB the pin may come to hold alone.
   await capture(t, 'after-pin', 'pod == "logging-0"');
   const refused = await waitFor(async () => {
     const e = (await states(['after-pin'])).get('after-pin')!;
@@ -114,14 +120,15 @@ t.test('pinned files count against the disk budget: a capture refused while a do
 
 t.test('a pin refused for disk measures free space again first: space freed since the last reconcile counts', async (t) => {
   const disk = await scratchDir(t, 'stale-disk');
-  await run('mount', ['-t', 'tmpfs', '-o', 'size=160k', 'kube-pcap-stale', disk]);
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=5m', 'kube-pcap-stale', disk]);
   t.teardown(() => run('umount', [disk]).catch(() => undefined));
-  // Someone else's 110 KiB on the disk: about 48 KiB free, enough for one worker's 40 KiB.
+  // Someone else's 2 000 KiB on the disk: about 3.2 MB free, enough for one worker's 3.01 MB.
   const junk = join(disk, 'someone-elses.bin');
-  await run('dd', ['if=/dev/zero', `of=${junk}`, 'bs=1024', 'count=110']);
-  const a = await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=1'], disk);
+  await run('dd', ['if=/dev/zero', `of=${junk}`, 'bs=1024', 'count=2000']);
+  const a = await agent(t, ['--capture-max-size-bytes=1000000', '--capture-max-files=1'], disk);
   await capture(t, 'stale-cap', 'pod == "logging-0"');
   await w.waitForState('stale-cap', 'node-1', 'Capturing');
+  startDnsSender(t, pods[0]!, w.dns.ip, 'stale', 0, 10, w.logDir, 1400);
   const gatewayToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
   const call = agentRequester(a, w.pki, gatewayToken);
   // Its files grow past what is left beside the worker's reservation: a pin is refused.

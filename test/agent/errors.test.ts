@@ -54,17 +54,18 @@ t.test('not enough disk to start: Error naming free and needed space', async (t)
   await agent(t, [], await smallDisk(t, '1m'));
   await capture(t, 'no-room', '  selector: app == "logging"');
   const e = await w.waitForState('no-room', 'node-1', 'Error');
-  t.match(e.message, /not enough disk space on node node-1-[0-9a-f]{6}: .* free in .*, a capture of one pod interface needs \(captureMaxFiles \+ 1\) x \(captureMaxSizeBytes \+ 4 KiB for each file's source record\) = 30\.0 MB/);
+  t.match(e.message, /not enough disk space on node node-1-[0-9a-f]{6}: .* free in .*, a capture of one pod interface needs \(captureMaxFiles \+ 2\) x \(captureMaxSizeBytes \+ 4 KiB for each file's source record\) = 40\.0 MB/);
   t.equal(e.pods, 0, 'no capture was started');
 });
 
 t.test('a disk that fills up: the capture stops cleanly, with valid files and an Error', async (t) => {
-  const disk = await smallDisk(t, '256k');
-  await agent(t, ['--capture-max-size-bytes=16384', '--capture-max-files=2'], disk);
+  // Room for one capture of one pod interface: 3 x (1 MB + a packet + its source record).
+  const disk = await smallDisk(t, '8m');
+  await agent(t, ['--capture-max-size-bytes=1000000', '--capture-max-files=2'], disk);
   await capture(t, 'fills-up', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]');
   await w.waitForState('fills-up', 'node-1', 'WaitingForTraffic');
-  // Someone else takes the disk while the capture runs: 32 KiB stay free, less than the
-  // 48 KiB the capture's rotation could need.
+  // Someone else takes the disk while the capture runs: 32 KiB stay free, far less than the
+  // megabytes the capture's rotation could need.
   await mkdir(join(disk, 'other'), { recursive: true });
   const fs = await statfs(disk);
   await writeFile(join(disk, 'other', 'ballast'), Buffer.alloc(fs.bavail * fs.bsize - 32 * 1024));

@@ -16,8 +16,8 @@ import { pcapRecordCount } from '../harness/plugin.js';
 import { waitFor } from '../harness/wait.js';
 
 const c = await cluster(t);
-// Small files and few kept: many rotations and prunes within seconds.
-const w = await captureWorld(t, c, { nodes: 1, agentArgs: ['--capture-max-size-bytes=8192', '--capture-max-files=2'] });
+// Small files (tcpdump rotates at 1 MB at the least) and few kept: rotations and prunes within seconds.
+const w = await captureWorld(t, c, { nodes: 1, agentArgs: ['--capture-max-size-bytes=1000000', '--capture-max-files=2'] });
 const node = w.nodes[0]!;
 const pod = await w.addPod(node, 'logging-a', { app: 'logging' });
 const other = await w.addPod(node, 'logging-b', { app: 'logging' });
@@ -25,7 +25,7 @@ const gatewayToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { a
 const call = agentRequester(w.agents.get('node-1')!, w.pki, gatewayToken);
 await w.applyCapture('sourced', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]\n  snapLen: 128');
 await w.waitForState('sourced', 'node-1', 'WaitingForTraffic');
-startDnsSender(t, pod, w.dns.ip, 'src', 0, 5, w.logDir);
+startDnsSender(t, pod, w.dns.ip, 'src', 0, 1, w.logDir);
 startDnsSender(t, other, w.dns.ip, 'oth', 0, 7, w.logDir);
 const dir = w.captureDir('node-1', 'sourced');
 
@@ -39,12 +39,20 @@ t.test('every file says which node, pod, interface, link type and snap length it
     const l = (JSON.parse(r.text) as Listed[]).filter((f) => f.name.startsWith('logging-a_'));
     return l.length === 3 ? l : undefined;
   }, { what: 'two rotated files and the live one', timeoutMs: 20_000 });
+  const firsts: number[] = [];
   for (const f of files) {
-    t.same(f.source, {
+    // Every file's records are numbered in its writer's count (tcpdump-files.ts).
+    const { writer, firstRecord, ...source } = f.source ?? {};
+    t.match(writer, /^[0-9a-f]{16}$/, `${f.name}: its writer`);
+    t.type(firstRecord, 'number', `${f.name}: its first record's number`);
+    firsts.push(firstRecord as number);
+    t.same(source, {
       node: w.nodeName('node-1'), namespace: w.ns, capture: 'sourced', pod: 'logging-a', podUID: podObject.metadata!.uid,
       podIPs: [pod.ip], iface: pod.hostIface, linkType: 1, snapLen: 128, tsresol: 6,
     }, f.name);
   }
+  t.same(firsts, [...firsts].sort((a, b) => a - b), 'numbered in the order written');
+  t.equal(new Set(files.map((f) => f.source?.writer)).size, 1, 'by one writer');
 });
 
 t.test('sources go with pruned files: no more records than files, and a pin carries them', async (t) => {

@@ -91,7 +91,7 @@ async function startAgent(t: Teardown, fake: FakeApiServer, pki: Pki, node: stri
   const app = await buildAgentApp({
     kube, log, tls: await withClientCa(await loadTls(config.tls, 'kube-pcap-agent', log), config.clientCaFile, '--client-ca-file'),
     registry: new Registry(), store, pins, limits: config.limits, nodeName: node,
-    activity: { isCapturing: (ns, name) => ns === NS && capturing.has(name), kernelDrops: () => new Map(), filesDeleted: () => undefined },
+    activity: { isCapturing: (ns, name) => ns === NS && capturing.has(name), kernelDrops: () => new Map(), deletingFiles: () => Promise.resolve(), filesDeleted: () => undefined },
     authAudience: config.authAudience, gatewayClientNames: config.gatewayClientNames, apiTimeoutMs: 5000,
     notReadyReason: async () => undefined,
   });

@@ -24,7 +24,7 @@ const c = await cluster(t);
 // Connections idle this long are closed, at the agents and the gateway (default 120 s): the
 // idle stream below must outlive it three times over on keep-alives alone.
 const IDLE_TIMEOUT_S = 20;
-const w = await captureWorld(t, c, { nodes: 2, agentArgs: ['--capture-max-size-bytes=65536', '--capture-max-files=20', `--idle-timeout-seconds=${IDLE_TIMEOUT_S}`] });
+const w = await captureWorld(t, c, { nodes: 2, agentArgs: ['--capture-max-size-bytes=1000000', '--capture-max-files=20', `--idle-timeout-seconds=${IDLE_TIMEOUT_S}`] });
 const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
 for (const f of ['devops-serviceaccount.yaml', 'capture-role.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
 const token = await c.tokenFor(w.ns, 'devops-sa');

@@ -16,7 +16,7 @@ import { checkResponse } from '../harness/openapi.js';
 import { waitFor } from '../harness/wait.js';
 
 const c = await cluster(t);
-const w = await captureWorld(t, c, { nodes: 2, agentArgs: ['--capture-max-size-bytes=16384', '--capture-max-files=50'] });
+const w = await captureWorld(t, c, { nodes: 2, agentArgs: ['--capture-max-size-bytes=1000000', '--capture-max-files=50'] });
 const pods = [await w.addPod(w.nodes[0]!, 'logging-a', { app: 'logging' }), await w.addPod(w.nodes[1]!, 'logging-b', { app: 'logging' })];
 const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
 for (const f of ['devops-serviceaccount.yaml', 'capture-role.yaml', 'files-role.yaml']) await c.applyYaml(join(REPO_ROOT, 'rbac-examples', f), rename);
@@ -24,7 +24,8 @@ const token = await c.tokenFor(w.ns, 'devops-sa');
 const SPEC = '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]';
 await w.applyCapture('merged', SPEC);
 for (const n of ['node-1', 'node-2']) await w.waitForState('merged', n, 'WaitingForTraffic');
-const senders = pods.map((p) => startDnsSender(t, p, w.dns.ip, p.name, 0, 4, w.logDir));
+// Queries padded to 1 400 bytes: tcpdump's 1 MB files rotate every few seconds.
+const senders = pods.map((p) => startDnsSender(t, p, w.dns.ip, p.name, 0, 4, w.logDir, 1400));
 // Several rotated files per pod: the merge reads each pod's files in turn.
 for (const n of ['node-1', 'node-2']) {
   await waitFor(async () => (await readdir(w.captureDir(n, 'merged')).catch(() => [] as string[])).filter((f) => /-\d{16}\.pcap$/.test(f)).length >= 2, { what: `rotated files on ${n}`, timeoutMs: 60_000 });

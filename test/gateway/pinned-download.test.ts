@@ -24,12 +24,12 @@ const c = await cluster(t);
 const w = await captureWorld(t, c, { nodes: 2, agents: false });
 const ROTATED = /-(\d{16})\.pcap$/;
 const pods = [await w.addPod(w.nodes[0]!, 'logging-a', { app: 'logging' }), await w.addPod(w.nodes[1]!, 'logging-b', { app: 'logging' })];
-const MAX_FILES = 40;
-for (const n of w.nodes) await w.startAgent(n, ['--capture-max-size-bytes=24576', `--capture-max-files=${MAX_FILES}`, `--pin-ttl-seconds=${TTL_SECONDS}`]);
+const MAX_FILES = 6;
+for (const n of w.nodes) await w.startAgent(n, ['--capture-max-size-bytes=1000000', `--capture-max-files=${MAX_FILES}`, `--pin-ttl-seconds=${TTL_SECONDS}`]);
 await w.applyCapture('busy', '  selector: app == "logging"\n  filters: [{protocol: UDP, ports: [53]}]');
 for (const n of ['node-1', 'node-2']) await w.waitForState('busy', n, 'WaitingForTraffic');
-// About 500 queries and 500 answers a second per pod: a 24 KiB file is full every ~200 ms.
-for (const p of pods) startDnsSender(t, p, w.dns.ip, p.name, 0, 2, w.logDir);
+// About 1 000 queries of 1 400 bytes a second per pod: tcpdump's 1 MB file is full every ~0.7 s.
+for (const p of pods) startDnsSender(t, p, w.dns.ip, p.name, 0, 1, w.logDir, 1400);
 for (const n of ['node-1', 'node-2']) {
   await waitFor(async () => (await readdir(w.captureDir(n, 'busy')).catch(() => [] as string[])).filter((f) => ROTATED.test(f)).length >= MAX_FILES, { what: `${MAX_FILES} rotated files on ${n}`, timeoutMs: 60_000 });
 }
@@ -56,8 +56,10 @@ async function pinIds(): Promise<Set<string>> {
 /**
  * Reads every pin that appears on the nodes while `until` is pending, except those in
  * `before` (an earlier download's, on their way out): pin.json, and for each file its first
- * `size` bytes and its identity (inode and birth time of the link, which is the listed file's
- * inode). Keyed by zip entry, <node>/<file>.
+ * `size` bytes and its identity. A rotated file is pinned by a hard link: its identity is the
+ * link's inode and birth time (and its first record's number); the file being written is
+ * pinned by a copy (rotation moves its content): its identity is the original's, not the
+ * copy's. Keyed by zip entry, <node>/<file>.
  */
 async function recordPins(until: Promise<unknown>, before: Set<string>): Promise<{ files: Map<string, Pinned>; problems: string[] }> {
   const files = new Map<string, Pinned>();
@@ -85,7 +87,9 @@ async function recordPins(until: Promise<unknown>, before: Set<string>): Promise
           await fh.read(bytes, 0, f.size, 0);
           await fh.close();
           const identity = `${st.ino.toString(16)}-b${st.birthtimeNs.toString(16)}`;
-          if (identity !== f.identity) problems.push(`${short}/${f.name}: pinned as ${f.identity}, but the pinned file is ${identity}`);
+          const linked = /-\d{16}\.pcap$/.test(f.name);
+          if (linked && !new RegExp(`^${identity}(-n[0-9a-f]+)?$`).test(f.identity)) problems.push(`${short}/${f.name}: pinned as ${f.identity}, but the pinned file is ${identity}`);
+          if (!linked && f.identity.startsWith(`${identity}-`)) problems.push(`${short}/${f.name}: the file being written pinned by a link (${identity}), not a copy`);
           files.set(`${w.nodeName(short)}/${f.name}`, { bytes, identity });
         }
       }
@@ -155,10 +159,10 @@ function firstRecord(pcap: Buffer): Buffer {
 }
 
 for (let i = 1; i <= 2; i++) {
-  t.test(`download ${i} of a capture rotating every ~200 ms, read slowly: every entry is the listed file`, { timeout: 120_000 }, async (t) => {
+  t.test(`download ${i} of a capture rotating every ~0.7 s, read slowly: every entry is the listed file`, { timeout: 120_000 }, async (t) => {
     const cwd = await scratchDir(t, `pinned-${i}`);
     const before = await pinIds();
-    const download = slowDownload(url, join(cwd, 'files.zip'), 160 * 1024);
+    const download = slowDownload(url, join(cwd, 'files.zip'), 1024 * 1024);
     const pins = await recordPins(download, before);
     const dl = await download;
     t.equal(dl.status, 200);
@@ -204,7 +208,7 @@ for (let i = 1; i <= 2; i++) {
       t.same(gaps, [], `${node}: the files run on without a gap (queries ${numbers[0]}..${numbers[numbers.length - 1]})`);
       t.ok([...counts.values()].every((n) => n <= 2), `${node}: no packet twice`);
     }
-    t.ok(interval < 0.4, `files rotated every ${interval.toFixed(3)} s on average`);
+    t.ok(interval < 1.5, `files rotated every ${interval.toFixed(3)} s on average`);
     for (const short of ['node-1', 'node-2']) {
       await waitFor(async () => (await readdir(pinsDir(short))).length === 0, { what: `${short}'s pins to be released`, timeoutMs: 10_000 });
     }

@@ -138,9 +138,17 @@ export interface Packet {
 }
 
 /** Every packet of a pcap file, as tshark reads it (throws if tshark finds the file damaged). */
+/**
+ * The packets of a pcap file, read by tshark. A file tcpdump is still writing (not a rotated
+ * name) may end in part of a record for a moment, as any `tcpdump -w` file does (docs/agent.md,
+ * "Capture workers"): its whole records count, the torn one does not. Anything else damaged,
+ * or a torn rotated file, fails.
+ */
 export async function readPcap(file: string): Promise<Packet[]> {
   const r = await run('tshark', ['-r', file, '-T', 'fields', '-E', 'separator=|', '-e', 'ip.src', '-e', 'ip.dst', '-e', '_ws.col.Protocol', '-e', 'udp.srcport', '-e', 'udp.dstport', '-e', 'tcp.srcport', '-e', 'tcp.dstport', '-e', 'dns.qry.name', '-e', 'frame.time_epoch']);
-  if (r.code !== 0 || /cut short|damaged|appears to be/i.test(r.stderr)) throw new Error(`tshark cannot read ${file}: ${r.stderr}`);
+  const beingWritten = !/-\d{16}\.pcap$/.test(file);
+  const tornTail = beingWritten && /cut short in the middle of a packet/i.test(r.stderr) && !/damaged|appears to be/i.test(r.stderr);
+  if (!tornTail && (r.code !== 0 || /cut short|damaged|appears to be/i.test(r.stderr))) throw new Error(`tshark cannot read ${file}: ${r.stderr}`);
   return r.stdout.split('\n').filter((l) => l.trim() !== '').map((l) => {
     const [src, dst, proto, us, ud, ts, td, query, time] = l.split('|');
     return { src: src ?? '', dst: dst ?? '', proto: proto ?? '', srcPort: Number(us || ts || 0), dstPort: Number(ud || td || 0), query: query ?? '', time: Number(time) };

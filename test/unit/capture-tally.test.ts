@@ -1,22 +1,23 @@
-// The capture's count on a node and its limits (src/agent/capture-tally.ts): batches are cut
-// at the last record within maxPackets and maxBytes, the count on disk is always at least
-// what was claimed, a graceful settle makes it exact, and another capture's file is not ours.
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+// The capture's count on a node and its limits (src/agent/capture-tally.ts, limit-trim.ts):
+// while tcpdumps write, their count may pass a limit; once none runs, the files are counted
+// record by record and cut to the limits, in time order over all the capture's pod
+// interfaces, without touching a pinned file's bytes; the count outlives deleted files and a
+// restart, and another capture's file is not ours.
+import { link, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { CaptureTally, limitReached, TALLY_FILE } from '../../src/agent/capture-tally.js';
-import { DiskFullError } from '../../src/agent/rotating-pcap.js';
+import { DiskFullError } from '../../src/agent/disk-full.js';
 import { run } from '../harness/http.js';
-import { pcapRecord } from '../harness/pcap-fixtures.js';
+import { pcapGlobalHeader, pcapRecord } from '../harness/pcap-fixtures.js';
 import type { TapTest } from '../harness/tap.js';
 
-/** Records of the given packet sizes, back to back, and how to read their lengths. */
-function block(sizes: number[]): Buffer {
-  return Buffer.concat(sizes.map((n, i) => pcapRecord(Buffer.alloc(n, 1), 1_700_000_000_000_000 + i)));
+const T0 = 1_700_000_000_000_000;
+/** A pcap file of records of `size` bytes of packet (record: size + 16) at these times (ms after T0). */
+function pcap(size: number, ms: number[]): Buffer {
+  return Buffer.concat([pcapGlobalHeader(), ...ms.map((m) => pcapRecord(Buffer.alloc(size, 1), T0 + m * 1000))]);
 }
-/** The fixtures' records are little-endian. */
-const LE = true;
 
 async function dir(t: TapTest): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), 'tally-'));
@@ -24,58 +25,81 @@ async function dir(t: TapTest): Promise<string> {
   return d;
 }
 
-const onDisk = async (d: string): Promise<{ uid: string; packets: number; bytes: number; bytesRefusedAt?: number }> => JSON.parse(await readFile(join(d, TALLY_FILE), 'utf8'));
+const onDisk = async (d: string): Promise<{ uid: string; packets: number; bytes: number; bytesRefusedAt?: number; gone?: { packets: number; bytes: number } }> => JSON.parse(await readFile(join(d, TALLY_FILE), 'utf8'));
+const pcaps = async (d: string): Promise<string[]> => (await readdir(d)).filter((f) => f.endsWith('.pcap')).sort();
 
-t.test('maxPackets cuts a batch after the last record it allows, over several claims', async (t) => {
+t.test('maxPackets: the files are cut to exactly the limit, the earliest packets of every pod interface kept', async (t) => {
   const d = await dir(t);
+  // Two pod interfaces; web has a rotated file and its current one.
+  await writeFile(join(d, 'web-0_eth0-1700000000000000.pcap'), pcap(10, [0, 2, 4]));
+  await writeFile(join(d, 'web-0_eth0.pcap'), pcap(10, [6, 8, 10]));
+  await writeFile(join(d, 'db-0_eth0.pcap'), pcap(10, [1, 3, 5, 7, 9]));
   const tally = await CaptureTally.load(d, 'u1');
-  tally.setLimits({ maxPackets: 5 });
-  t.same(await tally.claim(block([10, 10, 10]), 3, LE), { bytes: 78, records: 3 });
-  t.equal(tally.reached(), undefined);
-  t.same(await tally.claim(block([10, 10, 10]), 3, LE), { bytes: 52, records: 2 }, 'two of three fit');
-  t.equal(tally.reached(), 'maxPackets');
-  t.same(await tally.claim(block([10]), 1, LE), { bytes: 0, records: 0 }, 'nothing after');
-  t.ok((await onDisk(d)).packets >= 5, 'the count on disk is never behind what was claimed');
+  tally.setLimits({ maxPackets: 7 });
+  t.equal(tally.add(11, 11 * 26), 'maxPackets', 'the tcpdumps\' count went past');
+  await tally.settle();
+  t.same([tally.packets, tally.bytes], [7, 7 * 26], 'exactly the limit once counted');
+  t.same(await onDisk(d), { uid: 'u1', packets: 7, bytes: 182, gone: { packets: 0, bytes: 0 } });
+  // Kept in time order: 0..6 ms, so web keeps 0, 2, 4, 6 and db keeps 1, 3, 5.
+  t.equal((await stat(join(d, 'web-0_eth0-1700000000000000.pcap'))).size, 24 + 3 * 26);
+  t.equal((await stat(join(d, 'web-0_eth0.pcap'))).size, 24 + 26);
+  t.equal((await stat(join(d, 'db-0_eth0.pcap'))).size, 24 + 3 * 26);
+  t.equal(limitReached({ maxPackets: 7 }, tally), 'maxPackets');
+  tally.setLimits({ maxPackets: 20 });
+  t.equal(tally.reached(), undefined, 'a raised limit lets the capture go on');
 });
 
-t.test('maxBytes: a record that does not fit ends it, even if a smaller one would', async (t) => {
+t.test('maxBytes: the first record that does not fit ends it, even if a smaller one would', async (t) => {
   const d = await dir(t);
+  await writeFile(join(d, 'a_eth0.pcap'), Buffer.concat([pcap(40, [0]), pcapRecord(Buffer.alloc(40, 2), T0 + 1000), pcapRecord(Buffer.alloc(4, 3), T0 + 2000)]));
   const tally = await CaptureTally.load(d, 'u1');
   tally.setLimits({ maxBytes: 100 });
-  t.same(await tally.claim(block([40, 40]), 2, LE), { bytes: 56, records: 1 }, '56 + 56 > 100');
-  t.equal(tally.reached(), 'maxBytes', 'reached although a 20-byte packet would still fit');
-  t.same(await tally.claim(block([4]), 1, LE), { bytes: 0, records: 0 });
-  t.equal((await onDisk(d)).bytesRefusedAt, 100, 'and it stays reached after a restart');
+  tally.add(3, 56 + 56 + 20);
+  await tally.settle();
+  t.same([tally.packets, tally.bytes], [1, 56], '56 + 56 > 100: the second does not fit, and nothing after it');
+  t.equal(tally.reached(), 'maxBytes', 'reached although a 20-byte record would still fit');
+  t.equal((await stat(join(d, 'a_eth0.pcap'))).size, 24 + 56);
   const again = await CaptureTally.load(d, 'u1');
   again.setLimits({ maxBytes: 100 });
-  t.equal(again.reached(), 'maxBytes');
-  again.setLimits({ maxBytes: 1000 });
-  t.equal(again.reached(), undefined, 'a raised limit lets the capture go on');
+  t.equal(again.reached(), 'maxBytes', 'and it stays reached after a restart');
 });
 
-t.test('the count on disk runs ahead while writing, and is exact once settled', async (t) => {
+t.test('a pinned file is not cut in place: the pin keeps its bytes, the name gets the cut copy with its source', async (t) => {
   const d = await dir(t);
+  const file = join(d, 'a_eth0.pcap');
+  await writeFile(file, pcap(10, [0, 1, 2, 3]));
+  await link(file, join(d, 'pinned'));
   const tally = await CaptureTally.load(d, 'u1');
-  tally.setLimits({ maxPackets: 640 });
-  await tally.claim(block([10]), 1, LE);
-  t.equal((await onDisk(d)).packets, 11, 'reserved 1/64 of the limit ahead');
-  for (let i = 0; i < 10; i++) await tally.claim(block([10]), 1, LE);
-  t.equal((await onDisk(d)).packets, 11, 'claims within the reservation write nothing');
-  await tally.claim(block([10]), 1, LE);
-  t.equal((await onDisk(d)).packets, 22, 'the 12th claim reserves the next 10');
+  tally.setLimits({ maxPackets: 2 });
+  tally.add(4, 104);
   await tally.settle();
-  t.same(await onDisk(d), { uid: 'u1', packets: 12, bytes: 12 * 26 });
-  const restarted = await CaptureTally.load(d, 'u1');
-  t.same([restarted.packets, restarted.bytes], [12, 312], 'a restart continues from the exact count');
-  t.equal(limitReached({ maxPackets: 12 }, restarted), 'maxPackets');
+  t.equal((await stat(join(d, 'pinned'))).size, 24 + 4 * 26, 'the pin holds all it pinned');
+  t.equal((await stat(file)).size, 24 + 2 * 26, 'the capture holds the limit');
+  t.not((await stat(file)).ino, (await stat(join(d, 'pinned'))).ino);
 });
 
-t.test('workers of one capture claiming at once never share room', async (t) => {
+t.test('deleted and pruned files stay counted; after a crash the files are counted again', async (t) => {
   const d = await dir(t);
+  await writeFile(join(d, 'a_eth0.pcap'), pcap(10, [0, 1, 2]));
   const tally = await CaptureTally.load(d, 'u1');
-  tally.setLimits({ maxPackets: 100 });
-  const claims = await Promise.all(Array.from({ length: 30 }, () => tally.claim(block([10, 10, 10, 10, 10]), 5, LE)));
-  t.equal(claims.reduce((s, c) => s + c.records, 0), 100, 'exactly the limit, over 30 concurrent claims of 5');
+  tally.setLimits({ maxPackets: 10 });
+  tally.add(3, 78);
+  await tally.settle();
+  // A file pruned by rotation: its records stay counted.
+  await tally.forget(2, 52);
+  // All files deleted through the API.
+  await tally.forgetAll();
+  for (const f of await pcaps(d)) await rm(join(d, f));
+  await tally.settle();
+  t.same([tally.packets, tally.bytes], [3, 78], 'the count stays when its files are gone');
+  // A crash: tcpdumps wrote past the last count (the tally file is behind the files).
+  await writeFile(join(d, 'a_eth0.pcap'), pcap(10, [3, 4, 5, 6, 7, 8, 9, 10, 11]));
+  const restarted = await CaptureTally.load(d, 'u1');
+  restarted.setLimits({ maxPackets: 10 });
+  await restarted.settle();
+  t.same([restarted.packets, restarted.bytes], [10, 260], 'counted again from the files, and cut to the limit');
+  t.same(await pcaps(d), ['a_eth0.pcap']);
+  t.equal((await stat(join(d, 'a_eth0.pcap'))).size, 24 + 7 * 26);
 });
 
 t.test('a file of another capture (same name, new uid) or a damaged one is a fresh start', async (t) => {
@@ -88,22 +112,22 @@ t.test('a file of another capture (same name, new uid) or a damaged one is a fre
   t.equal((await CaptureTally.load(d, 'new')).packets, 0, 'not a count');
 });
 
-t.test('a failed write fails the claim, and the next claim writes again', async (t) => {
+t.test('without limits nothing is read or written', async (t) => {
   const d = await dir(t);
-  const tally = await CaptureTally.load(join(d, 'gone'), 'u1');
-  tally.setLimits({ maxPackets: 100 });
-  await t.rejects(tally.claim(block([10]), 1, LE), /ENOENT/);
-  await mkdir(join(d, 'gone'));
-  await tally.claim(block([10]), 1, LE);
-  t.ok((await onDisk(join(d, 'gone'))).packets >= 2, 'written on the next claim, with the failed one counted (the safe side)');
+  await writeFile(join(d, 'a_eth0.pcap'), pcap(10, [0, 1, 2]));
+  const tally = await CaptureTally.load(d, 'u1');
+  tally.add(3, 78);
+  await tally.settle();
+  t.same(await pcaps(d), ['a_eth0.pcap']);
+  await t.rejects(readFile(join(d, TALLY_FILE)), /ENOENT/);
 });
 
-t.test('a full disk fails the claim as a full disk (the worker stops there, as when records do not fit)', async (t) => {
+t.test('a full disk fails the count\'s write as a full disk', async (t) => {
   const d = await dir(t);
   await run('mount', ['-t', 'tmpfs', '-o', 'size=4k', 'kube-pcap-tally', d]);
   t.teardown(() => run('umount', [d]).catch(() => undefined));
   await writeFile(join(d, 'filler'), Buffer.alloc(4096)).catch(() => undefined);
   const tally = await CaptureTally.load(d, 'u1');
   tally.setLimits({ maxPackets: 100 });
-  await t.rejects(tally.claim(block([10]), 1, LE), DiskFullError);
+  await t.rejects(tally.settle(), DiskFullError);
 });

@@ -1,5 +1,5 @@
-// A node's live stream (src/agent/live-follow.ts) following the files of the agent's real
-// writer (src/agent/rotating-pcap.ts, with the sources its workers record): from "now" or
+// A node's live stream (src/agent/live-follow.ts) following files as the agent keeps them
+// (src/agent/tcpdump-files.ts, with the sources its workers record): from "now" or
 // from ?since, across rotation and pruning, a pod interface that starts later announced
 // before its first packet, and a paused reader that the writer never waits for, told exactly
 // how many packets it skipped once it fell behind what is on disk.
@@ -10,7 +10,9 @@ import { Readable } from 'node:stream';
 import t from 'tap';
 import { liveNodePcapng } from '../../src/agent/live-follow.js';
 import { removeSource, writeSource } from '../../src/agent/file-source.js';
-import { RotatingPcapFile } from '../../src/agent/rotating-pcap.js';
+import { writeSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { TcpdumpFiles, type Numbering } from '../../src/agent/tcpdump-files.js';
 import { encodeGlobalHeader } from '../../src/pcap/format.js';
 import { PacketEncoder, WATERMARK } from '../../src/pcap/pcapng.js';
 import { BlockType, parseInterfaceBlock, parseNameBlock, PcapngBlockReader } from '../../src/pcap/pcapng-reader.js';
@@ -25,16 +27,40 @@ interface Pod { name: string; ip: string; uid: string }
 const web: Pod = { name: 'web-0', ip: '192.0.2.10', uid: '00000000-0000-4000-8000-000000000001' };
 const db: Pod = { name: 'db-0', ip: '192.0.2.11', uid: '00000000-0000-4000-8000-000000000002' };
 
-/** The agent's writer for one pod interface, recording each file's source as its workers do. */
-function writer(dir: string, pod: Pod, policy: { maxSizeBytes: number; maxFiles: number }): { file: RotatingPcapFile; write(ids: number[]): Promise<void> } {
-  const file: RotatingPcapFile = new RotatingPcapFile(dir, `${pod.name}_eth0`, { ...policy, rotationSeconds: 3600 }, undefined, Date.now, undefined, {
-    opened: (ino, birthNs, _h, firstRecord) => writeSource(dir, ino, birthNs, { node: 'node-a', namespace: 'shop', capture: 'cap', pod: pod.name, podUID: pod.uid, podIPs: [pod.ip], iface: 'eth0', linkType: 1, snapLen: 65535, tsresol: 6, writer: file.writerId, firstRecord }),
+/**
+ * One pod interface's files as a worker keeps them: the agent's own TcpdumpFiles, with the
+ * sources its workers record. The test writes the records into the file's descriptor as
+ * tcpdump writes its standard output (a test double for tcpdump, named so: the real one
+ * rotates in the agent and capture tests with real traffic), and looks at the file as the
+ * worker does after each batch, which rotates it by copy once it is past the size.
+ */
+function writer(dir: string, pod: Pod, policy: { maxSizeBytes: number; maxFiles: number }): { file: TcpdumpFiles; write(ids: number[]): Promise<void> } {
+  let fd: number | undefined;
+  const record = (ino: bigint, birthNs: bigint, n: Numbering): Promise<void> =>
+    writeSource(dir, ino, birthNs, { node: 'node-a', namespace: 'shop', capture: 'cap', pod: pod.name, podUID: pod.uid, podIPs: [pod.ip], iface: 'eth0', linkType: 1, snapLen: 65535, tsresol: 6, ...n });
+  const file = new TcpdumpFiles(dir, `${pod.name}_eth0`, { ...policy, rotationSeconds: 3600 }, {
+    started: (ino, birthNs, _h, n) => record(ino, birthNs, n),
+    copied: record,
+    generation: record,
     removed: (ino) => removeSource(dir, ino),
   });
   return {
     file,
     // Record i of a pod: its DNS id is i, its timestamp BASE + i ms.
-    write: (ids) => file.append(HEADER, Buffer.concat(ids.map((i) => pcapRecord(dnsQueryFrame(pod.ip, '192.0.2.53', 40000, i, `q${i}.example`), BASE_MICROS + i * 1000))), ids.length),
+    write: async (ids) => {
+      if (fd === undefined) {
+        await file.recover();
+        fd = await file.create();
+        writeSync(fd, HEADER);
+      }
+      for (const i of ids) writeSync(fd, pcapRecord(dnsQueryFrame(pod.ip, '192.0.2.53', 40000, i, `q${i}.example`), BASE_MICROS + i * 1000));
+      // Nothing writes meanwhile: "while tcpdump is stopped" is now.
+      await file.tick(async (op) => {
+        await op();
+        return true;
+      });
+      t.ok((await stat(file.currentPath)).size >= HEADER.length);
+    },
   };
 }
 
@@ -50,13 +76,15 @@ interface Seen {
 }
 
 /** Reads a node's live stream as it comes; `pause()` stops pulling (the generator waits at its yield). */
-function follow(t: TapTest, dir: string, writers: RotatingPcapFile[], o: { sinceMicros?: number; maxHeldPruned?: number } = {}): { seen: Seen; pause(): void; resume(): void; stop(): Promise<void> } {
+function follow(t: TapTest, dir: string, writers: TcpdumpFiles[], o: { sinceMicros?: number; maxHeldPruned?: number } = {}): { seen: Seen; pause(): void; resume(): void; stop(): Promise<void> } {
   const abort = new AbortController();
   t.teardown(() => abort.abort());
   const gen = liveNodePcapng({
     node: 'node-a', namespace: 'shop', capture: 'cap', application: 'kube-pcap test',
     directory: async () => dir,
-    liveLength: (_d, ino) => writers.map((w) => w.liveLengthOf(ino)).find((n) => n !== undefined),
+    isWriting: (_d, ino) => writers.some((w) => w.isCurrent(ino)),
+    committedLength: async (_d, ino) => await writers.find((w) => w.isCurrent(ino))?.committedLength(ino),
+    generationOf: (_d, ino) => writers.find((w) => w.isCurrent(ino))?.generationOf(ino),
     kernelDrops: () => new Map([['web-0_eth0', 7]]),
     signal: abort.signal, encoder: new PacketEncoder(4096), tickMs: 10, statsIntervalMs: 30, watermarkLagMs: 0, ...o,
   });
