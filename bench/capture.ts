@@ -8,10 +8,13 @@
 // (target >= 0.999, no more drops) and capture CPU per packet agent/bare (target <= 1.2, the
 // agent's idle CPU taken out and reported beside it), and the agent's resident memory. A last
 // row runs at the highest rate iperf3 reaches between the two pods here (probed first with no
-// capture running; `--max false` leaves it out). Then the time from a new pod's IP to its
-// first captured packet, p50/p95.
+// capture running; `--max false` leaves it out). Those runs keep one file (1 GB files), as bare
+// `tcpdump -w file` does. Then the same with rotation, at `--rotation-rates`: the agent with
+// 10 MB files (captureMaxSizeBytes' default: it copies each file out, docs/agent.md) against
+// bare tcpdump and against tcpdump rotating itself (`-C 10`). Then the time from a new pod's
+// IP to its first captured packet, p50/p95.
 //
-//   npm run bench:capture [-- --rates 50000,100000 --packets 2000000 --size 200 --pods 20 --max true]
+//   npm run bench:capture [-- --rates 50000,100000 --rotation-rates 50000,100000 --packets 2000000 --size 200 --pods 20 --max true]
 import { open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -25,17 +28,22 @@ import { benchControlPlane, runBench, Teardowns, cpuSeconds, percentile, rssByte
 const { values: args } = parseArgs({
   options: {
     rates: { type: 'string', default: '50000,100000' },
+    // Rates of the rows with 10 MB files ('' leaves them out).
+    'rotation-rates': { type: 'string', default: '50000,100000' },
     packets: { type: 'string', default: '2000000' },
     size: { type: 'string', default: '200' },
     pods: { type: 'string', default: '20' },
     max: { type: 'string', default: 'true' },
     // Writes a V8 CPU profile of the agent there (read it with Chrome's DevTools, or any .cpuprofile reader).
     'cpu-prof': { type: 'string' },
-    // More agent flags for the measured agent, e.g. --agent-arg=--tcpdump-output-buffer-bytes=65536.
+    // More agent flags for the measured agent, e.g. --agent-arg=--capture-max-files=5.
     'agent-arg': { type: 'string', multiple: true, default: [] },
   },
 });
-const RATES = args.rates.split(',').map(Number);
+const RATES = args.rates.split(',').filter((r) => r !== '').map(Number);
+const ROTATION_RATES = args['rotation-rates'].split(',').filter((r) => r !== '').map(Number);
+/** captureMaxSizeBytes' default, and tcpdump's -C in its unit. */
+const ROTATION_BYTES = 10_000_000;
 const PACKETS = Number(args.packets);
 const SIZE = Number(args.size);
 /** After the traffic, what the agent still has to write gets this long before its CPU is read. */
@@ -110,19 +118,25 @@ async function main(): Promise<void> {
     await warmPages(scratch, WARM_BYTES);
 
     interface Run { sent: number; packets: number; drops: number; cpu: number; agentCpu?: number; tcpdumpCpu?: number; idleCpu?: number; rss?: { before: number; peak: number } }
-    async function bare(pps: number): Promise<Run> {
+    /** Bare tcpdump writing one file, or (`rotating`) rotating its own 10 MB files with -C. */
+    async function bare(pps: number, rotating = false): Promise<Run> {
       const file = join(scratch, `bare-${pps}.pcap`);
-      const p = node.ns.spawn(td, `bare-tcpdump-${pps}`, 'tcpdump', ['-i', sender.hostIface, '-w', file, '-n', '-B', '4096', bpf], w.logDir);
-      await waitFor(async () => (await p.logTail()).includes('listening on'), { what: 'tcpdump to listen', timeoutMs: 10_000 });
+      const p = node.ns.spawn(td, `bare-tcpdump-${pps}${rotating ? '-C' : ''}`, 'tcpdump', ['-i', sender.hostIface, '-w', file, ...(rotating ? ['-C', String(ROTATION_BYTES / 1e6), '-Z', 'root'] : []), '-n', '-B', '4096', bpf], w.logDir);
+      await waitFor(async () => (await p.logTail()).includes('listening on'), { what: 'tcpdump to listen', timeoutMs: 10_000 }).catch(async (err: Error) => {
+        throw new Error(`${err.message}; it said: ${await p.logTail(10)}`);
+      });
       const cpu0 = await cpuSeconds(p.pid);
       const sent = await traffic(pps);
       const cpu = (await cpuSeconds(p.pid)) - cpu0;
       await p.stop(5000, 'SIGINT');
       const stats = await p.logTail(10);
       const drops = Number(/(\d+) packets? dropped by kernel/.exec(stats)?.[1] ?? NaN);
-      const packets = await countRecords(file);
+      // -C writes file, file1, file2, ...
+      const files = (await readdir(scratch)).filter((f) => f.startsWith(`bare-${pps}.pcap`));
+      let packets = 0;
+      for (const f of files) packets += await countRecords(join(scratch, f));
       // The agent's run writes into the memory this file gave back (see warmPages).
-      await rm(file);
+      for (const f of files) await rm(join(scratch, f));
       return { sent, packets, drops, cpu };
     }
 
@@ -131,7 +145,7 @@ async function main(): Promise<void> {
     await agent.proc.stop();
     const nodeOptions = process.env.NODE_OPTIONS;
     if (args['cpu-prof']) process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${args['cpu-prof']}`.trim();
-    const bigAgent = await w.startAgent(node, ['--capture-max-size-bytes=1000000000', '--capture-max-files=2', ...args['agent-arg']]);
+    let bigAgent = await w.startAgent(node, ['--capture-max-size-bytes=1000000000', '--capture-max-files=2', ...args['agent-arg']]);
     if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = nodeOptions;
     const scraper = await metricsReaderToken(c);
@@ -186,22 +200,49 @@ async function main(): Promise<void> {
       return { sent, packets, drops, cpu: agentCpu + tcpdumpCpu, agentCpu, tcpdumpCpu, idleCpu, rss: { before: rssBefore, peak: rssPeak } };
     }
 
+    /**
+     * A short capture with traffic before the measured ones: the agent's first capture warms
+     * its code up (measured: the first row's idle window took 0.9 CPU-s, the next ones 0.3).
+     */
+    async function warmUp(): Promise<void> {
+      const name = 'bench-warm-up';
+      await w.applyCapture(name, `  selector: app == "sender"\n  filters: [{protocol: UDP, ports: [5201]}]`);
+      await w.waitForState(name, 'node-1', 'WaitingForTraffic');
+      await send(10_000, SIZE, 2);
+      await pause(2);
+      await c.custom.deleteNamespacedCustomObject({ group: 'projectcalico.org', version: 'v3', namespace: w.ns, plural: 'packetcaptures', name });
+      await waitFor(async () => (await readdir(w.captureDir('node-1', name)).catch(() => undefined)) === undefined, { what: `the files of ${name} to be removed`, timeoutMs: 60_000 });
+    }
+
     const summary: string[] = [];
-    for (const pps of rates) {
+    let rotatingAgent = false;
+    await warmUp();
+    const rows: { pps: number; rotating: boolean }[] = [...rates.map((pps) => ({ pps, rotating: false })), ...ROTATION_RATES.map((pps) => ({ pps, rotating: true }))];
+    for (const { pps, rotating } of rows) {
+      if (rotating && !rotatingAgent) {
+        rotatingAgent = true;
+        // Every file kept for the count: 2 million packets make about fifty.
+        await bigAgent.proc.stop(30_000);
+        bigAgent = await w.startAgent(node, [`--capture-max-size-bytes=${ROTATION_BYTES}`, '--capture-max-files=200', ...args['agent-arg']]);
+        await warmUp();
+        process.stdout.write(`  with rotation: the agent with ${ROTATION_BYTES / 1e6} MB files against bare tcpdump writing one file, and bare tcpdump -C ${ROTATION_BYTES / 1e6} rotating its own\n`);
+      }
       const b = await bare(pps);
+      const bc = rotating ? await bare(pps, true) : undefined;
       const a = await viaAgent(pps);
       const perPacket = (x: number, n: number): number => (x / n) * 1e6;
       const cpuRatio = perPacket(a.cpu - a.idleCpu!, a.packets) / perPacket(b.cpu, b.packets);
       const rawRatio = perPacket(a.cpu, a.packets) / perPacket(b.cpu, b.packets);
       process.stdout.write([
-        `  ${pps} packets/s:`,
+        `  ${pps} packets/s${rotating ? `, ${ROTATION_BYTES / 1e6} MB files` : ''}:`,
         `    bare tcpdump -w file: ${b.sent} sent, ${b.packets} packets written, ${b.drops} kernel drops, ${b.cpu.toFixed(2)} CPU-s (${perPacket(b.cpu, b.packets).toFixed(2)} CPU-us/packet)`,
+        ...(bc ? [`    bare tcpdump -w file -C ${ROTATION_BYTES / 1e6}: ${bc.sent} sent, ${bc.packets} packets written, ${bc.drops} kernel drops, ${bc.cpu.toFixed(2)} CPU-s (${perPacket(bc.cpu, bc.packets).toFixed(2)} CPU-us/packet); agent/tcpdump -C: ${(perPacket(a.cpu - a.idleCpu!, a.packets) / perPacket(bc.cpu, bc.packets)).toFixed(2)}`] : []),
         `    agent: ${a.sent} sent, ${a.packets} packets written, ${a.drops} kernel drops, ${a.cpu.toFixed(2)} CPU-s = tcpdump ${a.tcpdumpCpu!.toFixed(2)} + agent ${a.agentCpu!.toFixed(2)} (of which idle, measured over as long without traffic: ${a.idleCpu!.toFixed(2)})`,
         `    agent's resident memory: ${mib(a.rss!.before)} before, ${mib(a.rss!.peak)} at most while capturing`,
         `    packets written agent/bare ${(a.packets / b.packets).toFixed(3)} (target >= 0.999); capture CPU per packet agent/bare ${cpuRatio.toFixed(2)} without the idle CPU, ${rawRatio.toFixed(2)} with it (target <= 1.2)`,
         '',
       ].join('\n'));
-      summary.push(`${pps}/s: written ${(a.packets / b.packets).toFixed(3)} (of sent: agent ${(a.packets / a.sent).toFixed(4)}, bare ${(b.packets / b.sent).toFixed(4)}), drops ${a.drops} (bare ${b.drops}), CPU/packet ${cpuRatio.toFixed(2)} (${rawRatio.toFixed(2)} with idle), RSS ${mib(a.rss!.peak)}`);
+      summary.push(`${pps}/s${rotating ? ` (${ROTATION_BYTES / 1e6} MB files)` : ''}: written ${(a.packets / b.packets).toFixed(3)} (of sent: agent ${(a.packets / a.sent).toFixed(4)}, bare ${(b.packets / b.sent).toFixed(4)}), drops ${a.drops} (bare ${b.drops}), CPU/packet ${cpuRatio.toFixed(2)} (${rawRatio.toFixed(2)} with idle), RSS ${mib(a.rss!.peak)}`);
     }
 
     // The latency of new pods is the default agent's: the one above reserves 3 GB of disk per
