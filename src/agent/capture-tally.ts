@@ -13,15 +13,12 @@ import { readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RECORD_HEADER_LENGTH } from '../pcap/format.js';
 import { DiskFullError } from './disk-full.js';
-import { countAndTrim } from './limit-trim.js';
+import { countAndTrim, type CaptureLimits } from './limit-trim.js';
 import type { RotationGate } from './rotation-gate.js';
 
 export const TALLY_FILE = '.tally.json';
 
-export interface CaptureLimits {
-  maxPackets?: number;
-  maxBytes?: number;
-}
+export type { CaptureLimits } from './limit-trim.js';
 
 export type LimitName = 'maxPackets' | 'maxBytes';
 

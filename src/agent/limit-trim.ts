@@ -13,9 +13,14 @@ import { join } from 'node:path';
 import { GLOBAL_HEADER_LENGTH, parseGlobalHeader } from '../pcap/format.js';
 import { visitRecordsOfFile } from '../pcap/records.js';
 import { captureFilesIn, parseFileName } from './capture-store.js';
-import type { CaptureLimits } from './capture-tally.js';
 import { readSource, removeSource, writeSource } from './file-source.js';
 import type { RotationGate } from './rotation-gate.js';
+
+/** A capture's limits per node (spec.maxPackets, spec.maxBytes): the tally counts towards them, this cuts the files to them. */
+export interface CaptureLimits {
+  maxPackets?: number;
+  maxBytes?: number;
+}
 
 export interface CountedFiles {
   packets: number;

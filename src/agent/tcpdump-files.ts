@@ -16,12 +16,13 @@
 // generation tells generations apart (in the file's identity, and to the live stream), and
 // makes the stream's reading exact across a rotation (a record is never given twice).
 import { constants, type BigIntStats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from '../pcap/format.js';
-import { completePrefixLength, wholeRecords } from '../pcap/records.js';
+import { wholeRecords } from '../pcap/records.js';
 import type { RotationGate } from './rotation-gate.js';
+import { dropRotatedPrefix, makeWhole, readFully, rotatedFiles } from './tcpdump-file-recovery.js';
 
 export interface RotationPolicy {
   maxSizeBytes: number;
@@ -147,55 +148,9 @@ export class TcpdumpFiles {
     const st = await lstat(this.currentPath).catch(() => undefined);
     if (!st) return;
     if (!st.isFile()) throw new Error(`${this.currentPath} is not a regular file; remove it to capture on this interface`);
-    await this.dropRotatedPrefix();
-    await this.makeWhole(this.currentPath, (await lstat(this.currentPath)).size);
+    await dropRotatedPrefix(this.currentPath, (await rotatedFiles(this.dir, this.base)).at(-1), this.dir, this.base);
+    await makeWhole(this.currentPath);
     await this.retire(this.currentPath);
-  }
-
-  /**
-   * An agent that died in a rotation between the copy's rename and the move of the rest left
-   * the rotated records in both files: the file being written still begins with the newest
-   * rotated file's records. They are removed from it (tcpdump is gone: a plain rewrite).
-   */
-  private async dropRotatedPrefix(): Promise<void> {
-    const newest = (await this.rotatedFiles()).at(-1);
-    if (!newest) return;
-    const [rotated, current] = await Promise.all([open(join(this.dir, newest), 'r'), open(this.currentPath, 'r')]);
-    try {
-      const [rs, cs] = [(await rotated.stat()).size, (await current.stat()).size];
-      if (rs <= GLOBAL_HEADER_LENGTH || cs < rs) return;
-      const n = Math.min(rs, GLOBAL_HEADER_LENGTH + 65_536);
-      const [a, b] = [Buffer.alloc(n), Buffer.alloc(n)];
-      await Promise.all([readFully(rotated, a, 0), readFully(current, b, 0)]);
-      if (!a.equals(b)) return;
-      const rest = join(this.dir, `.rest-${this.base}.pcap`);
-      const out = await open(rest, 'w', 0o600);
-      try {
-        await out.write(a, 0, GLOBAL_HEADER_LENGTH);
-        const buf = Buffer.allocUnsafe(1024 * 1024);
-        for (let pos = rs; pos < cs;) {
-          const { bytesRead } = await current.read(buf, 0, Math.min(buf.length, cs - pos), pos);
-          if (bytesRead === 0) break;
-          await out.write(buf, 0, bytesRead);
-          pos += bytesRead;
-        }
-      } finally {
-        await out.close();
-      }
-      await rename(rest, this.currentPath);
-    } finally {
-      await Promise.all([rotated.close(), current.close()]);
-    }
-  }
-
-  /** This writer's rotated files, oldest first. */
-  private async rotatedFiles(): Promise<string[]> {
-    const pattern = new RegExp(`^${escapeRegExp(this.base)}-(\\d+)\\.pcap$`);
-    return (await readdir(this.dir))
-      .map((f) => ({ f, m: pattern.exec(f) }))
-      .filter((x): x is { f: string; m: RegExpExecArray } => x.m !== null)
-      .sort((a, b) => (BigInt(a.m[1]!) < BigInt(b.m[1]!) ? -1 : 1))
-      .map((x) => x.f);
   }
 
   /** Creates the file tcpdump will write (empty: it writes the header) and returns its descriptor, for tcpdump's stdout. */
@@ -376,12 +331,6 @@ export class TcpdumpFiles {
     await c?.fh.close().catch(() => undefined);
   }
 
-  /** A torn last record (tcpdump killed mid-buffer) is cut away. */
-  private async makeWhole(path: string, size: number): Promise<void> {
-    const good = await completePrefixLength(path);
-    if (good < size) await truncate(path, good);
-  }
-
   /** The file at `path` is done: rotated if it holds a packet, deleted if not. */
   private async retire(path: string): Promise<void> {
     const st = await lstat(path, { bigint: true }).catch(() => undefined);
@@ -404,7 +353,7 @@ export class TcpdumpFiles {
 
   /** Deletes the oldest rotated files beyond maxFiles. */
   private async prune(): Promise<void> {
-    const rotated = await this.rotatedFiles();
+    const rotated = await rotatedFiles(this.dir, this.base);
     for (const f of rotated.slice(0, Math.max(0, rotated.length - this.policy.maxFiles))) {
       const path = join(this.dir, f);
       const st = await lstat(path, { bigint: true }).catch(() => undefined);
@@ -418,16 +367,4 @@ export class TcpdumpFiles {
     await unlink(path).catch(() => undefined);
     await this.hooks.removed?.(st.ino);
   }
-}
-
-async function readFully(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
-  for (let off = 0; off < buf.length;) {
-    const { bytesRead } = await fh.read(buf, off, buf.length - off, position + off);
-    if (bytesRead === 0) throw new Error('the file being written shrank while it was rotated');
-    off += bytesRead;
-  }
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
