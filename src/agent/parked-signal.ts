@@ -23,8 +23,14 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
  * through it, still waiting for packets; without it such a tcpdump was never flushed again.
  */
 const WAITING_SYSCALLS = process.arch === 'arm64' ? new Set(['73', '128']) : new Set(['7', '271', '219']);
-/** How long the stop may take to be scheduled before tcpdump is let go for this round. */
-const STOP_WAIT_MS = 50;
+/**
+ * How long the stop may take to be scheduled before tcpdump is let go for this round. The
+ * wait yields to the event loop; on a loaded node (two cores building images beside the
+ * capture, in CI) a woken tcpdump took more than 50 ms to reach its stop often enough that
+ * no proof was made for seconds. Stopped longer, tcpdump loses nothing: the ring keeps the
+ * packets.
+ */
+const STOP_WAIT_MS = 1000;
 
 export type ParkedSignalResult = 'sent' | 'busy' | 'gone' | 'unreadable';
 

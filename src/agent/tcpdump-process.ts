@@ -266,7 +266,9 @@ export class TcpdumpProcess {
       if (result === 'sent') {
         if (this.emptyAt !== undefined) this.hooks.flushedThrough(this.emptyAt);
         this.emptyAt = undefined;
-        this.askedAt = at;
+        // Counts asked earlier and not heard yet answer that earlier ask (lines come in order):
+        // a later time would claim more than they prove.
+        this.askedAt ??= at;
         this.statsAt = at;
       }
       if (result === 'unreadable' && !this.unreadable) {
