@@ -35,21 +35,8 @@ const STOP_WAIT_MS = 1000;
 export type ParkedSignalResult = 'sent' | 'busy' | 'gone' | 'unreadable';
 
 export async function signalWhenParked(pid: number, signals: NodeJS.Signals[]): Promise<ParkedSignalResult> {
-  // Stopped by someone else (a debugger, an operator): theirs to continue, not ours.
-  try {
-    if (stateOf(pid) === 'T') return 'busy';
-    process.kill(pid, 'SIGSTOP');
-  } catch {
-    return 'gone';
-  }
-  try {
-    const deadline = Date.now() + STOP_WAIT_MS;
-    let stopped = stateOf(pid) === 'T';
-    while (!stopped && Date.now() < deadline) {
-      await nextTurn();
-      stopped = stateOf(pid) === 'T';
-    }
-    if (!stopped) return 'busy';
+  // Stopped by someone else (a debugger, an operator): theirs to continue, not ours ('busy').
+  const r = await whileStopped(pid, async (): Promise<ParkedSignalResult> => {
     let syscall: string;
     try {
       syscall = readFileSync(`/proc/${pid}/syscall`, 'utf8').split(' ')[0] ?? '';
@@ -57,17 +44,14 @@ export async function signalWhenParked(pid: number, signals: NodeJS.Signals[]): 
       return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'gone' : 'unreadable';
     }
     if (!WAITING_SYSCALLS.has(syscall)) return 'busy';
-    for (const s of signals) process.kill(pid, s);
-    return 'sent';
-  } catch {
-    return 'gone';
-  } finally {
     try {
-      process.kill(pid, 'SIGCONT');
+      for (const s of signals) process.kill(pid, s);
     } catch {
-      // gone
+      return 'gone';
     }
-  }
+    return 'sent';
+  });
+  return r.ran ? r.value : r.why;
 }
 
 function stateOf(pid: number): string {
