@@ -3,7 +3,8 @@
 // node, namespace and pod (docs/pcapng.md). Each node's agent merges its own files (pinned,
 // as for files.zip), and this route merges the nodes' streams (src/gateway/pcapng-merge.ts).
 // Same authorization and status codes as files.zip; the length is not known ahead, so the
-// body is chunked and a failure mid-stream cuts the connection.
+// body is chunked and a failure mid-stream cuts the connection. zstd or gzip when
+// Accept-Encoding asks (src/http/content-encoding.ts).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import '../../src/gateway/decorators.js';
@@ -15,6 +16,7 @@ import { captureParams, type CaptureParams } from '../../src/http/params.js';
 import { badGateway, notFound } from '../../src/http/status.js';
 import { PcapngFormatError } from '../../src/pcap/pcapng-reader.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
+import { encodeBody, encodingHeaders, negotiateCoding } from '../../src/http/content-encoding.js';
 
 const querystring = {
   type: 'object',
@@ -65,6 +67,7 @@ export default async function pcapngDownloadRoutes(app: FastifyInstance): Promis
       }
     }
     const out = Readable.from(body(), { objectMode: false, highWaterMark: 16 * 1024 });
+    const coding = negotiateCoding(request.headers['accept-encoding']);
     out.once('end', () => m.pcapngDownloads.inc({ result: 'complete' }));
     out.once('error', (err) => {
       m.pcapngDownloads.inc({ result: 'aborted' });
@@ -82,7 +85,8 @@ export default async function pcapngDownloadRoutes(app: FastifyInstance): Promis
       .header('content-type', 'application/x-pcapng')
       .header('content-disposition', 'attachment; filename=files.pcapng')
       .header('cache-control', 'no-store')
-      .send(out);
+      .headers(encodingHeaders(coding))
+      .send(coding === undefined ? out : encodeBody(out, coding, { flushEachChunk: false, onEncodedBytes: (n) => m.encodedBytes.inc({ coding }, n) }));
   }
 }
 

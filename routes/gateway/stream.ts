@@ -14,6 +14,7 @@ import { captureParams, parseSince, sinceQuery, type CaptureParams } from '../..
 import { watchAccess } from '../../src/http/access-watch.js';
 import { HttpError } from '../../src/http/status.js';
 import { KUBE_PCAP_VERSION } from '../../src/version.js';
+import { encodeBody, encodingHeaders, negotiateCoding } from '../../src/http/content-encoding.js';
 import { onResponseClose } from '../../src/http/response-close.js';
 
 const RETRY_AFTER_SECONDS = 5;
@@ -90,12 +91,17 @@ export default async function streamRoutes(app: FastifyInstance): Promise<void> 
       const body = Readable.from(stream, { objectMode: false, highWaterMark: 16 * 1024 });
       body.once('error', (err) => request.log.warn({ namespace, name, err: err.message }, 'live stream failed'));
       body.once('end', () => request.log.info({ namespace, name }, 'live stream ended'));
+      // Compressed on request, flushed after every batch of packets: a packet is not held back
+      // waiting for the compressor's window to fill.
+      const coding = negotiateCoding(request.headers['accept-encoding']);
+      const m = app.gatewayMetrics;
       return reply
         .header('content-type', 'application/x-pcapng')
         .header('cache-control', 'no-store')
         // An nginx in front (ingress-nginx) must pass each packet on, not gather a buffer of them.
         .header('x-accel-buffering', 'no')
-        .send(body);
+        .headers(encodingHeaders(coding))
+        .send(coding === undefined ? body : encodeBody(body, coding, { flushEachChunk: true, onEncodedBytes: (n) => m.encodedBytes.inc({ coding }, n) }));
     },
   );
 }

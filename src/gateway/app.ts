@@ -73,6 +73,7 @@ export async function buildGatewayApp({ config, kube, log, tls, onRoute }: Gatew
   const gatewayMetrics = {
     bytesStreamed: new Counter({ name: 'kube_pcap_gateway_bytes_streamed_total', help: 'Bytes of downloads (files.zip, files.pcapng) sent to clients.', registers: [registry] }),
     downloads: new Counter({ name: 'kube_pcap_gateway_downloads_total', help: 'files.zip downloads by result (complete, aborted).', labelNames: ['result'], registers: [registry] }),
+    encodedBytes: new Counter({ name: 'kube_pcap_gateway_encoded_bytes_total', help: 'Bytes sent with a Content-Encoding (files.pcapng, the live stream), by coding: set beside kube_pcap_gateway_bytes_streamed_total they show what compression saves.', labelNames: ['coding'], registers: [registry] }),
     pcapngDownloads: new Counter({ name: 'kube_pcap_gateway_pcapng_downloads_total', help: 'files.pcapng downloads by result (complete, aborted).', labelNames: ['result'], registers: [registry] }),
     agentErrors,
   };

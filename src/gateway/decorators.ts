@@ -6,6 +6,8 @@ import type { PerUserSlots } from '../http/per-user-slots.js';
 
 export interface GatewayMetrics {
   bytesStreamed: Counter;
+  /** Bytes sent after Content-Encoding, by coding (files.pcapng and the live stream). */
+  encodedBytes: Counter<'coding'>;
   downloads: Counter<'result'>;
   pcapngDownloads: Counter<'result'>;
   agentErrors: Counter<'operation'>;

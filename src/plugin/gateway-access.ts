@@ -54,7 +54,7 @@ export interface Gateway {
   via: string;
   /** What was presented: a token for the gateway's audience, or the kubeconfig's credential. */
   credential: string;
-  request(method: 'GET' | 'DELETE', path: string, signal?: AbortSignal): Promise<GatewayResponse>;
+  request(method: 'GET' | 'DELETE', path: string, signal?: AbortSignal, extraHeaders?: Record<string, string>): Promise<GatewayResponse>;
   close(): Promise<void>;
 }
 
@@ -254,10 +254,10 @@ export async function openGateway(ctx: KubeContext, flags: GatewayFlags): Promis
     base,
     via,
     credential,
-    async request(method, path, signal) {
+    async request(method, path, signal, extraHeaders) {
       let res;
       try {
-        res = await request(`${base}${path}`, { method, headers, dispatcher, signal });
+        res = await request(`${base}${path}`, { method, headers: { ...extraHeaders, ...headers }, dispatcher, signal });
       } catch (err) {
         if (signal?.aborted) throw err;
         const cause = err as NodeJS.ErrnoException;

@@ -74,26 +74,37 @@ t.test('403 before any byte for a token without the files permission', async (t)
   t.equal(bad.status, 400, 'a since that is not RFC 3339 is refused');
 });
 
-t.test('curl | tshark -i -: packets of a pod that starts matching after the stream began, under its pod name', async (t) => {
+t.test('curl | tshark -i -: packets of a pod that starts matching after the stream began, under its pod name; the same compressed (zstd), packets arriving while the stream is open', async (t) => {
   const dir = await scratchDir(t, 'live-tshark');
-  const out = join(dir, 'tshark.txt');
-  const script = `set -o pipefail; curl -sS -N --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL" | tshark -i - -l -a duration:25 -N n -T fields -E separator='|' -e frame.interface_name -e ip.src -e ip.src_host > "$OUT"`;
-  const viewer = new OwnedProcess('env', [`CA=${ca}`, `TOKEN=${token}`, `URL=${url('live')}`, `OUT=${out}`, 'bash', '-c', script], { name: 'curl-tshark', logFile: join(dir, 'viewer.log') });
-  t.teardown(() => viewer.stop());
-  await waitFor(async () => ((await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_live_streams')) >= 2 ? true : undefined), { what: 'the viewer\'s stream to be open', timeoutMs: 10_000 });
+  // Two viewers at once: plain, and `curl --compressed` (Accept-Encoding: deflate, gzip, br,
+  // zstd) which the gateway answers with zstd flushed after every batch; tshark quits after
+  // 25 s while the capture still runs, so every packet it shows came through an open stream.
+  const viewers = ['plain', 'zstd'].map((kind) => {
+    const out = join(dir, `tshark-${kind}.txt`);
+    const script = `set -o pipefail; curl -sS -N ${kind === 'zstd' ? '--compressed' : ''} --cacert "$CA" -H "Authorization: Bearer $TOKEN" "$URL" | tshark -i - -l -a duration:25 -N n -T fields -E separator='|' -e frame.interface_name -e ip.src -e ip.src_host > "$OUT"`;
+    const viewer = new OwnedProcess('env', [`CA=${ca}`, `TOKEN=${token}`, `URL=${url('live')}`, `OUT=${out}`, 'bash', '-c', script], { name: `curl-tshark-${kind}`, logFile: join(dir, `viewer-${kind}.log`) });
+    t.teardown(() => viewer.stop());
+    return { kind, out, viewer, log: join(dir, `viewer-${kind}.log`) };
+  });
+  const encodedBefore = await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_encoded_bytes_total', 'coding="zstd"');
+  await waitFor(async () => ((await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_live_streams')) >= 3 ? true : undefined), { what: 'the viewers\' streams to be open', timeoutMs: 10_000 });
   startDnsSender(t, podA, w.dns.ip, 'live-a', 0, 20, w.logDir);
   // Only now does a second pod, on the other node, start to match.
   const podB = await w.addPod(w.nodes[1]!, 'logging-b', { app: 'logging' });
   startDnsSender(t, podB, w.dns.ip, 'live-b', 0, 20, w.logDir);
-  await viewer.exited;
-  const rows = (await readFile(out, 'utf8')).trim().split('\n').filter((l) => l !== '').map((l) => l.split('|'));
-  const log = await readFile(join(dir, 'viewer.log'), 'utf8');
-  const b = rows.filter((r) => r[1] === podB.ip);
-  t.ok(b.length > 5, `packets of the pod that started later: ${b.length} (viewer said: ${log.slice(-300)})`);
-  t.same([...new Set(b.map((r) => r[0]))], [`${w.nodeName('node-2')}/${w.ns}/logging-b/${podB.hostIface}`], 'under its own interface, named by node, namespace and pod');
-  t.equal(b[0]?.[2], `logging-b.${w.ns}`, 'its address shown as its name, from the stream\'s name records');
-  t.ok(rows.some((r) => r[1] === podA.ip && r[0] === `${w.nodeName('node-1')}/${w.ns}/logging-a/${podA.hostIface}`), 'and the first pod\'s packets, under its name');
-  t.notMatch(log, /aren't supported|isn't supported|malformed|cut short/i, 'tshark reading a pipe takes an interface block after packets');
+  for (const v of viewers) {
+    await v.viewer.exited;
+    const rows = (await readFile(v.out, 'utf8')).trim().split('\n').filter((l) => l !== '').map((l) => l.split('|'));
+    const log = await readFile(v.log, 'utf8');
+    const b = rows.filter((r) => r[1] === podB.ip);
+    t.ok(b.length > 5, `${v.kind}: packets of the pod that started later: ${b.length} (viewer said: ${log.slice(-300)})`);
+    t.same([...new Set(b.map((r) => r[0]))], [`${w.nodeName('node-2')}/${w.ns}/logging-b/${podB.hostIface}`], `${v.kind}: under its own interface, named by node, namespace and pod`);
+    t.equal(b[0]?.[2], `logging-b.${w.ns}`, `${v.kind}: its address shown as its name, from the stream's name records`);
+    t.ok(rows.some((r) => r[1] === podA.ip && r[0] === `${w.nodeName('node-1')}/${w.ns}/logging-a/${podA.hostIface}`), `${v.kind}: and the first pod's packets, under its name`);
+    t.notMatch(log, /aren't supported|isn't supported|malformed|cut short/i, `${v.kind}: tshark reading a pipe takes an interface block after packets`);
+  }
+  const encoded = (await gatewayMetric(gateway, w.pki, 'kube_pcap_gateway_encoded_bytes_total', 'coding="zstd"')) - encodedBefore;
+  t.ok(encoded > 0, `the compressed viewer's stream went out as zstd (${encoded} bytes)`);
 });
 
 t.test('a paused viewer (curl stopped for 5 s) costs the capture nothing: no kernel drops, every packet in the files, the agent\'s memory bounded', async (t) => {

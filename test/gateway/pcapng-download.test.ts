@@ -2,8 +2,9 @@
 // traffic with real tcpdump, rotating often; the README's curl, piped into real tshark, reads
 // one time-ordered pcapng in which every packet names its node, namespace and pod, and name
 // resolution from the file shows pod names. Once the capture is Finished, the merged file
-// holds exactly as many packets as the zip's files together.
-import { readdir, writeFile } from 'node:fs/promises';
+// holds exactly as many packets as the zip's files together, and so does the same download
+// compressed (zstd, gzip) and decoded by curl.
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { cluster } from '../harness/cluster.js';
@@ -118,6 +119,22 @@ t.test('on a Finished capture, the merged pcapng holds exactly the packets of th
   t.match(info.stdout, new RegExp(`Number of packets:\\s+${inZip}\\n`), `files.pcapng holds the ${inZip} packets of the ${files} files`);
   t.match(info.stdout, /Number of interfaces in file: 2\n/, 'one interface per pod interface, however many files each has');
   t.match(info.stdout, /Capture application:\s+kube-pcap \S+/);
+  // Accept-Encoding: the real curl decodes each coding (curl --compressed sends
+  // "deflate, gzip, br, zstd"), and the decoded file is the identity download, packet for packet.
+  t.equal(merged.headers['content-encoding'], undefined, 'no Accept-Encoding: identity');
+  t.equal(merged.headers.vary, 'accept-encoding');
+  for (const [accept, coding] of [['zstd', 'zstd'], ['gzip', 'gzip'], ['deflate, gzip, br, zstd', 'zstd']] as const) {
+    const file = join(dir, `files-${coding}.pcapng`);
+    const r = await run('curl', ['-sS', '--fail', '--cacert', w.pki.ca.certFile, '-H', `Authorization: Bearer ${token}`, '-H', `Accept-Encoding: ${accept}`, '--compressed', '-D', `${file}.headers`, '-w', '%{size_download}', '-o', file, url()]);
+    t.equal(r.code, 0, r.stderr);
+    const head = await readFile(`${file}.headers`, 'utf8');
+    t.match(head, new RegExp(`\\ncontent-encoding: ${coding}\\r\\n`, 'i'), `Accept-Encoding: ${accept} -> Content-Encoding: ${coding}`);
+    const sent = Number(r.stdout);
+    t.ok(sent < merged.body.length / 2, `${coding}: ${sent} bytes on the wire for ${merged.body.length} (${(sent / merged.body.length).toFixed(2)}x)`);
+    const decoded = await run('capinfos', ['-M', file]);
+    t.equal(decoded.code, 0, decoded.stderr);
+    t.match(decoded.stdout, new RegExp(`Number of packets:\\s+${inZip}\\n`), `${coding}: decoded, the same ${inZip} packets`);
+  }
   // Every pin of these downloads is given back once they are done, none left to lapse.
   const pinsLeft = async (): Promise<string[]> => (await Promise.all(['node-1', 'node-2'].map((n) => readdir(join(w.captureDir(n, 'merged'), '..', '..', '.pins')).catch(() => [] as string[])))).flat();
   await waitFor(async () => ((await pinsLeft()).length === 0 ? true : undefined), { what: 'every pin to be released', timeoutMs: 10_000 });

@@ -1,8 +1,8 @@
 // kubectl pcap, subcommand by subcommand, against the real API server, agents and gateway
 // (--gateway: the port-forward path has its own test): each command's happy path and the
 // answer for its main failure, as a DevOps engineer with only rbac-examples/' Roles sees it.
-import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { getPacketCapture } from '../../src/kube/packetcapture.js';
@@ -10,7 +10,7 @@ import { cluster } from '../harness/cluster.js';
 import { REPO_ROOT } from '../harness/control-plane.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { run, zipEntries } from '../harness/http.js';
-import { scratchDir } from '../harness/kube-pcap.js';
+import { gatewayMetric, scratchDir } from '../harness/kube-pcap.js';
 import { pcapRecordCount, runPlugin, writeKubeconfig } from '../harness/plugin.js';
 import { waitFor } from '../harness/wait.js';
 
@@ -19,7 +19,9 @@ const w = await storefrontWorld(t, c);
 const dir = await scratchDir(t, 'plugin-workflow');
 const kubeconfig = await writeKubeconfig(c, dir, 'devops', { token: w.devopsToken }, w.ns);
 const gateway = ['--gateway', w.gateway.url, '--gateway-ca-file', w.pki.ca.certFile, '--trust-gateway-url'];
-const kp = async (args: string[], cwd = dir) => await runPlugin(args, { kubeconfig, cwd });
+// Its own cache directory: kubectl pcap remembers each gateway link's speed there (--compress auto).
+const cacheHome = join(dir, 'cache');
+const kp = async (args: string[], cwd = dir) => await runPlugin(args, { kubeconfig, cwd, env: { XDG_CACHE_HOME: cacheHome } });
 const totalPackets = [...w.files.values()].reduce((n, b) => n + pcapRecordCount(b), 0);
 const rename = { renameNamespace: { from: 'storefront', to: w.ns } };
 
@@ -122,12 +124,31 @@ t.test('download: 403 names the missing permission and its Role; then the zip an
   t.same((await zipEntries(file)).sort(), [...w.files.keys()].sort(), 'every node\'s files, default name NAME.zip');
   for (const [entry, bytes] of w.files) t.ok((await unzipBytes(file, entry)).equals(bytes), `${entry} intact`);
 
+  const zstdAtStart = await zstdSent();
   const pcapng = await kp(['download', CAPTURE, '-w', 'merged.pcapng', ...gateway]);
   t.equal(pcapng.code, 0, pcapng.stderr);
   t.equal(await tsharkCount(join(dir, 'merged.pcapng')), totalPackets, 'the merged pcapng holds every packet');
   const piped = await kp(['download', CAPTURE, '-w', '-', ...gateway]);
   t.equal(piped.code, 0, piped.stderr);
   t.equal(piped.stdout.readUInt32LE(0), 0x0a0d0d0a, '-w - is a pcapng on stdout');
+  const zstdAfter = await zstdSent();
+  t.ok(zstdAfter > zstdAtStart, `a pcapng comes zstd-compressed by default (--compress auto, no link speed known): ${zstdAfter - zstdAtStart} bytes sent so`);
+  const plain = await kp(['download', CAPTURE, '-w', 'plain.pcapng', '--compress', 'never', ...gateway]);
+  t.equal(plain.code, 0, plain.stderr);
+  t.equal(await zstdSent(), zstdAfter, '--compress never: identity');
+  t.ok((await readFile(join(dir, 'plain.pcapng'))).equals(await readFile(join(dir, 'merged.pcapng'))), 'the decoded download is the identity download, byte for byte');
+  t.equal(zipMethods(join(dir, `${CAPTURE}.zip`)).has('stor'), true, 'a zip is stored by default (exact length)');
+  // A link measured slow on an earlier download (the plugin's own record): the zip comes deflated.
+  await mkdir(join(cacheHome, 'kube-pcap'), { recursive: true });
+  await writeFile(join(cacheHome, 'kube-pcap', 'links.json'), JSON.stringify({ [`test ${new URL(w.gateway.url).origin}`]: { bytesPerSecond: 1_000_000, at: new Date().toISOString() } }));
+  const slow = await kp(['download', CAPTURE, '-w', 'slow.zip', ...gateway]);
+  t.equal(slow.code, 0, slow.stderr);
+  t.same([...zipMethods(join(dir, 'slow.zip'))], ['defN'], 'over a link measured slow, every entry deflated');
+  t.same((await zipEntries(join(dir, 'slow.zip'))).sort(), [...w.files.keys()].sort());
+  for (const [entry, bytes] of w.files) t.ok((await unzipBytes(join(dir, 'slow.zip'), entry)).equals(bytes), `${entry} intact, deflated`);
+  const bad = await kp(['download', CAPTURE, '-w', 'x.zip', '--compress', 'sometimes', ...gateway]);
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /--compress must be auto, always or never/);
 
   const noFiles = await kp(['download', 'web-dns', '-w', 'none.zip', ...gateway]);
   t.equal(noFiles.code, 1);
@@ -137,6 +158,17 @@ t.test('download: 403 names the missing permission and its Role; then the zip an
   t.match(badName.stderr, /end the name in \.zip .* or \.pcapng/);
   t.same((await readdir(dir)).filter((f) => f.includes('.part-')), [], 'no temporary file left behind');
 });
+
+/** The compression methods zipinfo names for the entries of a zip (stor, defN, ...). */
+function zipMethods(file: string): Set<string> {
+  const out = execFileSync('zipinfo', [file], { encoding: 'utf8' });
+  return new Set(out.split('\n').filter((l) => /^[-d]r/.test(l)).map((l) => l.trim().split(/\s+/)[5]!));
+}
+
+/** zstd bytes the gateway has sent so far. */
+async function zstdSent(): Promise<number> {
+  return await gatewayMetric(w.gateway, w.pki, 'kube_pcap_gateway_encoded_bytes_total', 'coding="zstd"');
+}
 
 async function unzipBytes(file: string, entry: string): Promise<Buffer> {
   return await new Promise((resolve, reject) => execFile('unzip', ['-p', file, entry], { encoding: 'buffer', maxBuffer: 1 << 26 }, (err, out) => (err ? reject(err) : resolve(out))));

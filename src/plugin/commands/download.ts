@@ -6,11 +6,12 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Transform } from 'node:stream';
+import type { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { gatewayFailure } from '../answers.js';
 import { formatBytes } from '../durations.js';
 import type { CommandSpec } from '../invocation.js';
+import { ACCEPT_ENCODING, byteCounter, compressChoice, decoderFor, knownLinkSpeed, recordLinkSpeed, wantsCompression } from '../compression.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
 import { ProgressBar } from '../progress.js';
 
@@ -27,13 +28,16 @@ export function downloadFormat(out: string | undefined, format: string | undefin
 }
 
 export const downloadCommand: CommandSpec = {
-  usage: 'download NAME [-w FILE.zip | -w FILE.pcapng | -w -] [--partial] [-q]',
+  usage: 'download NAME [-w FILE.zip | -w FILE.pcapng | -w -] [--partial] [--compress auto|always|never] [-q]',
   short: 'Download the capture\'s packets: every node\'s files as a zip, or one merged pcapng.',
   long: [
     'Download the capture\'s packets through the gateway, as they are when the download starts (files are pinned on their nodes).',
     '  -w FILE.zip     every node\'s pcap files, entries <node>/<file> (default: NAME.zip)',
     '  -w FILE.pcapng  one pcapng in time order; interfaces name node, namespace and pod',
     '  -w -            to stdout (pcapng unless --format zip), e.g. into tshark -r -',
+    'Compression (--compress auto): a pcapng comes zstd-compressed unless the last download from this',
+    'gateway ran faster than 60 MiB/s; a zip is deflated only when it ran slower (stored keeps the exact',
+    'length). The speed is remembered in ~/.cache/kube-pcap/links.json.',
     'Needs "get" on packetcaptures/files in the namespace (rbac-examples/files-role.yaml).',
   ].join('\n'),
   examples: [
@@ -46,35 +50,43 @@ export const downloadCommand: CommandSpec = {
     write: { type: 'string', short: 'w', metavar: 'FILE', help: 'Where to write: FILE.zip, FILE.pcapng or - (stdout). Default NAME.zip.' },
     format: { type: 'string', metavar: 'zip|pcapng', help: 'The format when -w does not say it.' },
     partial: { type: 'boolean', help: 'Leave out nodes whose agents cannot be reached (named in MISSING.txt or the pcapng comment) instead of failing.' },
+    compress: { type: 'string', metavar: 'auto|always|never', help: 'Ask for compressed bytes: auto (by the link\'s last measured speed), always, never.' },
     quiet: { type: 'boolean', short: 'q', help: 'No progress bar.' },
   },
   async run(inv) {
     const out = inv.string('write');
     const format = downloadFormat(out, inv.string('format'));
+    const choice = compressChoice(inv.string('compress'));
     const { ctx, target } = await inv.captureTarget();
     const path = out ?? `${target.name}.${format}`;
     const gateway = await inv.gateway();
-    const res = await gateway.request('GET', `/download/${encodeURIComponent(target.namespace)}/${encodeURIComponent(target.name)}/files.${format}${inv.boolean('partial') ? '?partial=true' : ''}`, inv.signal);
+    const link = `${ctx.contextName} ${gateway.via}`;
+    const compress = wantsCompression(choice, format, choice === 'auto' ? await knownLinkSpeed(link) : undefined);
+    const query = [...(inv.boolean('partial') ? ['partial=true'] : []), ...(compress && format === 'zip' ? ['compression=deflate'] : [])];
+    const started = Date.now();
+    const res = await gateway.request('GET', `/download/${encodeURIComponent(target.namespace)}/${encodeURIComponent(target.name)}/files.${format}${query.length > 0 ? `?${query.join('&')}` : ''}`, inv.signal,
+      compress && format === 'pcapng' ? { 'accept-encoding': ACCEPT_ENCODING } : undefined);
     if (res.status !== 200) throw await gatewayFailure(ctx, res, 'get', target);
     const lengthHeader = res.headers['content-length'];
     const total = typeof lengthHeader === 'string' ? Number(lengthHeader) : undefined;
+    const decoder = decoderFor(res.headers['content-encoding']);
     const tty = inv.stderr.isTTY === true && !inv.boolean('quiet');
+    // The bar counts what arrives on the wire: that is what the length (when known) counts too.
     const progress = tty ? new ProgressBar(inv.stderr, path === '-' ? `files.${format}` : basename(path), total) : undefined;
     let received = 0;
-    const count = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        received += chunk.length;
-        progress?.add(chunk.length);
-        cb(null, chunk);
-      },
+    let written = 0;
+    const onWire = byteCounter((n) => {
+      received += n;
+      progress?.add(n);
     });
+    const stages: Transform[] = [onWire, ...(decoder ? [decoder] : []), byteCounter((n) => (written += n))];
     const temp = path === '-' ? undefined : join(dirname(path), `.${basename(path)}.part-${randomBytes(4).toString('hex')}`);
     try {
       if (temp) {
         const file = createWriteStream(temp, { flags: 'wx', mode: 0o600, flush: true });
-        await pipeline(res.body, count, file, { signal: inv.signal });
+        await pipeline([res.body, ...stages, file], { signal: inv.signal });
       } else {
-        await pipeline(res.body, count, inv.stdout, { signal: inv.signal, end: false });
+        await pipeline([res.body, ...stages, inv.stdout], { signal: inv.signal, end: false });
       }
       if (total !== undefined && received !== total) throw new Error(`the gateway sent ${received} of ${total} bytes`);
       if (temp) await rename(temp, path);
@@ -87,9 +99,10 @@ export const downloadCommand: CommandSpec = {
       }
       throw new PluginError(`the download of ${target.name} was cut after ${formatBytes(received)}${total !== undefined ? ` of ${formatBytes(total)}` : ''} (${(err as Error).message})${temp ? `; nothing was written to ${path}` : ''}`);
     }
+    await recordLinkSpeed(link, received, Date.now() - started);
     if (progress) {
       progress.finish();
-      if (temp) inv.stderr.write(`Saved ${path} (${formatBytes(received)})\n`);
+      if (temp) inv.stderr.write(`Saved ${path} (${formatBytes(written)}${decoder ? `, ${formatBytes(received)} on the wire` : ''})\n`);
     }
     return 0;
   },
