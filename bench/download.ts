@@ -11,7 +11,11 @@
 // against an unauthenticated one (p50/p99), and how many TokenReviews and
 // SubjectAccessReviews the API server received for 1000 requests with one token.
 //
+// Then the compression part (download-compression.ts): 1 GiB of real-looking DNS and HTTP
+// capture downloaded stored and compressed, over a 100 Mbit/s link shaped by tc and on loopback.
+//
 //   npm run bench:download [-- --nodes 2 --files 4 --file-mib 256 --rounds 3]
+//                          [--part all|zip|compression] [--realistic-gib 1] [--link-mbit 100]
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,6 +28,8 @@ import { AGENT_SERVER_NAME, gatewayMetric, publishAgents, scratchDir, startAgent
 import { writeLargePcap } from '../test/harness/pcap-fixtures.js';
 import { OwnedProcess, rssBytes } from '../test/harness/processes.js';
 import { waitFor } from '../test/harness/wait.js';
+import { compressionBench } from './download-compression.js';
+import { writeRealisticPcap } from './realistic-traffic.js';
 import { benchCluster, runBench, Teardowns, cpuSeconds, peakRssBytes, percentile, portOpen } from './lib.js';
 
 const { values: args } = parseArgs({
@@ -33,6 +39,9 @@ const { values: args } = parseArgs({
     'file-mib': { type: 'string', default: '256' },
     rounds: { type: 'string', default: '3' },
     requests: { type: 'string', default: '1000' },
+    part: { type: 'string', default: 'all' },
+    'realistic-gib': { type: 'string', default: '1' },
+    'link-mbit': { type: 'string', default: '100' },
     /** Writes a V8 CPU profile of the gateway into this directory. */
     'cpu-prof': { type: 'string' },
   },
@@ -43,40 +52,62 @@ const FILE_BYTES = Number(args['file-mib']) * 1024 * 1024;
 const ROUNDS = Number(args.rounds);
 const REQUESTS = Number(args.requests);
 const CAPTURE = 'bench-capture';
+const REALISTIC = 'bench-realistic';
+const PART = args.part;
+if (!['all', 'zip', 'compression'].includes(PART)) throw new Error(`--part must be all, zip or compression, not ${PART}`);
+const ZIP_PART = PART !== 'compression';
+const REALISTIC_FILE_BYTES = Math.round((Number(args['realistic-gib']) * 2 ** 30) / (NODES * 2));
 
 async function main(): Promise<void> {
   const td = new Teardowns();
   try {
     process.stdout.write(`kube-pcap download benchmark: ${NODES} nodes x ${FILES} files x ${args['file-mib']} MiB = ${((NODES * FILES * FILE_BYTES) / 2 ** 30).toFixed(2)} GiB\n`);
-    const { c, kube, pki, logDir, ns } = await benchCluster(td, 'bench-logs', [CAPTURE, 'empty']);
+    const { c, kube, pki, logDir, ns } = await benchCluster(td, 'bench-logs', [CAPTURE, 'empty', REALISTIC]);
 
     // The files: on disk under one root per node, the layout agents and nginx both serve.
     const webRoot = await scratchDir(td, 'bench-files');
     const agents: AgentHandle[] = [];
     const nginxPaths: string[] = [];
     let totalBytes = 0;
+    let realisticBytes = 0;
     for (let n = 0; n < NODES; n++) {
       const node = `node-${n + 1}`;
       const root = join(webRoot, node);
       const dir = join(root, ns, CAPTURE);
       await mkdir(dir, { recursive: true });
       const names: string[] = [];
-      for (let f = 0; f < FILES; f++) {
+      for (let f = 0; ZIP_PART && f < FILES; f++) {
         const name = `pod-${n}_cali${n}-${1_700_000_000_000_000 + f}.pcap`;
         totalBytes += await writeLargePcap(join(dir, name), FILE_BYTES);
         names.push(name);
         nginxPaths.push(`/${node}/${ns}/${CAPTURE}/${name}`);
       }
+      const realisticNames: string[] = [];
+      if (PART !== 'zip') {
+        const rdir = join(root, ns, REALISTIC);
+        await mkdir(rdir, { recursive: true });
+        for (let f = 0; f < 2; f++) {
+          const name = `web-${n}_cali${n}-${1_733_000_000_000_000 + f}.pcap`;
+          realisticBytes += await writeRealisticPcap(join(rdir, name), REALISTIC_FILE_BYTES, n * 2 + f + 1);
+          realisticNames.push(name);
+        }
+      }
       agents.push(await startAgent(td, c, { node, address: await bridgeAddress(td), captureDir: root, pki, logDir, extraArgs: ['--log-level=info'], sourceMaps: false }));
-      await applyNodeStatus(kube, { namespace: ns, name: CAPTURE }, `kube-pcap-agent/${node}`, { node, fileNames: names, state: 'Finished' });
+      if (ZIP_PART) await applyNodeStatus(kube, { namespace: ns, name: CAPTURE }, `kube-pcap-agent/${node}`, { node, fileNames: names, state: 'Finished' });
+      if (PART !== 'zip') await applyNodeStatus(kube, { namespace: ns, name: REALISTIC }, `kube-pcap-agent/${node}`, { node, fileNames: realisticNames, state: 'Finished' });
     }
     await publishAgents(c, 'bench-agents', agents);
     const nodeOptions = process.env.NODE_OPTIONS;
     if (args['cpu-prof']) process.env.NODE_OPTIONS = `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${args['cpu-prof']}`.trim();
-    const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0'], sourceMaps: false });
+    // On every address: the compression part's client is in a network namespace of its own.
+    const gw = await startGateway(td, c, { pki, logDir, agentService: 'bench-agents', listen: '0.0.0.0', extraArgs: ['--log-level=info', '--max-downloads-per-user=0', '--max-live-streams-per-user=0', '--max-requests-per-user=0'], sourceMaps: false });
     if (nodeOptions === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = nodeOptions;
     const token = await c.tokenFor(ns, 'devops-sa');
+    if (!ZIP_PART) {
+      await compressionBench({ td, logDir, gateway: gw, caFile: pki.ca.certFile, token, namespace: ns, capture: REALISTIC, captureBytes: realisticBytes, linkMbit: Number(args['link-mbit']) });
+      return;
+    }
 
     const nginxPort = 18443;
     const proxyPort = 18444;
@@ -262,6 +293,7 @@ ${proxyLocations}
       `API server received for ${REQUESTS} requests with one token: ${trs} TokenReview(s), ${sars} SubjectAccessReview(s)`,
       '',
     ].join('\n'));
+    if (PART === 'all') await compressionBench({ td, logDir, gateway: gw, caFile: pki.ca.certFile, token, namespace: ns, capture: REALISTIC, captureBytes: realisticBytes, linkMbit: Number(args['link-mbit']) });
   } finally {
     await td.run();
   }

@@ -65,13 +65,48 @@ export interface EncodeOptions {
   onEncodedBytes?: (n: number) => void;
 }
 
-/** zstd level 3 (its default) and gzip level 6 (zlib's): most of the gain for little CPU. */
+/**
+ * zstd level 1: on capture files within 2 % of level 3's ratio (0.356 against 0.351 on
+ * bench:download's DNS and HTTP) for about 1.5x the speed, where the gateway's core, not the
+ * link, would otherwise set the pace. gzip at zlib's default level 6, for clients without zstd.
+ */
 function compressor(coding: ContentCoding, { flushEachChunk }: EncodeOptions): Gzip | ZstdCompress {
-  if (coding === 'gzip') return createGzip(flushEachChunk ? { flush: constants.Z_SYNC_FLUSH } : {});
+  if (coding === 'gzip') return createGzip({ chunkSize: OUTPUT_CHUNK_BYTES, ...(flushEachChunk ? { flush: constants.Z_SYNC_FLUSH } : {}) });
   return createZstdCompress({
+    chunkSize: OUTPUT_CHUNK_BYTES,
     ...(flushEachChunk ? { flush: constants.ZSTD_e_flush } : {}),
-    // A checksum lets the caller tell a cut body from a whole one (zstd -t, or any decoder).
-    params: { [constants.ZSTD_c_checksumFlag]: 1 },
+    params: {
+      [constants.ZSTD_c_compressionLevel]: 1,
+      // A checksum lets the caller tell a cut body from a whole one (zstd -t, or any decoder).
+      [constants.ZSTD_c_checksumFlag]: 1,
+    },
+  });
+}
+
+const OUTPUT_CHUNK_BYTES = 64 * 1024;
+/**
+ * A download's chunks are gathered to this size before the encoder: each write into zlib
+ * crosses into C++ and back, and the merge's chunks are small (16 KiB or a packet batch);
+ * gathered, the encoder costs a quarter less CPU. A live stream is never gathered.
+ */
+const GATHERED_BYTES = 128 * 1024;
+
+function gather(): Transform {
+  let parts: Buffer[] = [];
+  let length = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      parts.push(chunk);
+      length += chunk.length;
+      if (length < GATHERED_BYTES) return cb();
+      const whole = parts.length === 1 ? parts[0]! : Buffer.concat(parts, length);
+      parts = [];
+      length = 0;
+      cb(null, whole);
+    },
+    flush(cb) {
+      cb(null, length > 0 ? Buffer.concat(parts, length) : undefined);
+    },
   });
 }
 
@@ -81,20 +116,20 @@ function compressor(coding: ContentCoding, { flushEachChunk }: EncodeOptions): G
  * destroys the source, so whatever feeds it (the nodes' streams) is closed at once.
  */
 export function encodeBody(source: Readable, coding: ContentCoding, opts: EncodeOptions): Readable {
-  const encoder = compressor(coding, opts);
+  const stages: (Readable | Transform)[] = [source];
+  if (!opts.flushEachChunk) stages.push(gather());
+  stages.push(compressor(coding, opts));
   const count = opts.onEncodedBytes;
-  if (count === undefined) {
-    pipeline(source, encoder, () => undefined);
-    return encoder;
+  if (count !== undefined) {
+    stages.push(new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        count(chunk.length);
+        cb(null, chunk);
+      },
+    }));
   }
-  const counted = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      count(chunk.length);
-      cb(null, chunk);
-    },
-  });
-  pipeline(source, encoder, counted, () => undefined);
-  return counted;
+  pipeline(stages, () => undefined);
+  return stages.at(-1) as Readable;
 }
 
 /** The headers that say how the body is encoded; Vary on every negotiated response, encoded or not. */

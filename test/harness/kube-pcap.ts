@@ -183,6 +183,8 @@ export interface GatewayOptions {
   extraArgs?: string[];
   name?: string;
   sourceMaps?: boolean;
+  /** The main listener's address (default 127.0.0.1; 0.0.0.0 for a client in another network namespace). The URL stays 127.0.0.1. */
+  listen?: string;
 }
 
 export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOptions): Promise<GatewayHandle> {
@@ -193,7 +195,7 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
   const logFile = join(o.logDir, `${name}.log`);
   const proc = new OwnedProcess(process.execPath, [
     ...NODE_FLAGS, ...(o.sourceMaps === false ? [] : ['--enable-source-maps']), CLI, 'gateway',
-    '--listen=127.0.0.1:0',
+    `--listen=${o.listen ?? '127.0.0.1'}:0`,
     '--ops-listen=127.0.0.1:0',
     `--tls-cert-file=${o.pki.gateway.certFile}`,
     `--tls-key-file=${o.pki.gateway.keyFile}`,

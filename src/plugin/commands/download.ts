@@ -36,8 +36,8 @@ export const downloadCommand: CommandSpec = {
     '  -w FILE.pcapng  one pcapng in time order; interfaces name node, namespace and pod',
     '  -w -            to stdout (pcapng unless --format zip), e.g. into tshark -r -',
     'Compression (--compress auto): a pcapng comes zstd-compressed unless the last download from this',
-    'gateway ran faster than 60 MiB/s; a zip is deflated only when it ran slower (stored keeps the exact',
-    'length). The speed is remembered in ~/.cache/kube-pcap/links.json.',
+    'gateway ran faster than 100 MiB/s; a zip is deflated only when it ran slower than 25 MiB/s (stored',
+    'keeps the exact length). The speed is remembered in ~/.cache/kube-pcap/links.json.',
     'Needs "get" on packetcaptures/files in the namespace (rbac-examples/files-role.yaml).',
   ].join('\n'),
   examples: [

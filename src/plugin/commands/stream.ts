@@ -46,7 +46,7 @@ export const streamCommand: CommandSpec = {
     tshark: { type: 'boolean', help: 'Print the packets with tshark (tshark -l -N n -i -).' },
     write: { type: 'string', short: 'w', metavar: 'FILE', help: 'Write the pcapng to FILE, or - for stdout.' },
     since: { type: 'string', metavar: 'TIME', help: 'Start with what is on disk from this RFC 3339 time, then live.' },
-    compress: { type: 'string', metavar: 'auto|always|never', help: 'Ask for a zstd stream: auto (unless the last download from this gateway ran faster than 60 MiB/s), always, never.' },
+    compress: { type: 'string', metavar: 'auto|always|never', help: 'Ask for a zstd stream: auto (unless the last download from this gateway ran faster than 100 MiB/s), always, never.' },
   },
   async run(inv) {
     const chosen = [inv.boolean('wireshark'), inv.boolean('tshark'), inv.string('write') !== undefined].filter(Boolean).length;
