@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
+import { waitFor } from '../harness/wait.js';
 import { isNodeName, parseListing } from '../../src/gateway/agent-listing.js';
 import { applyNodeReport } from '../../src/kube/node-report.js';
 import { getPacketCapture } from '../../src/kube/packetcapture.js';
@@ -174,7 +175,9 @@ t.test('an answer too big to hold fails its node with the reason; the gateway\'s
     t.equal(res.status, 502, `${what}: 502`);
     const status = res.json<{ message: string; details: { causes: { reason: string; field: string }[] } }>();
     t.same(status.details.causes.map((c) => [c.reason, c.field]), [['AgentInvalidResponse', node]], `${what}: naming the node`);
-    t.match(await readFile(w.gateway.logFile, 'utf8'), reason, `${what}: the gateway's log says why`);
+    // The gateway's logger writes asynchronously: the line can land just after the answer.
+    const logged = await waitFor(async () => (reason.test(await readFile(w.gateway.logFile, 'utf8')) ? true : undefined), { what: `the gateway's log to say why (${what})`, timeoutMs: 5000 }).catch(() => false);
+    t.ok(logged, `${what}: the gateway's log says why (${reason})`);
   }
   flood = undefined;
   const grew = (await peakRssMiB()) - before;
