@@ -15,6 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
+import { createZstdDecompress } from 'node:zlib';
 import { Agent, request } from 'undici';
 import { BlockType, PcapngBlockReader } from '../src/pcap/pcapng-reader.js';
 import { captureWorld } from '../test/harness/capture-fixture.js';
@@ -33,6 +34,9 @@ const { values: args } = parseArgs({
 const RATE = Number(args.rate);
 const SECONDS = Number(args.seconds);
 const SIZE = Number(args.size);
+
+let zstdWireBytes = 0;
+let zstdWire = (): number => zstdWireBytes;
 
 interface Watch { latenciesMs: number[]; packets: number; stop(): void; done: Promise<void> }
 
@@ -104,6 +108,25 @@ async function main(): Promise<void> {
     await settled(g);
     g.stop();
 
+    // 2b. The same viewer asking for zstd (flushed after every batch): what compression adds.
+    const zstdAbort = new AbortController();
+    const z = watch(request(`${gw.url}/packet-capture/stream/${w.ns}/live`, { dispatcher: gwDispatcher, headers: { authorization: `Bearer ${token}`, 'accept-encoding': 'zstd' }, signal: zstdAbort.signal, bodyTimeout: 0 }).then((res) => {
+      if (res.headers['content-encoding'] !== 'zstd') throw new Error(`asked for zstd, got Content-Encoding ${String(res.headers['content-encoding'])}`);
+      let wire = 0;
+      res.body.on('data', (chunk: Buffer) => (wire += chunk.length));
+      res.body.once('end', () => (zstdWireBytes = wire));
+      zstdWire = () => wire;
+      return { body: res.body.pipe(createZstdDecompress()) };
+    }), zstdAbort);
+    td.teardown(() => z.stop());
+    c0 = await cpu();
+    await traffic();
+    await waitFor(async () => (z.packets > 0 ? true : undefined), { what: 'packets through the gateway, zstd', timeoutMs: 10_000 });
+    const watchedZstd = delta(c0, await cpu());
+    await settled(z);
+    const zstdWireTotal = zstdWire();
+    z.stop();
+
     // 3. The agent's own live stream, read as the gateway reads it.
     const agentToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });
     const agentDispatcher = new Agent({ connect: { ca, cert: await readFile(w.pki.gatewayClient.certFile), key: await readFile(w.pki.gatewayClient.keyFile), servername: AGENT_SERVER_NAME } });
@@ -125,6 +148,7 @@ async function main(): Promise<void> {
       `latency packet -> the busy node's agent's live stream: p50 ${ms(a.latenciesMs, 50)} ms, p99 ${ms(a.latenciesMs, 99)} ms  (libpcap's buffer timeout, tcpdump's flush every 250 ms, the agent's batch, its follower's 100 ms tick)`,
       `the gateway's share (waiting for the quiet node's watermark, which trails its clock by 1.5 s; the merge): p50 ${(percentile(g.latenciesMs, 50) - percentile(a.latenciesMs, 50)).toFixed(0)} ms, p99 ${(percentile(g.latenciesMs, 99) - percentile(a.latenciesMs, 99)).toFixed(0)} ms`,
       `CPU seconds per second per 10 000 packets/s (both agents + the gateway): nobody watching agents ${per10k(idle.agent)} + gateway ${per10k(idle.gateway)}; one viewer agents ${per10k(watched.agent)} + gateway ${per10k(watched.gateway)}; the stream's own cost agents ${per10k(watched.agent - idle.agent)} + gateway ${per10k(watched.gateway - idle.gateway)}`,
+      `the same viewer with Accept-Encoding: zstd (${z.packets} packets, ${(zstdWireTotal / 2 ** 20).toFixed(1)} MiB on the wire): latency p50 ${ms(z.latenciesMs, 50)} ms, p99 ${ms(z.latenciesMs, 99)} ms, max ${ms(z.latenciesMs, 100)} ms; gateway ${per10k(watchedZstd.gateway)} (identity ${per10k(watched.gateway)})`,
       '',
     ].join('\n'));
   } finally {
