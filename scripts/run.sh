@@ -60,6 +60,7 @@ fi
 (
   nice -n 10 bash test/cni/build-plugins.sh >/dev/null
   nice -n 10 bash test/helm/build-helm.sh >/dev/null
+  nice -n 10 bash test/s3/build-seaweedfs.sh >/dev/null
   if (( cluster )); then nice -n 10 bash test/cluster/build-node.sh --no-kubernetes; fi
 ) &
 others_pid=$!
@@ -77,6 +78,9 @@ export KUBE_PCAP_GATEWAY_API_CRDS
 # A helm binary (Helm 4, built from the Go module proxy once), for the chart's tests.
 KUBE_PCAP_HELM="$(bash test/helm/build-helm.sh)"
 export KUBE_PCAP_HELM
+# SeaweedFS, the S3-compatible server the export tests upload to (built once, cached).
+KUBE_PCAP_WEED="$(bash test/s3/build-seaweedfs.sh)"
+export KUBE_PCAP_WEED
 if (( cluster )); then
   # kubelet, kube-proxy, kube-controller-manager, kube-scheduler, containerd, CNI plugins.
   KUBE_PCAP_NODE_BIN="$(bash test/cluster/build-node.sh)"
