@@ -4,7 +4,8 @@
 // counted on the way, for the export's status and manifest. A failure of the source or of
 // the server aborts the multipart upload, so no orphan parts are left to pay for.
 import { createHash } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
+import { chunkTap } from '../flow/chunk-tap.js';
 import { S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 
@@ -75,16 +76,13 @@ function asUploadError(err: unknown): Error {
 export async function uploadStream(client: S3Client, dest: S3Destination, key: string, body: Readable, opts: UploadOptions): Promise<Uploaded> {
   const hash = createHash('sha256');
   let size = 0;
-  const counted = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      size += chunk.length;
-      opts.onBytes?.(chunk.length);
-      cb(null, chunk);
-    },
+  const counted = chunkTap((chunk) => {
+    hash.update(chunk);
+    size += chunk.length;
+    opts.onBytes?.(chunk.length);
   });
-  body.once('error', (err) => counted.destroy(err));
-  body.pipe(counted);
+  // Either side failing ends both: the source's error reaches the upload, a failed upload closes the source.
+  pipeline(body, counted, () => undefined);
   const upload = new Upload({
     client,
     params: {
@@ -104,7 +102,7 @@ export async function uploadStream(client: S3Client, dest: S3Destination, key: s
   try {
     await upload.done();
   } catch (err) {
-    body.destroy();
+    counted.destroy();
     throw asUploadError(err);
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);

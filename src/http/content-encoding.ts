@@ -3,6 +3,7 @@
 // identity otherwise. Packet captures compress to a third or less, and over a VPN or a slow
 // Ingress link the bytes, not the gateway's CPU, set the time (docs/downloads.md, "Compression").
 import { pipeline, Transform, type Readable } from 'node:stream';
+import { chunkTap } from '../flow/chunk-tap.js';
 import { constants, createGzip, createZstdCompress, type Gzip, type ZstdCompress } from 'node:zlib';
 
 export type ContentCoding = 'zstd' | 'gzip';
@@ -120,14 +121,7 @@ export function encodeBody(source: Readable, coding: ContentCoding, opts: Encode
   if (!opts.flushEachChunk) stages.push(gather());
   stages.push(compressor(coding, opts));
   const count = opts.onEncodedBytes;
-  if (count !== undefined) {
-    stages.push(new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        count(chunk.length);
-        cb(null, chunk);
-      },
-    }));
-  }
+  if (count !== undefined) stages.push(chunkTap((chunk) => count(chunk.length)));
   pipeline(stages, () => undefined);
   return stages.at(-1) as Readable;
 }

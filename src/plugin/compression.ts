@@ -8,7 +8,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Transform } from 'node:stream';
+import type { Transform } from 'node:stream';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 import { PluginError, PluginUsageError } from './plugin-error.js';
 
@@ -80,6 +80,16 @@ export function wantsCompression(choice: CompressChoice, body: 'zip' | 'pcapng' 
   return linkBytesPerSecond === undefined || linkBytesPerSecond < ZSTD_BELOW_BYTES_PER_SECOND;
 }
 
+/** The key a gateway link's speed is remembered under: the kube context and how the gateway was reached. */
+export function linkKey(contextName: string, via: string): string {
+  return `${contextName} ${via}`;
+}
+
+/** Whether to ask for compression on this link; `auto` reads the link's remembered speed. */
+export async function compressionFor(choice: CompressChoice, body: 'zip' | 'pcapng' | 'stream', link: string): Promise<boolean> {
+  return wantsCompression(choice, body, choice === 'auto' ? await knownLinkSpeed(link) : undefined);
+}
+
 /** The Accept-Encoding kubectl pcap sends when it wants compression: zstd first, gzip for an older gateway or proxy. */
 export const ACCEPT_ENCODING = 'zstd, gzip;q=0.8';
 
@@ -90,14 +100,4 @@ export function decoderFor(contentEncoding: string | string[] | undefined): Tran
   if (coding === 'zstd') return createZstdDecompress();
   if (coding === 'gzip' || coding === 'x-gzip') return createGunzip();
   throw new PluginError(`the gateway answered with Content-Encoding "${coding}", which kubectl pcap cannot decode (is a proxy rewriting it?); retry with --compress never`);
-}
-
-/** Counts the bytes that pass (on the wire, before decoding). */
-export function byteCounter(onBytes: (n: number) => void): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      onBytes(chunk.length);
-      cb(null, chunk);
-    },
-  });
 }

@@ -11,7 +11,8 @@ import { pipeline } from 'node:stream/promises';
 import { gatewayFailure } from '../answers.js';
 import { formatBytes } from '../durations.js';
 import type { CommandSpec } from '../invocation.js';
-import { ACCEPT_ENCODING, byteCounter, compressChoice, decoderFor, knownLinkSpeed, recordLinkSpeed, wantsCompression } from '../compression.js';
+import { chunkTap } from '../../flow/chunk-tap.js';
+import { ACCEPT_ENCODING, compressChoice, compressionFor, decoderFor, linkKey, recordLinkSpeed } from '../compression.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
 import { ProgressBar } from '../progress.js';
 
@@ -60,8 +61,8 @@ export const downloadCommand: CommandSpec = {
     const { ctx, target } = await inv.captureTarget();
     const path = out ?? `${target.name}.${format}`;
     const gateway = await inv.gateway();
-    const link = `${ctx.contextName} ${gateway.via}`;
-    const compress = wantsCompression(choice, format, choice === 'auto' ? await knownLinkSpeed(link) : undefined);
+    const link = linkKey(ctx.contextName, gateway.via);
+    const compress = await compressionFor(choice, format, link);
     const query = [...(inv.boolean('partial') ? ['partial=true'] : []), ...(compress && format === 'zip' ? ['compression=deflate'] : [])];
     const started = Date.now();
     const res = await gateway.request('GET', `/download/${encodeURIComponent(target.namespace)}/${encodeURIComponent(target.name)}/files.${format}${query.length > 0 ? `?${query.join('&')}` : ''}`, inv.signal,
@@ -75,11 +76,11 @@ export const downloadCommand: CommandSpec = {
     const progress = tty ? new ProgressBar(inv.stderr, path === '-' ? `files.${format}` : basename(path), total) : undefined;
     let received = 0;
     let written = 0;
-    const onWire = byteCounter((n) => {
-      received += n;
-      progress?.add(n);
+    const onWire = chunkTap((chunk) => {
+      received += chunk.length;
+      progress?.add(chunk.length);
     });
-    const stages: Transform[] = [onWire, ...(decoder ? [decoder] : []), byteCounter((n) => (written += n))];
+    const stages: Transform[] = [onWire, ...(decoder ? [decoder] : []), chunkTap((chunk) => (written += chunk.length))];
     const temp = path === '-' ? undefined : join(dirname(path), `.${basename(path)}.part-${randomBytes(4).toString('hex')}`);
     try {
       if (temp) {

@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { gatewayFailure } from '../answers.js';
 import { parseTime } from '../durations.js';
 import type { CommandSpec } from '../invocation.js';
-import { ACCEPT_ENCODING, compressChoice, decoderFor, knownLinkSpeed, wantsCompression } from '../compression.js';
+import { ACCEPT_ENCODING, compressChoice, compressionFor, decoderFor, linkKey } from '../compression.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
 
 interface Sink {
@@ -57,7 +57,7 @@ export const streamCommand: CommandSpec = {
     const choice = compressChoice(inv.string('compress'));
     const { ctx, target } = await inv.captureTarget();
     const gateway = await inv.gateway();
-    const compress = wantsCompression(choice, 'stream', choice === 'auto' ? await knownLinkSpeed(`${ctx.contextName} ${gateway.via}`) : undefined);
+    const compress = await compressionFor(choice, 'stream', linkKey(ctx.contextName, gateway.via));
     const request = new AbortController();
     const abort = (): void => request.abort();
     inv.signal.addEventListener('abort', abort, { once: true });
