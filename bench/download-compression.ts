@@ -5,13 +5,11 @@
 //     against stored is the figure (target <= 0.5x);
 //   - on loopback: what the compressed path itself can do when the link is not the limit.
 // Each with the gateway's CPU seconds per GiB of capture (not of bytes on the wire).
-import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { allocateAddress } from '../test/harness/addresses.js';
 import type { GatewayHandle } from '../test/harness/kube-pcap.js';
 import { run } from '../test/harness/http.js';
-import { Netns } from '../test/harness/topology.js';
+import { Topology, type Netns } from '../test/harness/topology.js';
 import { cpuSeconds, type Teardowns } from './lib.js';
 
 const exec = promisify(execFile);
@@ -71,17 +69,12 @@ export async function compressionBench(b: CompressionBench): Promise<void> {
     process.stdout.write(`${line(way, m)}\n`);
   }
 
-  // The slow link: a client namespace on the sandbox's bridge, its veth shaped towards it.
-  const ns = await Netns.create(b.td, 'bench-client', b.logDir);
-  const address = await allocateAddress(b.td);
-  const veth = `kbc${randomBytes(4).toString('hex')}`;
-  await exec('ip', ['link', 'add', 'name', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(ns.pid)]);
-  b.td.teardown(() => exec('ip', ['link', 'del', veth]).then(() => undefined, () => undefined));
-  await exec('ip', ['link', 'set', veth, 'master', process.env.KUBE_PCAP_BRIDGE!, 'up']);
-  await ns.exec('ip', ['addr', 'add', `${address}/24`, 'dev', 'eth0']);
-  await ns.exec('ip', ['link', 'set', 'eth0', 'up']);
+  // The slow link: a client on the sandbox's bridge as a node is wired (its own namespace and
+  // veth), the veth's end on the bridge shaped towards it.
+  const client = await new Topology(b.td, b.logDir).addNode('bench-client');
+  const ns = client.ns;
   // tbf: the rate, a burst of a few packets, and a queue of at most 50 ms (a VPN's shaper).
-  await exec('tc', ['qdisc', 'add', 'dev', veth, 'root', 'tbf', 'rate', `${b.linkMbit}mbit`, 'burst', '32kb', 'latency', '50ms']);
+  await exec('tc', ['qdisc', 'add', 'dev', client.uplink, 'root', 'tbf', 'rate', `${b.linkMbit}mbit`, 'burst', '32kb', 'latency', '50ms']);
   const bridge = process.env.KUBE_PCAP_BRIDGE_IP!;
   process.stdout.write(` over a ${b.linkMbit} Mbit/s link (tc tbf on the veth towards the client's namespace):\n`);
   const slow = new Map<string, Measured>();
@@ -90,7 +83,6 @@ export async function compressionBench(b: CompressionBench): Promise<void> {
     slow.set(way.label, m);
     process.stdout.write(`${line(way, m)}\n`);
   }
-  await ns.destroy();
 
   const ratio = (m: Map<string, Measured>, a: string, z: string): string => (m.get(a)!.seconds / m.get(z)!.seconds).toFixed(2);
   process.stdout.write([

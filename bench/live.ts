@@ -14,6 +14,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { chunkTap } from '../src/flow/chunk-tap.js';
 import { parseArgs } from 'node:util';
 import { createZstdDecompress } from 'node:zlib';
 import { Agent, request } from 'undici';
@@ -34,9 +35,6 @@ const { values: args } = parseArgs({
 const RATE = Number(args.rate);
 const SECONDS = Number(args.seconds);
 const SIZE = Number(args.size);
-
-let zstdWireBytes = 0;
-let zstdWire = (): number => zstdWireBytes;
 
 interface Watch { latenciesMs: number[]; packets: number; stop(): void; done: Promise<void> }
 
@@ -89,43 +87,36 @@ async function main(): Promise<void> {
     const delta = (a: { agent: number; gateway: number }, b: { agent: number; gateway: number }): { agent: number; gateway: number } => ({ agent: b.agent - a.agent, gateway: b.gateway - a.gateway });
 
     // 1. Nobody watching.
-    let c0 = await cpu();
+    const c0 = await cpu();
     await traffic();
     const idle = delta(c0, await cpu());
 
-    // 2. One viewer through the gateway.
+    // 2. One viewer through the gateway; 2b. the same viewer asking for zstd (flushed after
+    // every batch): what compression adds.
     const ca = await readFile(w.pki.ca.certFile);
-    const viaGateway = new AbortController();
     const gwDispatcher = new Agent({ connect: { ca } });
     td.teardown(() => gwDispatcher.close());
-    const g = watch(request(`${gw.url}/packet-capture/stream/${w.ns}/live`, { dispatcher: gwDispatcher, headers: { authorization: `Bearer ${token}` }, signal: viaGateway.signal, bodyTimeout: 0 }), viaGateway);
-    td.teardown(() => g.stop());
-    c0 = await cpu();
-    await traffic();
-    await waitFor(async () => (g.packets > 0 ? true : undefined), { what: 'packets through the gateway', timeoutMs: 10_000 });
-    const watched = delta(c0, await cpu());
-    // What is still on its way arrives within the watermark's lag.
-    await settled(g);
-    g.stop();
-
-    // 2b. The same viewer asking for zstd (flushed after every batch): what compression adds.
-    const zstdAbort = new AbortController();
-    const z = watch(request(`${gw.url}/packet-capture/stream/${w.ns}/live`, { dispatcher: gwDispatcher, headers: { authorization: `Bearer ${token}`, 'accept-encoding': 'zstd' }, signal: zstdAbort.signal, bodyTimeout: 0 }).then((res) => {
-      if (res.headers['content-encoding'] !== 'zstd') throw new Error(`asked for zstd, got Content-Encoding ${String(res.headers['content-encoding'])}`);
-      let wire = 0;
-      res.body.on('data', (chunk: Buffer) => (wire += chunk.length));
-      res.body.once('end', () => (zstdWireBytes = wire));
-      zstdWire = () => wire;
-      return { body: res.body.pipe(createZstdDecompress()) };
-    }), zstdAbort);
-    td.teardown(() => z.stop());
-    c0 = await cpu();
-    await traffic();
-    await waitFor(async () => (z.packets > 0 ? true : undefined), { what: 'packets through the gateway, zstd', timeoutMs: 10_000 });
-    const watchedZstd = delta(c0, await cpu());
-    await settled(z);
-    const zstdWireTotal = zstdWire();
-    z.stop();
+    /** A viewer through the gateway during one round of traffic: what it saw, what it cost, its bytes on the wire. */
+    const viewer = async (coding?: 'zstd'): Promise<{ v: Watch; cost: { agent: number; gateway: number }; wireBytes: number }> => {
+      const abort = new AbortController();
+      let wireBytes = 0;
+      const v = watch(request(`${gw.url}/packet-capture/stream/${w.ns}/live`, { dispatcher: gwDispatcher, headers: { authorization: `Bearer ${token}`, ...(coding ? { 'accept-encoding': coding } : {}) }, signal: abort.signal, bodyTimeout: 0 }).then((res) => {
+        if (res.headers['content-encoding'] !== coding) throw new Error(`asked for ${coding ?? 'identity'}, got Content-Encoding ${String(res.headers['content-encoding'])}`);
+        const counted = res.body.pipe(chunkTap((chunk) => (wireBytes += chunk.length)));
+        return { body: coding ? counted.pipe(createZstdDecompress()) : counted };
+      }), abort);
+      td.teardown(() => v.stop());
+      const c0 = await cpu();
+      await traffic();
+      await waitFor(async () => (v.packets > 0 ? true : undefined), { what: `packets through the gateway${coding ? `, ${coding}` : ''}`, timeoutMs: 10_000 });
+      const cost = delta(c0, await cpu());
+      // What is still on its way arrives within the watermark's lag.
+      await settled(v);
+      v.stop();
+      return { v, cost, wireBytes };
+    };
+    const { v: g, cost: watched } = await viewer();
+    const { v: z, cost: watchedZstd, wireBytes: zstdWireTotal } = await viewer('zstd');
 
     // 3. The agent's own live stream, read as the gateway reads it.
     const agentToken = await c.tokenFor(SYSTEM_NAMESPACE, 'kube-pcap-gateway', { audience: 'kube-pcap-agent' });

@@ -2,11 +2,11 @@
 // the Go module proxy by test/s3/build-seaweedfs.sh) on loopback, with real access keys in its
 // identities file, started and stopped by the test like the API server. Its data and sockets
 // live in the test's scratch directory.
-import { createServer } from 'node:net';
 import { writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Teardown } from './cluster.js';
+import { freePort } from './control-plane.js';
 import { scratchDir } from './kube-pcap.js';
 import { OwnedProcess } from './processes.js';
 import { waitFor } from './wait.js';
@@ -20,17 +20,6 @@ export interface S3Server {
   /** Allowed to read only (an identity that cannot write). */
   readOnly: { accessKeyId: string; secretAccessKey: string };
   proc: OwnedProcess;
-}
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export function weedBinary(): string {
@@ -54,7 +43,7 @@ export async function startS3Server(t: Teardown): Promise<S3Server> {
   }), { mode: 0o600 });
   // Every port explicit: weed's defaults (9333, 8888, gRPC at +10000) would collide between
   // test files running at once.
-  const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc] = await Promise.all(Array.from({ length: 8 }, freePort));
+  const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc] = await Promise.all(Array.from({ length: 8 }, () => freePort('127.0.0.1')));
   const proc = new OwnedProcess(weedBinary(), [
     'server', `-dir=${data}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1',
     `-master.port=${master}`, `-master.port.grpc=${masterGrpc}`, '-master.telemetry=false', '-master.volumeSizeLimitMB=64',

@@ -77,6 +77,8 @@ export interface TopoNode {
   name: string;
   ns: Netns;
   ip: string;
+  /** The sandbox's end of the node's veth (a port of the bridge): where traffic towards the node can be shaped. */
+  uplink: string;
   /** e.g. 192.0.2.0/26 */
   podCidr: string;
   nextPodHost: number;
@@ -137,7 +139,7 @@ export class Topology {
     // addresses the node can route elsewhere. (The sandbox side forwards nothing.)
     await ns.exec('ip', ['route', 'add', 'default', 'via', process.env.KUBE_PCAP_BRIDGE_IP!]);
     await ns.sysctl('net.ipv4.ip_forward', '1');
-    const node: TopoNode = { name, ns, ip, podCidr: `192.0.2.${index * 64}/26`, nextPodHost: index * 64 + 10 };
+    const node: TopoNode = { name, ns, ip, uplink, podCidr: `192.0.2.${index * 64}/26`, nextPodHost: index * 64 + 10 };
     // Routes between nodes' pod ranges, both ways.
     for (const other of this.nodes.values()) {
       await ns.exec('ip', ['route', 'add', other.podCidr, 'via', other.ip]);
