@@ -52,6 +52,10 @@ export const gatewayOptions: OptionTable = {
   'leader-election-lease-duration-seconds': { type: 'integer', default: 15, min: 2, max: 3600, help: 'How long a Lease not renewed keeps others from taking it.' },
   'leader-election-renew-deadline-seconds': { type: 'integer', default: 10, min: 1, max: 3600, help: 'A leader that could not renew for this long stops leading (shorter than the lease duration).' },
   'leader-election-retry-period-seconds': { type: 'integer', default: 2, min: 1, max: 600, help: 'How often the Lease is renewed, or tried by a candidate.' },
+  'disable-exports': { type: 'boolean', default: false, help: 'Do not run PacketCaptureExports (the replica holding the Lease runs them otherwise): they stay Pending for another gateway, or none.' },
+  'max-concurrent-exports': { type: 'integer', default: 2, min: 1, max: 64, help: 'Exports uploading at once on the leading replica; more wait (Pending, Queued).' },
+  'export-part-size-mib': { type: 'integer', default: 16, min: 5, max: 5120, help: 'Multipart part size of exports: memory is about three parts per export; S3 allows 10 000 parts per object (16 MiB: objects up to 156 GiB).' },
+  'export-max-bytes-per-second': { type: 'integer', default: 0, min: 0, max: 1e12, help: 'All exports of this replica together send at most this many bytes per second (0: no limit), so an upload across the internet leaves the node\'s uplink to the rest.' },
   'status-min-interval-ms': { type: 'integer', default: 1000, min: 100, max: 600_000, help: 'At most one status write per capture per this interval (longer for large statuses).' },
   'trusted-proxies': { type: 'list', default: [], help: 'Addresses or CIDRs of proxies (an Ingress controller) whose X-Forwarded-For names the client, for --authn-failure-limit; others\' is ignored.' },
   'shared-client-addresses': { type: 'list', default: [...LOOPBACK], help: 'Addresses or CIDRs that stand for many clients (loopback: every user of `kubectl port-forward`); failed authentications and connections from them are not limited per address, so one user cannot lock the others out. Empty: every address is a client of its own.' },
@@ -114,6 +118,7 @@ export interface GatewayConfig extends ServerConfig {
   };
   leaderElection: Omit<LeaderElectionOptions, 'log' | 'timeoutMs'>;
   statusMinIntervalMs: number;
+  exports: { enabled: boolean; maxConcurrent: number; partSizeBytes: number; maxBytesPerSecond: number };
   apiTimeoutMs: number;
   /** Audit records' destination: a path, or '-' for standard output. */
   auditLog: string;
@@ -227,6 +232,12 @@ export function gatewayConfig(v: OptionValues): GatewayConfig {
     },
     leaderElection: { namespace: lease[1]!, name: lease[3]!, identity, leaseDurationMs, renewDeadlineMs, retryPeriodMs },
     statusMinIntervalMs: v['status-min-interval-ms'] as number,
+    exports: {
+      enabled: !(v['disable-exports'] as boolean),
+      maxConcurrent: v['max-concurrent-exports'] as number,
+      partSizeBytes: (v['export-part-size-mib'] as number) * 1024 * 1024,
+      maxBytesPerSecond: v['export-max-bytes-per-second'] as number,
+    },
     auditLog: v['audit-log'] as string,
     apiTimeoutMs: (v['api-timeout-seconds'] as number) * 1000,
   };

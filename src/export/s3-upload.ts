@@ -68,7 +68,8 @@ export class S3UploadError extends Error {
 
 const NOT_RETRYABLE = new Set(['NoSuchBucket', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidBucketName', 'AllAccessDisabled', 'InvalidArgument', 'KMS.NotFoundException']);
 
-function asUploadError(err: unknown): Error {
+/** An SDK error as an S3UploadError (its S3 code kept), anything else as it is. */
+export function asUploadError(err: unknown): Error {
   if (err instanceof S3ServiceException) return new S3UploadError(err.name, `${err.name}: ${err.message}`, !NOT_RETRYABLE.has(err.name) && err.$fault === 'server');
   return err instanceof Error ? err : new Error(String(err));
 }

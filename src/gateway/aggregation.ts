@@ -9,6 +9,9 @@ import type { KubeClient } from '../kube/client.js';
 import { LeaderElector } from '../kube/leader-election.js';
 import type { CaptureCache } from './capture-cache.js';
 import { StatusAggregator } from './status-aggregator.js';
+import type { CaptureFiles } from './capture-files.js';
+import { ByteRate } from '../flow/byte-rate.js';
+import { ExportController } from '../export/export-controller.js';
 
 /** One capture's status may cost each PacketCapture watcher this many bytes per second. */
 const STATUS_BYTES_PER_SECOND = 64 * 1024;
@@ -18,12 +21,17 @@ export interface Aggregation {
   stop(): Promise<void>;
 }
 
-export function startAggregation(kube: KubeClient, cache: CaptureCache, config: GatewayConfig, log: Logger, registry: Registry): Aggregation {
+export function startAggregation(kube: KubeClient, cache: CaptureCache, files: CaptureFiles, config: GatewayConfig, log: Logger, registry: Registry): Aggregation {
   const leader = new Gauge({ name: 'kube_pcap_gateway_status_aggregator_leader', help: '1 while this replica holds the Lease and writes PacketCapture status.', registers: [registry] });
   const writes = new Counter({ name: 'kube_pcap_gateway_status_writes_total', help: 'PacketCapture status writes by this replica\'s aggregator.', registers: [registry] });
   const pruned = new Counter({ name: 'kube_pcap_gateway_reports_pruned_total', help: 'Node reports deleted because their Node no longer exists.', registers: [registry] });
   const elector = new LeaderElector(kube, { ...config.leaderElection, log: log.child({ component: 'leader-election' }), timeoutMs: config.apiTimeoutMs });
+  const exportBytes = new Counter({ name: 'kube_pcap_gateway_export_bytes_total', help: 'Bytes uploaded by PacketCaptureExports (after compression, as stored).', registers: [registry] });
+  const exportsEnded = new Counter({ name: 'kube_pcap_gateway_export_attempts_total', help: 'PacketCaptureExport attempts by how they ended: succeeded, failed (the export failed), retried.', labelNames: ['result'], registers: [registry] });
+  const exportsRunning = new Gauge({ name: 'kube_pcap_gateway_exports_running', help: 'PacketCaptureExports uploading on this replica.', registers: [registry] });
+  const rate = config.exports.maxBytesPerSecond > 0 ? new ByteRate(config.exports.maxBytesPerSecond) : undefined;
   let aggregator: StatusAggregator | undefined;
+  let exporter: ExportController | undefined;
   // Leadership can flip faster than an aggregator stops: each change waits for the last.
   let transition: Promise<void> = Promise.resolve();
   elector.on('started-leading', () => {
@@ -41,14 +49,30 @@ export function startAggregation(kube: KubeClient, cache: CaptureCache, config: 
         metrics: { statusWrite: () => writes.inc(), reportPruned: () => pruned.inc() },
       });
       aggregator.start();
+      if (!config.exports.enabled) return;
+      exporter = new ExportController({
+        kube,
+        cache,
+        files,
+        log: log.child({ component: 'exporter' }),
+        apiTimeoutMs: config.apiTimeoutMs,
+        maxConcurrent: config.exports.maxConcurrent,
+        partSizeBytes: config.exports.partSizeBytes,
+        rate,
+        resyncMs: 5 * 60_000,
+        metrics: { bytes: (n) => exportBytes.inc(n), ended: (result) => exportsEnded.inc({ result }), running: (n) => exportsRunning.set(n) },
+      });
+      exporter.start();
     });
   });
   elector.on('stopped-leading', () => {
     leader.set(0);
     transition = transition.then(async () => {
       const a = aggregator;
+      const x = exporter;
       aggregator = undefined;
-      await a?.stop();
+      exporter = undefined;
+      await Promise.all([a?.stop(), x?.stop()]);
     });
   });
   elector.start();
@@ -57,8 +81,10 @@ export function startAggregation(kube: KubeClient, cache: CaptureCache, config: 
     async stop() {
       // The aggregator stops writing before the Lease is released to the next replica.
       const a = aggregator;
+      const x = exporter;
       aggregator = undefined;
-      await a?.stop();
+      exporter = undefined;
+      await Promise.all([a?.stop(), x?.stop()]);
       await elector.stop();
       await transition;
     },

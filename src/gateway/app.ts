@@ -151,7 +151,7 @@ export async function buildGatewayApp({ config, kube, log, tls, onRoute }: Gatew
   app.decorate('liveSlots', new ConcurrencyLimit({ maxInFlight: config.downloads.maxLiveStreams, maxQueued: 0, what: 'live streams', onInFlight: (n) => liveStreams.set(n) }));
   directory.start();
   cache.start();
-  const aggregation = startAggregation(kube, cache, config, log, registry);
+  const aggregation = startAggregation(kube, cache, captureFiles, config, log, registry);
   app.addHook('onClose', async () => {
     await aggregation.stop();
     await cache.stop();

@@ -15,6 +15,7 @@ import { interfaceDescriptionBlock, interfaceStatisticsBlock, nameResolutionBloc
 import { BlockType, packetBlockBare, packetBlockWhole, parseInterfaceBlock, parseNameBlock, parseStatisticsBlock, PcapngBlockReader, PcapngFormatError } from '../pcap/pcapng-reader.js';
 import { interfaceLabel } from '../pcap/interface-label.js';
 import { splitTimestamp, TimeHeap, type TimeKeyed } from '../pcap/time-heap.js';
+import type { PacketTime } from '../pcap/pcap-tally.js';
 import { AGENT_ANSWER_LIMITS } from '../contract/agent-api.js';
 import { agentText, isInterfaceName, isNodeName, isUid } from './agent-listing.js';
 
@@ -68,6 +69,10 @@ export class NodeMerge {
   /** Chunks the encoder filled while a node's non-packet blocks went in. */
   private readonly ready: Buffer[] = [];
   private nextId = 0;
+  /** Packets merged so far, and the first and last one's time (an export's manifest, docs/export.md). */
+  packetCount = 0;
+  first: PacketTime | undefined;
+  last: PacketTime | undefined;
 
   private constructor(private readonly inputs: NodeInput[], private readonly abort: AbortController, private readonly o: NodeMergeOptions) {}
 
@@ -112,6 +117,10 @@ export class NodeMerge {
     try {
       for (let h = this.heap.pop(); h; h = this.heap.pop()) {
         const r = h.reader;
+        this.packetCount++;
+        // Popped in time order: the first is the earliest, each later one the latest so far.
+        this.first ??= { s: h.s, ns: h.ns };
+        this.last = { s: h.s, ns: h.ns };
         const full = this.enc.copy(r.buf, r.at, r.length, h.id);
         if (full) yield full;
         await this.advance(h);

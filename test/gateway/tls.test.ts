@@ -63,7 +63,7 @@ t.test('--dev-self-signed serves a generated certificate; nothing is self-signed
   await writeFile(join(dir, 'token'), 'x.y.z');
   const logFile = join(dir, 'gw.log');
   const kubeconfig = c.info.kubeconfig;
-  const proc = new OwnedProcess(process.execPath, [CLI, 'gateway', '--dev-self-signed', '--listen=127.0.0.1:0', `--kubeconfig=${kubeconfig}`, `--agent-ca-file=${c.info.caFile}`, `--agent-token-file=${join(dir, 'token')}`, `--agent-client-cert-file=${pki.gatewayClient.certFile}`, `--agent-client-key-file=${pki.gatewayClient.keyFile}`, '--agent-service=kube-pcap/none'], { name: 'dev gateway', logFile });
+  const proc = new OwnedProcess(process.execPath, [CLI, 'gateway', '--dev-self-signed', '--listen=127.0.0.1:0', `--kubeconfig=${kubeconfig}`, `--agent-ca-file=${c.info.caFile}`, `--agent-token-file=${join(dir, 'token')}`, `--agent-client-cert-file=${pki.gatewayClient.certFile}`, `--agent-client-key-file=${pki.gatewayClient.keyFile}`, '--agent-service=kube-pcap/none', '--disable-exports'], { name: 'dev gateway', logFile });
   t.teardown(() => proc.stop());
   const port = await waitFor(async () => {
     const m = /Server listening at https:\/\/127\.0\.0\.1:(\d+)/.exec(await readFile(logFile, 'utf8'));

@@ -37,16 +37,16 @@ export interface StorefrontWorld {
   nodeName(short: string): string;
   /** Every node's expected fileNames once `file` is added on `node` (a cluster node name). */
   filesWith(node: string, file: string): Record<string, string[]>;
-  /** Adds a file on the first node (written by `make`) and waits until its agent lists it. */
-  addFileOnFirstNode(file: string, make: (path: string) => Promise<unknown>): Promise<void>;
-  /** Sets spec.endTime in the past, as `kubectl pcap stop` does: the agents report Finished. */
-  stopCapture(): Promise<void>;
+  /** Adds a file on the first node (written by `make`) and waits until its agent lists it (reporting `state`, Capturing unless said). */
+  addFileOnFirstNode(file: string, make: (path: string) => Promise<unknown>, state?: CaptureState): Promise<void>;
+  /** Sets spec.endTime in the past, as `kubectl pcap stop` does: the agents report Finished (with these files, the first ones unless said). */
+  stopCapture(fileNames?: Record<string, string[]>): Promise<void>;
   /** Waits until every node's report has this state and lists exactly these files. */
   waitForStatus(state: CaptureState, fileNames?: Record<string, string[]>): Promise<void>;
   downloadUrl(prefix?: boolean): string;
 }
 
-export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes?: string[]; gatewayArgs?: string[]; agentArgs?: string[]; filesPerNode?: number } = {}): Promise<StorefrontWorld> {
+export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes?: string[]; gatewayArgs?: string[]; agentArgs?: string[]; filesPerNode?: number; exports?: boolean } = {}): Promise<StorefrontWorld> {
   await installKubePcap(c);
   const pki = await makePki(t);
   const logDir = await scratchDir(t, 'logs');
@@ -96,7 +96,7 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
   await waitForStatus('Capturing');
   const agentService = uniqueName('agents');
   await publishAgents(c, agentService, agents);
-  const gateway = await startGateway(t, c, { pki, logDir, agentService, extraArgs: opts.gatewayArgs });
+  const gateway = await startGateway(t, c, { pki, logDir, agentService, extraArgs: opts.gatewayArgs, exports: opts.exports });
   const world: StorefrontWorld = {
     ns, pki, logDir, agents, agentService, gateway, devopsToken, files, kube, waitForStatus, nodeName,
     filesWith: (node, file) => {
@@ -106,18 +106,18 @@ export async function storefrontWorld(t: Teardown, c: TestCluster, opts: { nodes
       for (const n of Object.keys(byNode)) byNode[n]!.sort();
       return byNode;
     },
-    async addFileOnFirstNode(file, make) {
+    async addFileOnFirstNode(file, make, state = 'Capturing') {
       await make(join(agents[0]!.captureDir, ns, CAPTURE, file));
       // A file made behind the agent's back is noticed at its next resync; an event on the
       // capture (any change to it) makes the agent look now.
       const r = await c.kubectl(['annotate', '--overwrite', '-n', ns, 'packetcaptures.projectcalico.org', CAPTURE, `kube-pcap-test/files=${randomBytes(4).toString('hex')}`]);
       if (r.code !== 0) throw new Error(`kubectl annotate: ${r.stderr}`);
-      await waitForStatus('Capturing', world.filesWith(agents[0]!.node, file));
+      await waitForStatus(state, world.filesWith(agents[0]!.node, file));
     },
-    stopCapture: async () => {
+    stopCapture: async (fileNames) => {
       const pc = await getPacketCapture(kube, ns, CAPTURE);
       await c.applyManifest(JSON.stringify({ apiVersion: 'projectcalico.org/v3', kind: 'PacketCapture', metadata: { name: CAPTURE, namespace: ns }, spec: { ...pc?.spec, endTime: new Date(Date.now() - 1000).toISOString() } }));
-      await waitForStatus('Finished');
+      await waitForStatus('Finished', fileNames);
     },
     grantFiles: async () => {
       await c.applyYaml(join(RBAC, 'files-role.yaml'), rename);

@@ -185,6 +185,12 @@ export interface GatewayOptions {
   sourceMaps?: boolean;
   /** The main listener's address (default 127.0.0.1; 0.0.0.0 for a client in another network namespace). The URL stays 127.0.0.1. */
   listen?: string;
+  /**
+   * Run PacketCaptureExports (as every gateway does by default). Off unless asked: test files
+   * share one API server, and an exporter leading in one file would take up another file's
+   * exports without reaching its agents.
+   */
+  exports?: boolean;
 }
 
 export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOptions): Promise<GatewayHandle> {
@@ -208,6 +214,7 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
     `--agent-client-key-file=${o.pki.gatewayClient.keyFile}`,
     '--log-level=debug',
     `--leader-election-identity=${o.identity ?? name}`,
+    ...(o.exports ? [] : ['--disable-exports']),
     ...(o.extraArgs ?? []),
   ], { name, logFile, env: { ...process.env, KUBECONFIG: '' } });
   t.teardown(() => proc.stop());
