@@ -51,6 +51,12 @@ const CAPTURE_GRACE_MS = 2 * 60_000;
 /** Progress (bytes) written to the status at most this often per export. */
 const PROGRESS_INTERVAL_MS = 5_000;
 const OVER: ReadonlySet<CaptureState | undefined> = new Set(['Finished', 'Error']);
+/**
+ * Objects listed in the status (the CRD's maxItems: 2 000 entries of about 200 bytes keep the
+ * object far below etcd's limit). objectCount counts them all; the manifest lists them all. A
+ * Continuous export resumed by a new leader uploads again the (immutable) files past these.
+ */
+export const MAX_STATUS_OBJECTS = 2000;
 
 interface Job {
   uid: string;
@@ -230,7 +236,7 @@ export class ExportController {
           if (s.when !== 'Continuous' || this.stopping) return;
           recorded.push(o);
           // Recorded as each completes: a new leader does not upload it again.
-          await this.write(e, { objects: recorded, objectCount: recorded.length, bytes: recorded.reduce((sum, x) => sum + x.size, 0) });
+          await this.write(e, { objects: recorded.slice(0, MAX_STATUS_OBJECTS), objectCount: recorded.length, bytes: recorded.reduce((sum, x) => sum + x.size, 0) });
         },
       });
       await progress;
@@ -242,7 +248,7 @@ export class ExportController {
         phase: 'Succeeded',
         message: `${result.objects.length} object(s), ${result.bytes} bytes${result.packets !== undefined ? `, ${result.packets} packets` : ''}${result.missing.length > 0 ? `; left out: ${result.missing.map((m) => m.node).join(', ')}` : ''}; manifest ${result.manifestKey}`,
         completionTime: now.toISOString(),
-        objects: result.objects,
+        objects: result.objects.slice(0, MAX_STATUS_OBJECTS),
         objectCount: result.objects.length,
         bytes: result.bytes,
         packets: result.packets ?? null,

@@ -9,6 +9,7 @@ import { describeCommand, getCommand, listCommand } from './commands/show.js';
 import { downloadCommand } from './commands/download.js';
 import { streamCommand } from './commands/stream.js';
 import { waitCommand } from './commands/wait.js';
+import { exportCommand } from './commands/export.js';
 import { DEFAULT_GATEWAY_SERVICE, DEFAULT_TOKEN_AUDIENCE, openGateway, tokenAudience, type Gateway } from './gateway-access.js';
 import type { CommandSpec, FlagSpec, FlagValue, Invocation } from './invocation.js';
 import { loadKubeContext, type KubeContext } from './kube-context.js';
@@ -23,6 +24,7 @@ const COMMANDS: Record<string, CommandSpec> = {
   wait: waitCommand,
   download: downloadCommand,
   stream: streamCommand,
+  export: exportCommand,
   stop: stopCommand,
   delete: deleteCommand,
   clean: cleanCommand,
@@ -61,6 +63,7 @@ function topHelp(): string {
     '  kubectl pcap wait dns -n storefront --for=capturing',
     '  kubectl pcap download dns -n storefront -w dns.pcapng',
     '  kubectl pcap stream dns -n storefront --wireshark',
+    '  kubectl pcap export dns -n storefront --to s3://captures/incident-4711 --credentials s3-credentials',
     '',
     'Global flags:',
     ...Object.entries(GLOBAL_FLAGS).map(([n, s]) => flagLine(n, s)),

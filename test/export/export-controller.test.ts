@@ -27,6 +27,7 @@ import { gatewayMetric, installKubePcap, scratchDir, startGateway } from '../har
 import { startS3Server } from '../harness/s3-server.js';
 import { waitFor } from '../harness/wait.js';
 import { writeDnsPcap } from '../harness/pcap-fixtures.js';
+import { runPlugin, writeKubeconfig } from '../harness/plugin.js';
 
 const c = await cluster(t);
 /** The file's own test: gateways started in one test and used in the next live as long as the file. */
@@ -227,6 +228,33 @@ t.test('Continuous uploads a rotated file while the capture runs; OnFinish waits
   const m = await manifestOf(live);
   t.same(m.objects.map((o) => o.key).sort(), live.status?.objects?.map((o) => o.key).sort(), 'the manifest lists every object');
   t.equal(m.packets, await totalPackets());
+});
+
+t.test('kubectl pcap export creates one and follows it; kubectl pcap get shows the exports; a user who may not download is refused', async (t) => {
+  const kubeconfig = await writeKubeconfig(c, dir, 'devops', { token: w.devopsToken }, w.ns);
+  const r = await runPlugin(['export', CAPTURE, '--to', `s3://${BUCKET}/plugin-run`, '--endpoint', s3.endpoint, '--insecure-endpoint', '--path-style', '--region', s3.region, '--credentials', 's3-credentials', '--format', 'pcapng', '--export-name', 'from-plugin'], { kubeconfig });
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stderr, /packetcaptureexport\.kube-pcap\.io\/from-plugin created/);
+  t.match(r.stderr, /from-plugin: Succeeded/);
+  const e = await getExport('from-plugin');
+  t.equal(e.status?.phase, 'Succeeded');
+  t.same(r.text.trim().split('\n'), [`s3://${BUCKET}/plugin-run/files.pcapng\t${e.status?.objects?.[0]?.size}\t${e.status?.objects?.[0]?.sha256}`, `s3://${BUCKET}/plugin-run/manifest.json\tmanifest`], 'the objects with size and SHA-256, and the manifest');
+  t.equal(await packetsIn(await readObject('plugin-run/files.pcapng'), 'plugin.pcapng'), await totalPackets());
+  const get = await runPlugin(['get'], { kubeconfig });
+  t.equal(get.code, 0, get.stderr);
+  t.match(get.text, /EXPORT\s+CAPTURE\s+FORMAT\s+WHEN\s+PHASE\s+OBJECTS\s+BYTES\s+DESTINATION/);
+  t.match(get.text, new RegExp(`from-plugin\\s+${CAPTURE}\\s+pcapng\\s+Now\\s+Succeeded\\s+1\\s+`));
+  t.match(get.text, /zip-now\s+\S+\s+zip\s+Now\s+Succeeded/);
+  // May create exports, may not download this capture: the API server's policy says no.
+  await c.createServiceAccount(w.ns, 'onlooker');
+  await c.applyManifest(`apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: onlooker-exporter, namespace: ${w.ns}}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: packetcapture-exporter}\nsubjects: [{kind: ServiceAccount, name: onlooker, namespace: ${w.ns}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: onlooker-capture-reader, namespace: ${w.ns}}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: packetcapture-operator}\nsubjects: [{kind: ServiceAccount, name: onlooker, namespace: ${w.ns}}]\n`);
+  const onlooker = await writeKubeconfig(c, dir, 'onlooker', { token: await c.tokenFor(w.ns, 'onlooker') }, w.ns);
+  const refused = await runPlugin(['export', CAPTURE, '--to', `s3://${BUCKET}/stolen`, '--endpoint', s3.endpoint, '--insecure-endpoint', '--no-wait'], { kubeconfig: onlooker });
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /may not export the PacketCapture/, refused.stderr);
+  t.match(refused.stderr, /packetcaptures\/files/);
+  const usage = await runPlugin(['export', CAPTURE, '--to', 'https://bucket/x'], { kubeconfig });
+  t.equal(usage.code, 2, 'a destination that is not s3:// is a usage mistake');
 });
 
 t.test('the leading replica killed mid-upload: the next leader aborts the orphan upload and starts again; nothing half-written is Succeeded', async (t) => {

@@ -1,6 +1,8 @@
 // kubectl pcap get / list / describe: captures and their per-node state, from the capture's
 // status (folded by the gateway's status aggregator from every node's report).
 import { capturesPath, CAPTURE_STATES, summarizeStates, type PacketCapture } from '../../kube/packetcapture.js';
+import { KubeApiError } from '../../kube/client.js';
+import { exportsPath, type PacketCaptureExport } from '../../export/packetcapture-export.js';
 import { kubeFailure, readCapture } from '../answers.js';
 import { formatAge, formatBytes } from '../durations.js';
 import { describeRule } from '../filter-flags.js';
@@ -67,14 +69,51 @@ async function show(inv: Invocation): Promise<number> {
     const { ctx, target } = await inv.captureTarget();
     const pc = await readCapture(ctx, target);
     if (format === 'yaml' || format === 'json') printObjects(inv.stdout, format, [pc], true);
-    else inv.stdout.write(rows([pc], format === 'wide', false, now));
+    else {
+      inv.stdout.write(rows([pc], format === 'wide', false, now));
+      await showExports(inv, target.namespace, target.name, false, now);
+    }
     return 0;
   }
   const { items, allNamespaces, namespace } = await listCaptures(inv);
   if (format === 'yaml' || format === 'json') printObjects(inv.stdout, format, items, false);
   else if (items.length === 0) inv.stderr.write(allNamespaces ? 'No PacketCaptures found.\n' : `No PacketCaptures found in ${namespace} namespace.\n`);
   else inv.stdout.write(rows(items, format === 'wide', allNamespaces, now));
+  if (format !== 'yaml' && format !== 'json') await showExports(inv, allNamespaces ? undefined : namespace, undefined, allNamespaces, now);
   return 0;
+}
+
+/**
+ * The exports beside the captures (docs/export.md): a second table, when there are any. A
+ * cluster without the export CRD, or a user who may not list exports, sees the captures alone.
+ */
+async function showExports(inv: Invocation, namespace: string | undefined, capture: string | undefined, allNamespaces: boolean, now: number): Promise<void> {
+  const ctx = await inv.context();
+  let items: PacketCaptureExport[];
+  try {
+    items = (await ctx.kube.request<{ items: PacketCaptureExport[] }>({ path: exportsPath(namespace) })).items;
+  } catch (err) {
+    if (err instanceof KubeApiError && (err.status === 403 || err.status === 404)) return;
+    throw err;
+  }
+  items = items.filter((e) => capture === undefined || e.spec?.captureName === capture).sort((a, b) => `${a.metadata.namespace}/${a.metadata.name}`.localeCompare(`${b.metadata.namespace}/${b.metadata.name}`));
+  if (items.length === 0) return;
+  inv.stdout.write('\n');
+  inv.stdout.write(table(
+    [...(allNamespaces ? ['NAMESPACE'] : []), 'EXPORT', 'CAPTURE', 'FORMAT', 'WHEN', 'PHASE', 'OBJECTS', 'BYTES', 'DESTINATION', 'AGE'],
+    items.map((e) => [
+      ...(allNamespaces ? [e.metadata.namespace] : []),
+      e.metadata.name,
+      e.spec?.captureName ?? '',
+      e.spec?.format ?? 'zip',
+      e.spec?.when ?? 'OnFinish',
+      e.status?.phase ?? 'Pending',
+      String(e.status?.objectCount ?? 0),
+      formatBytes(e.status?.bytes ?? 0),
+      e.status?.destination ?? `s3://${e.spec?.destination?.s3?.bucket ?? '?'}/`,
+      e.metadata.creationTimestamp ? formatAge(now - Date.parse(e.metadata.creationTimestamp)) : '<unknown>',
+    ]),
+  ));
 }
 
 const listFlags = {
@@ -85,7 +124,7 @@ const listFlags = {
 export const getCommand: CommandSpec = {
   usage: 'get [NAME] [-A] [-o yaml|json|wide]',
   short: 'Show captures with their nodes\' states (one, or all of the namespace).',
-  long: 'Show captures: NODES counts the nodes in each state (Scheduled, WaitingForTraffic, Capturing, Finished, Error); PHASE is where the capture is in its time window.',
+  long: 'Show captures: NODES counts the nodes in each state (Scheduled, WaitingForTraffic, Capturing, Finished, Error); PHASE is where the capture is in its time window. Their exports (kubectl pcap export) follow in a second table.',
   examples: ['kubectl pcap get -n storefront', 'kubectl pcap get dns -n storefront -o yaml', 'kubectl pcap get -A -o wide'],
   takes: 'optional',
   flags: listFlags,
