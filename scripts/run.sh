@@ -4,10 +4,10 @@
 # command inside the sandbox (scripts/sandbox.sh). Works on a fresh clone as root.
 #
 #   scripts/run.sh test [test files...] | test:fast | demo | e2e:cluster | cluster:up | cluster:down
-#                  | bench:download | bench:capture | bench:auth | bench:scale | bench:pcapng | bench:live | bench:live-merge | bench:cluster
+#                  | bench:download | bench:capture | bench:auth | bench:scale | bench:pcapng | bench:live | bench:live-merge | bench:export | bench:cluster
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what="${1:?usage: scripts/run.sh test|test:fast|demo|e2e:cluster|cluster:up|cluster:down|bench:download|bench:capture|bench:auth|bench:scale|bench:pcapng|bench:live|bench:live-merge|bench:cluster [args]}"
+what="${1:?usage: scripts/run.sh test|test:fast|demo|e2e:cluster|cluster:up|cluster:down|bench:download|bench:capture|bench:auth|bench:scale|bench:pcapng|bench:live|bench:live-merge|bench:export|bench:cluster [args]}"
 shift
 
 if [[ "$what" == cluster:down ]]; then exec bash test/cluster/cluster-down.sh "$@"; fi
@@ -106,6 +106,7 @@ case "$what" in
   bench:pcapng) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/pcapng.js "$@" ;;
   bench:live) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/live.js "$@" ;;
   bench:live-merge) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/live-merge.js "$@" ;;
+  bench:export) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/export.js "$@" ;;
   bench:cluster) exec bash scripts/sandbox.sh node --enable-source-maps dist/bench/cluster.js "$@" ;;
   *) echo "unknown command: $what" >&2; exit 2 ;;
 esac

@@ -17,7 +17,7 @@ import { fileKey, manifestKey, ownsKey, planObjects, type FileRecord, type Plann
 import { buildManifest } from './manifest.js';
 import type { ExportedObject, ExportSettings, PacketCaptureExport } from './packetcapture-export.js';
 import { asUploadError, s3Client, S3UploadError, uploadStream, type S3Credentials, type S3Destination } from './s3-upload.js';
-import { Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 
 /** Why an attempt ended short, in the export's condition's words. */
 export class ExportFailure extends Error {
@@ -93,7 +93,11 @@ export async function runAttempt(d: AttemptDeps, a: AttemptInput): Promise<Attem
     const upload = async (o: PlannedObject): Promise<void> => {
       a.signal.throwIfAborted();
       const body = await o.open(a.signal);
-      const up = await uploadStream(client, dest, o.key, body.pipe(rateLimited(d.rate)), { contentType: o.contentType, partSizeBytes: d.partSizeBytes, queueSize: d.queueSize, signal: a.signal, onBytes: a.onBytes });
+      // Joined both ways: a failed upload closes the agents' bodies at once (an unread body
+      // would otherwise time out later, an error with no one listening).
+      const limited = rateLimited(d.rate);
+      pipeline(body, limited, () => undefined);
+      const up = await uploadStream(client, dest, o.key, limited, { contentType: o.contentType, partSizeBytes: d.partSizeBytes, queueSize: d.queueSize, signal: a.signal, onBytes: a.onBytes });
       const obj: ExportedObject = { key: up.key, size: up.size, sha256: up.sha256, ...(o.tally().packets !== undefined ? { packets: o.tally().packets } : {}) };
       written.push({ ...obj, contentType: o.contentType });
       records.push(...o.files);

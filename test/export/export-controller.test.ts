@@ -62,9 +62,9 @@ t.teardown(() => admin.destroy());
 await admin.send(new CreateBucketCommand({ Bucket: BUCKET }));
 const dir = await scratchDir(t, 'export');
 
-async function setCredentials(secretAccessKey: string): Promise<void> {
+async function setCredentials(secretAccessKey: string, accessKeyId = s3.accessKeyId): Promise<void> {
   const b64 = (v: string): string => Buffer.from(v).toString('base64');
-  await c.applyManifest(`apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials, namespace: ${w.ns}}\ndata: {AWS_ACCESS_KEY_ID: ${b64(s3.accessKeyId)}, AWS_SECRET_ACCESS_KEY: ${b64(secretAccessKey)}}\n`);
+  await c.applyManifest(`apiVersion: v1\nkind: Secret\nmetadata: {name: s3-credentials, namespace: ${w.ns}}\ndata: {AWS_ACCESS_KEY_ID: ${b64(accessKeyId)}, AWS_SECRET_ACCESS_KEY: ${b64(secretAccessKey)}}\n`);
 }
 await setCredentials(s3.secretAccessKey);
 
@@ -262,7 +262,7 @@ t.test('the leading replica killed mid-upload: the next leader aborts the orphan
   // 20 MB more on the first node: at 2 MB/s an attempt takes ten seconds.
   const big = 'logging-0_cali0-1700000000999999.pcap';
   await w.addFileOnFirstNode(big, async (path) => await writeRealisticPcap(path, 20 * 1024 * 1024, 7), 'Finished');
-  const args = [`--leader-election-lease=kube-pcap/${LEASE_B}`, ...LEASE_TIMING, '--export-max-bytes-per-second=2000000', '--export-part-size-mib=5'];
+  const args = [`--leader-election-lease=kube-pcap/${LEASE_B}`, ...LEASE_TIMING, '--export-max-bytes-per-second=2000000', '--export-part-size-mib=5', '--idle-timeout-seconds=5'];
   const first = await startGateway(file, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, exports: true, extraArgs: args, name: 'exporter-1' });
   await waitFor(async () => (await gatewayMetric(first, w.pki, 'kube_pcap_gateway_status_aggregator_leader')) === 1, { what: 'exporter-1 to lead', timeoutMs: 20_000 });
   second = await startGateway(file, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, exports: true, extraArgs: args, name: 'exporter-2' });
@@ -280,6 +280,24 @@ t.test('the leading replica killed mid-upload: the next leader aborts the orphan
   t.equal((await run('unzip', ['-tq', join(dir, 'big.zip')])).code, 0, 'unzip -t: every entry whole');
   const log = await run('cat', [second.logFile]);
   t.match(log.stdout, /aborted the multipart uploads of an interrupted attempt/);
+});
+
+t.test('an upload the bucket refuses mid-file closes the agent\'s body: the gateway outlives its idle timeout', async (t) => {
+  // Keys that may list (the orphan check passes) but not write: the refusal comes once the
+  // first part is read, in the middle of the 20 MB file.
+  await setCredentials(s3.readOnly.secretAccessKey, s3.readOnly.accessKeyId);
+  t.teardown(() => setCredentials(s3.secretAccessKey));
+  await createExport('refused-mid-file', { format: 'zip', when: 'Now' });
+  const e = await waitPhase('refused-mid-file', 'Failed');
+  t.match(e.status?.message, /^AccessDenied:/);
+  // An agent body left unread would time out after --idle-timeout-seconds (5) with no one
+  // listening, and take the process with it.
+  const failedAt = Date.now();
+  await waitFor(async () => {
+    if (!second!.proc.running) throw new Error('the gateway exited');
+    return Date.now() - failedAt > 8_000;
+  }, { what: 'the gateway to outlive the agent body\'s idle timeout', timeoutMs: 15_000, intervalMs: 500 });
+  t.ok(second!.proc.running, 'still running');
 });
 
 t.test('the capture deleted mid-upload: the export fails with CaptureDeleted, and leaves no object or parts', async (t) => {

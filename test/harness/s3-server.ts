@@ -28,7 +28,9 @@ export function weedBinary(): string {
   return bin;
 }
 
-export async function startS3Server(t: Teardown): Promise<S3Server> {
+/** Volumes of 64 MiB each: room for 512 MiB unless a caller (a benchmark) asks for more. */
+export async function startS3Server(t: Teardown, o: { capacityMiB?: number } = {}): Promise<S3Server> {
+  const volumes = Math.max(8, Math.ceil((o.capacityMiB ?? 0) / 64) + 4);
   const dir = await scratchDir(t, 's3');
   const data = join(dir, 'data');
   await mkdir(data);
@@ -47,7 +49,7 @@ export async function startS3Server(t: Teardown): Promise<S3Server> {
   const proc = new OwnedProcess(weedBinary(), [
     'server', `-dir=${data}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1',
     `-master.port=${master}`, `-master.port.grpc=${masterGrpc}`, '-master.telemetry=false', '-master.volumeSizeLimitMB=64',
-    `-volume.port=${volume}`, `-volume.port.grpc=${volumeGrpc}`, '-volume.max=8',
+    `-volume.port=${volume}`, `-volume.port.grpc=${volumeGrpc}`, `-volume.max=${volumes}`,
     '-filer', `-filer.port=${filer}`, `-filer.port.grpc=${filerGrpc}`, `-filer.localSocket=${join(dir, 'filer.sock')}`,
     '-s3', `-s3.port=${s3}`, `-s3.port.grpc=${s3Grpc}`, `-s3.config=${join(dir, 's3.json')}`, `-s3.localSocket=${join(dir, 's3.sock')}`,
     // As AWS: an upload into a bucket that does not exist fails (weed creates it by default).
