@@ -54,7 +54,7 @@ export const gatewayOptions: OptionTable = {
   'leader-election-retry-period-seconds': { type: 'integer', default: 2, min: 1, max: 600, help: 'How often the Lease is renewed, or tried by a candidate.' },
   'disable-exports': { type: 'boolean', default: false, help: 'Do not run PacketCaptureExports (the replica holding the Lease runs them otherwise): they stay Pending for another gateway, or none.' },
   'max-concurrent-exports': { type: 'integer', default: 2, min: 1, max: 64, help: 'Exports uploading at once on the leading replica; more wait (Pending, Queued).' },
-  'export-part-size-mib': { type: 'integer', default: 16, min: 5, max: 5120, help: 'Multipart part size of exports: memory is about three parts per export; S3 allows 10 000 parts per object (16 MiB: objects up to 156 GiB).' },
+  'export-part-size-mib': { type: 'integer', default: 8, min: 5, max: 5120, help: 'Multipart part size of exports: three parts of memory per export uploading; S3 allows 10 000 parts per object (8 MiB: objects up to 78 GiB).' },
   'export-max-bytes-per-second': { type: 'integer', default: 0, min: 0, max: 1e12, help: 'All exports of this replica together send at most this many bytes per second (0: no limit), so an upload across the internet leaves the node\'s uplink to the rest.' },
   'status-min-interval-ms': { type: 'integer', default: 1000, min: 100, max: 600_000, help: 'At most one status write per capture per this interval (longer for large statuses).' },
   'trusted-proxies': { type: 'list', default: [], help: 'Addresses or CIDRs of proxies (an Ingress controller) whose X-Forwarded-For names the client, for --authn-failure-limit; others\' is ignored.' },

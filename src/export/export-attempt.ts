@@ -4,7 +4,7 @@
 // either returns everything it wrote or throws an ExportFailure saying why and whether
 // another attempt could do better; a half-written object is never reported.
 import { setTimeout as delay } from 'node:timers/promises';
-import { AbortMultipartUploadCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import type { Logger } from 'pino';
 import type { ByteRate } from '../flow/byte-rate.js';
 import { rateLimited } from '../flow/byte-rate.js';
@@ -16,7 +16,9 @@ import type { CaptureState } from '../kube/packetcapture.js';
 import { fileKey, manifestKey, ownsKey, planObjects, type FileRecord, type PlannedObject } from './export-objects.js';
 import { buildManifest } from './manifest.js';
 import type { ExportedObject, ExportSettings, PacketCaptureExport } from './packetcapture-export.js';
-import { asUploadError, s3Client, S3UploadError, uploadStream, type S3Credentials, type S3Destination } from './s3-upload.js';
+import type { PartPool } from './part-pool.js';
+import { asUploadError, S3UploadError } from './s3-errors.js';
+import type { S3Credentials, S3Destination } from './s3-upload.js';
 import { pipeline, Readable } from 'node:stream';
 
 /** Why an attempt ended short, in the export's condition's words. */
@@ -35,6 +37,8 @@ export interface AttemptDeps {
   partSizeBytes: number;
   queueSize: number;
   rate?: ByteRate;
+  /** The replica's part buffers (s3-upload.ts). */
+  pool?: PartPool;
   /** The SDK client for a destination (a test of the fault paths may wrap it). */
   client?: (dest: S3Destination, creds: S3Credentials | undefined) => S3Client;
 }
@@ -84,9 +88,11 @@ export async function runAttempt(d: AttemptDeps, a: AttemptInput): Promise<Attem
     forcePathStyle: s.s3.forcePathStyle ?? false,
     ...(s.s3.serverSideEncryption ? { serverSideEncryption: s.s3.serverSideEncryption } : {}),
   };
+  // Loaded with the first export (the SDK is a third of an idle gateway's memory).
+  const { abortOrphanUploads, s3Client, uploadStream } = await import('./s3-upload.js');
   const client = (d.client ?? s3Client)(dest, creds);
   try {
-    await abortOrphans(d, client, s, exp);
+    await abortOrphans(d, () => abortOrphanUploads(client, s.s3.bucket, s.keyPrefix, (key) => ownsKey(s, key)), exp);
     const written: (ExportedObject & { contentType: string })[] = [];
     const records: FileRecord[] = [];
     const missing: Problem[] = [];
@@ -97,7 +103,7 @@ export async function runAttempt(d: AttemptDeps, a: AttemptInput): Promise<Attem
       // would otherwise time out later, an error with no one listening).
       const limited = rateLimited(d.rate);
       pipeline(body, limited, () => undefined);
-      const up = await uploadStream(client, dest, o.key, limited, { contentType: o.contentType, partSizeBytes: d.partSizeBytes, queueSize: d.queueSize, signal: a.signal, onBytes: a.onBytes });
+      const up = await uploadStream(client, dest, o.key, limited, { contentType: o.contentType, partSizeBytes: d.partSizeBytes, queueSize: d.queueSize, signal: a.signal, onBytes: a.onBytes, pool: d.pool });
       const obj: ExportedObject = { key: up.key, size: up.size, sha256: up.sha256, ...(o.tally().packets !== undefined ? { packets: o.tally().packets } : {}) };
       written.push({ ...obj, contentType: o.contentType });
       records.push(...o.files);
@@ -118,7 +124,7 @@ export async function runAttempt(d: AttemptDeps, a: AttemptInput): Promise<Attem
     const all = [...a.done.map((o) => ({ ...o, contentType: contentTypeOf(o.key) })), ...written];
     const manifest = buildManifest({ exp, settings: s, captureUID: a.captureUID, objects: all, files: [...recordsOf(a.done), ...records], missing, startTime, completionTime: new Date() });
     const key = manifestKey(s);
-    await uploadStream(client, dest, key, Readable.from([Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]), { contentType: 'application/json', signal: a.signal });
+    await uploadStream(client, dest, key, Readable.from([Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]), { contentType: 'application/json', signal: a.signal, partSizeBytes: d.partSizeBytes, pool: d.pool });
     return { objects: all.map(({ contentType: _, ...o }) => o), manifestKey: key, bytes: manifest.bytes, packets: manifest.packets ?? undefined, missing };
   } catch (err) {
     throw asFailure(err, a.signal);
@@ -222,22 +228,10 @@ async function readCredentials(d: AttemptDeps, namespace: string, secret: string
  * its own): aborted before anything is written again, so no orphan parts stay to be paid
  * for. Only this export's keys; a listing refused by the bucket's policy is logged, not fatal.
  */
-async function abortOrphans(d: AttemptDeps, client: S3Client, s: ExportSettings, exp: PacketCaptureExport): Promise<void> {
-  let keyMarker: string | undefined;
-  let uploadIdMarker: string | undefined;
-  let aborted = 0;
+async function abortOrphans(d: AttemptDeps, abort: () => Promise<number>, exp: PacketCaptureExport): Promise<void> {
+  let aborted: number;
   try {
-    for (;;) {
-      const page = await client.send(new ListMultipartUploadsCommand({ Bucket: s.s3.bucket, Prefix: s.keyPrefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }));
-      for (const u of page.Uploads ?? []) {
-        if (!u.Key || !u.UploadId || !ownsKey(s, u.Key)) continue;
-        await client.send(new AbortMultipartUploadCommand({ Bucket: s.s3.bucket, Key: u.Key, UploadId: u.UploadId }));
-        aborted++;
-      }
-      if (!page.IsTruncated) break;
-      keyMarker = page.NextKeyMarker;
-      uploadIdMarker = page.NextUploadIdMarker;
-    }
+    aborted = await abort();
   } catch (err) {
     const failure = asFailure(err);
     if (!failure.retryable && failure.reason !== 'AccessDenied') throw failure;

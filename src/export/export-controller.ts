@@ -20,6 +20,7 @@ import { entryOf } from '../kube/node-report.js';
 import { objectKey, Reflector } from '../kube/reflector.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
 import { asFailure, ExportFailure, runAttempt } from './export-attempt.js';
+import { PartPool } from './part-pool.js';
 import { exportSettings, exportsPath, patchExportStatus, withCondition, type ExportedObject, type ExportStatus, type PacketCaptureExport } from './packetcapture-export.js';
 
 export interface ExportMetrics {
@@ -42,6 +43,8 @@ export interface ExportControllerOptions {
   metrics?: ExportMetrics;
 }
 
+/** Parts in flight per upload: two keep the link busy while the next one fills. */
+const QUEUE_SIZE = 2;
 /** Attempts in all before a retryable failure fails the export. */
 export const MAX_ATTEMPTS = 6;
 const RETRY_BASE_MS = 5_000;
@@ -72,8 +75,11 @@ export class ExportController {
   private readonly unsubscribe: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** Every export's part buffers: (queue + 1) parts for each export uploading at once. */
+  private readonly pool: PartPool;
 
   constructor(private readonly o: ExportControllerOptions) {
+    this.pool = new PartPool(o.partSizeBytes, o.maxConcurrent * (QUEUE_SIZE + 1));
     this.exports = new Reflector<PacketCaptureExport>(o.kube, { path: exportsPath(), log: o.log.child({ watch: 'packetcaptureexports' }), timeoutMs: o.apiTimeoutMs * 6 });
     this.queue = new WorkQueue((key) => this.work(key), {
       concurrency: 4,
@@ -218,7 +224,7 @@ export class ExportController {
     const recorded = [...done];
     this.o.log.info({ export: key, capture: s.captureName, format: s.format, when: s.when, attempt, destination: `s3://${s.s3.bucket}/${s.keyPrefix}` }, 'export attempt started');
     try {
-      const result = await runAttempt({ kube: this.o.kube, files: this.o.files, log: this.o.log, apiTimeoutMs: this.o.apiTimeoutMs, partSizeBytes: this.o.partSizeBytes, queueSize: 2, rate: this.o.rate }, {
+      const result = await runAttempt({ kube: this.o.kube, files: this.o.files, log: this.o.log, apiTimeoutMs: this.o.apiTimeoutMs, partSizeBytes: this.o.partSizeBytes, queueSize: QUEUE_SIZE, rate: this.o.rate, pool: this.pool }, {
         exp: e,
         settings: s,
         captureUID: job.captureUID,

@@ -20,7 +20,7 @@ import type { PacketCaptureExport } from '../../src/export/packetcapture-export.
 import { exportsPath } from '../../src/export/packetcapture-export.js';
 import type { Manifest } from '../../src/export/manifest.js';
 import { cluster } from '../harness/cluster.js';
-import { REPO_ROOT } from '../harness/control-plane.js';
+import { freePort, REPO_ROOT } from '../harness/control-plane.js';
 import { CAPTURE, storefrontWorld } from '../harness/gateway-fixture.js';
 import { run } from '../harness/http.js';
 import { gatewayMetric, installKubePcap, scratchDir, startGateway } from '../harness/kube-pcap.js';
@@ -187,6 +187,26 @@ t.test('a missing bucket fails with NoSuchBucket', async (t) => {
   t.equal(e.status?.attempts, 1);
 });
 
+t.test('an endpoint that does not answer yet: attempts back off and the export succeeds once it does', async (t) => {
+  const port = await freePort('127.0.0.1');
+  await createExport('late-endpoint', { format: 'zip', when: 'Now' }, { endpoint: `http://127.0.0.1:${port}` });
+  const waiting = await waitFor(async () => {
+    const e = await getExport('late-endpoint');
+    return e.status?.phase === 'Pending' && /attempt 1 of 6 failed/.test(e.status.message ?? '') ? e : undefined;
+  }, { what: 'the first attempt to fail and be retried', timeoutMs: 60_000 });
+  t.match(waiting.status?.message, /EndpointUnreachable/, waiting.status?.message ?? '');
+  t.match(waiting.status?.message, /retrying in \d+ s/);
+  // The same keys on a server that starts now, at that address.
+  const late = await startS3Server(file, { s3Port: port, keys: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+  const lateClient = s3Client({ endpoint: late.endpoint, region: late.region, bucket: BUCKET, forcePathStyle: true }, late);
+  t.teardown(() => lateClient.destroy());
+  await lateClient.send(new CreateBucketCommand({ Bucket: BUCKET }));
+  const e = await waitPhase('late-endpoint', 'Succeeded', 120_000);
+  t.ok((e.status?.attempts ?? 0) >= 2, `succeeded at attempt ${e.status?.attempts}`);
+  const res = await lateClient.send(new GetObjectCommand({ Bucket: BUCKET, Key: e.status!.objects![0]!.key }));
+  t.equal(sha256(Buffer.from(await res.Body!.transformToByteArray())), e.status?.objects?.[0]?.sha256, 'the object is whole');
+});
+
 t.test('Continuous uploads a rotated file while the capture runs; OnFinish waits; both finish with the capture', async (t) => {
   await createExport('live', { format: 'files', compression: 'gzip', when: 'Continuous', continuousDelaySeconds: 5 });
   await createExport('at-end', { format: 'files', when: 'OnFinish' });
@@ -262,10 +282,12 @@ t.test('the leading replica killed mid-upload: the next leader aborts the orphan
   // 20 MB more on the first node: at 2 MB/s an attempt takes ten seconds.
   const big = 'logging-0_cali0-1700000000999999.pcap';
   await w.addFileOnFirstNode(big, async (path) => await writeRealisticPcap(path, 20 * 1024 * 1024, 7), 'Finished');
+  // No Secret: these replicas' own identity, by the SDK's default chain (here its environment; IRSA or workload identity in a cloud).
+  const env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey };
   const args = [`--leader-election-lease=kube-pcap/${LEASE_B}`, ...LEASE_TIMING, '--export-max-bytes-per-second=2000000', '--export-part-size-mib=5', '--idle-timeout-seconds=5'];
-  const first = await startGateway(file, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, exports: true, extraArgs: args, name: 'exporter-1' });
+  const first = await startGateway(file, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, exports: true, extraArgs: args, name: 'exporter-1', env });
   await waitFor(async () => (await gatewayMetric(first, w.pki, 'kube_pcap_gateway_status_aggregator_leader')) === 1, { what: 'exporter-1 to lead', timeoutMs: 20_000 });
-  second = await startGateway(file, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, exports: true, extraArgs: args, name: 'exporter-2' });
+  second = await startGateway(file, c, { pki: w.pki, logDir: w.logDir, agentService: w.agentService, exports: true, extraArgs: args, name: 'exporter-2', env });
   await createExport('big', { format: 'zip', when: 'Now' });
   const prefix = `${w.ns}/${CAPTURE}/big/`;
   await waitFor(async () => (await multipartUploads(prefix)).length > 0, { what: 'a multipart upload in progress', timeoutMs: 30_000 });
@@ -280,6 +302,13 @@ t.test('the leading replica killed mid-upload: the next leader aborts the orphan
   t.equal((await run('unzip', ['-tq', join(dir, 'big.zip')])).code, 0, 'unzip -t: every entry whole');
   const log = await run('cat', [second.logFile]);
   t.match(log.stdout, /aborted the multipart uploads of an interrupted attempt/);
+});
+
+t.test('without a credentials Secret the gateway\'s own identity writes (the SDK\'s default chain)', async (t) => {
+  await createExport('ambient', { format: 'files', when: 'Now' }, { credentials: undefined });
+  const e = await waitPhase('ambient', 'Succeeded', 120_000);
+  t.equal(e.status?.objectCount, expectedFiles().length + 1, 'every file, the 20 MB one too');
+  for (const o of e.status!.objects!.slice(0, 3)) t.equal(sha256(await readObject(o.key)), o.sha256);
 });
 
 t.test('an upload the bucket refuses mid-file closes the agent\'s body: the gateway outlives its idle timeout', async (t) => {

@@ -191,6 +191,8 @@ export interface GatewayOptions {
    * exports without reaching its agents.
    */
   exports?: boolean;
+  /** More environment (the AWS SDK's default credential chain reads AWS_ACCESS_KEY_ID...). */
+  env?: Record<string, string>;
 }
 
 export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOptions): Promise<GatewayHandle> {
@@ -216,7 +218,7 @@ export async function startGateway(t: Teardown, c: TestCluster, o: GatewayOption
     `--leader-election-identity=${o.identity ?? name}`,
     ...(o.exports ? [] : ['--disable-exports']),
     ...(o.extraArgs ?? []),
-  ], { name, logFile, env: { ...process.env, KUBECONFIG: '' } });
+  ], { name, logFile, env: { ...process.env, KUBECONFIG: '', ...o.env } });
   t.teardown(() => proc.stop());
   const port = await listeningPort(proc);
   const url = `https://127.0.0.1:${port}`;

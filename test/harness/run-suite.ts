@@ -46,7 +46,7 @@ const ESTIMATED_SECONDS: Record<string, number> = {
   'gateway/pinned-download': 67, 'agent/restart': 63, 'agent/wedge': 63, 'plugin/package': 61,
   'plugin/credentials': 59, 'agent/capture-cost': 52, 'plugin/gateway-access': 51, 'agent/budgets': 46,
   'agent/capture-limits': 43, 'gateway/zip64': 42, 'agent/capture-churn': 41, 'gateway/oidc': 33,
-  'e2e/storefront-dns': 33, 'gateway/api-outage': 33, 'gateway/ingress-nginx': 31,
+  'e2e/storefront-dns': 33, 'export/export-controller': 115, 'export/s3-upload': 18, 'gateway/api-outage': 33, 'gateway/ingress-nginx': 31,
 };
 
 function estimate(file: string): number {

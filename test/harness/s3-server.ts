@@ -2,7 +2,7 @@
 // the Go module proxy by test/s3/build-seaweedfs.sh) on loopback, with real access keys in its
 // identities file, started and stopped by the test like the API server. Its data and sockets
 // live in the test's scratch directory.
-import { writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Teardown } from './cluster.js';
@@ -28,14 +28,25 @@ export function weedBinary(): string {
   return bin;
 }
 
-/** Volumes of 64 MiB each: room for 512 MiB unless a caller (a benchmark) asks for more. */
-export async function startS3Server(t: Teardown, o: { capacityMiB?: number } = {}): Promise<S3Server> {
+export interface S3ServerOptions {
+  /** Volumes of 64 MiB each: room for 512 MiB unless a caller (a benchmark) asks for more. */
+  capacityMiB?: number;
+  /** The S3 API's port (a test that points an export at it before it starts). */
+  s3Port?: number;
+  /** The writer's keys (default: new ones). */
+  keys?: { accessKeyId: string; secretAccessKey: string };
+  /** Where the objects live (default the scratch directory, which is the sandbox's tmpfs: memory). */
+  dataDir?: string;
+}
+
+export async function startS3Server(t: Teardown, o: S3ServerOptions = {}): Promise<S3Server> {
   const volumes = Math.max(8, Math.ceil((o.capacityMiB ?? 0) / 64) + 4);
   const dir = await scratchDir(t, 's3');
-  const data = join(dir, 'data');
-  await mkdir(data);
+  const data = o.dataDir ?? join(dir, 'data');
+  await mkdir(data, { recursive: true });
+  if (o.dataDir) t.teardown(() => rm(o.dataDir!, { recursive: true, force: true }));
   const key = (): { accessKeyId: string; secretAccessKey: string } => ({ accessKeyId: `KP${randomBytes(9).toString('hex').toUpperCase()}`, secretAccessKey: randomBytes(30).toString('base64url') });
-  const writer = key();
+  const writer = o.keys ?? key();
   const reader = key();
   await writeFile(join(dir, 's3.json'), JSON.stringify({
     identities: [
@@ -45,7 +56,8 @@ export async function startS3Server(t: Teardown, o: { capacityMiB?: number } = {
   }), { mode: 0o600 });
   // Every port explicit: weed's defaults (9333, 8888, gRPC at +10000) would collide between
   // test files running at once.
-  const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc] = await Promise.all(Array.from({ length: 8 }, () => freePort('127.0.0.1')));
+  const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3Free, s3Grpc] = await Promise.all(Array.from({ length: 8 }, () => freePort('127.0.0.1')));
+  const s3 = o.s3Port ?? s3Free!;
   const proc = new OwnedProcess(weedBinary(), [
     'server', `-dir=${data}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1',
     `-master.port=${master}`, `-master.port.grpc=${masterGrpc}`, '-master.telemetry=false', '-master.volumeSizeLimitMB=64',
