@@ -20,7 +20,7 @@ const commands: Record<string, Command> = {
     options: gatewayOptions,
     async run(values) {
       const config = gatewayConfig(values);
-      const { runGateway } = await import('./gateway/main.js');
+      const { runGateway } = await import('./run-gateway.js');
       await runGateway(config);
     },
   },

@@ -28,7 +28,7 @@ import type { TlsMaterial } from '../http/tls.js';
 import type { KubeClient } from '../kube/client.js';
 import { AgentClient } from './agent-client.js';
 import { AgentDirectory } from './agent-directory.js';
-import { startAggregation } from './aggregation.js';
+import { startAggregation, type LeaderWorkFactory } from './aggregation.js';
 import { CaptureCache } from './capture-cache.js';
 import { CaptureFiles } from './capture-files.js';
 import { PerUserSlots } from '../http/per-user-slots.js';
@@ -45,6 +45,8 @@ export interface GatewayDeps {
   kube: KubeClient;
   log: Logger;
   tls: TlsMaterial;
+  /** What the Lease holder runs beside the status aggregator (the exporter: src/run-gateway.ts). */
+  leaderWork?: LeaderWorkFactory[];
   /** Observers of each application's route table, told of every route as it is added (the fast tier's conformance check). */
   onRoute?: { api?: (route: RouteOptions) => void; ops?: (route: RouteOptions) => void };
 }
@@ -60,7 +62,7 @@ const OPS_MAX_CONNECTIONS = 64;
 /** Per address: the kubelet's probes and a scraper need one or two each (the NetworkPolicy admits whom). */
 const OPS_MAX_CONNECTIONS_PER_ADDRESS = 8;
 
-export async function buildGatewayApp({ config, kube, log, tls, onRoute }: GatewayDeps): Promise<GatewayApps> {
+export async function buildGatewayApp({ config, kube, log, tls, onRoute, leaderWork }: GatewayDeps): Promise<GatewayApps> {
   const registry = new Registry();
   const perAddressRefused = new Counter({ name: 'kube_pcap_gateway_connections_refused_total', help: 'Connections closed on arrival because their source address held --max-connections-per-address.', registers: [registry] });
   const app = createHttpsServer(tls, log, { ...config.limits, onRefusedPerAddress: () => perAddressRefused.inc() });
@@ -151,7 +153,7 @@ export async function buildGatewayApp({ config, kube, log, tls, onRoute }: Gatew
   app.decorate('liveSlots', new ConcurrencyLimit({ maxInFlight: config.downloads.maxLiveStreams, maxQueued: 0, what: 'live streams', onInFlight: (n) => liveStreams.set(n) }));
   directory.start();
   cache.start();
-  const aggregation = startAggregation(kube, cache, captureFiles, config, log, registry);
+  const aggregation = startAggregation({ kube, cache, files: captureFiles, config, log, registry }, leaderWork);
   app.addHook('onClose', async () => {
     await aggregation.stop();
     await cache.stop();
