@@ -24,7 +24,7 @@ import { s3Client, uploadStream } from '../src/export/s3-upload.js';
 import { exportsPath, type PacketCaptureExport } from '../src/export/packetcapture-export.js';
 import { bridgeAddress } from '../test/harness/addresses.js';
 import { REPO_ROOT } from '../test/harness/control-plane.js';
-import { publishAgents, scratchDir, startAgent, startGateway, type AgentHandle } from '../test/harness/kube-pcap.js';
+import { gatewayMetric, publishAgents, scratchDir, startAgent, startGateway, type AgentHandle } from '../test/harness/kube-pcap.js';
 import { writeDnsPcap } from '../test/harness/pcap-fixtures.js';
 import { startS3Server } from '../test/harness/s3-server.js';
 import { waitFor } from '../test/harness/wait.js';
@@ -143,6 +143,9 @@ async function main(): Promise<void> {
       rows.push(`${name.padEnd(12)} ${mib(e.status!.bytes!).padStart(6)} MiB stored  ${seconds.toFixed(1).padStart(6)} s  ${rate.toFixed(0).padStart(4)} MiB/s of capture  gateway ${(cpu / (total / 2 ** 30)).toFixed(2)} CPU-s/GiB  RSS MiB at 1/4,2/4,3/4,end ${quarter(1)},${quarter(2)},${quarter(3)},${quarter(4)} (peak ${mib(Math.max(...rss))})`);
       rates.push(rate);
       process.stdout.write(`${rows.at(-1)}\n`);
+      // Where the memory is, by the gateway's own account (prom-client's process metrics).
+      const m = async (name: string): Promise<string> => mib(await gatewayMetric(gw, pki, name));
+      process.stdout.write(`${''.padEnd(13)}after: V8 heap used ${await m('nodejs_heap_size_used_bytes')} of ${await m('nodejs_heap_size_total_bytes')} MiB, external ${await m('nodejs_external_memory_bytes')} MiB\n`);
     }
     const after = await baseline();
     const baseRate = (before.rate + after.rate) / 2;
