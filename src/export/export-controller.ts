@@ -17,6 +17,7 @@ import { backoffDelay } from '../kube/backoff.js';
 import type { KubeClient } from '../kube/client.js';
 import { summarizeStates, type CaptureState, type PacketCapture } from '../kube/packetcapture.js';
 import { entryOf } from '../kube/node-report.js';
+import { Listeners } from '../kube/listeners.js';
 import { objectKey, Reflector } from '../kube/reflector.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
 import { asFailure, ExportFailure, runAttempt } from './export-attempt.js';
@@ -72,7 +73,7 @@ export class ExportController {
   private readonly queue: WorkQueue;
   private readonly jobs = new Map<string, Job>();
   private readonly running = new Set<Promise<void>>();
-  private readonly unsubscribe: (() => void)[] = [];
+  private readonly listeners = new Listeners();
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   /** Every export's part buffers: (queue + 1) parts for each export uploading at once. */
@@ -91,16 +92,12 @@ export class ExportController {
   }
 
   start(): void {
-    const listen = <A extends unknown[]>(target: { on(e: string, l: (...a: A) => void): unknown; off(e: string, l: (...a: A) => void): unknown }, event: string, listener: (...a: A) => void): void => {
-      target.on(event, listener);
-      this.unsubscribe.push(() => target.off(event, listener));
-    };
     this.exports.on('change', (_t, e) => (e ? this.queue.add(objectKey(e)) : this.enqueueAll()));
     this.exports.on('synced', () => this.enqueueAll());
-    listen(this.o.cache.captures, 'change', (_t: unknown, pc?: PacketCapture) => (pc ? this.enqueueCapture(objectKey(pc)) : this.enqueueAll()));
-    listen(this.o.cache.captures, 'synced', () => this.enqueueAll());
-    listen(this.o.cache, 'reports-changed', (key: string) => this.enqueueCapture(key));
-    listen(this.o.cache, 'reports-relisted', () => this.enqueueAll());
+    this.listeners.on(this.o.cache.captures, 'change', (_t: unknown, pc?: PacketCapture) => (pc ? this.enqueueCapture(objectKey(pc)) : this.enqueueAll()));
+    this.listeners.on(this.o.cache.captures, 'synced', () => this.enqueueAll());
+    this.listeners.on(this.o.cache, 'reports-changed', (key: string) => this.enqueueCapture(key));
+    this.listeners.on(this.o.cache, 'reports-relisted', () => this.enqueueAll());
     this.exports.start();
     this.timer = setInterval(() => this.enqueueAll(), this.o.resyncMs);
   }
@@ -109,7 +106,7 @@ export class ExportController {
   async stop(): Promise<void> {
     this.stopping = true;
     clearInterval(this.timer);
-    for (const off of this.unsubscribe.splice(0)) off();
+    this.listeners.offAll();
     for (const job of this.jobs.values()) job.abort.abort(new ExportFailure('LeaderChanged', 'this gateway replica stopped leading', true));
     await Promise.allSettled([...this.running]);
     await this.queue.shutDown();

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { KubeApiError, type KubeClient } from '../kube/client.js';
 import { deleteNodeReport, type NodeReport } from '../kube/node-report.js';
 import { capturesPath, type PacketCapture } from '../kube/packetcapture.js';
+import { Listeners } from '../kube/listeners.js';
 import { objectKey, Reflector, type KubeObject } from '../kube/reflector.js';
 import { WorkQueue, type WorkResult } from '../kube/work-queue.js';
 import { foldReports, statusMatches, writeIntervalMs } from './aggregate-status.js';
@@ -44,7 +45,7 @@ export class StatusAggregator {
   private readonly queue: WorkQueue;
   private timer: NodeJS.Timeout | undefined;
   /** What it listens to on the shared cache, taken off again when it stops leading. */
-  private readonly unsubscribe: (() => void)[] = [];
+  private readonly listeners = new Listeners();
 
   constructor(private readonly o: AggregatorOptions) {
     this.captures = o.cache.captures;
@@ -61,15 +62,11 @@ export class StatusAggregator {
   }
 
   start(): void {
-    const listen = <A extends unknown[]>(target: { on(e: string, l: (...a: A) => void): unknown; off(e: string, l: (...a: A) => void): unknown }, event: string, listener: (...a: A) => void): void => {
-      target.on(event, listener);
-      this.unsubscribe.push(() => target.off(event, listener));
-    };
-    listen(this.captures, 'change', (_t: unknown, pc?: PacketCapture) => (pc ? this.queue.add(objectKey(pc)) : this.enqueueAll()));
-    listen(this.o.cache, 'reports-changed', (key: string) => this.queue.add(key));
-    listen(this.o.cache, 'reports-relisted', () => this.enqueueAll());
+    this.listeners.on(this.captures, 'change', (_t: unknown, pc?: PacketCapture) => (pc ? this.queue.add(objectKey(pc)) : this.enqueueAll()));
+    this.listeners.on(this.o.cache, 'reports-changed', (key: string) => this.queue.add(key));
+    this.listeners.on(this.o.cache, 'reports-relisted', () => this.enqueueAll());
     this.nodes.on('change', (_t, node) => (node ? this.enqueueNode(node.metadata?.name ?? '') : this.enqueueAll()));
-    for (const r of [this.captures, this.reports, this.nodes]) listen(r, 'synced', () => this.enqueueAll());
+    for (const r of [this.captures, this.reports, this.nodes]) this.listeners.on(r, 'synced', () => this.enqueueAll());
     this.nodes.start();
     // The shared caches may have synced before this replica started leading.
     this.enqueueAll();
@@ -78,7 +75,7 @@ export class StatusAggregator {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
-    for (const off of this.unsubscribe.splice(0)) off();
+    this.listeners.offAll();
     await this.queue.shutDown();
     await this.nodes.stop();
   }
