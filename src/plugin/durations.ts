@@ -1,4 +1,5 @@
 // Times and durations as kubectl takes them: Go durations ("90s", "10m", "1h30m") and RFC 3339.
+import { setTimeout as delay } from 'node:timers/promises';
 import { PluginUsageError } from './plugin-error.js';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -49,4 +50,9 @@ export function formatBytes(n: number): string {
     i++;
   }
   return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+/** Waits `ms`, or less when `signal` aborts (Ctrl-C while polling): the caller looks at `signal.aborted`. */
+export async function pause(ms: number, signal: AbortSignal): Promise<void> {
+  await delay(ms, undefined, { signal }).catch(() => undefined);
 }

@@ -4,7 +4,7 @@
 import { KubeApiError } from '../../kube/client.js';
 import { exportsPath, PACKETCAPTUREEXPORT, type ExportCompression, type ExportFormat, type ExportWhen, type PacketCaptureExport } from '../../export/packetcapture-export.js';
 import { kubeFailure, readCapture } from '../answers.js';
-import { formatBytes, parseDuration } from '../durations.js';
+import { formatBytes, parseDuration, pause } from '../durations.js';
 import type { CommandSpec } from '../invocation.js';
 import { outputFormat, printObjects } from '../output.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
@@ -171,13 +171,7 @@ export const exportCommand: CommandSpec = {
         if (tty) inv.stderr.write('\n');
         throw new PluginError(`stopped following ${name} after ${inv.string('timeout')} (it goes on: kubectl get packetcaptureexport ${name} -n ${target.namespace})`);
       }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, POLL_MS);
-        inv.signal.addEventListener('abort', () => {
-          clearTimeout(timer);
-          resolve();
-        }, { once: true });
-      });
+      await pause(POLL_MS, inv.signal);
       if (inv.signal.aborted) {
         if (tty) inv.stderr.write('\n');
         inv.stderr.write(`stopped following; the export goes on: kubectl get packetcaptureexport ${name} -n ${target.namespace}\n`);

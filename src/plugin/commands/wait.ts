@@ -8,7 +8,7 @@
 // Finished. A node in Error ends the wait at once with its message (exit 1).
 import { getPacketCapture, summarizeStates, type NodeCaptureStatus, type PacketCapture } from '../../kube/packetcapture.js';
 import { kubeFailure, noSuchCapture } from '../answers.js';
-import { parseDuration } from '../durations.js';
+import { parseDuration, pause } from '../durations.js';
 import type { CommandSpec } from '../invocation.js';
 import { PluginError, PluginUsageError } from '../plugin-error.js';
 
@@ -75,13 +75,7 @@ export const waitCommand: CommandSpec = {
       }
       if (verdict.failed) throw new PluginError(`${target.name} will not be ${forWhat}: ${verdict.failed}`);
       if (Date.now() >= deadline) throw new PluginError(`timed out after ${inv.string('timeout') ?? '30s'} waiting for ${target.name} to be ${forWhat}: ${nodes}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
-        inv.signal.addEventListener('abort', () => {
-          clearTimeout(timer);
-          resolve();
-        }, { once: true });
-      });
+      await pause(Math.min(POLL_MS, Math.max(0, deadline - Date.now())), inv.signal);
       if (inv.signal.aborted) return 130;
     }
   },
