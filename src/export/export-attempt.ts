@@ -13,7 +13,7 @@ import { DownloadPins } from '../gateway/download-pins.js';
 import { HttpError } from '../http/status.js';
 import { KubeApiError, KubeUnavailableError, type KubeClient } from '../kube/client.js';
 import type { CaptureState } from '../kube/packetcapture.js';
-import { fileKey, manifestKey, ownsKey, planObjects, type FileRecord, type PlannedObject } from './export-objects.js';
+import { contentTypeOf, fileKey, manifestKey, ownsKey, planObjects, type FileRecord, type PlannedObject } from './export-objects.js';
 import { buildManifest } from './manifest.js';
 import type { ExportedObject, ExportSettings, PacketCaptureExport } from './packetcapture-export.js';
 import type { PartPool } from './part-pool.js';
@@ -156,22 +156,26 @@ async function continuous(d: AttemptDeps, a: AttemptInput, upload: (o: PlannedOb
     if (fresh.length > 0) {
       const pinned = await pin(d, a, { pc: found.pc, entries: fresh }, true);
       try {
-        if (pinned.missing.length > 0 && (!s.partial || !over)) {
-          if (!s.partial) throw new ExportFailure('AgentsUnavailable', `cannot read the files of ${pinned.missing.map((m) => `${m.node} (${m.why})`).join('; ')}`, true);
-        } else {
-          for (const m of pinned.missing) missing.push(m);
-          for (const m of pinned.missing) for (const f of fresh.find((e) => e.node === m.node)?.fileNames ?? []) done.add(fileKey(s, m.node, f));
+        if (pinned.missing.length > 0 && !s.partial) throw new ExportFailure('AgentsUnavailable', `cannot read the files of ${pinned.missing.map((m) => `${m.node} (${m.why})`).join('; ')}`, true);
+        // partial: an unreachable node is tried again while the capture runs, left out once it is over.
+        if (over) {
+          for (const m of pinned.missing) {
+            missing.push(m);
+            for (const f of fresh.find((e) => e.node === m.node)?.fileNames ?? []) done.add(fileKey(s, m.node, f));
+          }
         }
+        const stateOf = new Map(pinned.nodes.map((n) => [n.node, n.state]));
         for (const e of fresh) {
-          const held = new Set(pinned.nodes.find((n) => n.node === e.node)?.files.map((f) => f.name) ?? []);
-          if (!pinned.nodes.some((n) => n.node === e.node)) continue;
+          const node = pinned.nodes.find((n) => n.node === e.node);
+          if (!node) continue;
+          const held = new Set(node.files.map((f) => f.name));
           for (const f of e.fileNames ?? []) {
             if (!pending(e.node, e.state, f) || held.has(f)) continue;
             done.add(fileKey(s, e.node, f));
             missing.push({ node: e.node, problem: 'FileGone', why: `${f} was removed from the node (its file budget) before it could be uploaded` });
           }
         }
-        for (const o of planObjects(s, pinned, d.files, (node, f) => pending(node, pinned.nodes.find((n) => n.node === node)?.state, f.name))) {
+        for (const o of planObjects(s, pinned, d.files, (node, f) => pending(node, stateOf.get(node), f.name))) {
           await upload(o);
           done.add(o.key);
         }
@@ -255,14 +259,6 @@ export function asFailure(err: unknown, signal?: AbortSignal): ExportFailure {
   const e = err instanceof Error ? err : new Error(String(err));
   const code = (e as { code?: string }).code;
   return new ExportFailure(code && /^E[A-Z]+$/.test(code) ? 'EndpointUnreachable' : 'UploadFailed', `${code ? `${code}: ` : ''}${e.message}`.slice(0, 1000), true);
-}
-
-function contentTypeOf(key: string): string {
-  if (key.endsWith('.zst')) return 'application/zstd';
-  if (key.endsWith('.gz')) return 'application/gzip';
-  if (key.endsWith('.zip')) return 'application/zip';
-  if (key.endsWith('.pcapng')) return 'application/x-pcapng';
-  return 'application/vnd.tcpdump.pcap';
 }
 
 /** Node files as their keys name them (objects an earlier attempt of a files export wrote). */

@@ -48,12 +48,26 @@ export interface PinnedNodes {
 }
 
 const SUFFIX: Record<ContentCoding, string> = { zstd: '.zst', gzip: '.gz' };
-const CODING_TYPE: Record<ContentCoding, string> = { zstd: 'application/zstd', gzip: 'application/gzip' };
 
 /** A files export's key for one node file (also what a Continuous export looks for in its status). */
 export function fileKey(s: ExportSettings, node: string, file: string): string {
   const coding = codingOf(s);
   return `${s.keyPrefix}${node}/${file}${coding ? SUFFIX[coding] : ''}`;
+}
+
+/** The one object of a zip or pcapng export. */
+function dataKey(s: ExportSettings): string {
+  const coding = codingOf(s);
+  return s.format === 'zip' ? `${s.keyPrefix}files.zip` : `${s.keyPrefix}files.pcapng${coding ? SUFFIX[coding] : ''}`;
+}
+
+/** An object's content type, by its key (also for objects an earlier attempt recorded). */
+export function contentTypeOf(key: string): string {
+  if (key.endsWith('.zst')) return 'application/zstd';
+  if (key.endsWith('.gz')) return 'application/gzip';
+  if (key.endsWith('.zip')) return 'application/zip';
+  if (key.endsWith('.pcapng')) return 'application/x-pcapng';
+  return 'application/vnd.tcpdump.pcap';
 }
 
 export function manifestKey(s: ExportSettings): string {
@@ -68,10 +82,9 @@ export function ownsKey(s: ExportSettings, key: string): boolean {
   if (!key.startsWith(s.keyPrefix)) return false;
   const rest = key.slice(s.keyPrefix.length);
   if (rest === 'manifest.json') return true;
+  if (s.format !== 'files') return key === dataKey(s);
   const coding = codingOf(s);
   const suffix = coding ? SUFFIX[coding] : '';
-  if (s.format === 'zip') return rest === 'files.zip';
-  if (s.format === 'pcapng') return rest === `files.pcapng${suffix}`;
   return new RegExp(`^[a-z0-9][-a-z0-9.]*/[A-Za-z0-9][A-Za-z0-9._@-]*\\.pcap${suffix.replace('.', '\\.')}$`).test(rest);
 }
 
@@ -96,7 +109,7 @@ export function planObjects(s: ExportSettings, pinned: PinnedNodes, files: Captu
         const open = opener(n, f, record);
         out.push({
           key: record.key,
-          contentType: coding ? CODING_TYPE[coding] : 'application/vnd.tcpdump.pcap',
+          contentType: contentTypeOf(record.key),
           files: [record],
           open: async (signal) => encoded(streamOf(await open(signal)), coding),
           tally: () => ({ packets: record.packets, first: record.first, last: record.last }),
@@ -106,7 +119,7 @@ export function planObjects(s: ExportSettings, pinned: PinnedNodes, files: Captu
     return out;
   }
   const records: FileRecord[] = [];
-  const key = s.format === 'zip' ? `${s.keyPrefix}files.zip` : `${s.keyPrefix}files.pcapng${coding ? SUFFIX[coding] : ''}`;
+  const key = dataKey(s);
   for (const n of nodes) for (const f of n.files) records.push({ node: n.node, name: f.name, size: f.size, modified: f.modified, key });
   if (s.format === 'zip') {
     const sources: ZipSource[] = [];
@@ -119,7 +132,7 @@ export function planObjects(s: ExportSettings, pinned: PinnedNodes, files: Captu
     }
     return [{
       key,
-      contentType: 'application/zip',
+      contentType: contentTypeOf(key),
       files: records,
       open: async () => zipBody(sources, s.compression !== 'none'),
       tally: () => sumTally(records),
@@ -128,7 +141,7 @@ export function planObjects(s: ExportSettings, pinned: PinnedNodes, files: Captu
   let merge: NodeMerge | undefined;
   return [{
     key,
-    contentType: coding ? CODING_TYPE[coding] : 'application/x-pcapng',
+    contentType: contentTypeOf(key),
     files: records,
     open: async () => {
       const holding = nodes.filter((n) => n.files.some((f) => f.size > 0));

@@ -1,7 +1,10 @@
 // Counting a classic pcap file's packets as its bytes pass, in whatever chunks they come
 // (an export's manifest says how many packets each object holds and which time they span,
-// docs/export.md): the record headers are read, the packets skipped, nothing is kept.
+// docs/export.md): the record headers are read, the packets skipped, nothing is kept. The rule
+// for a record is records.ts's; this walks it across chunk boundaries, which a download's
+// bytes cross anywhere.
 import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from './format.js';
+import { recordLength } from './records.js';
 
 /** A packet's time, as a pcap record holds it. */
 export interface PacketTime {
@@ -78,7 +81,7 @@ export class PcapTally {
     const le = this.header.littleEndian;
     const s = le ? buf.readUInt32LE(at) : buf.readUInt32BE(at);
     const frac = le ? buf.readUInt32LE(at + 4) : buf.readUInt32BE(at + 4);
-    const incl = le ? buf.readUInt32LE(at + 8) : buf.readUInt32BE(at + 8);
+    const incl = recordLength(buf, at, le);
     if (incl > MAX_RECORD_LENGTH) {
       this.invalid = `a record claims ${incl} bytes`;
       return;

@@ -1,8 +1,8 @@
 // The one walker of classic pcap records (docs/architecture.md, "One of each"): every place
 // that needs to know where whole records end — the file server's and pins' length of a file
 // tcpdump is writing, a crashed file's repair, the capture limits' count and cut, the live
-// follower — asks here, so the rule for a record (16-byte header, incl_len bytes, never more
-// than MAX_RECORD_LENGTH) is written once.
+// follower, an export's packet count (pcap-tally.ts) — asks here, so the rule for a record
+// (16-byte header, incl_len bytes, never more than MAX_RECORD_LENGTH) is written once.
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { GLOBAL_HEADER_LENGTH, MAX_RECORD_LENGTH, parseGlobalHeader, RECORD_HEADER_LENGTH, type PcapHeader } from './format.js';
