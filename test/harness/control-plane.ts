@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,6 +83,26 @@ export async function freePort(host: string): Promise<number> {
   });
 }
 
+/**
+ * `n` distinct free ports: all held open at once while they are picked, since a port closed
+ * again may be handed out by the next pick (two servers then fail on one port: seen as
+ * SeaweedFS's S3 gRPC port equal to its HTTP port).
+ */
+export async function freePorts(host: string, n: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<Server>((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => resolve(srv));
+  })));
+  const ports = servers.map((srv) => {
+    const addr = srv.address();
+    if (typeof addr !== 'object' || !addr) throw new Error('no port');
+    return addr.port;
+  });
+  await Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
+  return ports;
+}
+
 export class ControlPlane {
   private etcd: OwnedProcess | undefined;
   private apiserver: OwnedProcess | undefined;
@@ -123,7 +143,8 @@ export class ControlPlane {
       }));
       const tokenFile = join(pki, 'static-tokens.csv');
       await writeFile(tokenFile, staticTokens.map((u) => `${u.token},${u.username},${u.uid},"${u.groups.join(',')}"`).join('\n') + '\n', { mode: 0o600 });
-      const [etcdClient, etcdPeer, apiPort] = [await freePort('127.0.0.1'), await freePort('127.0.0.1'), await freePort(bind)];
+      const [etcdClient, etcdPeer] = await freePorts('127.0.0.1', 2);
+      const apiPort = await freePort(bind);
       const etcdUrl = `http://127.0.0.1:${etcdClient}`;
       const etcdArgs = [
         '--name', 'default',

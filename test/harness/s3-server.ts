@@ -6,7 +6,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Teardown } from './cluster.js';
-import { freePort } from './control-plane.js';
+import { freePorts } from './control-plane.js';
 import { scratchDir } from './kube-pcap.js';
 import { OwnedProcess } from './processes.js';
 import { waitFor } from './wait.js';
@@ -56,8 +56,10 @@ export async function startS3Server(t: Teardown, o: S3ServerOptions = {}): Promi
   }), { mode: 0o600 });
   // Every port explicit: weed's defaults (9333, 8888, gRPC at +10000) would collide between
   // test files running at once.
-  const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3Free, s3Grpc] = await Promise.all(Array.from({ length: 8 }, () => freePort('127.0.0.1')));
-  const s3 = o.s3Port ?? s3Free!;
+  // One pick of distinct ports (a port given back may be picked again), none the one asked for.
+  const picked = (await freePorts('127.0.0.1', 9)).filter((p) => p !== o.s3Port);
+  const [master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3Free, s3Grpc] = picked as [number, number, number, number, number, number, number, number];
+  const s3 = o.s3Port ?? s3Free;
   const proc = new OwnedProcess(weedBinary(), [
     'server', `-dir=${data}`, '-ip=127.0.0.1', '-ip.bind=127.0.0.1',
     `-master.port=${master}`, `-master.port.grpc=${masterGrpc}`, '-master.telemetry=false', '-master.volumeSizeLimitMB=64',
